@@ -1,0 +1,290 @@
+// slapos.cfg and slapos-client.cfg: where they are, how they parse (Python ConfigParser
+// rules, which the `ini` package does not follow: it strips `#...` from URLs and has no
+// continuation lines), and the typed views each command family uses. Every default of
+// the node, client and proxy configuration lives here.
+import { readFileSync, statSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { ConfigError } from './errors.ts'
+
+export const DEFAULT_NODE_CFG = '/etc/opt/slapos/slapos.cfg'
+export const DEFAULT_CLIENT_CFG = '~/.slapos/slapos-client.cfg'
+
+export type Family = 'node' | 'client'
+
+/** `~` and `~/x` → home directory, like Python's os.path.expanduser. */
+export function expandUser(p: string): string {
+  if (p === '~') return homedir()
+  if (p.startsWith('~/')) return homedir() + p.slice(1)
+  return p
+}
+
+/** --cfg, then the environment variable, then the default (spec cli.md §6). */
+export function configPath(family: Family, cli: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const fromEnv = family === 'node' ? env.SLAPOS_CONFIGURATION : env.SLAPOS_CLIENT_CONFIGURATION
+  const p = cli || fromEnv || (family === 'node' ? DEFAULT_NODE_CFG : DEFAULT_CLIENT_CFG)
+  return resolve(expandUser(p))
+}
+
+export type Sections = Map<string, Map<string, string>>
+
+/**
+ * Parses INI text the way Python's ConfigParser does: lower-cased option names, `=` or `:`,
+ * whole-line `#`/`;` comments, indented continuation lines, `[DEFAULT]` inheritance,
+ * `%(name)s` interpolation (write `%%` for `%`), duplicates refused.
+ */
+export function parseIni(text: string, file = '<string>', opts: { interpolate?: boolean } = {}): Sections {
+  const raw: Sections = new Map()
+  let section: Map<string, string> | undefined
+  let sectionName = ''
+  let lastKey: string | undefined
+  const lines = text.split(/\r?\n/)
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] ?? ''
+    const lineNo = i + 1
+    if (/^\s*$/.test(line)) {
+      if (section && lastKey !== undefined) section.set(lastKey, section.get(lastKey) + '\n')
+      continue
+    }
+    const stripped = line.trim()
+    if (/^\s/.test(line) && section && lastKey !== undefined && !/^[#;]/.test(stripped)) {
+      section.set(lastKey, section.get(lastKey) + '\n' + stripped)
+      continue
+    }
+    if (stripped.startsWith('#') || stripped.startsWith(';')) continue
+    const header = /^\[([^\]]+)\]/.exec(stripped)
+    if (header && !/^\s/.test(line)) {
+      sectionName = header[1] ?? ''
+      if (raw.has(sectionName)) throw new ConfigError(`${file}:${lineNo}: section [${sectionName}] appears twice`)
+      section = new Map()
+      raw.set(sectionName, section)
+      lastKey = undefined
+      continue
+    }
+    if (!section) throw new ConfigError(`${file}:${lineNo}: line before any [section]: ${stripped}`)
+    const m = /^([^=:]*?)\s*[=:]\s*(.*)$/.exec(stripped)
+    const key = (m ? m[1] : stripped)?.toLowerCase() ?? ''
+    if (key === '') throw new ConfigError(`${file}:${lineNo}: cannot parse line: ${stripped}`)
+    if (section.has(key)) throw new ConfigError(`${file}:${lineNo}: option ${key} appears twice in [${sectionName}]`)
+    section.set(key, m ? (m[2] ?? '') : '')
+    lastKey = key
+  }
+  // values keep inner blank lines but not trailing ones
+  for (const s of raw.values()) for (const [k, v] of s) s.set(k, v.replace(/\s+$/, ''))
+  const defaults = raw.get('DEFAULT') ?? new Map<string, string>()
+  const out: Sections = new Map()
+  for (const [name, s] of raw) {
+    if (name === 'DEFAULT') continue
+    const merged = new Map([...defaults, ...s])
+    if (opts.interpolate !== false) {
+      for (const [k, v] of merged) merged.set(k, interpolate(v, merged, file, name, k, 0))
+    }
+    out.set(name, merged)
+  }
+  return out
+}
+
+function interpolate(value: string, scope: Map<string, string>, file: string, section: string, key: string, depth: number): string {
+  if (!value.includes('%')) return value
+  if (depth > 10) throw new ConfigError(`${file}: [${section}] ${key}: interpolation is too deep (a loop?)`)
+  return value.replace(/%(%|\(([^)]+)\)s|.?)/g, (all, what: string, name: string | undefined) => {
+    if (what === '%') return '%'
+    if (name !== undefined) {
+      const ref = scope.get(name.toLowerCase())
+      if (ref === undefined) {
+        throw new ConfigError(`${file}: [${section}] ${key} refers to %(${name})s, which is not set`, 'write %% for a literal %')
+      }
+      return interpolate(ref, scope, file, section, name, depth + 1)
+    }
+    throw new ConfigError(`${file}: [${section}] ${key}: bad use of % in '${value}'`, "write '%%' for a literal %")
+  })
+}
+
+/** A parsed file with typed accessors whose errors name the file, the key and what is expected. */
+export class ConfigFile {
+  readonly path: string
+  readonly sections: Sections
+  constructor(path: string, sections: Sections) {
+    this.path = path
+    this.sections = sections
+  }
+
+  static load(path: string): ConfigFile {
+    let text: string
+    try {
+      if (!statSync(path).isFile()) throw new ConfigError(`Configuration file is not a regular file: ${path}`)
+      text = readFileSync(path, 'utf8')
+    } catch (err) {
+      if (err instanceof ConfigError) throw err
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') {
+        throw new ConfigError(`Configuration file does not exist: ${path}`, 'give one with --cfg or SLAPOS_CONFIGURATION')
+      }
+      throw new ConfigError(`Cannot parse configuration file: ${path} (${code ?? String(err)})`)
+    }
+    return new ConfigFile(path, parseIni(text, path))
+  }
+
+  static fromText(text: string, path = '<string>'): ConfigFile {
+    return new ConfigFile(path, parseIni(text, path))
+  }
+
+  has(section: string, key?: string): boolean {
+    const s = this.sections.get(section)
+    return key === undefined ? s !== undefined : s?.has(key) === true
+  }
+
+  section(name: string): Map<string, string> {
+    return this.sections.get(name) ?? new Map()
+  }
+
+  get(section: string, key: string): string | undefined {
+    return this.sections.get(section)?.get(key)
+  }
+
+  str(section: string, key: string, dflt: string): string {
+    return this.get(section, key) ?? dflt
+  }
+
+  require(section: string, key: string): string {
+    const v = this.get(section, key)
+    if (v === undefined || v === '') {
+      throw new ConfigError(`${this.path}: [${section}] ${key} is missing`, `set ${key} in the [${section}] section`)
+    }
+    return v
+  }
+
+  /** Python ConfigParser booleans: 1/yes/true/on and 0/no/false/off, any case. */
+  bool(section: string, key: string, dflt: boolean, strict = false): boolean {
+    const v = this.get(section, key)
+    if (v === undefined || v === '') return dflt
+    const l = v.trim().toLowerCase()
+    if (l === 'true' || (!strict && (l === '1' || l === 'yes' || l === 'on'))) return true
+    if (l === 'false' || (!strict && (l === '0' || l === 'no' || l === 'off'))) return false
+    throw new ConfigError(
+      `${this.path}: [${section}] ${key} = ${v} is not a boolean`,
+      strict ? 'use true or false' : 'use true/false, yes/no, on/off or 1/0',
+    )
+  }
+
+  int(section: string, key: string, dflt: number): number {
+    const v = this.get(section, key)
+    if (v === undefined || v.trim() === '') return dflt
+    if (!/^\s*-?\d+\s*$/.test(v)) throw new ConfigError(`${this.path}: [${section}] ${key} = ${v} is not an integer`)
+    return Number.parseInt(v, 10)
+  }
+
+  /** A path value: `~` expanded, relative paths taken from the directory of the file. */
+  path_(section: string, key: string): string | undefined {
+    const v = this.get(section, key)
+    if (v === undefined || v.trim() === '') return undefined
+    return resolvePath(v.trim(), dirname(this.path))
+  }
+
+  /** A newline- (and optionally space-) separated list, blank entries dropped. */
+  list(section: string, key: string, splitSpaces = false): string[] {
+    const v = this.get(section, key)
+    if (!v) return []
+    return v.split(splitSpaces ? /[\s,]+/ : /\n/).map((s) => s.trim()).filter(Boolean)
+  }
+}
+
+export function resolvePath(p: string, base: string): string {
+  const e = expandUser(p)
+  return isAbsolute(e) ? e : resolve(base, e)
+}
+
+// --- typed views ---
+
+/** Keys of [slapos] (and [networkcache]) read by node software/instance/report/promise (spec grid.md §1.2). */
+export interface NodeConfig {
+  file: ConfigFile
+  computerId: string
+  masterUrl: string
+  softwareRoot: string
+  instanceRoot: string
+  keyFile?: string | undefined
+  certFile?: string | undefined
+  masterCaFile?: string | undefined
+  certificateRepositoryPath?: string | undefined
+  /** buildout executable run for every software release and partition */
+  buildout: string
+  maximalDelay: number
+  maximumPeriodicity: number
+  promiseTimeout: number
+  partitionTimeout?: number | undefined
+  pidfileSoftware: string
+  pidfileInstance: string
+  pidfileReport: string
+  rootCheck: boolean
+  forbidSupervisordAutomaticLaunch: boolean
+  sharedPartList: string[]
+  buildTimePartList: string[]
+  /** the watchdog command written into supervisord's event listener entry */
+  watchdogCommand: string
+  /** [slapformat] partition_base_name, used by boot and report */
+  partitionBaseName: string
+}
+
+export const NODE_DEFAULTS = {
+  maximalDelay: 0,
+  maximumPeriodicity: 86400,
+  promiseTimeout: 20,
+  pidfileSoftware: '/opt/slapos/slapgrid-sr.pid',
+  pidfileInstance: '/opt/slapos/slapgrid-cp.pid',
+  pidfileReport: '/opt/slapos/slapgrid-ur.pid',
+  buildout: 'buildout',
+  watchdogCommand: '/opt/slapos/bin/slapos-watchdog',
+  partitionBaseName: 'slappart',
+} as const
+
+/**
+ * Values given on the command line replace the file's (grid.md §1.1). `overrides` uses the
+ * config key names (`instance_root`, `maximum_periodicity`, ...); undefined means "not given".
+ */
+export function loadNodeConfig(file: ConfigFile, overrides: Record<string, string | number | undefined> = {}): NodeConfig {
+  const flat = new Map<string, string>([...file.section('slapos'), ...file.section('networkcache')])
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') flat.set(k, String(v))
+  const view = new ConfigFile(file.path, new Map([['slapos', flat]]))
+  const missing = ['computer_id', 'instance_root', 'master_url', 'software_root'].filter((k) => !flat.has(k))
+  if (missing.length) {
+    throw new ConfigError(`${file.path}: Missing mandatory parameters: ${missing.join(', ')}`, 'set them in [slapos]')
+  }
+  const empty = ['computer_id', 'instance_root', 'master_url', 'software_root'].filter((k) => flat.get(k) === '')
+  if (empty.length) throw new ConfigError(`${file.path}: Mandatory parameters present but empty: ${empty.join(', ')}`)
+  const keyFile = view.path_('slapos', 'key_file')
+  const certFile = view.path_('slapos', 'cert_file')
+  const certRepo = view.path_('slapos', 'certificate_repository_path')
+  if ((keyFile || certFile) && !(keyFile && certFile && certRepo)) {
+    throw new ConfigError(
+      `${file.path}: key_file, cert_file and certificate_repository_path must all be set when one of key_file or cert_file is`,
+    )
+  }
+  const fallbackPid = view.path_('slapos', 'pidfile')
+  const partitionTimeout = flat.get('partition_timeout') ?? flat.get('partition-timeout')
+  return {
+    file,
+    computerId: view.require('slapos', 'computer_id'),
+    masterUrl: view.require('slapos', 'master_url'),
+    softwareRoot: view.path_('slapos', 'software_root') ?? '',
+    instanceRoot: view.path_('slapos', 'instance_root') ?? '',
+    keyFile,
+    certFile,
+    masterCaFile: view.path_('slapos', 'master_ca_file'),
+    certificateRepositoryPath: certRepo,
+    buildout: view.get('slapos', 'buildout')?.trim() || NODE_DEFAULTS.buildout,
+    maximalDelay: view.int('slapos', 'maximal_delay', NODE_DEFAULTS.maximalDelay),
+    maximumPeriodicity: view.int('slapos', 'maximum_periodicity', NODE_DEFAULTS.maximumPeriodicity),
+    promiseTimeout: view.int('slapos', 'promise_timeout', NODE_DEFAULTS.promiseTimeout),
+    partitionTimeout: partitionTimeout ? view.int('slapos', flat.has('partition_timeout') ? 'partition_timeout' : 'partition-timeout', 0) : undefined,
+    pidfileSoftware: view.path_('slapos', 'pidfile_software') ?? fallbackPid ?? NODE_DEFAULTS.pidfileSoftware,
+    pidfileInstance: view.path_('slapos', 'pidfile_instance') ?? fallbackPid ?? NODE_DEFAULTS.pidfileInstance,
+    pidfileReport: view.path_('slapos', 'pidfile_report') ?? fallbackPid ?? NODE_DEFAULTS.pidfileReport,
+    rootCheck: view.bool('slapos', 'root_check', true, true),
+    forbidSupervisordAutomaticLaunch: view.bool('slapos', 'forbid_supervisord_automatic_launch', false),
+    sharedPartList: view.list('slapos', 'shared_part_list'),
+    buildTimePartList: view.list('slapos', 'build_time_part_list'),
+    watchdogCommand: view.get('slapos', 'watchdog_command')?.trim() || NODE_DEFAULTS.watchdogCommand,
+    partitionBaseName: file.str('slapformat', 'partition_base_name', NODE_DEFAULTS.partitionBaseName),
+  }
+}

@@ -1,0 +1,85 @@
+// The only module that starts child processes. Format, grid and supervisor code call a
+// Runner so that tests can record the exact command list (format) while the real one
+// runs everything else. No shell: argv arrays only, so configuration values are never
+// interpreted by a shell.
+import { spawn, spawnSync } from 'node:child_process'
+
+export interface RunOptions {
+  cwd?: string
+  env?: NodeJS.ProcessEnv
+  uid?: number
+  gid?: number
+  /** bytes written to the child's stdin */
+  input?: string
+  /** kill the child after this many milliseconds */
+  timeoutMs?: number
+  /** called with each chunk of output as it arrives (stdout and stderr merged) */
+  onOutput?: (chunk: string) => void
+}
+
+export interface RunResult {
+  code: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  timedOut: boolean
+}
+
+export interface Runner {
+  run(argv: string[], opts?: RunOptions): Promise<RunResult>
+}
+
+/** Spawns real processes. Output is kept in memory, capped to its last 1 MiB. */
+export const realRunner: Runner = {
+  run(argv, opts = {}) {
+    return new Promise((resolve, reject) => {
+      const [cmd, ...args] = argv
+      if (cmd === undefined) {
+        reject(new Error('empty command'))
+        return
+      }
+      const child = spawn(cmd, args, {
+        cwd: opts.cwd,
+        env: opts.env ?? process.env,
+        uid: opts.uid,
+        gid: opts.gid,
+        stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      })
+      const cap = 1 << 20
+      let stdout = ''
+      let stderr = ''
+      let timedOut = false
+      const timer =
+        opts.timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              timedOut = true
+              child.kill('SIGKILL')
+            }, opts.timeoutMs)
+      child.stdout?.setEncoding('utf8').on('data', (s: string) => {
+        stdout = (stdout + s).slice(-cap)
+        opts.onOutput?.(s)
+      })
+      child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+        stderr = (stderr + s).slice(-cap)
+        opts.onOutput?.(s)
+      })
+      if (opts.input !== undefined) child.stdin?.end(opts.input)
+      child.on('error', (err) => {
+        if (timer) clearTimeout(timer)
+        reject(err)
+      })
+      child.on('close', (code, signal) => {
+        if (timer) clearTimeout(timer)
+        resolve({ code, signal, stdout, stderr, timedOut })
+      })
+    })
+  },
+}
+
+/** Synchronous variant for the few start-up checks that cannot be async. */
+export function runSync(argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): RunResult {
+  const [cmd, ...args] = argv
+  const r = spawnSync(cmd ?? '', args, { input: opts.input, env: opts.env ?? process.env, encoding: 'utf8' })
+  return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '', timedOut: false }
+}
