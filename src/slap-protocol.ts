@@ -1,0 +1,798 @@
+// The xml_marshaller codec of the SLAP wire (what slapos.core's slapos.util.dumps/loads
+// produce and accept), plus the "instance XML" parameter documents. Pure: no I/O.
+// Used by slap-client.ts, the proxy, format (slapos.xml) and the node.
+import { SlapError } from './errors.ts'
+import { EXIT } from './exit-codes.ts'
+
+/** A Python tuple: never numbered nor referenced, emitted as `<tuple>`. */
+export class Tuple {
+  constructor(readonly items: PyValue[]) {}
+}
+
+/** A float that must stay `<float>` even when integral (Python `1.0`). */
+export class PyFloat {
+  constructor(readonly value: number) {}
+}
+
+/** A Python dict whose keys are not all strings (`{'a': 1, 2: 'b'}`); rare on the wire. */
+export class PyMap {
+  constructor(readonly entries: Array<[PyValue, PyValue]>) {}
+}
+
+export type SlapClassName = 'Computer' | 'ComputerPartition' | 'SoftwareRelease' | 'SoftwareInstance'
+export const SLAP_MODULE = 'slapos.slap.slap'
+/** The only classes either direction accepts (slapos.util allow-list, spec §3.6). */
+export const SLAP_CLASSES: readonly SlapClassName[] = ['Computer', 'ComputerPartition', 'SoftwareRelease', 'SoftwareInstance']
+
+/** An instance of one of the four slapos.slap.slap classes: `__getinitargs__()` + `__dict__`. */
+export class SlapObject {
+  constructor(
+    readonly className: SlapClassName,
+    public initArgs: PyValue[],
+    public state: PyDict,
+  ) {}
+}
+
+/** A Python dict with string keys, as a plain object. */
+export type PyDict = { [key: string]: PyValue }
+export type PyValue =
+  | string
+  | number
+  | bigint
+  | boolean
+  | null
+  | PyFloat
+  | Tuple
+  | PyValue[]
+  | PyDict
+  | Set<PyValue>
+  | PyMap
+  | SlapObject
+
+/** Anything the marshaller refuses to write or the unmarshaller refuses to read. */
+export class MarshalError extends SlapError {
+  constructor(message: string) {
+    super(message, { code: 'E_MARSHAL', exitCode: EXIT.FAIL })
+  }
+}
+
+export interface LoadLimits {
+  /** longest document accepted, in characters (default 64 Mi) */
+  maxLength?: number
+  /** deepest element nesting accepted (default 256) */
+  maxDepth?: number
+  /** most values after following `<reference>`s (default 5,000,000): stops reference bombs */
+  maxExpanded?: number
+}
+
+/**
+ * Marshals like xml_marshaller + slapos.util.dumps: compact by default (what travels on the
+ * wire), or indented like the slapos.xml written by `slapos node format` (`pretty`).
+ * JS integers become `<int>` (`<long>` from 1e24), other numbers `<float>`; a Uint8Array is
+ * written as a UTF-8 `<string>` like Python bytes.
+ */
+export function dumps(v: PyValue, opts: { pretty?: boolean } = {}): string {
+  const w = new Writer(opts.pretty === true)
+  w.line('<marshal>')
+  w.depth++
+  w.value(v, 'value')
+  w.depth--
+  w.line('</marshal>')
+  return w.parts.join('')
+}
+
+/** Unmarshals a document; throws MarshalError on anything malformed or not allowed. */
+export function loads(xml: string, limits: LoadLimits = {}): PyValue {
+  if (typeof xml !== 'string') throw new MarshalError('marshalled document must be a string')
+  const d = new Decoder(limits)
+  scanXml(xml, d, limits)
+  return d.result()
+}
+
+/** True for a plain object used as a Python dict (not a class instance, not an array). */
+export function isPyDict(v: unknown): v is PyDict {
+  if (typeof v !== 'object' || v === null) return false
+  const proto = Object.getPrototypeOf(v) as unknown
+  return proto === Object.prototype || proto === null
+}
+
+/** Python `repr()` of a value (dict-key sorting fallback; also handy in messages). */
+export function pyRepr(v: PyValue): string {
+  if (typeof v === 'string') return reprString(v)
+  if (typeof v === 'number') return Number.isInteger(v) ? intText(v) : pyFloatRepr(v)
+  if (typeof v === 'bigint') return v.toString()
+  if (typeof v === 'boolean') return v ? 'True' : 'False'
+  if (v === null) return 'None'
+  if (v instanceof PyFloat) return pyFloatRepr(v.value)
+  if (v instanceof Tuple) return v.items.length === 1 ? `(${pyRepr(v.items[0]!)},)` : `(${v.items.map(pyRepr).join(', ')})`
+  if (Array.isArray(v)) return `[${v.map(pyRepr).join(', ')}]`
+  if (v instanceof Set) return v.size === 0 ? 'set()' : `{${[...v].map(pyRepr).join(', ')}}`
+  if (v instanceof PyMap) return `{${v.entries.map(([k, x]) => `${pyRepr(k)}: ${pyRepr(x)}`).join(', ')}}`
+  if (v instanceof SlapObject) return `<${SLAP_MODULE}.${v.className} object>`
+  return `{${Object.keys(v).map((k) => `${reprString(k)}: ${pyRepr(v[k]!)}`).join(', ')}}`
+}
+
+/** Python `str(float)`: shortest round-trip digits, exponent when < 1e-4 or >= 1e16. */
+export function pyFloatRepr(x: number): string {
+  if (Number.isNaN(x)) return 'nan'
+  if (x === Infinity) return 'inf'
+  if (x === -Infinity) return '-inf'
+  if (x === 0) return Object.is(x, -0) ? '-0.0' : '0.0'
+  const sign = x < 0 ? '-' : ''
+  const [mant, expText] = Math.abs(x).toExponential().split('e') as [string, string]
+  const digits = mant.replace('.', '')
+  const exp = Number(expText)
+  const decpt = exp + 1 // the value is 0.<digits> * 10**decpt
+  if (decpt <= -4 || decpt > 16) {
+    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits
+    const e = Math.abs(exp).toString().padStart(2, '0')
+    return `${sign}${m}e${exp < 0 ? '-' : '+'}${e}`
+  }
+  if (decpt <= 0) return `${sign}0.${'0'.repeat(-decpt)}${digits}`
+  if (decpt >= digits.length) return `${sign}${digits}${'0'.repeat(decpt - digits.length)}.0`
+  return `${sign}${digits.slice(0, decpt)}.${digits.slice(decpt)}`
+}
+
+/** Compares strings by Unicode code point, like Python (JS `<` compares UTF-16 units). */
+export function compareCodePoints(a: string, b: string): number {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i)
+    let y = b.charCodeAt(i)
+    if (x === y) continue
+    // Surrogates (astral characters) must sort above U+E000..U+FFFF.
+    if (x >= 0xd800) x = x >= 0xe000 ? x - 0x800 : x + 0x2000
+    if (y >= 0xd800) y = y >= 0xe000 ? y - 0x800 : y + 0x2000
+    return x - y
+  }
+  return a.length - b.length
+}
+
+// --- instance XML (spec §6) ---------------------------------------------------------------
+
+/** Value of an instance parameter as slapos.util.xml2dict returns it (None for empty text). */
+export type InstanceParameters = { [key: string]: string | null }
+
+/**
+ * The instance XML document of slapos.util.dict2xml: sorted `<parameter id>` elements,
+ * values converted with Python `str()`, two-space indentation, UTF-8 text kept literal.
+ */
+export function instanceXml(params: { [key: string]: PyValue | undefined }): string {
+  const keys = sortedKeys(params).filter((k) => params[k] !== undefined)
+  const head = "<?xml version='1.0' encoding='utf-8'?>\n"
+  if (keys.length === 0) return `${head}<instance/>\n`
+  const lines = keys.map((k) => `  <parameter id="${escapeAttr(k)}">${escapeText(pyStr(params[k]!))}</parameter>\n`)
+  return `${head}<instance>\n${lines.join('')}</instance>\n`
+}
+
+/**
+ * Parses instance XML like slapos.util.xml2dict: each direct `<parameter>` child of the root,
+ * key = `id`, value = its text (null when empty); a repeated key gets its values joined with
+ * a space. Empty input gives `{}`. Throws MarshalError on malformed XML.
+ */
+export function parseInstanceXml(xml: string | null | undefined, limits: LoadLimits = {}): InstanceParameters {
+  const out: InstanceParameters = {}
+  if (xml === null || xml === undefined || xml.trim() === '') return out
+  let depth = 0
+  let current: { key: string; text: string; sawChild: boolean } | null = null
+  const handler: XmlHandler = {
+      start(name, attrs, selfClosing) {
+        depth++
+        if (depth === 2 && name === 'parameter' && attrs.id !== undefined) {
+          current = { key: attrs.id, text: '', sawChild: false }
+        } else if (current !== null) {
+          current.sawChild = true
+        }
+        if (selfClosing) handler.end(name)
+      },
+      end() {
+        if (depth === 2 && current !== null) {
+          const text = current.text === '' ? null : current.text
+          // Like xml2dict: a repeated key appends ' ' + text to a non-empty earlier value
+          // (where Python would fail on an empty later value, we keep the earlier one).
+          const before = Object.hasOwn(out, current.key) ? out[current.key]! : null
+          setKey(out, current.key, before === null ? text : text === null ? before : `${before} ${text}`)
+          current = null
+        }
+        depth--
+      },
+      text(s) {
+        // lxml `.text` is the text before the first child element.
+        if (current !== null && depth === 2 && !current.sawChild) current.text += s
+      },
+  }
+  scanXml(xml, handler, limits)
+  return out
+}
+
+/** `{'_': json}` as `slapos request` sends parameters to a json-in-xml software release. */
+export function jsonInXmlParameters(obj: unknown): PyDict {
+  return { _: pyJsonDumps(obj, 2) }
+}
+
+/**
+ * The object behind the json-in-xml `_` parameter when it is the only one and parses as
+ * JSON; undefined otherwise (the caller then shows the plain parameters).
+ */
+export function parseJsonInXml(params: { [key: string]: unknown }): unknown {
+  const keys = Object.keys(params)
+  if (keys.length !== 1 || keys[0] !== '_' || typeof params._ !== 'string') return undefined
+  try {
+    return JSON.parse(params._) as unknown
+  } catch {
+    return undefined
+  }
+}
+
+/** Python `json.dumps(obj, indent=indent)` text (ASCII only, `\uXXXX` escapes). */
+export function pyJsonDumps(obj: unknown, indent?: number): string {
+  const text = JSON.stringify(obj, null, indent) ?? 'null'
+  // Python's default ensure_ascii=True escapes every non-ASCII character.
+  const ascii = text.replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  return indent === undefined ? ascii.replace(/("(?:[^"\\]|\\.)*")|([,:])/g, (m, str: string | undefined, p: string | undefined) => str ?? (p === ',' ? ', ' : ': ')) : ascii
+}
+
+// --- internal: encoder ----------------------------------------------------------------
+
+// |v| < 1e24 compared as a double, like xml_marshaller's int/long split.
+const LONG_BOUND = 999999999999999983222784n
+const INVALID_XML_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u
+
+class Writer {
+  parts: string[] = []
+  depth = 0
+  private counter = 1
+  private ids = new Map<object, number>()
+  private open = new Set<object>()
+  constructor(readonly pretty: boolean) {}
+
+  line(s: string): void {
+    this.parts.push(this.pretty ? `${'  '.repeat(this.depth)}${s}\n` : s)
+  }
+
+  leaf(tag: string, text: string): void {
+    this.line(text === '' && this.pretty ? `<${tag}/>` : `<${tag}>${text}</${tag}>`)
+  }
+
+  /** Emits `<reference>` for an already written container; else gives it the next id. */
+  private register(v: object): number | undefined {
+    const seen = this.ids.get(v)
+    if (seen !== undefined) {
+      if (this.open.has(v)) throw new MarshalError('cannot marshal a container that contains itself')
+      this.line(`<reference id="i${seen}"/>`)
+      return undefined
+    }
+    const id = ++this.counter
+    this.ids.set(v, id)
+    return id
+  }
+
+  private children(tag: string, attrs: string, items: Iterable<PyValue>, count: number, where: string): void {
+    if (count === 0) {
+      this.line(`<${tag}${attrs}/>`)
+      return
+    }
+    this.line(`<${tag}${attrs}>`)
+    this.depth++
+    let i = 0
+    for (const x of items) this.value(x, `${where}[${i++}]`)
+    this.depth--
+    this.line(`</${tag}>`)
+  }
+
+  value(v: PyValue, where: string): void {
+    switch (typeof v) {
+      case 'string':
+        return this.leaf('string', wireString(v, where))
+      case 'number':
+        if (Number.isInteger(v)) return this.leaf(Math.abs(v) < 1e24 ? 'int' : 'long', intText(v))
+        return this.leaf('float', pyFloatRepr(v))
+      case 'bigint':
+        return this.leaf(v < LONG_BOUND && v > -LONG_BOUND ? 'int' : 'long', v.toString())
+      case 'boolean':
+        return this.leaf('bool', v ? '1' : '0')
+      case 'object':
+        break
+      default:
+        throw new MarshalError(`cannot marshal ${typeof v} at ${where}`)
+    }
+    if (v === null) return this.line('<none/>')
+    if (v instanceof PyFloat) return this.leaf('float', pyFloatRepr(v.value))
+    if (v instanceof Tuple) return this.children('tuple', '', v.items, v.items.length, where)
+    if (v instanceof Uint8Array) return this.leaf('string', wireString(decodeUtf8(v, where), where))
+    if (Array.isArray(v) || v instanceof Set || v instanceof PyMap || v instanceof SlapObject || isPyDict(v)) {
+      const id = this.register(v)
+      if (id === undefined) return
+      this.open.add(v)
+      if (Array.isArray(v)) this.children('list', ` id="i${id}"`, v, v.length, where)
+      else if (v instanceof Set) this.children('set', ` id="i${id}"`, v, v.size, where)
+      else if (v instanceof SlapObject) this.object(v, id, where)
+      else this.dictionary(v instanceof PyMap ? v.entries : dictEntries(v, where), id, where)
+      this.open.delete(v)
+      return
+    }
+    const name = (v as object).constructor?.name ?? 'object'
+    throw new MarshalError(`Refusing to marshall ${name} at ${where}`)
+  }
+
+  private object(o: SlapObject, id: number, where: string): void {
+    if (!SLAP_CLASSES.includes(o.className)) throw new MarshalError(`Refusing to marshall ${SLAP_MODULE}.${String(o.className)}`)
+    if (!isPyDict(o.state)) throw new MarshalError(`state of ${o.className} at ${where} must be a dict`)
+    this.line(`<object id="i${id}" module="${SLAP_MODULE}" class="${o.className}">`)
+    this.depth++
+    this.children('tuple', '', o.initArgs, o.initArgs.length, `${where}.initArgs`)
+    this.value(o.state, `${where}.state`)
+    this.depth--
+    this.line('</object>')
+  }
+
+  private dictionary(entries: Array<[PyValue, PyValue]>, id: number, where: string): void {
+    const sorted = sortEntries(entries)
+    if (sorted.length === 0) return this.line(`<dictionary id="i${id}"/>`)
+    this.line(`<dictionary id="i${id}">`)
+    this.depth++
+    for (const [k, x] of sorted) {
+      const at = `${where}[${typeof k === 'string' ? JSON.stringify(k) : pyRepr(k)}]`
+      this.value(k, at)
+      this.value(x, at)
+    }
+    this.depth--
+    this.line('</dictionary>')
+  }
+}
+
+function dictEntries(d: PyDict, where: string): Array<[PyValue, PyValue]> {
+  const out: Array<[PyValue, PyValue]> = []
+  for (const k of Object.keys(d)) {
+    const x = d[k]
+    if (x === undefined) throw new MarshalError(`cannot marshal undefined at ${where}[${JSON.stringify(k)}] (use null for None)`)
+    out.push([k, x])
+  }
+  return out
+}
+
+/** Python `sorted(d.items())`, falling back to sorting by `repr(key)` when keys do not compare. */
+function sortEntries(entries: Array<[PyValue, PyValue]>): Array<[PyValue, PyValue]> {
+  const copy = entries.slice()
+  if (copy.every(([k]) => typeof k === 'string')) {
+    return copy.sort((a, b) => compareCodePoints(a[0] as string, b[0] as string))
+  }
+  try {
+    return copy.sort((a, b) => pyCompare(a[0], b[0]))
+  } catch (e) {
+    if (!(e instanceof Incomparable)) throw e
+    const reprs = new Map(copy.map((e) => [e, pyRepr(e[0])]))
+    return copy.sort((a, b) => compareCodePoints(reprs.get(a)!, reprs.get(b)!))
+  }
+}
+
+class Incomparable extends Error {}
+
+function numeric(v: PyValue): number | bigint | undefined {
+  if (typeof v === 'number' || typeof v === 'bigint') return v
+  if (typeof v === 'boolean') return v ? 1 : 0
+  if (v instanceof PyFloat) return v.value
+  return undefined
+}
+
+/** Python `<` ordering for the key types that compare; throws Incomparable otherwise. */
+function pyCompare(a: PyValue, b: PyValue): number {
+  if (typeof a === 'string' && typeof b === 'string') return compareCodePoints(a, b)
+  const x = numeric(a)
+  const y = numeric(b)
+  if (x !== undefined && y !== undefined) return x < y ? -1 : x > y ? 1 : 0
+  if (a instanceof Tuple && b instanceof Tuple) {
+    const n = Math.min(a.items.length, b.items.length)
+    for (let i = 0; i < n; i++) {
+      const c = pyCompare(a.items[i]!, b.items[i]!)
+      if (c !== 0) return c
+    }
+    return a.items.length - b.items.length
+  }
+  throw new Incomparable()
+}
+
+function sortedKeys(d: object): string[] {
+  return Object.keys(d).sort(compareCodePoints)
+}
+
+function intText(v: number): string {
+  return Number.isSafeInteger(v) ? String(v) : BigInt(v).toString()
+}
+
+/** The double escaping of xml_marshaller strings (spec §3.3), then ASCII character references. */
+function wireString(s: string, where: string): string {
+  if (INVALID_XML_CHAR.test(s)) throw new MarshalError(`All strings must be XML compatible: ${where} holds a control character or a lone surrogate`)
+  let t = s.replace(/&/g, '&amp;amp;').replace(/</g, '&amp;lt;').replace(/>/g, '&amp;gt;').replace(/\r/g, '&#13;')
+  // eslint-disable-next-line no-control-regex
+  if (/[^\x00-\x7f]/.test(t)) t = t.replace(/[^\x00-\x7f]/gu, (c) => `&#${c.codePointAt(0)};`)
+  return t
+}
+
+function decodeUtf8(b: Uint8Array, where: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(b)
+  } catch {
+    throw new MarshalError(`bytes at ${where} are not valid UTF-8`)
+  }
+}
+
+/** Python `str(v)` for instance XML values. */
+function pyStr(v: PyValue): string {
+  if (typeof v === 'string') return v
+  if (v instanceof Uint8Array) return decodeUtf8(v, 'parameter')
+  return pyRepr(v)
+}
+
+function reprString(s: string): string {
+  const quote = s.includes("'") && !s.includes('"') ? '"' : "'"
+  let out = ''
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!
+    if (ch === '\\') out += '\\\\'
+    else if (ch === quote) out += `\\${quote}`
+    else if (ch === '\n') out += '\\n'
+    else if (ch === '\r') out += '\\r'
+    else if (ch === '\t') out += '\\t'
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`
+    else if (c >= 0xd800 && c <= 0xdfff) out += `\\u${c.toString(16).padStart(4, '0')}`
+    else out += ch
+  }
+  return quote + out + quote
+}
+
+function escapeText(s: string): string {
+  if (INVALID_XML_CHAR.test(s)) throw new MarshalError('All strings must be XML compatible: a parameter holds a control character')
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\r/g, '&#13;')
+}
+
+function escapeAttr(s: string): string {
+  return escapeText(s).replace(/"/g, '&quot;').replace(/\n/g, '&#10;').replace(/\t/g, '&#9;')
+}
+
+/** Sets an own property even for `__proto__`, so no key can change an object's prototype. */
+function setKey(o: { [key: string]: unknown }, k: string, v: unknown): void {
+  if (k === '__proto__') Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true })
+  else o[k] = v
+}
+
+function localName(name: string): string {
+  const i = name.lastIndexOf(':')
+  return i < 0 ? name : name.slice(i + 1)
+}
+
+// --- internal: a small strict XML scanner ---------------------------------------------
+// Hand-written so that we control everything: no DOCTYPE, no entity declarations, only
+// the five predefined entities and character references, bounded length and depth.
+
+interface XmlHandler {
+  start(name: string, attrs: Record<string, string>, selfClosing: boolean): void
+  end(name: string): void
+  text(s: string): void
+}
+
+const NAME = /[A-Za-z_:][A-Za-z0-9_.:-]*/y
+const ATTR = /\s+([A-Za-z_:][A-Za-z0-9_.:-]*)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')/y
+const TAG_END = /\s*(\/?)>/y
+const CLOSE = /<\/([A-Za-z_:][A-Za-z0-9_.:-]*)\s*>/y
+const BAD_TEXT_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u
+
+function scanXml(src: string, h: XmlHandler, limits: LoadLimits): void {
+  const maxLength = limits.maxLength ?? 64 * 1024 * 1024
+  const maxDepth = limits.maxDepth ?? 256
+  if (src.length > maxLength) throw new MarshalError(`XML document too large (${src.length} characters, limit ${maxLength})`)
+  const fail = (what: string, at: number): never => {
+    throw new MarshalError(`malformed XML: ${what} at offset ${at}`)
+  }
+  if (BAD_TEXT_CHAR.test(src)) {
+    const m = BAD_TEXT_CHAR.exec(src)!
+    fail('character not allowed in XML', m.index)
+  }
+  const stack: string[] = []
+  let rootSeen = false
+  let pos = src.charCodeAt(0) === 0xfeff ? 1 : 0
+  while (pos < src.length) {
+    const lt = src.indexOf('<', pos)
+    const textEnd = lt < 0 ? src.length : lt
+    if (textEnd > pos) {
+      const raw = src.slice(pos, textEnd)
+      if (stack.length === 0) {
+        if (raw.trim() !== '') fail('text outside the root element', pos)
+      } else {
+        h.text(decodeText(raw, pos, fail))
+      }
+    }
+    if (lt < 0) break
+    pos = lt
+    if (src.startsWith('<?', pos)) {
+      const e = src.indexOf('?>', pos + 2)
+      if (e < 0) fail('unterminated processing instruction', pos)
+      pos = e + 2
+    } else if (src.startsWith('<!--', pos)) {
+      const e = src.indexOf('-->', pos + 4)
+      if (e < 0) fail('unterminated comment', pos)
+      pos = e + 3
+    } else if (src.startsWith('<![CDATA[', pos)) {
+      if (stack.length === 0) fail('CDATA outside the root element', pos)
+      const e = src.indexOf(']]>', pos + 9)
+      if (e < 0) fail('unterminated CDATA section', pos)
+      h.text(src.slice(pos + 9, e).replace(/\r\n?/g, '\n'))
+      pos = e + 3
+    } else if (src.startsWith('<!', pos)) {
+      throw new MarshalError(`DOCTYPE and entity declarations are refused (offset ${pos})`)
+    } else if (src.startsWith('</', pos)) {
+      CLOSE.lastIndex = pos
+      const m = CLOSE.exec(src)
+      if (!m) fail('bad end tag', pos)
+      const name = m![1]!
+      const open = stack.pop()
+      if (open !== name) fail(open === undefined ? `end tag </${name}> without start` : `</${name}> closes <${open}>`, pos)
+      h.end(name)
+      pos = CLOSE.lastIndex
+    } else {
+      NAME.lastIndex = pos + 1
+      const m = NAME.exec(src)
+      if (!m) fail('bad tag', pos)
+      const name = m![0]
+      if (stack.length === 0 && rootSeen) fail('a second root element', pos)
+      let p = NAME.lastIndex
+      const attrs: Record<string, string> = Object.create(null) as Record<string, string>
+      for (;;) {
+        ATTR.lastIndex = p
+        const a = ATTR.exec(src)
+        if (!a) break
+        const an = a[1]!
+        if (an in attrs) fail(`duplicate attribute ${an}`, p)
+        attrs[an] = decodeText(a[2] ?? a[3] ?? '', p, fail).replace(/[\t\n]/g, ' ')
+        p = ATTR.lastIndex
+      }
+      TAG_END.lastIndex = p
+      const t = TAG_END.exec(src)
+      if (!t) fail(`bad attribute or unterminated tag <${name}>`, p)
+      pos = TAG_END.lastIndex
+      rootSeen = true
+      const selfClosing = t![1] === '/'
+      if (!selfClosing) {
+        stack.push(name)
+        if (stack.length > maxDepth) throw new MarshalError(`XML nested deeper than ${maxDepth} elements`)
+      }
+      h.start(name, attrs, selfClosing)
+    }
+  }
+  if (stack.length > 0) fail(`unexpected end of document inside <${stack[stack.length - 1]}>`, src.length)
+  if (!rootSeen) fail('no root element', 0)
+}
+
+const ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" }
+
+function decodeText(raw: string, at: number, fail: (what: string, at: number) => never): string {
+  // XML parsers report every line break as \n; `&#13;` stays a carriage return.
+  let s = raw.includes('\r') ? raw.replace(/\r\n?/g, '\n') : raw
+  if (!s.includes('&')) return s
+  s = s.replace(/&([^;&]{0,12});|&/g, (all, body: string | undefined) => {
+    if (body === undefined) fail('"&" outside an entity', at)
+    const named = ENTITIES[body!]
+    if (named !== undefined) return named
+    const m = /^#(?:x([0-9a-fA-F]{1,6})|([0-9]{1,7}))$/.exec(body!)
+    if (!m) fail(`unknown entity &${body};`, at)
+    const cp = m![1] !== undefined ? parseInt(m![1], 16) : parseInt(m![2]!, 10)
+    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) fail(`character reference &${body}; out of range`, at)
+    const ch = String.fromCodePoint(cp)
+    if (BAD_TEXT_CHAR.test(ch)) fail(`character reference &${body}; not allowed in XML`, at)
+    return ch
+  })
+  return s
+}
+
+// --- internal: decoder ----------------------------------------------------------------
+
+type Frame =
+  | { kind: 'marshal'; items: PyValue[]; size: number }
+  | { kind: 'leaf'; tag: string; text: string; size: number }
+  | { kind: 'tuple' | 'list' | 'set' | 'dictionary'; id: string | undefined; items: PyValue[]; size: number }
+  | { kind: 'object'; id: string | undefined; className: SlapClassName; items: PyValue[]; size: number }
+  | { kind: 'reference'; size: number }
+
+const LEAVES = new Set(['string', 'unicode', 'int', 'long', 'float', 'bool', 'none'])
+const CONTAINERS = new Set(['tuple', 'list', 'set', 'dictionary'])
+
+// How many constructor arguments each class takes (slapos.slap.slap signatures).
+const INIT_ARGS: Record<SlapClassName, [number, number]> = {
+  Computer: [1, 2],
+  ComputerPartition: [0, 4],
+  SoftwareRelease: [0, 3],
+  SoftwareInstance: [0, 0],
+}
+
+class Decoder implements XmlHandler {
+  private stack: Frame[] = []
+  private ids = new Map<string, { value: PyValue; size: number }>()
+  private openIds = new Set<string>()
+  private expanded = 0
+  private readonly maxExpanded: number
+  private done: PyValue | undefined
+  private finished = false
+
+  constructor(limits: LoadLimits) {
+    this.maxExpanded = limits.maxExpanded ?? 5_000_000
+  }
+
+  result(): PyValue {
+    if (!this.finished) throw new MarshalError('no <marshal> document')
+    return this.done!
+  }
+
+  start(qname: string, attrs: Record<string, string>, selfClosing: boolean): void {
+    const name = localName(qname)
+    const parent = this.stack[this.stack.length - 1]
+    if (parent === undefined) {
+      if (name !== 'marshal') throw new MarshalError(`root element must be <marshal>, not <${name}>`)
+      this.stack.push({ kind: 'marshal', items: [], size: 0 })
+    } else {
+      if (parent.kind === 'leaf' || parent.kind === 'reference') throw new MarshalError(`<${name}> inside <${parent.kind === 'leaf' ? parent.tag : 'reference'}>`)
+      const id = attrs.id
+      if (LEAVES.has(name)) this.stack.push({ kind: 'leaf', tag: name, text: '', size: 1 })
+      else if (CONTAINERS.has(name)) {
+        this.stack.push({ kind: name as 'list', id: name === 'tuple' ? undefined : id, items: [], size: 1 })
+        if (name !== 'tuple' && id !== undefined) this.openIds.add(id)
+      } else if (name === 'object') {
+        if (attrs.module !== SLAP_MODULE || !SLAP_CLASSES.includes(attrs.class as SlapClassName)) {
+          throw new MarshalError(`Refusing to unmarshall ${attrs.module ?? '?'}.${attrs.class ?? '?'}`)
+        }
+        this.stack.push({ kind: 'object', id, className: attrs.class as SlapClassName, items: [], size: 1 })
+        if (id !== undefined) this.openIds.add(id)
+      } else if (name === 'reference') {
+        if (id === undefined) throw new MarshalError('<reference> without id')
+        if (this.openIds.has(id)) throw new MarshalError(`reference to the enclosing container ${id} (cycles are refused)`)
+        const target = this.ids.get(id)
+        if (target === undefined) throw new MarshalError(`reference to unknown id ${id}`)
+        this.count(target.size)
+        this.add(target.value, target.size)
+        this.stack.push({ kind: 'reference', size: 0 })
+      } else {
+        throw new MarshalError(`unknown element <${name}>`)
+      }
+      this.count(1)
+    }
+    if (selfClosing) this.end()
+  }
+
+  text(s: string): void {
+    const top = this.stack[this.stack.length - 1]!
+    if (top.kind === 'leaf') top.text += s
+    else if (s.trim() !== '') throw new MarshalError(`text inside <${top.kind}>`)
+  }
+
+  end(): void {
+    const f = this.stack.pop()!
+    if (f.kind === 'reference') return
+    if (f.kind === 'marshal') {
+      if (f.items.length !== 1) throw new MarshalError(`<marshal> must hold exactly one value, not ${f.items.length}`)
+      this.done = f.items[0]!
+      this.finished = true
+      return
+    }
+    const value = this.build(f)
+    if (f.kind !== 'leaf' && f.kind !== 'tuple' && f.id !== undefined) {
+      this.openIds.delete(f.id)
+      this.ids.set(f.id, { value, size: f.size })
+    }
+    this.add(value, f.size)
+  }
+
+  private count(n: number): void {
+    this.expanded += n
+    if (this.expanded > this.maxExpanded) throw new MarshalError(`document expands to more than ${this.maxExpanded} values`)
+  }
+
+  private add(v: PyValue, size: number): void {
+    const parent = this.stack[this.stack.length - 1]!
+    if (parent.kind === 'leaf' || parent.kind === 'reference') throw new MarshalError('value inside a scalar')
+    parent.items.push(v)
+    parent.size += size
+  }
+
+  private build(f: Exclude<Frame, { kind: 'marshal' | 'reference' }>): PyValue {
+    switch (f.kind) {
+      case 'leaf':
+        return leafValue(f.tag, f.text)
+      case 'tuple':
+        return new Tuple(f.items)
+      case 'list':
+        return f.items
+      case 'set': {
+        for (const x of f.items) if (!hashable(x)) throw new MarshalError('unhashable value in <set>')
+        return new Set(f.items)
+      }
+      case 'dictionary':
+        return buildDict(f.items)
+      case 'object': {
+        const [args, state, ...rest] = f.items
+        if (!(args instanceof Tuple) || !isPyDict(state) || rest.length > 0) {
+          throw new MarshalError(`<object class="${f.className}"> must hold an init-args <tuple> and a state <dictionary>`)
+        }
+        const [min, max] = INIT_ARGS[f.className]
+        if (args.items.length < min || args.items.length > max) {
+          throw new MarshalError(`${f.className} takes ${min}..${max} init args, not ${args.items.length}`)
+        }
+        return new SlapObject(f.className, args.items, state)
+      }
+    }
+  }
+}
+
+function buildDict(items: PyValue[]): PyDict | PyMap {
+  if (items.length % 2 !== 0) throw new MarshalError('<dictionary> with an odd number of children')
+  let allStrings = true
+  for (let i = 0; i < items.length; i += 2) {
+    const k = items[i]!
+    if (typeof k !== 'string') allStrings = false
+    if (!hashable(k)) throw new MarshalError('unhashable dictionary key')
+  }
+  if (allStrings) {
+    const d: PyDict = {}
+    for (let i = 0; i < items.length; i += 2) setKey(d, items[i] as string, items[i + 1]!)
+    return d
+  }
+  const entries: Array<[PyValue, PyValue]> = []
+  for (let i = 0; i < items.length; i += 2) {
+    const k = items[i]!
+    const at = entries.findIndex(([x]) => pyKeyEqual(x, k))
+    if (at >= 0) entries[at] = [entries[at]![0], items[i + 1]!]
+    else entries.push([k, items[i + 1]!])
+  }
+  return new PyMap(entries)
+}
+
+function pyKeyEqual(a: PyValue, b: PyValue): boolean {
+  if (a === b) return true
+  const x = numeric(a)
+  const y = numeric(b)
+  if (x !== undefined && y !== undefined) return x == y // eslint-disable-line eqeqeq
+  if (a instanceof Tuple && b instanceof Tuple) return a.items.length === b.items.length && a.items.every((v, i) => pyKeyEqual(v, b.items[i]!))
+  return false
+}
+
+function hashable(v: PyValue): boolean {
+  if (v === null || typeof v !== 'object') return true
+  if (v instanceof PyFloat || v instanceof SlapObject) return true
+  if (v instanceof Tuple) return v.items.every(hashable)
+  return false
+}
+
+function leafValue(tag: string, raw: string): PyValue {
+  switch (tag) {
+    case 'string':
+    case 'unicode':
+      // The second escaping layer (xml.sax.saxutils.unescape: &lt; and &gt; before &amp;).
+      return raw.includes('&') ? raw.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&') : raw
+    case 'none':
+      if (raw.trim() !== '') throw new MarshalError('text inside <none>')
+      return null
+    case 'int':
+    case 'long':
+      return parseInt10(raw, tag)
+    case 'bool': {
+      const n = parseInt10(raw, tag)
+      return n !== 0 && n !== 0n
+    }
+    case 'float': {
+      const t = raw.trim()
+      if (!/^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|inf|infinity|nan)$/i.test(t)) {
+        throw new MarshalError(`<float> holds ${JSON.stringify(raw.slice(0, 40))}`)
+      }
+      const lower = t.toLowerCase().replace(/^\+/, '')
+      const x = lower === 'inf' || lower === 'infinity' ? Infinity : lower === '-inf' || lower === '-infinity' ? -Infinity : /nan$/.test(lower) ? NaN : Number(t)
+      return Number.isInteger(x) ? new PyFloat(x) : x
+    }
+  }
+  throw new MarshalError(`unknown element <${tag}>`)
+}
+
+function parseInt10(raw: string, tag: string): number | bigint {
+  const t = raw.trim()
+  if (!/^[+-]?\d{1,4300}$/.test(t)) throw new MarshalError(`<${tag}> holds ${JSON.stringify(raw.slice(0, 40))}`)
+  if (t.length < 16) return Number(t)
+  const b = BigInt(t)
+  return b <= BigInt(Number.MAX_SAFE_INTEGER) && b >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(b) : b
+}
