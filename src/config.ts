@@ -288,3 +288,87 @@ export function loadNodeConfig(file: ConfigFile, overrides: Record<string, strin
     partitionBaseName: file.str('slapformat', 'partition_base_name', NODE_DEFAULTS.partitionBaseName),
   }
 }
+
+/** One `[multimaster/<url>]` section of the proxy configuration (proxy.md §8). */
+export interface MultimasterEntry {
+  url: string
+  key?: string | undefined
+  cert?: string | undefined
+  computer?: string | undefined
+  partition?: string | undefined
+  softwareReleaseList: string[]
+}
+
+/** `slapos proxy start|show`: keys of [slapproxy] then [slapos], first section wins (proxy.md §1.2). */
+export interface ProxyConfig {
+  file: ConfigFile
+  host: string
+  port: number
+  databaseUri: string
+  computerId: string
+  /** product reference -> software release URL */
+  softwareProductList: Map<string, string>
+  localSoftwareReleaseRoot: string
+  logFile?: string | undefined
+  publicDirectoryPath?: string | undefined
+  multimaster: MultimasterEntry[]
+}
+
+export const PROXY_DEFAULTS = {
+  host: '127.0.0.1',
+  localSoftwareReleaseRoot: '/',
+} as const
+
+/**
+ * `overrides` uses the config key names (`host`, `port`, `database_uri`,
+ * `local_software_release_root`); undefined means "not given on the command line".
+ * `need` lists what the command cannot work without (proxy show only needs the database).
+ */
+export function loadProxyConfig(
+  file: ConfigFile,
+  overrides: Record<string, string | number | undefined> = {},
+  need: ('port' | 'computer_id')[] = ['port', 'computer_id'],
+): ProxyConfig {
+  const flat = new Map<string, string>()
+  for (const section of ['slapproxy', 'slapos']) for (const [k, v] of file.section(section)) if (!flat.get(k)) flat.set(k, v)
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') flat.set(k, String(v))
+  const view = new ConfigFile(file.path, new Map([['slapproxy', flat]]))
+  const databaseUri = flat.get('database_uri')?.trim()
+  if (!databaseUri) throw new ConfigError(`${file.path}: database-uri is required.`, 'set database_uri in [slapproxy] or pass --database-uri')
+  for (const key of need) {
+    if (!flat.get(key)?.trim()) throw new ConfigError(`${file.path}: ${key} is required.`, `set ${key} in [slapproxy] (or [slapos])`)
+  }
+  const port = view.int('slapproxy', 'port', 0)
+  if (port < 0 || port > 65535) throw new ConfigError(`${file.path}: port ${port} is out of range`, 'use 0..65535 (0 = any free port)')
+  const products = new Map<string, string>()
+  for (const line of view.list('slapproxy', 'software_product_list')) {
+    const m = /^(\S+)\s+(\S+)$/.exec(line)
+    if (!m) throw new ConfigError(`${file.path}: software_product_list line '${line}' is not '<product> <url>'`)
+    products.set(m[1] ?? '', m[2] ?? '')
+  }
+  const multimaster: MultimasterEntry[] = []
+  for (const [name, s] of file.sections) {
+    if (!name.startsWith('multimaster/')) continue
+    multimaster.push({
+      url: name.slice('multimaster/'.length),
+      key: s.get('key') || undefined,
+      cert: s.get('cert') || undefined,
+      computer: s.get('computer') || undefined,
+      partition: s.get('partition') || undefined,
+      softwareReleaseList: (s.get('software_release_list') ?? '').split('\n').map((x) => x.trim()).filter(Boolean),
+    })
+  }
+  return {
+    file,
+    host: flat.get('host')?.trim() || PROXY_DEFAULTS.host,
+    port,
+    // like the original, a relative database_uri is taken from the current directory
+    databaseUri: resolve(expandUser(databaseUri)),
+    computerId: flat.get('computer_id')?.trim() ?? '',
+    softwareProductList: products,
+    localSoftwareReleaseRoot: flat.get('local_software_release_root')?.trim() || PROXY_DEFAULTS.localSoftwareReleaseRoot,
+    logFile: flat.get('log_file')?.trim() || undefined,
+    publicDirectoryPath: flat.get('public_directory_path')?.trim() || undefined,
+    multimaster,
+  }
+}

@@ -1,7 +1,7 @@
 // Shared by the tests: run the built binary, make temp dirs. Fakes, when a test needs one,
 // live here and say so in their name.
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -48,5 +48,73 @@ export function slaposAsync(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd
     child.stdin.end(opts.input ?? '')
     child.on('error', rej)
     child.on('close', (code) => res({ code, stdout, stderr }))
+  })
+}
+
+export interface StartedProxy {
+  /** base URL with a trailing slash, e.g. http://127.0.0.1:41234/ */
+  url: string
+  dir: string
+  cfgPath: string
+  dbPath: string
+  /** pid of the proxy process */
+  pid: number
+  /** everything the proxy wrote on stderr so far */
+  log(): string
+  /** SIGTERM, then waits for the exit (SIGKILL after 10 s) */
+  stop(): Promise<void>
+}
+
+/**
+ * Starts the built `slapos proxy start` on 127.0.0.1, port 0, with a SQLite file in `dir`
+ * (a new temp dir by default) and resolves once it listens. `extraCfg` is appended to the
+ * configuration file (e.g. more [slapproxy] keys, or [multimaster/...] sections);
+ * `computerId` defaults to `computer`.
+ */
+export function startProxy(opts: { dir?: string; extraCfg?: string; computerId?: string; args?: string[] } = {}): Promise<StartedProxy> {
+  const dir = opts.dir ?? tempDir('slapos-proxy-')
+  const cfgPath = join(dir, 'slapos-proxy.cfg')
+  const dbPath = join(dir, 'proxy.db')
+  writeFileSync(
+    cfgPath,
+    `[slapos]\ncomputer_id = ${opts.computerId ?? 'computer'}\n\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${dbPath}\n${opts.extraCfg ?? ''}\n`,
+  )
+  const child = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfgPath, '--log-time', ...(opts.args ?? [])], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  let stderr = ''
+  const exited = new Promise<void>((res) => child.once('exit', () => res()))
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`proxy did not start within 20 s:\n${stderr}`))
+    }, 20_000)
+    child.stderr.setEncoding('utf8').on('data', (s: string) => {
+      stderr += s
+      const m = /Listening on (http:\/\/\S+\/)/.exec(stderr)
+      if (m && m[1]) {
+        clearTimeout(timer)
+        resolve({
+          url: m[1],
+          dir,
+          cfgPath,
+          dbPath,
+          pid: child.pid ?? -1,
+          log: () => stderr,
+          async stop() {
+            if (child.exitCode !== null || child.signalCode !== null) return
+            const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
+            child.kill('SIGTERM')
+            await exited
+            clearTimeout(kill)
+          },
+        })
+      }
+    })
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`proxy exited (${code}) before listening:\n${stderr}`))
+    })
   })
 }

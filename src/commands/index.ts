@@ -10,4 +10,10 @@ export const COMMANDS: CommandSpec[] = [
     summary: 'print detailed help for another command',
     load: () => import('./help.ts'),
   },
+  {
+    name: 'proxy start',
+    group: 'other',
+    summary: 'minimalist, stand-alone SlapOS Master',
+    load: () => import('./proxy-start.ts'),
+  },
 ]

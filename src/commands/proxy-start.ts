@@ -1,0 +1,78 @@
+// slapos proxy start (old name slapproxy): run the local SlapOS master until SIGTERM/SIGINT.
+// The work is in proxy-server.ts and proxy-db.ts; this file reads the configuration.
+import type { CommandModule } from '../cli.ts'
+import { readConfig } from '../cli.ts'
+import { loadProxyConfig } from '../config.ts'
+import { SlapError } from '../errors.ts'
+import { EXIT } from '../exit-codes.ts'
+import { createLogger, levelFromVerbosity } from '../log.ts'
+import { ProxyDb } from '../proxy-db.ts'
+import { applyLocalSoftwareReleaseRoot, startProxyServer } from '../proxy-server.ts'
+
+const LOOPBACK = /^(127\.|::1$|\[::1\]$|localhost$)/
+
+const proxyStart: CommandModule = {
+  cfg: 'node',
+  description:
+    'Run a minimalist, stand-alone SlapOS Master (slapproxy) on one SQLite file: nodes format, ' +
+    'install and deploy against it, clients request instances from it. It has no authentication.',
+  options: (y) =>
+    y
+      .option('database-uri', { alias: 'u', type: 'string', describe: 'SQLite file of the proxy (default: [slapproxy] database_uri)' })
+      .option('host', { type: 'string', describe: 'address to listen on (default: [slapproxy] host, else 127.0.0.1)' })
+      .option('port', { type: 'number', describe: 'port to listen on, 0 = any free port (default: [slapproxy] port)' })
+      .option('local-software-release-root', { type: 'string', describe: 'root of local-path software release URLs (default /)' })
+      .option('console', { alias: 'c', type: 'boolean', hidden: true, describe: 'obsolete, ignored' }),
+  async run(args, ctx) {
+    const file = readConfig('node', args.cfg, ctx.env)
+    const config = loadProxyConfig(file, {
+      database_uri: args.databaseUri as string | undefined,
+      host: args.host as string | undefined,
+      port: typeof args.port === 'number' && !Number.isNaN(args.port) ? args.port : undefined,
+      local_software_release_root: args.localSoftwareReleaseRoot as string | undefined,
+    })
+    const g = args.global
+    const log =
+      config.logFile && !g.logFile
+        ? createLogger({ level: g.logLevel ?? levelFromVerbosity(g.verbosity), file: config.logFile, noTime: g.logTime, color: g.logColor })
+        : ctx.log
+    const db = ProxyDb.open({ path: config.databaseUri, computerId: config.computerId, log })
+    applyLocalSoftwareReleaseRoot(db, config.localSoftwareReleaseRoot, log)
+    const proxy = await startProxyServer({
+      db,
+      host: config.host,
+      port: config.port,
+      computerId: config.computerId,
+      softwareProducts: config.softwareProductList,
+      multimaster: config.multimaster,
+      log,
+    }).catch((err: NodeJS.ErrnoException) => {
+      db.close()
+      throw new SlapError(`cannot listen on ${config.host}:${config.port}: ${err.code ?? err.message}`, {
+        code: 'E_LISTEN',
+        hint: err.code === 'EADDRINUSE' ? 'another program uses that port: stop it or choose another port' : 'check host and port in [slapproxy]',
+      })
+    })
+    if (!LOOPBACK.test(config.host)) {
+      log.warning(`The proxy listens on ${config.host}, reachable from other machines: it has no authentication, anyone who reaches it can request and destroy instances`)
+    }
+    log.info(`Listening on ${proxy.url} (database ${config.databaseUri})`)
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        log.info(`${signal} received, stopping`)
+        process.off('SIGTERM', onTerm)
+        process.off('SIGINT', onInt)
+        // give in-flight requests a moment, then drop what is left
+        const force = setTimeout(() => proxy.server.closeAllConnections(), 5000)
+        force.unref()
+        void proxy.close().then(resolve)
+      }
+      const onTerm = () => stop('SIGTERM')
+      const onInt = () => stop('SIGINT')
+      process.on('SIGTERM', onTerm)
+      process.on('SIGINT', onInt)
+    })
+    return EXIT.OK
+  },
+}
+export default proxyStart

@@ -1,0 +1,932 @@
+// The local SlapOS master (`slapos proxy start`): the original slapproxy's SLAP routes and
+// hateoas subset on node:http, with its semantics (proxy.md). SQL lives in proxy-db.ts; the
+// wire format in slap-protocol.ts. Started by commands/proxy-start.ts and by tests.
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { randomBytes } from 'node:crypto'
+import { existsSync, writeFileSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import type { MultimasterEntry } from './config.ts'
+import type { Logger } from './log.ts'
+import { ProxyDb, type PartitionRow, type AddressRow } from './proxy-db.ts'
+import {
+  dumps,
+  instanceXml,
+  isPyDict,
+  loads,
+  parseInstanceXml,
+  pyFloatRepr,
+  SlapObject,
+  Tuple,
+  type InstanceParameters,
+  type PyDict,
+  type PyValue,
+} from './slap-protocol.ts'
+
+export interface ProxyServerOptions {
+  db: ProxyDb
+  /** the default computer (`computer_id`) */
+  computerId: string
+  softwareProducts?: Map<string, string>
+  multimaster?: MultimasterEntry[]
+  log: Logger
+  /** largest request body accepted (bytes); larger ones get 413 */
+  maxBodyBytes?: number
+  /** clock in seconds (float), for instance timestamps */
+  clock?: () => number
+}
+
+export interface RunningProxy {
+  url: string
+  host: string
+  port: number
+  server: Server
+  /** stops accepting, lets in-flight requests finish, then closes the database */
+  close(): Promise<void>
+}
+
+export const DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+/** Listens on host:port (0 = any free port) and resolves once listening. */
+export async function startProxyServer(opts: ProxyServerOptions & { host: string; port: number }): Promise<RunningProxy> {
+  const app = new ProxyApp(opts)
+  const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => app.handle(req, res))
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const addr = server.address() as AddressInfo
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+  const url = `http://${host}:${addr.port}/`
+  app.selfUrl = url
+  let closing: Promise<void> | undefined
+  return {
+    url,
+    host: addr.address,
+    port: addr.port,
+    server,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => {
+          opts.db.close()
+          resolve()
+        })
+        server.closeIdleConnections()
+      })
+      return closing
+    },
+  }
+}
+
+/** The request handler, usable without a listening socket. */
+export class ProxyApp {
+  readonly runId = randomRunId()
+  selfUrl = ''
+  private readonly db: ProxyDb
+  private readonly computerId: string
+  private readonly products: Map<string, string>
+  private readonly log: Logger
+  private readonly maxBody: number
+  private readonly clock: () => number
+  private lastTimestamp = 0
+  private readonly gfciCache = new Map<string, { gen: number; body: string }>()
+  private readonly routes: Record<string, Route>
+
+  constructor(opts: ProxyServerOptions) {
+    this.db = opts.db
+    this.computerId = opts.computerId
+    this.products = opts.softwareProducts ?? new Map()
+    this.log = opts.log
+    this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY
+    this.clock = opts.clock ?? (() => (performance.timeOrigin + performance.now()) / 1000)
+    this.routes = this.makeRoutes()
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://proxy')
+    const name = url.pathname.replace(/^\/+/, '')
+    const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
+    if (!route) {
+      // drain the body so keep-alive connections stay usable
+      req.resume()
+      if (name.startsWith('hateoas')) return void this.respondSafely(req, res, () => this.hateoas(req, url))
+      if (name === '' && (req.method === 'GET' || req.method === 'HEAD')) return redirect(res, '/panel/')
+      return send(res, errorPage(404))
+    }
+    const method = req.method === 'HEAD' ? 'GET' : req.method
+    if (method !== route.method) {
+      req.resume()
+      res.setHeader('Allow', route.method === 'GET' ? 'GET, HEAD, OPTIONS' : 'OPTIONS, POST')
+      return send(res, errorPage(405))
+    }
+    if (route.method === 'GET') {
+      return this.respondSafely(req, res, () => route.run(new Form(url.searchParams)))
+    }
+    readBody(req, this.maxBody).then(
+      (body) => {
+        if (body === undefined) return send(res, errorPage(413))
+        const type = String(req.headers['content-type'] ?? '')
+        const params = type.startsWith('application/x-www-form-urlencoded') || type === '' ? new URLSearchParams(body) : new URLSearchParams()
+        this.respondSafely(req, res, () => route.run(new Form(params)))
+      },
+      () => send(res, errorPage(400)),
+    )
+  }
+
+  // --- routes ---
+
+  private makeRoutes(): Record<string, Route> {
+    const get = (run: (f: Form) => Reply): Route => ({ method: 'GET', run })
+    const post = (run: (f: Form) => Reply): Route => ({ method: 'POST', run })
+    const ignored = post(() => 'Ignored')
+    return {
+      getComputerInformation: get((f) => this.getFullComputerInformation(f)),
+      getFullComputerInformation: get((f) => this.getFullComputerInformation(f)),
+      registerComputerPartition: get((f) => this.registerComputerPartition(f)),
+      getComputerPartitionCertificate: get(() => dumps({ certificate: '', key: '' })),
+      getComputerPartitionStatus: get(() => dumps('Not implemented.')),
+      getSoftwareReleaseListFromSoftwareProduct: get((f) => this.getSoftwareReleaseListFromSoftwareProduct(f)),
+      getRunId: get(() => this.runId),
+      loadComputerConfigurationFromXML: post((f) => this.loadComputerConfigurationFromXML(f)),
+      supplySupply: post((f) => this.supplySupply(f)),
+      requestComputerPartition: post((f) => this.requestComputerPartition(f)),
+      setComputerPartitionConnectionXml: post((f) => this.setComputerPartitionConnectionXml(f)),
+      destroyedSoftwareRelease: post((f) => {
+        this.db.deleteSoftware(f.need('url'), f.need('computer_id'))
+        return 'OK'
+      }),
+      destroyedComputerPartition: post((f) => this.destroyedComputerPartition(f)),
+      softwareInstanceBang: post((f) => this.softwareInstanceBang(f)),
+      softwareInstanceRename: post((f) => this.softwareInstanceRename(f)),
+      computerBang: post(() => dumps('')),
+      buildingSoftwareRelease: ignored,
+      availableSoftwareRelease: ignored,
+      softwareReleaseError: ignored,
+      startedComputerPartition: ignored,
+      stoppedComputerPartition: ignored,
+      softwareInstanceError: ignored,
+      useComputer: ignored,
+    }
+  }
+
+  /** proxy.md §3.2; the answer is cached until the database changes. */
+  private getFullComputerInformation(f: Form): Reply {
+    const computerId = f.need('computer_id')
+    const gen = this.db.generation()
+    const hit = this.gfciCache.get(computerId)
+    if (hit && hit.gen === gen) return hit.body
+    if (!this.db.getComputer(computerId) && computerId !== this.computerId) {
+      throw new ServerFault(`getFullComputerInformation: computer ${computerId} is not registered`)
+    }
+    const addresses = groupAddresses(this.db.listAddresses(computerId))
+    const computer = new SlapObject('Computer', [computerId], {
+      _computer_id: computerId,
+      _software_release_list: this.db.listSoftware(computerId).map(
+        (s) =>
+          new SlapObject('SoftwareRelease', [s.url, computerId], {
+            _software_release: s.url,
+            _computer_guid: computerId,
+            _software_instance_list: [],
+            _requested_state: s.requestedState,
+          }),
+      ),
+      _computer_partition_list: this.db.listPartitions(computerId).map((p) => this.partitionObject(p, addresses.get(p.reference) ?? [])),
+    })
+    const body = dumps(computer)
+    if (this.gfciCache.size > 1000) this.gfciCache.clear()
+    this.gfciCache.set(computerId, { gen, body })
+    return body
+  }
+
+  private registerComputerPartition(f: Form): Reply {
+    const computerId = f.need('computer_reference')
+    const partitionId = f.need('computer_partition_reference')
+    const p = this.db.getPartition(partitionId, computerId)
+    if (!p) throw new ServerFault(`registerComputerPartition: no partition ${partitionId} on computer ${computerId}`)
+    return dumps(this.partitionObject(p, this.db.partitionAddresses(partitionId, computerId)))
+  }
+
+  private getSoftwareReleaseListFromSoftwareProduct(f: Form): Reply {
+    const product = f.get('software_product_reference')
+    const url = f.get('software_release_url')
+    if (url) throw new ServerFault('getSoftwareReleaseListFromSoftwareProduct: software_release_url is not supported')
+    if (product === undefined) throw new ServerFault('getSoftwareReleaseListFromSoftwareProduct: software_product_reference is required')
+    const sr = this.products.get(product)
+    return dumps(sr === undefined ? [] : [sr])
+  }
+
+  /** proxy.md §3.1 */
+  private loadComputerConfigurationFromXML(f: Form): Reply {
+    const dict = loadsField(f.need('xml'), 'xml')
+    if (!isPyDict(dict)) throw new ServerFault('loadComputerConfigurationFromXML: xml is not a dictionary')
+    const reference = dict.reference
+    if (typeof reference !== 'string' || !reference) throw new ServerFault('loadComputerConfigurationFromXML: the computer has no reference')
+    const list = dict.partition_list ?? []
+    if (!Array.isArray(list)) throw new ServerFault('loadComputerConfigurationFromXML: partition_list is not a list')
+    const partitions = list.map((p, i) => {
+      if (!isPyDict(p) || typeof p.reference !== 'string') throw new ServerFault(`loadComputerConfigurationFromXML: partition ${i} has no reference`)
+      const id = p.reference
+      const tap = isPyDict(p.tap) && typeof p.tap.name === 'string' ? p.tap.name : ''
+      const iface = tap || id
+      const addrs = Array.isArray(p.address_list) ? p.address_list : []
+      return {
+        id,
+        addresses: addrs.map((a) => {
+          if (!isPyDict(a) || typeof a.addr !== 'string') throw new ServerFault(`loadComputerConfigurationFromXML: bad address of ${id}`)
+          return { iface, address: a.addr, netmask: textOrNull(a.netmask) }
+        }),
+      }
+    })
+    this.db.formatComputer(reference, textOrNull(dict.address), textOrNull(dict.netmask), partitions)
+    return 'done'
+  }
+
+  /** proxy.md §6 */
+  private supplySupply(f: Form): Reply {
+    const url = f.need('url')
+    const computerId = f.need('computer_id')
+    const state = f.need('state')
+    if (state !== 'available' && state !== 'destroyed') throw new ServerFault(`supplySupply: wrong state ${state}`)
+    this.db.supplySoftware(url, computerId, state)
+    return `Supplied ${pyStrRepr(url)} to be ${state}`
+  }
+
+  /** proxy.md §5.3 */
+  private setComputerPartitionConnectionXml(f: Form): Reply {
+    const slaveReference = f.get('slave_reference')
+    const partitionId = f.need('computer_partition_id')
+    const computerId = f.need('computer_id')
+    const dict = loadsField(f.need('connection_xml'), 'connection_xml')
+    if (!isPyDict(dict)) throw new ServerFault('setComputerPartitionConnectionXml: connection_xml is not a dictionary')
+    const xml = instanceXml(dict)
+    if (!slaveReference || slaveReference === 'None') this.db.updatePartition(partitionId, computerId, { connectionXml: xml })
+    else this.db.setSlaveConnection(slaveReference, xml, partitionId)
+    return 'done'
+  }
+
+  /** proxy.md §5.1 */
+  private destroyedComputerPartition(f: Form): Reply {
+    const partitionId = f.need('computer_partition_id')
+    const computerId = f.need('computer_id')
+    return this.db.transaction(() => {
+      const p = this.db.getPartition(partitionId, computerId)
+      if (!p) return `Unknown partition ${pyStrRepr(partitionId)} on ${pyStrRepr(computerId)}`
+      if (!p.requestedBy) {
+        const children = this.db.treeMemberTitles(p.partitionReference ?? '')
+        if (children.length && p.partitionReference !== null) {
+          this.db.setTreeState(p.partitionReference, 'destroyed')
+          return `Not destroying yet because this partition has child partitions: ${children.join(', ')}`
+        }
+      }
+      this.db.freePartition(partitionId, computerId)
+      return 'OK'
+    })
+  }
+
+  /** proxy.md §5 (softwareInstanceBang) */
+  private softwareInstanceBang(f: Form): Reply {
+    const computerId = f.need('computer_id')
+    const partitionId = f.need('computer_partition_id')
+    this.db.transaction(() => {
+      const p = this.db.getPartition(partitionId, computerId)
+      const root = p ? p.requestedBy || p.partitionReference : null
+      if (root) this.db.bumpTree(root, this.now())
+    })
+    return 'OK'
+  }
+
+  /** proxy.md §5.2 */
+  private softwareInstanceRename(f: Form): Reply {
+    const newName = f.need('new_name')
+    const partitionId = f.need('computer_partition_id')
+    const computerId = f.need('computer_id')
+    if (!this.db.renameInstance(partitionId, computerId, newName)) return `Unknown partition ${pyStrRepr(partitionId)} on ${pyStrRepr(computerId)}`
+    return 'done'
+  }
+
+  /** proxy.md §4 */
+  private requestComputerPartition(f: Form): Reply {
+    const computerId = f.get('computer_id')
+    const requesterPartition = f.get('computer_partition_id')
+    const req: InstanceRequest = {
+      softwareRelease: f.need('software_release'),
+      softwareType: f.need('software_type'),
+      title: f.need('partition_reference'),
+      parameters: dictField(f.get('partition_parameter_xml'), 'partition_parameter_xml'),
+      filter: dictField(f.get('filter_xml'), 'filter_xml'),
+      state: stateField(f.need('state')),
+      shared: f.get('shared_xml') === undefined ? false : truthy(loadsField(f.get('shared_xml') ?? '', 'shared_xml')),
+      requestedBy: '',
+    }
+    return this.db.transaction(() => {
+      if (computerId !== undefined && requesterPartition !== undefined) {
+        const p = this.db.getPartition(requesterPartition, computerId)
+        req.requestedBy = p ? p.requestedBy || p.partitionReference || '' : ''
+      }
+      if (req.shared) {
+        const bypass = frontendBypass(req)
+        if (bypass) return dumps(bypass)
+      }
+      const guid = req.filter.computer_guid
+      if (typeof guid !== 'string') req.filter.computer_guid = this.computerId
+      return dumps(req.shared ? this.requestShared(req) : this.requestRegular(req))
+    })
+  }
+
+  /** requestNotSlave: allocate or update a regular instance (proxy.md §4.3). */
+  private requestRegular(r: InstanceRequest): SlapObject {
+    const computer = String(r.filter.computer_guid)
+    const xml = instanceXml(r.parameters)
+    let state = r.state
+    let softwareType = r.softwareType
+    let p = this.db.findInstance(r.title, r.requestedBy)
+    const update: Partial<PartitionRow> = { slapState: 'busy' }
+    if (!p) {
+      p = this.db.firstFreePartition(computer)
+      if (!p) throw new HttpFault(404, `No free computer partition found for: ${r.title}`)
+      if (r.title) update.partitionReference = r.title
+      if (r.requestedBy) update.requestedBy = r.requestedBy
+      if (!softwareType) softwareType = 'default'
+    } else if (r.requestedBy) {
+      const root = this.db.findInstance(r.requestedBy, '')
+      // a stopped or destroyed tree forces its members; a started root lets them be stopped
+      if (root && root.requestedState !== 'started') state = root.requestedState
+    }
+    let changed = p.timestamp === null
+    const wanted = { requestedState: state ?? p.requestedState, softwareRelease: r.softwareRelease, softwareType, xml }
+    for (const [k, v] of Object.entries(wanted) as [keyof typeof wanted, string][]) {
+      if (p[k] !== v) {
+        update[k] = v
+        changed = true
+      }
+    }
+    if (changed) update.timestamp = this.now()
+    this.db.updatePartition(p.reference, p.computerReference, update)
+    const row = this.db.getPartition(p.reference, p.computerReference) ?? p
+    const parameters: PyDict = { ...this.parse(row.xml) }
+    parameters.timestamp = row.timestamp === null ? 'None' : pyFloatRepr(row.timestamp)
+    return new SlapObject('SoftwareInstance', [], {
+      _connection_dict: { ...this.parse(row.connectionXml) },
+      _parameter_dict: parameters,
+      connection_xml: row.connectionXml,
+      slap_computer_id: row.computerReference,
+      slap_computer_partition_id: row.reference,
+      slap_software_release_url: row.softwareRelease,
+      slap_server_url: 'slap_server_url',
+      slap_software_type: row.softwareType,
+      _instance_guid: `${row.computerReference}-${row.reference}`,
+      _requested_state: state ?? 'started',
+      ip_list: this.db.partitionAddresses(row.reference, undefined).map((a) => new Tuple([a.reference, a.address])),
+    })
+  }
+
+  /** requestSlave: attach a shared instance to a host partition (proxy.md §4.4). */
+  private requestShared(r: InstanceRequest): SlapObject {
+    const computer = String(r.filter.computer_guid)
+    let hostId: string | undefined
+    const guid = r.filter.instance_guid
+    if (guid !== undefined && guid !== null) {
+      const g = String(guid)
+      hostId = g.startsWith(computer) ? g.slice(computer.length + 1) : g
+    }
+    const host = this.db.findSlaveHost(r.softwareRelease, computer, r.softwareType, hostId)
+    if (!host) {
+      const args = [r.softwareRelease, computer, ...(r.softwareType ? [r.softwareType] : []), ...(hostId !== undefined ? [hostId] : [])]
+      throw new HttpFault(404, `No partition corresponding to slave request: [${args.map(pyStrRepr).join(', ')}]`)
+    }
+    const reference = `${r.requestedBy}_${r.title}`
+    const entry: PyDict = { slave_title: reference, slap_software_type: r.softwareType, slave_reference: reference }
+    for (const [k, v] of Object.entries(r.parameters)) entry[k] = v
+    let list: PyValue[]
+    let changed = false
+    if (r.state === 'destroyed') {
+      if (host.slaveInstanceList === null) throw new ServerFault(`cannot destroy shared instance ${reference}: its host has no shared instance list`)
+      list = this.parseSlaveList(host.slaveInstanceList)
+      const before = list.length
+      list = list.filter((x) => !(isPyDict(x) && x.slave_reference === reference))
+      changed = list.length !== before
+    } else {
+      list = host.slaveInstanceList === null ? [] : this.parseSlaveList(host.slaveInstanceList)
+      const i = list.findIndex((x) => isPyDict(x) && x.slave_reference === reference)
+      if (i < 0) {
+        list.push(entry)
+        changed = true
+      } else if (dumps(list[i] ?? null) !== dumps(entry)) {
+        list[i] = entry
+        changed = true
+      }
+    }
+    const update: Partial<PartitionRow> = { slaveInstanceList: dumps(list) }
+    if (changed) update.timestamp = this.now()
+    this.db.updatePartition(host.reference, computer, update)
+    let slave = this.db.getSlave(reference, computer)
+    if (!slave) {
+      this.db.insertSlave(reference, computer, r.requestedBy, host.reference)
+      slave = this.db.getSlave(reference, computer)
+    }
+    return new SlapObject('SoftwareInstance', [], {
+      _connection_dict: { ...this.parse(slave?.connectionXml ?? null) },
+      _parameter_dict: { ...parseInstanceXml(instanceXml(r.parameters)) },
+      slap_computer_id: host.computerReference,
+      slap_computer_partition_id: slave?.hostedBy ?? host.reference,
+      slap_software_release_url: host.softwareRelease,
+      slap_server_url: 'slap_server_url',
+      slap_software_type: host.softwareType,
+      ip_list: this.db.partitionAddresses(host.reference, host.computerReference).map((a) => new Tuple([a.reference, a.address])),
+    })
+  }
+
+  // --- hateoas subset (proxy.md §9) ---
+
+  private hateoas(req: IncomingMessage, url: URL): Reply {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return errorPage(405)
+    const base = `http://${req.headers.host ?? 'localhost'}`
+    const path = url.pathname.replace(/\/+$/, '')
+    if (path === '/hateoas') {
+      const mode = url.searchParams.get('mode')
+      if (mode === null) {
+        return json({
+          _links: {
+            raw_search: { href: `${base}/hateoas/?mode=search&query={query}&select_list={select_list}` },
+            traverse: { href: `${base}/hateoas/?mode=traverse&relative_url={relative_url}&view={view}` },
+          },
+        })
+      }
+      if (mode === 'search') return this.hateoasSearch(url.searchParams.get('query') ?? '')
+      if (mode === 'traverse') return { status: 302, body: '', headers: { Location: url.searchParams.get('relative_url') ?? '/' } }
+      return { status: 400, body: `Unhandled mode: ${mode}` }
+    }
+    const m = /^\/hateoas\/(partitions|shared|computers)\/(.+)$/.exec(path)
+    if (!m) return errorPage(404)
+    const what = m[1]
+    const key = decodeURIComponent(m[2] ?? '')
+    if (what === 'computers') {
+      const c = this.db.getComputer(key)
+      if (!c) return errorPage(404)
+      const field = (k: string) => ({ type: 'StringField', key: k, default: c.reference })
+      return json({
+        _embedded: { _view: { form_id: field('computer'), my_reference: field('reference'), my_title: field('reference') } },
+        _links: { type: { name: 'Computer' } },
+      })
+    }
+    if (what === 'partitions') {
+      const p = this.db.findByTitle(key)
+      if (!p) return errorPage(404)
+      return json(serviceDocument(p.partitionReference ?? '', p.requestedState, p.xml, p.connectionXml, p.softwareRelease, p.softwareType, 0))
+    }
+    const found = this.findRootShared(key)
+    if (!found) return errorPage(404)
+    const { slave, host, entry } = found
+    const params: PyDict = {}
+    for (const [k, v] of Object.entries(entry)) if (k !== 'slave_title' && k !== 'slave_reference' && k !== 'slap_software_type') params[k] = v
+    const type = entry.slap_software_type
+    return json(serviceDocument(key, 'unused', instanceXml(params), slave.connectionXml, host.softwareRelease, typeof type === 'string' ? type : null, 1))
+  }
+
+  private hateoasSearch(query: string): Reply {
+    const tree = 'portal_type:"Instance Tree" AND validation_state:validated'
+    const node = 'portal_type:"Compute Node" AND validation_state:validated'
+    const rest = (prefix: string, field: string): string | null | undefined => {
+      if (query === prefix) return null
+      if (!query.startsWith(`${prefix} AND ${field}:=`)) return undefined
+      const v = query.slice(prefix.length + ` AND ${field}:=`.length)
+      if (!/^"(?:[^"\\]|\\.)*"$/.test(v)) throw new HttpFault(400, `Unhandled query: ${query}`)
+      return v.slice(1, -1)
+    }
+    const t = rest(tree, 'title')
+    if (t !== undefined) {
+      const partitions = this.db.listRootInstances().filter((p) => t === null || p.partitionReference === t)
+      const contents: unknown[] = partitions.map((p) => ({
+        ...partitionColumns(p),
+        url_string: p.softwareRelease,
+        title: p.partitionReference,
+        relative_url: `/hateoas/partitions/${p.partitionReference ?? ''}`,
+      }))
+      if (t === null || contents.length === 0) {
+        for (const s of this.db.listSlaves()) {
+          if (s.askedBy !== '' || !s.reference.startsWith('_')) continue
+          const title = s.reference.slice(1)
+          if (t !== null && title !== t) continue
+          const found = this.findRootShared(title)
+          if (!found) continue
+          contents.push({ url_string: found.host.softwareRelease, title, relative_url: `/hateoas/shared/${title}` })
+        }
+      }
+      return json({ _embedded: { contents } })
+    }
+    const c = rest(node, 'reference')
+    if (c !== undefined) {
+      const contents = this.db
+        .listComputers()
+        .filter((x) => c === null || x.reference === c)
+        .map((x) => ({ ...x, title: x.reference, relative_url: `/hateoas/computers/${x.reference}` }))
+      return json({ _embedded: { contents } })
+    }
+    return { status: 400, body: `Unhandled query: ${query}` }
+  }
+
+  private findRootShared(title: string) {
+    const reference = `_${title}`
+    const slave = this.db.listSlaves().find((s) => s.reference === reference && s.askedBy === '')
+    if (!slave || !slave.hostedBy) return undefined
+    const host = this.db.getPartition(slave.hostedBy, slave.computerReference)
+    if (!host || host.slaveInstanceList === null) return undefined
+    const entry = this.parseSlaveList(host.slaveInstanceList).find((x) => isPyDict(x) && x.slave_reference === reference)
+    if (!entry || !isPyDict(entry)) return undefined
+    return { slave, host, entry }
+  }
+
+  // --- helpers ---
+
+  /** partitiondict2partition (proxy.md §3.3) */
+  private partitionObject(p: PartitionRow, addresses: AddressRow[]): SlapObject {
+    const state: PyDict = {
+      _computer_id: p.computerReference,
+      _partition_id: p.reference,
+      _request_dict: null,
+      _instance_guid: `${p.computerReference}-${p.reference}`,
+      _software_release_document: null,
+      _requested_state: 'destroyed',
+      _need_modification: 0,
+    }
+    if (p.softwareRelease) {
+      const params: PyDict = { ...this.parse(p.xml) }
+      params.ip_list = addresses.map((a) => new Tuple([a.reference, a.address]))
+      params.full_address_list = []
+      params.slap_software_type = p.softwareType
+      params.instance_title = p.partitionReference
+      params.root_instance_title = p.requestedBy || p.partitionReference
+      params.slap_computer_id = p.computerReference
+      params.slap_computer_partition_id = p.reference
+      params.slap_software_release_url = p.softwareRelease
+      params.slave_instance_list = p.slaveInstanceList === null ? [] : this.parseSlaveList(p.slaveInstanceList)
+      if (p.timestamp) params.timestamp = pyFloatRepr(p.timestamp)
+      state._need_modification = 1
+      state._requested_state = p.requestedState
+      state._parameter_dict = params
+      state._connection_dict = { ...this.parse(p.connectionXml) }
+      state._software_release_document = new SlapObject('SoftwareRelease', [p.softwareRelease, p.computerReference], {
+        _software_release: p.softwareRelease,
+        _computer_guid: p.computerReference,
+        _software_instance_list: [],
+      })
+    }
+    return new SlapObject('ComputerPartition', [p.computerReference, p.reference, null], state)
+  }
+
+  private parse(xml: string | null): InstanceParameters {
+    if (!xml) return {}
+    return parseInstanceXml(xml)
+  }
+
+  private parseSlaveList(text: string): PyValue[] {
+    const v = loads(text)
+    if (!Array.isArray(v)) throw new ServerFault('slave_instance_list column is not a list')
+    return v
+  }
+
+  /** Seconds since the epoch, strictly increasing so that every change is seen as one. */
+  private now(): number {
+    let t = this.clock()
+    if (t <= this.lastTimestamp) t = this.lastTimestamp + 1e-6
+    this.lastTimestamp = t
+    return t
+  }
+
+  private respondSafely(req: IncomingMessage, res: ServerResponse, fn: () => Reply): void {
+    let reply: Reply
+    try {
+      reply = fn()
+    } catch (err) {
+      if (err instanceof HttpFault) {
+        this.log.warning(`${req.method} ${req.url ?? ''}: ${err.status} ${err.message}`)
+        reply = errorPage(err.status, err.status === 500 ? undefined : err.message)
+      } else if (err instanceof ServerFault) {
+        this.log.warning(`${req.method} ${req.url ?? ''}: ${err.message}`)
+        reply = errorPage(500)
+      } else {
+        this.log.error(`${req.method} ${req.url ?? ''}: ${err instanceof Error ? err.message : String(err)}`)
+        if (err instanceof Error && err.stack) this.log.debug(err.stack)
+        reply = errorPage(500)
+      }
+    }
+    send(res, reply, req.method === 'HEAD')
+  }
+}
+
+// --- internal ---
+
+interface Route {
+  method: 'GET' | 'POST'
+  run(f: Form): Reply
+}
+
+type Reply = string | { status: number; body: string; headers?: Record<string, string>; contentType?: string }
+
+interface InstanceRequest {
+  softwareRelease: string
+  softwareType: string
+  title: string
+  parameters: PyDict
+  filter: PyDict
+  state: string | null
+  shared: boolean
+  requestedBy: string
+}
+
+/** An error answered with its status and message (404 allocation failure, 400 ...). */
+class HttpFault extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** What the original answers with a bare 500 (it raised); we log the reason. */
+class ServerFault extends Error {}
+
+class Form {
+  constructor(private readonly params: URLSearchParams) {}
+  get(name: string): string | undefined {
+    return this.params.get(name) ?? undefined
+  }
+  /** A mandatory field: missing → 400 like Flask's request.form[...] */
+  need(name: string): string {
+    const v = this.params.get(name)
+    if (v === null) throw new HttpFault(400, `missing form field ${name}`)
+    return v
+  }
+}
+
+const HTML = 'text/html; charset=utf-8'
+
+const DEFAULT_DESCRIPTIONS: Record<number, string> = {
+  400: 'The browser (or proxy) sent a request that this server could not understand.',
+  404: 'The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.',
+  405: 'The method is not allowed for the requested URL.',
+  408: "The server closed the network connection because the browser didn't finish the request within the specified time.",
+  413: 'The data value transmitted exceeds the capacity limit.',
+  500: 'The server encountered an internal error and was unable to complete your request. Either the server is overloaded or there is an error in the application.',
+}
+
+/** The HTML error page of Flask/werkzeug, which clients show in their messages. */
+function errorPage(status: number, description?: string): Reply {
+  const reason = STATUS_CODES[status] ?? 'Error'
+  // a 400 for a missing field shows werkzeug's generic text, like the original
+  const text = status === 400 || description === undefined ? (DEFAULT_DESCRIPTIONS[status] ?? '') : escapeHtml(description)
+  return {
+    status,
+    body: `<!doctype html>\n<html lang=en>\n<title>${status} ${reason}</title>\n<h1>${reason}</h1>\n<p>${text}</p>\n`,
+  }
+}
+
+function json(v: unknown): Reply {
+  return { status: 200, body: JSON.stringify(v), contentType: 'application/json' }
+}
+
+function send(res: ServerResponse, reply: Reply, head = false): void {
+  const r = typeof reply === 'string' ? { status: 200, body: reply } : reply
+  res.statusCode = r.status
+  res.statusMessage = (STATUS_CODES[r.status] ?? '').toUpperCase()
+  const contentType = typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)
+  res.setHeader('Content-Type', contentType)
+  for (const [k, v] of Object.entries(typeof reply === 'string' ? {} : (reply.headers ?? {}))) res.setHeader(k, v)
+  const buf = Buffer.from(r.body, 'utf8')
+  res.setHeader('Content-Length', buf.length)
+  res.end(head ? undefined : buf)
+}
+
+function redirect(res: ServerResponse, to: string): void {
+  send(res, { status: 302, body: '', headers: { Location: to } })
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0)
+    if (declared > max) {
+      req.resume()
+      resolve(undefined)
+      return
+    }
+    const chunks: Buffer[] = []
+    let size = 0
+    let over = false
+    req.on('data', (c: Buffer) => {
+      size += c.length
+      if (size > max) over = true
+      else chunks.push(c)
+    })
+    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+function loadsField(text: string, field: string): PyValue {
+  try {
+    return loads(text)
+  } catch (err) {
+    throw new ServerFault(`${field} is not a valid marshalled document: ${(err as Error).message}`)
+  }
+}
+
+function dictField(text: string | undefined, field: string): PyDict {
+  if (text === undefined) return {}
+  const v = loadsField(text, field)
+  if (v === null) return {}
+  if (!isPyDict(v)) throw new ServerFault(`${field} is not a dictionary`)
+  return { ...v }
+}
+
+function stateField(text: string): string | null {
+  const v = loadsField(text, 'state')
+  if (v === null) return null
+  if (typeof v !== 'string') throw new ServerFault('state is not a string')
+  return v
+}
+
+function truthy(v: PyValue): boolean {
+  if (v === null || v === false || v === 0 || v === '') return false
+  if (Array.isArray(v)) return v.length > 0
+  if (isPyDict(v)) return Object.keys(v).length > 0
+  return true
+}
+
+function textOrNull(v: PyValue | undefined): string | null {
+  if (v === undefined || v === null) return null
+  return typeof v === 'string' ? v : String(v)
+}
+
+function groupAddresses(rows: AddressRow[]): Map<string, AddressRow[]> {
+  const m = new Map<string, AddressRow[]>()
+  for (const r of rows) {
+    const l = m.get(r.partitionReference)
+    if (l) l.push(r)
+    else m.set(r.partitionReference, [r])
+  }
+  return m
+}
+
+/** Python repr() of a str, as in `Supplied '<url>' ...` and `Unknown partition '<id>'`. */
+function pyStrRepr(s: string): string {
+  const quote = s.includes("'") && !s.includes('"') ? '"' : "'"
+  let out = quote
+  for (const ch of s) {
+    const c = ch.codePointAt(0) ?? 0
+    if (ch === '\\') out += '\\\\'
+    else if (ch === quote) out += `\\${quote}`
+    else if (ch === '\n') out += '\\n'
+    else if (ch === '\r') out += '\\r'
+    else if (ch === '\t') out += '\\t'
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`
+    else out += ch
+  }
+  return out + quote
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&#34;').replace(/'/g, '&#39;')
+}
+
+function randomRunId(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+  const bytes = randomBytes(64)
+  let s = ''
+  for (const b of bytes) {
+    if (b >= 248) continue // keep the distribution uniform
+    s += alphabet[b % 62]
+    if (s.length === 32) break
+  }
+  return s.padEnd(32, 'a')
+}
+
+function partitionColumns(p: PartitionRow): Record<string, unknown> {
+  return {
+    reference: p.reference,
+    computer_reference: p.computerReference,
+    slap_state: p.slapState,
+    software_release: p.softwareRelease,
+    xml: p.xml,
+    connection_xml: p.connectionXml,
+    slave_instance_list: p.slaveInstanceList,
+    software_type: p.softwareType,
+    partition_reference: p.partitionReference,
+    requested_by: p.requestedBy,
+    requested_state: p.requestedState,
+    timestamp: p.timestamp,
+  }
+}
+
+function serviceDocument(
+  title: string,
+  state: string,
+  xml: string | null,
+  connectionXml: string | null,
+  sr: string | null,
+  type: string | null,
+  rootSlave: number,
+): unknown {
+  const f = (key: string, def: unknown, kind = 'StringField') => ({ type: kind, key: `field_${key}`, default: def })
+  return {
+    _embedded: {
+      _view: {
+        form_id: { type: 'StringField', key: 'form_id', default: 'InstanceTree_viewAsHateoas' },
+        my_reference: f('my_reference', title),
+        my_slap_state: f('my_slap_state', state),
+        my_text_content: f('my_text_content', xml),
+        my_connection_parameter_list: f('my_connection_parameter_list', connectionXml),
+        my_url_string: f('my_url_string', sr),
+        my_source_reference: f('my_source_reference', type),
+        my_root_slave: f('my_root_slave', rootSlave, 'IntegerField'),
+      },
+    },
+    _links: { type: { name: 'Instance Tree' } },
+  }
+}
+
+const APACHE_FRONTEND = 'http://git.erp5.org/gitweb/slapos.git/blob_plain/HEAD:/software/apache-frontend/software.cfg'
+const KVM_FRONTEND = 'http://git.erp5.org/gitweb/slapos.git/blob_plain/refs/tags/slapos-0.92:/software/kvm/software.cfg'
+
+/** The two "fake frontend" answers of the original for well-known frontend SRs (proxy.md §4.2). */
+function frontendBypass(r: InstanceRequest): SlapObject | undefined {
+  if (r.softwareRelease === APACHE_FRONTEND && ['', 'RootSoftwareInstance', 'default'].includes(r.softwareType) && typeof r.parameters.url === 'string') {
+    const url = r.parameters.url
+    let domain = ''
+    try {
+      domain = new URL(url).host
+    } catch {
+      domain = ''
+    }
+    return new SlapObject('ComputerPartition', ['', `Fake frontend for ${url}`], {
+      slap_computer_id: '',
+      slap_computer_partition_id: '',
+      _parameter_dict: {},
+      _connection_dict: { secure_access: url, domain },
+    })
+  }
+  if (r.softwareRelease === KVM_FRONTEND && r.softwareType === 'frontend' && r.parameters.host !== undefined && r.parameters.port !== undefined) {
+    let host = String(r.parameters.host)
+    if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`
+    const port = r.parameters.port
+    return new SlapObject('ComputerPartition', ['', `Fake KVM VNC frontend for ${String(r.parameters.url ?? host)}`], {
+      slap_computer_id: '',
+      slap_computer_partition_id: '',
+      _parameter_dict: {},
+      _connection_dict: { url: `https://${host}:${String(port)}/`, domainname: host, port, path: '/' },
+    })
+  }
+  return undefined
+}
+
+/**
+ * Local software-release root (proxy.md §7): when the configured root differs from the one
+ * the URLs were stored under, remember the new one and move local-path URLs under the old
+ * root to the new root (unless one root contains the other). Called once at start-up.
+ */
+export function applyLocalSoftwareReleaseRoot(db: ProxyDb, root: string, log: Logger, now: Date = new Date(), fs = { exists: existsSync, write: writeFileSync }): void {
+  const newRoot = normalizeRoot(root)
+  const stored = db.getConfig('local_software_release_root')
+  const oldRoot = normalizeRoot(stored ?? '/')
+  if (stored !== undefined && oldRoot === newRoot) return
+  db.setConfig('local_software_release_root', newRoot)
+  if (oldRoot === newRoot) return
+  if (isUnder(newRoot, oldRoot) || isUnder(oldRoot, newRoot)) {
+    log.info(`Local software release root changed from ${oldRoot} to ${newRoot}, one contains the other: URLs are kept`)
+    return
+  }
+  const backup = `${db.path}-backup-${isoLocal(now)}.sql`
+  log.info(`Backuping database to ${backup}`)
+  fs.write(backup, db.dump())
+  log.info('Rebase URLs on local software release root path')
+  log.info(`Old root path: ${oldRoot}`)
+  log.info(`New root path: ${newRoot}`)
+  db.rewriteSoftwareUrls((url) => {
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(url) || !isUnder(url, oldRoot)) return null
+    const to = joinPath(newRoot, url.slice(oldRoot.length))
+    if (fs.exists(url) && !fs.exists(to)) return null
+    return to
+  })
+}
+
+function normalizeRoot(p: string): string {
+  const r = p.replace(/\/+$/, '')
+  return r === '' ? '/' : r
+}
+
+function isUnder(path: string, root: string): boolean {
+  if (root === '/') return path.startsWith('/')
+  return path === root || path.startsWith(`${root}/`)
+}
+
+function joinPath(root: string, rest: string): string {
+  if (root === '/') return rest.startsWith('/') ? rest : `/${rest}`
+  return rest.startsWith('/') ? `${root}${rest}` : `${root}/${rest}`
+}
+
+function isoLocal(d: Date): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0')
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}000`
+}
