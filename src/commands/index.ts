@@ -16,4 +16,10 @@ export const COMMANDS: CommandSpec[] = [
     summary: 'minimalist, stand-alone SlapOS Master',
     load: () => import('./proxy-start.ts'),
   },
+  {
+    name: 'proxy show',
+    group: 'other',
+    summary: 'display proxy instances and parameters',
+    load: () => import('./proxy-show.ts'),
+  },
 ]
