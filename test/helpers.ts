@@ -61,6 +61,8 @@ export interface StartedProxy {
   pid: number
   /** everything the proxy wrote on stderr so far */
   log(): string
+  /** exit status once stopped (null while running or when killed by a signal) */
+  exitCode(): number | null
   /** SIGTERM, then waits for the exit (SIGKILL after 10 s) */
   stop(): Promise<void>
 }
@@ -102,6 +104,7 @@ export function startProxy(opts: { dir?: string; extraCfg?: string; computerId?:
           dbPath,
           pid: child.pid ?? -1,
           log: () => stderr,
+          exitCode: () => child.exitCode,
           async stop() {
             if (child.exitCode !== null || child.signalCode !== null) return
             const kill = setTimeout(() => child.kill('SIGKILL'), 10_000)
