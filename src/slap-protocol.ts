@@ -734,23 +734,33 @@ function buildDict(items: PyValue[]): PyDict | PyMap {
     for (let i = 0; i < items.length; i += 2) setKey(d, items[i] as string, items[i + 1]!)
     return d
   }
-  const entries: Array<[PyValue, PyValue]> = []
+  // Python dict semantics: equal keys (1, 1.0, True) collapse, the first key stays, the last value wins.
+  const byKey = new Map<string, [PyValue, PyValue]>()
+  const objects = new Map<SlapObject, number>()
   for (let i = 0; i < items.length; i += 2) {
     const k = items[i]!
-    const at = entries.findIndex(([x]) => pyKeyEqual(x, k))
-    if (at >= 0) entries[at] = [entries[at]![0], items[i + 1]!]
-    else entries.push([k, items[i + 1]!])
+    const ck = canonicalKey(k, objects)
+    const seen = byKey.get(ck)
+    byKey.set(ck, [seen === undefined ? k : seen[0], items[i + 1]!])
   }
-  return new PyMap(entries)
+  return new PyMap([...byKey.values()])
 }
 
-function pyKeyEqual(a: PyValue, b: PyValue): boolean {
-  if (a === b) return true
-  const x = numeric(a)
-  const y = numeric(b)
-  if (x !== undefined && y !== undefined) return x == y // eslint-disable-line eqeqeq
-  if (a instanceof Tuple && b instanceof Tuple) return a.items.length === b.items.length && a.items.every((v, i) => pyKeyEqual(v, b.items[i]!))
-  return false
+/** A string equal for keys Python considers equal (hashable values only). */
+function canonicalKey(v: PyValue, objects: Map<SlapObject, number>): string {
+  if (typeof v === 'string') return `s${v}`
+  const n = numeric(v)
+  if (n !== undefined) {
+    if (typeof n === 'bigint') return `n${n}`
+    return Number.isInteger(n) ? `n${BigInt(n)}` : `n${n}`
+  }
+  if (v === null) return 'N'
+  if (v instanceof Tuple) return `t(${v.items.map((x) => canonicalKey(x, objects)).join('\u0000')})`
+  if (v instanceof SlapObject) {
+    if (!objects.has(v)) objects.set(v, objects.size)
+    return `o${objects.get(v)}`
+  }
+  return `?${objects.size}`
 }
 
 function hashable(v: PyValue): boolean {

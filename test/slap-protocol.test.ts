@@ -350,6 +350,30 @@ test('hostile documents: DOCTYPE, entities, depth, size, cycles, reference bombs
   refused('', /no root/)
 })
 
+test('dictionaries with non-string keys: Python key equality, many keys decode quickly', () => {
+  const m = loads('<marshal><dictionary id="i2"><int>1</int><string>a</string><bool>1</bool><string>b</string><float>1.0</float><string>c</string><tuple><int>1</int></tuple><string>d</string><none/><string>e</string></dictionary></marshal>')
+  assert.ok(m instanceof PyMap)
+  assert.equal(
+    m.entries.map(([k, v]) => [pyReprKey(k), v]),
+    [
+      ['1', 'c'],
+      ['(1,)', 'd'],
+      ['None', 'e'],
+    ],
+  )
+  const n = 50000
+  let xml = '<marshal><dictionary id="i2">'
+  for (let i = 0; i < n; i++) xml += `<int>${i}</int><none/>`
+  xml += '</dictionary></marshal>'
+  const big = loads(xml)
+  assert.ok(big instanceof PyMap && big.entries.length === n)
+  assert.is(dumps(big), xml)
+})
+
+function pyReprKey(k: PyValue): string {
+  return k instanceof Tuple ? `(${k.items.map(pyReprKey).join(', ')},)` : k === null ? 'None' : String(k)
+}
+
 // --- property test: random values round-trip ------------------------------------------
 
 /** mulberry32: small seeded PRNG so a failure can be replayed. */
