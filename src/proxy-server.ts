@@ -91,7 +91,7 @@ export class ProxyApp {
   private readonly maxBody: number
   private readonly clock: () => number
   private lastTimestamp = 0
-  private readonly gfciCache = new Map<string, { gen: number; body: string }>()
+  private readonly gfciCache = new Map<string, { gen: number; body: Buffer }>()
   private readonly routes: Record<string, Route>
 
   constructor(opts: ProxyServerOptions) {
@@ -176,7 +176,8 @@ export class ProxyApp {
     const computerId = f.need('computer_id')
     const gen = this.db.generation()
     const hit = this.gfciCache.get(computerId)
-    if (hit && hit.gen === gen) return hit.body
+    // the encoded answer is kept and sent as is: no per-request copy of a large body
+    if (hit && hit.gen === gen) return { status: 200, body: hit.body }
     if (!this.db.getComputer(computerId) && computerId !== this.computerId) {
       throw new ServerFault(`getFullComputerInformation: computer ${computerId} is not registered`)
     }
@@ -194,10 +195,10 @@ export class ProxyApp {
       ),
       _computer_partition_list: this.db.listPartitions(computerId).map((p) => this.partitionObject(p, addresses.get(p.reference) ?? [])),
     })
-    const body = dumps(computer)
+    const body = Buffer.from(dumps(computer), 'utf8')
     if (this.gfciCache.size > 1000) this.gfciCache.clear()
     this.gfciCache.set(computerId, { gen, body })
-    return body
+    return { status: 200, body }
   }
 
   private registerComputerPartition(f: Form): Reply {
@@ -623,7 +624,7 @@ interface Route {
   run(f: Form): Reply
 }
 
-type Reply = string | { status: number; body: string; headers?: Record<string, string>; contentType?: string }
+type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
 
 interface InstanceRequest {
   softwareRelease: string
@@ -695,7 +696,7 @@ function send(res: ServerResponse, reply: Reply, head = false): void {
   const contentType = typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)
   res.setHeader('Content-Type', contentType)
   for (const [k, v] of Object.entries(typeof reply === 'string' ? {} : (reply.headers ?? {}))) res.setHeader(k, v)
-  const buf = Buffer.from(r.body, 'utf8')
+  const buf = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body
   res.setHeader('Content-Length', buf.length)
   res.end(head ? undefined : buf)
 }

@@ -1,0 +1,153 @@
+// Benchmark of the built proxy: a computer with 100 busy partitions (3 instance parameters
+// and 2 published connection parameters each), then getFullComputerInformation with 1 and
+// 8 concurrent keep-alive connections: requests/s, p99 latency, and the proxy's RSS.
+// Usage: node scripts/bench-proxy.ts [seconds per run, default 5]
+import { spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { Agent, request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+// src modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
+const { register } = await import('tsx/esm/api')
+register()
+const { dumps } = (await import('../src/slap-protocol.ts')) as typeof import('../src/slap-protocol.ts')
+
+const SECONDS = Number(process.argv[2] ?? 5)
+const SLAPOS = resolve(import.meta.dirname, '..', 'dist', 'slapos')
+const PARTITIONS = 100
+const SR = 'http://sr.example/bench/software.cfg'
+
+const dir = mkdtempSync(join(tmpdir(), 'slapos-bench-proxy-'))
+const cfg = join(dir, 'proxy.cfg')
+writeFileSync(cfg, `[slapos]\ncomputer_id = computer\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${join(dir, 'proxy.db')}\n`)
+const child = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] })
+// -q hides INFO, so find the port from /proc instead of the log line
+const base = await listeningUrl(child.pid ?? 0)
+const agent = new Agent({ keepAlive: true, maxSockets: 64 })
+
+function call(method: 'GET' | 'POST', path: string, form: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+  const q = new URLSearchParams(form).toString()
+  return new Promise((res, rej) => {
+    const req = request(
+      `${base}${path}${method === 'GET' && q ? `?${q}` : ''}`,
+      { method, agent, headers: method === 'POST' ? { 'Content-Type': 'application/x-www-form-urlencoded', 'Content-Length': Buffer.byteLength(q) } : {} },
+      (r) => {
+        const chunks: Buffer[] = []
+        r.on('data', (c: Buffer) => chunks.push(c))
+        r.on('end', () => res({ status: r.statusCode ?? 0, body: Buffer.concat(chunks).toString() }))
+      },
+    )
+    req.on('error', rej)
+    req.end(method === 'POST' ? q : undefined)
+  })
+}
+
+async function must(p: Promise<{ status: number; body: string }>): Promise<string> {
+  const r = await p
+  if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.body.slice(0, 200)}`)
+  return r.body
+}
+
+const partition_list = Array.from({ length: PARTITIONS }, (_, i) => ({
+  reference: `slappart${i}`,
+  tap: { name: `slapuser${i}` },
+  address_list: [
+    { addr: `10.0.${Math.floor(i / 250)}.${(i % 250) + 2}`, netmask: '255.255.255.0' },
+    { addr: `fd00::${(i + 2).toString(16)}`, netmask: 'ffff:ffff:ffff:ffff::' },
+  ],
+}))
+await must(call('POST', 'loadComputerConfigurationFromXML', { xml: dumps({ reference: 'computer', address: '10.0.0.1', netmask: '255.255.255.0', partition_list }) }))
+await must(call('POST', 'supplySupply', { url: SR, computer_id: 'computer', state: 'available' }))
+for (let i = 0; i < PARTITIONS; i++) {
+  await must(
+    call('POST', 'requestComputerPartition', {
+      software_release: SR,
+      software_type: 'default',
+      partition_reference: `instance-${i}`,
+      partition_parameter_xml: dumps({ 'param-a': `value a ${i}`, 'param-b': `value b ${i}`, 'param-c': `${i}` }),
+      filter_xml: dumps({}),
+      state: dumps('started'),
+      shared_xml: dumps(false),
+    }),
+  )
+  await must(
+    call('POST', 'setComputerPartitionConnectionXml', {
+      computer_id: 'computer',
+      computer_partition_id: `slappart${i}`,
+      connection_xml: dumps({ url: `https://[fd00::${(i + 2).toString(16)}]:8443/`, password: `secret-${i}` }),
+      slave_reference: 'None',
+    }),
+  )
+}
+const size = (await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))).length
+
+async function run(connections: number): Promise<{ rps: number; p99: number; p50: number }> {
+  const latencies: number[] = []
+  const end = performance.now() + SECONDS * 1000
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now()
+        await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))
+        latencies.push(performance.now() - t)
+      }
+    }),
+  )
+  latencies.sort((a, b) => a - b)
+  const pct = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0
+  return { rps: latencies.length / SECONDS, p99: pct(0.99), p50: pct(0.5) }
+}
+
+// cost of a fresh answer (the proxy caches it until the database changes)
+const cold: number[] = []
+for (let i = 0; i < 50; i++) {
+  await must(call('POST', 'softwareInstanceBang', { computer_id: 'computer', computer_partition_id: `slappart${i}`, message: 'bench' }))
+  const t = performance.now()
+  await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))
+  cold.push(performance.now() - t)
+}
+cold.sort((a, b) => a - b)
+
+const one = await run(1)
+const eight = await run(8)
+const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0)
+child.kill('SIGTERM')
+agent.destroy()
+
+const f = (x: number) => x.toFixed(2)
+console.log(`proxy getFullComputerInformation, ${PARTITIONS} busy partitions, answer ${size} bytes, ${SECONDS} s per run`)
+console.log(`  1 connection : ${one.rps.toFixed(0)} req/s, p50 ${f(one.p50)} ms, p99 ${f(one.p99)} ms`)
+console.log(`  8 connections: ${eight.rps.toFixed(0)} req/s, p50 ${f(eight.p50)} ms, p99 ${f(eight.p99)} ms`)
+console.log(`  fresh answer after a write: median ${f(cold[25] ?? 0)} ms, max ${f(cold[cold.length - 1] ?? 0)} ms`)
+console.log(`  proxy RSS: ${(kb('VmRSS') / 1024).toFixed(1)} MB (peak ${(kb('VmHWM') / 1024).toFixed(1)} MB)`)
+console.log(`targets: >= 900 req/s with 8 connections, RSS <= 60 MB`)
+
+/** The proxy's listening port, read from /proc/net/tcp for the sockets of its pid. */
+async function listeningUrl(pid: number): Promise<string> {
+  const { readdirSync, readlinkSync } = await import('node:fs')
+  for (let tries = 0; tries < 200; tries++) {
+    await new Promise((r) => setTimeout(r, 50))
+    let inodes: Set<string>
+    try {
+      inodes = new Set(
+        readdirSync(`/proc/${pid}/fd`)
+          .map((fd) => {
+            try {
+              return /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]
+            } catch {
+              return undefined
+            }
+          })
+          .filter((x): x is string => x !== undefined),
+      )
+    } catch {
+      continue
+    }
+    for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/)
+      if (cols[3] === '0A' && inodes.has(cols[9] ?? '')) return `http://127.0.0.1:${Number.parseInt((cols[1] ?? '').split(':')[1] ?? '0', 16)}/`
+    }
+  }
+  throw new Error('the proxy did not start listening')
+}
