@@ -372,3 +372,51 @@ export function loadProxyConfig(
     multimaster,
   }
 }
+
+/**
+ * `slapos request|supply|remove|service|computer|console`: the client configuration
+ * (client-cli.md §1.1, cli.md §12.2). Key and certificate come from the command line, then
+ * `[slapconsole]`, then - only when neither is set yet - from `[slapos]`.
+ */
+export interface ClientConfig {
+  file: ConfigFile
+  masterUrl: string
+  /** HATEOAS entry point; when absent the master is asked (`getHateoasUrl`) */
+  masterRestUrl?: string | undefined
+  keyFile?: string | undefined
+  certFile?: string | undefined
+  /** 0.35.1 `[slapconsole] alias` lines `<name> <url>`, in file order */
+  aliases: Map<string, string>
+}
+
+export function loadClientConfig(file: ConfigFile, overrides: { key_file?: string | undefined; cert_file?: string | undefined } = {}): ClientConfig {
+  if (!file.has('slapos')) throw new ConfigError(`${file.path}: no [slapos] section`, 'add a [slapos] section with master_url')
+  const masterUrl = file.get('slapos', 'master_url')?.trim()
+  if (!masterUrl) throw new ConfigError(`${file.path}: No option 'master_url' in section: 'slapos'`, 'set master_url in [slapos] (e.g. http://127.0.0.1:8080 for a local proxy)')
+  let keyFile = overrides.key_file || file.get('slapconsole', 'key_file')?.trim() || undefined
+  let certFile = overrides.cert_file || file.get('slapconsole', 'cert_file')?.trim() || undefined
+  if (!keyFile && !certFile) {
+    keyFile = file.get('slapos', 'key_file')?.trim() || undefined
+    certFile = file.get('slapos', 'cert_file')?.trim() || undefined
+  }
+  if (masterUrl.startsWith('https') && !keyFile && !certFile) {
+    throw new ConfigError(`${file.path}: No option 'key_file' and/or 'cert_file'`, 'set cert_file and key_file in [slapconsole] (your certificate from the master)')
+  }
+  const aliases = new Map<string, string>()
+  const aliasText = file.get('slapconsole', 'alias') ?? file.get('slapos', 'alias') ?? ''
+  for (const line of aliasText.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const m = /^(\S+)\s+(\S+)$/.exec(line)
+    if (!m) throw new ConfigError(`${file.path}: alias line '${line}' is not '<name> <url>'`)
+    aliases.set(m[1] ?? '', m[2] ?? '')
+  }
+  // Like the original (os.path.expanduser only): relative paths are taken from the current directory.
+  const path = (p: string | undefined) => (p ? resolve(expandUser(p)) : undefined)
+  return {
+    file,
+    masterUrl,
+    masterRestUrl: file.get('slapos', 'master_rest_url')?.trim() || undefined,
+    keyFile: path(keyFile),
+    certFile: path(certFile),
+    aliases,
+  }
+}

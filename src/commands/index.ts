@@ -5,6 +5,24 @@ import type { CommandSpec } from '../cli.ts'
 
 export const COMMANDS: CommandSpec[] = [
   {
+    name: 'computer info',
+    group: 'client',
+    summary: 'get information of an computer',
+    load: () => import('./computer-info.ts'),
+  },
+  {
+    name: 'computer list',
+    group: 'client',
+    summary: 'List all available compute nodes',
+    load: () => import('./computer-list.ts'),
+  },
+  {
+    name: 'console',
+    group: 'client',
+    summary: 'open python console with slap library imported',
+    load: () => import('./console.ts'),
+  },
+  {
     name: 'help',
     group: 'other',
     summary: 'print detailed help for another command',
@@ -21,5 +39,35 @@ export const COMMANDS: CommandSpec[] = [
     group: 'other',
     summary: 'display proxy instances and parameters',
     load: () => import('./proxy-show.ts'),
+  },
+  {
+    name: 'remove',
+    group: 'client',
+    summary: 'remove a Software from a node',
+    load: () => import('./remove.ts'),
+  },
+  {
+    name: 'request',
+    group: 'client',
+    summary: 'request an instance and get status and parameters of instance',
+    load: () => import('./request.ts'),
+  },
+  {
+    name: 'service info',
+    group: 'client',
+    summary: 'get status, software_release and parameters of an instance',
+    load: () => import('./service-info.ts'),
+  },
+  {
+    name: 'service list',
+    group: 'client',
+    summary: 'List the title of all your slapos services',
+    load: () => import('./service-list.ts'),
+  },
+  {
+    name: 'supply',
+    group: 'client',
+    summary: 'supply a Software to a node',
+    load: () => import('./supply.ts'),
   },
 ]

@@ -1,0 +1,193 @@
+// slapos console (old name slapconsole): the namespace of slapos.client.init (`slap`,
+// `request`, `supply`, `getInformation`, `product`, 0.35.1 software aliases) offered to a
+// JavaScript REPL or to a script file. Called by commands/console.ts only.
+//
+// The original is a Python console; ours evaluates JavaScript. Calls that talk to the master
+// return promises: the REPL awaits them before printing, a script writes `await request(...)`.
+import { readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { inspect } from 'node:util'
+import { runInThisContext } from 'node:vm'
+import { Connection, fromJson, Instance, serviceInformation } from './client.ts'
+import { ConfigError, NotFoundError, SlapError } from './errors.ts'
+import type { PyDict, PyValue } from './slap-protocol.ts'
+
+export const BANNER = [
+  'slapos console: JavaScript with the slap API of this configuration.',
+  '  slap                       the connection (slap.registerOpenOrder().request(...), slap.registerSupply().supply(...))',
+  "  request(url, title, parameters?, softwareType?, filter?, state?, shared?)   e.g. request(product.kvm, 'mykvm')",
+  "  supply(url, computerGuid, state = 'available')",
+  "  getInformation(title)      service information (HATEOAS)",
+  '  product.<name>             best software release URL of a software product',
+  'Calls to the master return promises: the console waits for them; in scripts write `await`.',
+].join('\n')
+
+/** Everything the console and its scripts see as globals. */
+export function consoleNamespace(conn: Connection): Record<string, unknown> {
+  const openOrder = {
+    request: (...args: unknown[]) => requestFrom(conn, args),
+    getInformation: (reference: unknown) => getInformation(conn, reference),
+  }
+  const supplyObject = {
+    supply: (url: unknown, computerGuid: unknown = null, state: unknown = 'available') =>
+      conn.supply(String(url), computerGuid === null || computerGuid === undefined ? null : String(computerGuid), String(state)),
+  }
+  const slap = {
+    masterUrl: conn.config.masterUrl,
+    registerOpenOrder: () => openOrder,
+    registerSupply: () => supplyObject,
+    registerComputer: (computerGuid: unknown) => computerHandle(conn, String(computerGuid)),
+    registerComputerPartition: (computerGuid: unknown, partitionId: unknown) => {
+      if (!computerGuid || !partitionId) throw new NotFoundError('registerComputerPartition needs a computer and a partition id')
+      return conn.slap.registerComputerPartition(String(computerGuid), String(partitionId))
+    },
+    getSoftwareReleaseListFromSoftwareProduct: (product?: unknown, url?: unknown) =>
+      conn.slap.getSoftwareReleaseListFromSoftwareProduct(product === undefined ? null : String(product), url === undefined ? null : String(url)),
+    /** the SlapClient itself: one method per SLAP endpoint */
+    client: () => conn.slap,
+  }
+  const product = new Proxy({} as Record<string, unknown>, {
+    get(_target, name) {
+      if (typeof name !== 'string' || name === 'then') return undefined
+      if (name === 'get') return (n: unknown) => conn.productUrl(String(n))
+      return conn.productUrl(name)
+    },
+  })
+  const ns: Record<string, unknown> = {
+    slap,
+    request: openOrder.request,
+    supply: supplyObject.supply,
+    getInformation: openOrder.getInformation,
+    product,
+    software_list: [...conn.config.aliases.keys()],
+  }
+  for (const [name, url] of conn.config.aliases) {
+    if (name in ns) throw new ConfigError(`alias ${name} would hide the console's ${name}`, 'rename the alias')
+    ns[name] = url
+  }
+  return ns
+}
+
+/**
+ * Runs a script file with the namespace as globals (cli.md §12.4): `__file__` is the script,
+ * `argv` (and `sys.argv`) is [script, ...args]; top-level `await` works. A thrown error ends
+ * the script and becomes the command's error (exit 1).
+ */
+export async function runScript(file: string, args: string[], ns: Record<string, unknown>, print: (s: string) => void): Promise<void> {
+  let code: string
+  try {
+    code = readFileSync(file, 'utf8')
+  } catch (e) {
+    throw new ConfigError(`${file}: Not found or not a regular file. (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
+  }
+  if (code.startsWith('#!')) code = '//' + code.slice(2)
+  const argv = [file, ...args]
+  const globals: Record<string, unknown> = {
+    ...ns,
+    __file__: resolve(file),
+    __filename: resolve(file),
+    argv,
+    sys: { argv },
+    print: (...xs: unknown[]) => print(xs.map(show).join(' ') + '\n'),
+  }
+  const names = Object.keys(globals).filter((n) => /^[A-Za-z_$][\w$]*$/.test(n))
+  // The script body becomes an async function whose parameters are the namespace: functions
+  // it defines see `request`, `supply`, ... and top-level await is allowed. Same first line,
+  // so error positions match the file.
+  const fn = runInThisContext(`(async function (${names.join(', ')}) {${code}\n})`, { filename: resolve(file) }) as (...a: unknown[]) => Promise<unknown>
+  await fn(...names.map((n) => globals[n]))
+}
+
+/** The interactive console on the process's terminal (or piped stdin). Resolves when it is closed. */
+export async function runRepl(ns: Record<string, unknown>, opts: { banner: boolean }): Promise<void> {
+  const repl = await import('node:repl')
+  if (opts.banner && process.stdin.isTTY) process.stdout.write(BANNER + '\n')
+  const server = repl.start({
+    prompt: '>>> ',
+    useGlobal: true,
+    ignoreUndefined: true,
+    terminal: process.stdin.isTTY === true && process.stdout.isTTY === true,
+    writer: (v) => show(v),
+  })
+  Object.assign(server.context, ns, { print: (...xs: unknown[]) => process.stdout.write(xs.map(show).join(' ') + '\n') })
+  // Await what the master calls return, so `request(url, 'x')` prints the instance.
+  const evaluate = server.eval.bind(server)
+  const awaiting: typeof server.eval = (cmd, context, file, cb) =>
+    evaluate(cmd, context, file, (err, result) => {
+      if (err || !isThenable(result)) return cb(err, result)
+      ;(result as Promise<unknown>).then(
+        (r) => cb(null, r),
+        (e: unknown) => cb(e instanceof Error ? e : new Error(String(e)), undefined),
+      )
+    })
+  ;(server as unknown as { eval: typeof server.eval }).eval = awaiting
+  const history = join(homedir(), '.slapconsolehistory')
+  if (process.stdin.isTTY) server.setupHistory(history, () => undefined)
+  await new Promise<void>((res) => server.on('exit', () => res()))
+}
+
+// --- internal ---
+
+function isThenable(v: unknown): boolean {
+  return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function'
+}
+
+/** Python-like display: strings as they are, data as JSON-ish, instances as their summary. */
+function show(v: unknown): string {
+  if (typeof v === 'string') return v
+  if (v instanceof Instance) return `<Instance ${v.computerId ?? '?'}/${v.partitionId ?? '?'}>`
+  return inspect(v, { depth: 6, colors: false })
+}
+
+const REQUEST_KEYS = ['software_release', 'partition_reference', 'partition_parameter_kw', 'software_type', 'filter_kw', 'state', 'shared'] as const
+
+/**
+ * `request(software_release, partition_reference, partition_parameter_kw=None, software_type=None,
+ * filter_kw=None, state=None, shared=False)`, positional like the original, or one object with
+ * those names (JavaScript has no keyword arguments).
+ */
+async function requestFrom(conn: Connection, args: unknown[]): Promise<Instance> {
+  const only = args[0]
+  const named: Record<string, unknown> =
+    args.length === 1 && only !== null && typeof only === 'object' && !Array.isArray(only)
+      ? (only as Record<string, unknown>)
+      : Object.fromEntries(REQUEST_KEYS.map((k, i) => [k, args[i]]))
+  const url = named.software_release ?? named.softwareRelease
+  const reference = named.partition_reference ?? named.partitionReference
+  if (typeof url !== 'string' || typeof reference !== 'string') {
+    throw new SlapError('request(software_release, partition_reference, ...) needs two strings', { code: 'E_USAGE' })
+  }
+  const dict = (v: unknown, name: string): PyDict | null => {
+    if (v === undefined || v === null) return null
+    if (typeof v !== 'object' || Array.isArray(v)) throw new SlapError(`Unexpected type of ${name} '${String(v)}'`, { code: 'E_USAGE' })
+    return fromJson(v) as PyDict
+  }
+  const opt = (v: unknown): string | null => (v === undefined || v === null ? null : String(v))
+  return conn.request({
+    softwareRelease: await conn.softwareUrl(url),
+    partitionReference: reference,
+    partitionParameterKw: dict(named.partition_parameter_kw ?? named.partitionParameterKw, 'partition_parameter_kw'),
+    softwareType: opt(named.software_type ?? named.softwareType),
+    filterKw: dict(named.filter_kw ?? named.filterKw, 'filter_kw'),
+    state: opt(named.state),
+    shared: Boolean(named.shared),
+  })
+}
+
+async function getInformation(conn: Connection, reference: unknown): Promise<Record<string, unknown>> {
+  const info = await serviceInformation(conn, String(reference), false)
+  if (!info) throw new NotFoundError(`Instance ${String(reference)} does not exist.`)
+  return info
+}
+
+function computerHandle(conn: Connection, computerGuid: string) {
+  return {
+    computerGuid,
+    getComputerPartitionList: async () => (await conn.slap.getFullComputerInformation(computerGuid))._computer_partition_list,
+    getSoftwareReleaseList: async () => (await conn.slap.getFullComputerInformation(computerGuid))._software_release_list,
+    bang: (message: unknown) => conn.slap.computerBang(computerGuid, String(message)),
+    getStatus: () => conn.slap.getComputerStatus(computerGuid),
+    updateConfiguration: (xml: unknown) => conn.slap.loadComputerConfigurationFromXML(typeof xml === 'string' ? xml : (fromJson(xml) as PyValue as PyDict)),
+  }
+}
