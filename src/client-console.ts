@@ -7,10 +7,12 @@
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { createInterface } from 'node:readline'
+import { PassThrough } from 'node:stream'
 import { inspect } from 'node:util'
 import { runInThisContext } from 'node:vm'
 import { Connection, fromJson, Instance, serviceInformation } from './client.ts'
-import { ConfigError, NotFoundError, SlapError } from './errors.ts'
+import { ConfigError, describeError, NotFoundError, SlapError } from './errors.ts'
 import type { PyDict, PyValue } from './slap-protocol.ts'
 
 export const BANNER = [
@@ -103,31 +105,83 @@ export async function runScript(file: string, args: string[], ns: Record<string,
 export async function runRepl(ns: Record<string, unknown>, opts: { banner: boolean }): Promise<void> {
   const repl = await import('node:repl')
   if (opts.banner && process.stdin.isTTY) process.stdout.write(BANNER + '\n')
+  const tty = process.stdin.isTTY === true
+  // Piped input is handed to the REPL one line at a time, each once the previous statement
+  // (and the master calls it started) has finished, so the output stays in input order.
+  const input = tty ? process.stdin : new PassThrough()
   const server = repl.start({
     prompt: '>>> ',
+    input,
+    output: process.stdout,
     useGlobal: true,
     ignoreUndefined: true,
-    terminal: process.stdin.isTTY === true && process.stdout.isTTY === true,
+    terminal: tty && process.stdout.isTTY === true,
     writer: (v) => show(v),
   })
+  if (!tty) feedLines(server, input as PassThrough)
   Object.assign(server.context, ns, { print: (...xs: unknown[]) => process.stdout.write(xs.map(show).join(' ') + '\n') })
-  // Await what the master calls return, so `request(url, 'x')` prints the instance.
+  // Await what the master calls return, so `request(url, 'x')` prints the instance; one
+  // statement at a time, so piped input runs in order like the original's console.
   const evaluate = server.eval.bind(server)
-  const awaiting: typeof server.eval = (cmd, context, file, cb) =>
-    evaluate(cmd, context, file, (err, result) => {
-      if (err || !isThenable(result)) return cb(err, result)
-      ;(result as Promise<unknown>).then(
-        (r) => cb(null, r),
-        (e: unknown) => cb(e instanceof Error ? e : new Error(String(e)), undefined),
-      )
-    })
+  let queue: Promise<void> = Promise.resolve()
+  const awaiting: typeof server.eval = (cmd, context, file, cb) => {
+    queue = queue.then(
+      () =>
+        new Promise<void>((done) => {
+          evaluate(cmd, context, file, (err, result) => {
+            if (err || !isThenable(result)) {
+              cb(err, result)
+              return done()
+            }
+            ;(result as Promise<unknown>).then(
+              (r) => cb(null, r),
+              (e: unknown) => {
+                // an error of the master or of the configuration: one line, the session goes on
+                if (!(e instanceof SlapError)) return cb(e instanceof Error ? e : new Error(String(e)), undefined)
+                process.stdout.write(`${e.name}: ${describeError(e)}\n`)
+                cb(null, undefined)
+              },
+            ).finally(done)
+          })
+        }),
+    )
+  }
   ;(server as unknown as { eval: typeof server.eval }).eval = awaiting
   const history = join(homedir(), '.slapconsolehistory')
   if (process.stdin.isTTY) server.setupHistory(history, () => undefined)
   await new Promise<void>((res) => server.on('exit', () => res()))
+  await queue
 }
 
 // --- internal ---
+
+function feedLines(server: import('node:repl').REPLServer, input: PassThrough): void {
+  const pending: string[] = []
+  let ready = true
+  let ended = false
+  const next = () => {
+    const line = pending.shift()
+    if (line !== undefined) {
+      ready = false
+      input.write(line + '\n')
+    } else if (ended) input.end()
+    else ready = true
+  }
+  const displayPrompt = server.displayPrompt.bind(server)
+  server.displayPrompt = (preserveCursor?: boolean) => {
+    displayPrompt(preserveCursor)
+    setImmediate(next)
+  }
+  const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })
+  lines.on('line', (l) => {
+    pending.push(l)
+    if (ready) next()
+  })
+  lines.on('close', () => {
+    ended = true
+    if (ready) next()
+  })
+}
 
 function isThenable(v: unknown): boolean {
   return v !== null && (typeof v === 'object' || typeof v === 'function') && typeof (v as { then?: unknown }).then === 'function'
