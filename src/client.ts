@@ -2,7 +2,7 @@
 // the connection built from the client configuration, `k=v` and parameter-file parsing, the
 // software release schema (serialisation), the lazy instance handle of slapos.core's
 // ComputerPartition, HATEOAS navigation, and Python-style pretty printing of results.
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { extname } from 'node:path'
 import type { ClientConfig } from './config.ts'
 import { ConfigError, NotFoundError, ResourceNotReadyError, ServerError, SlapError } from './errors.ts'
@@ -236,6 +236,18 @@ export class Instance {
 }
 
 // --- command-line values ---
+
+/**
+ * 0.35.1 took the configuration file as the first positional (`slapos request CFG REF URL`):
+ * when one word more than expected is given and the first names a `.cfg` file, it is the
+ * configuration. Returns the remaining words and the configuration path, if any.
+ */
+export function legacyConfigWord(words: string[], expected: number, cfg: unknown): { words: string[]; cfg: unknown } {
+  if (words.length === expected + 1 && cfg === undefined && words[0]!.endsWith('.cfg') && existsSync(words[0]!)) {
+    return { words: words.slice(1), cfg: words[0] }
+  }
+  return { words, cfg }
+}
 
 /**
  * `k=v` words of `--node` / `--parameters`: split on the first `=`; a word without `=` or a

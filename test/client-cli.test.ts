@@ -258,6 +258,16 @@ cli('bad input: exit codes and one-line messages', async () => {
   for (const line of r.stderr.trim().split('\n')) assert.not.match(line, /^\s+at /)
 })
 
+cli('0.35.1 forms: configuration file as first word, --configuration for parameters', async () => {
+  let r = await run(['request', world.cfg, 'legacy', SR, '--configuration', 'old=yes'], { cfg: '' })
+  assert.is(r.code, 0, r.stderr)
+  assert.is((await partitionOf('legacy'))!._parameter_dict?.old, 'yes')
+  r = await run(['supply', world.cfg, '/srv/legacy/software.cfg', 'computer'], { cfg: '' })
+  assert.is(r.code, 0, r.stderr)
+  r = await run(['remove', world.cfg, '/srv/legacy/software.cfg', 'computer'], { cfg: '' })
+  assert.is(r.code, 0, r.stderr)
+})
+
 cli('$SLAPOS_CLIENT_CONFIGURATION is used when --cfg is not given', async () => {
   const r = await run(['computer', 'list'], { cfg: '', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: world.dir, SLAPOS_CLIENT_CONFIGURATION: world.cfg } })
   assert.is(r.code, 0, r.stderr)

@@ -1,6 +1,6 @@
 // slapos remove: ask the master to remove a software release from a node (client-cli.md §3).
 import { readConfig, type CommandModule } from '../cli.ts'
-import { Connection } from '../client.ts'
+import { Connection, legacyConfigWord } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { UsageError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'
@@ -12,10 +12,10 @@ const remove: CommandModule = {
   // positionals are checked in run; unknown options are still refused
   options: (y) => y.strict(false).strictOptions().option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' }),
   async run(args, ctx) {
-    const words = args._.map(String)
+    const { words, cfg } = legacyConfigWord(args._.map(String), 2, args.cfg)
     if (words.length !== 2) throw new UsageError('slapos remove: error: expected SOFTWARE_URL and NODE', 'example: slapos remove https://example.com/software.cfg COMP-1234')
     const [softwareText, node] = words as [string, string]
-    const conn = new Connection(loadClientConfig(readConfig('client', args.cfg, ctx.env)), ctx.log)
+    const conn = new Connection(loadClientConfig(readConfig('client', cfg, ctx.env)), ctx.log)
     ctx.log.info(`Requesting deletion of ${softwareText} Software Release...`)
     // like the original, no product. shortcut here (an alias of the configuration is still honoured)
     const url = await conn.softwareUrl(softwareText, { products: false })

@@ -4,6 +4,7 @@
 import { readConfig, type CommandModule } from '../cli.ts'
 import {
   Connection,
+  legacyConfigWord,
   loadSoftwareSchema,
   NOT_READY_MESSAGE,
   parseKeyValues,
@@ -34,19 +35,19 @@ const request: CommandModule = {
       .option('type', { type: 'string', describe: 'software type to request (default: default)' })
       .option('state', { type: 'string', describe: 'requested state: started, stopped or destroyed' })
       .option('slave', { type: 'boolean', alias: 'shared', describe: 'request a shared (slave) instance' })
-      .option('parameters', { type: 'string', array: true, describe: "instance parameters: 'key=value ...'" })
+      .option('parameters', { type: 'string', array: true, alias: 'configuration', describe: "instance parameters: 'key=value ...' (0.35.1 name: --configuration)" })
       .option('parameters-file', { type: 'string', describe: 'instance parameters in a file: .json, .yaml/.yml or .xml' })
       .option('force-serialisation', { type: 'string', choices: SERIALISATIONS as unknown as string[], describe: 'serialisation of --parameters-file when the software release does not declare it' })
       .option('json', { type: 'boolean', describe: 'print the result as JSON on stdout' })
       .conflicts('parameters', 'parameters-file'),
   async run(args, ctx) {
-    const words = args._.map(String)
+    const { words, cfg } = legacyConfigWord(args._.map(String), 2, args.cfg)
     if (words.length !== 2) throw new UsageError('slapos request: error: expected REFERENCE and SOFTWARE_URL', 'example: slapos request my-instance https://example.com/software.cfg')
     const [reference, softwareText] = words as [string, string]
     const filter = parseKeyValues(args.node as string[] | undefined, '--node')
     let parameters: PyDict = parseKeyValues(args.parameters as string[] | undefined, '--parameters')
     const type = (args.type as string | undefined) ?? null
-    const config = loadClientConfig(readConfig('client', args.cfg, ctx.env))
+    const config = loadClientConfig(readConfig('client', cfg, ctx.env))
     const conn = new Connection(config, ctx.log)
 
     ctx.log.info(`Validating request parameters for ${reference} as an instance of ${softwareText} ...`)
