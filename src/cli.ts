@@ -251,7 +251,7 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
       return EXIT.OK
     }
     const { default: mod } = await spec.load()
-    const parsed = (await (await commandParser(spec, mod, args)).parseAsync()) as RunArgs
+    const parsed = (await (await commandParser(spec, mod, args)).parseAsync()) as unknown as RunArgs
     parsed.global = global
     const ctx: Ctx = {
       io,
