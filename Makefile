@@ -71,5 +71,8 @@ dist/install.sh: scripts/install.sh packaging/slapos-node.cron packaging/slapos.
 test-packages: deb rpm dist/install.sh ## Install the packages in a Debian root (debootstrap) and with rpm --root
 	sh scripts/test-packages.sh $(DEB) $(RPM)
 
+demo: ## Install what is missing, then run a local proxy + node deploying the sample Software Release
+	sh scripts/demo.sh
+
 clean: ## Remove build output
 	rm -rf dist build
