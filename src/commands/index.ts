@@ -17,6 +17,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./computer-list.ts'),
   },
   {
+    name: 'configure local',
+    group: 'other',
+    summary: 'Configure a slapos node, from scratch to ready-to-use, using slapproxy.',
+    load: () => import('./configure-local.ts'),
+  },
+  {
     name: 'console',
     group: 'client',
     summary: 'open python console with slap library imported',

@@ -1,0 +1,76 @@
+// slapos configure local: a ready-to-use node with its own local master (proxy), in the
+// original's layout as root, or standalone under one directory without root.
+// The work is in configure-local.ts; this file maps the options.
+import { homedir } from 'node:os'
+import type { CommandModule } from '../cli.ts'
+import { configureLocal, planLocal } from '../configure-local.ts'
+import { NotRootError, SlapError, UsageError } from '../errors.ts'
+
+const configureLocalCommand: CommandModule = {
+  description:
+    'Configure a slapos node, from scratch to ready-to-use, using slapproxy (the local master).\n\n' +
+    'Writes slapos.cfg (with [slapos], [slapformat] and [slapproxy]) and slapos-proxy.cfg in the ' +
+    'configuration directory, creates the software, instance and log directories, registers the ' +
+    'proxy as a supervisord program (<instance root>/etc/supervisord.conf.d/slapproxy.conf), links ' +
+    '~/.slapos/slapos-client.cfg to the node configuration, then starts the node and formats it.\n\n' +
+    'With --standalone DIR the same layout is made under DIR (DIR/etc/opt/slapos/slapos.cfg, ' +
+    'DIR/opt/slapgrid, DIR/srv/slapgrid, DIR/opt/slapos) for the current user: no root needed, ' +
+    'no system user or network change (alter_user, alter_network and root_check are false), ' +
+    'partitions on loopback addresses, the home directory untouched, and the periodic runs ' +
+    'written as a crontab in DIR/etc/cron.d/slapos-node.\n\n' +
+    'Running it again with the same options changes nothing; an existing slapos.cfg with other ' +
+    'content is never replaced.',
+  options: (y) =>
+    y
+      .option('interface-name', { type: 'string', default: 'lo', describe: 'Primary network interface; partition addresses are added to it' })
+      .option('partition-number', { type: 'number', default: 20, describe: 'Number of partitions of the node' })
+      .option('ipv4-local-network', {
+        type: 'string',
+        describe: 'Private IPv4 network for partition addresses, unused elsewhere (default: 10.0.0.0/16; 127.0.1.0/24 with --standalone)',
+      })
+      .option('daemon-listen-ip', { type: 'string', default: '127.0.0.1', describe: 'Address the local master (slapproxy) listens on' })
+      .option('daemon-listen-port', { type: 'number', default: 8080, describe: 'Port the local master (slapproxy) listens on' })
+      .option('slapos-instance-root', { type: 'string', describe: 'Instance root: partitions and supervisord (default: /srv/slapgrid)' })
+      .option('slapos-software-root', { type: 'string', describe: 'Software root: built software releases (default: /opt/slapgrid)' })
+      .option('slapos-buildout-directory', {
+        type: 'string',
+        describe: 'Home of the node tools: logs, slapos.xml, proxy database, pid files (default: /opt/slapos)',
+      })
+      .option('slapos-configuration-directory', { type: 'string', describe: 'Where slapos.cfg and slapos-proxy.cfg go (default: /etc/opt/slapos)' })
+      .option('standalone', { type: 'string', describe: 'Standalone node of the current user: every default path under this directory, no root' })
+      .option('buildout', { type: 'string', describe: 'buildout executable written as [slapos] buildout (default: buildout from PATH)' })
+      .option('start', { type: 'boolean', default: true, describe: 'Start supervisord and format the node once configured; --no-start only writes the configuration' })
+      .option('enable-shacache-proxy', { type: 'boolean', default: false, describe: 'Built-in shacache/shadir proxy of the local master (not available)' }),
+  async run(args, ctx) {
+    const standalone = typeof args.standalone === 'string' && args.standalone !== '' ? args.standalone : undefined
+    // the original checks root before anything; a standalone node is made for a user
+    if (!standalone && process.getuid?.() !== 0) throw new NotRootError()
+    if (args.enableShacacheProxy === true) {
+      throw new SlapError('--enable-shacache-proxy: the local master has no built-in shacache/shadir proxy', {
+        hint: 'leave the option out; the node uses the public caches of [networkcache]',
+      })
+    }
+    const port = args.daemonListenPort as number
+    const partitions = args.partitionNumber as number
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('slapos configure local: error: --daemon-listen-port must be a port number (0-65535)')
+    if (!Number.isInteger(partitions) || partitions < 0) throw new UsageError('slapos configure local: error: --partition-number must be a whole number')
+    const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined)
+    const plan = planLocal({
+      interfaceName: args.interfaceName as string,
+      partitionNumber: partitions,
+      ipv4LocalNetwork: str(args.ipv4LocalNetwork),
+      daemonListenIp: args.daemonListenIp as string,
+      daemonListenPort: port,
+      instanceRoot: str(args.slaposInstanceRoot),
+      softwareRoot: str(args.slaposSoftwareRoot),
+      buildoutDirectory: str(args.slaposBuildoutDirectory),
+      configurationDirectory: str(args.slaposConfigurationDirectory),
+      standalone,
+      buildout: str(args.buildout),
+      home: ctx.env.HOME || homedir(),
+      self: ctx.self,
+    })
+    return configureLocal(plan, ctx, { start: args.start !== false })
+  },
+}
+export default configureLocalCommand

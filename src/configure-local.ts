@@ -1,0 +1,324 @@
+// `slapos configure local`: a node with its own local master (proxy) from scratch, in the
+// original's layout (root) or in a standalone layout under one directory (no root, no user
+// or network changes). The pure part, planLocal(), says which files and directories make
+// the node; configureLocal() writes them and, unless told not to, brings the node up.
+// Called by src/commands/configure-local.ts.
+import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { COMMANDS } from './commands/index.ts'
+import type { Ctx } from './context.ts'
+import { SlapError } from './errors.ts'
+import { EXIT } from './exit-codes.ts'
+import { NODE_CONFIG_EXAMPLE, PROXY_CONFIG_EXAMPLE, setKeys } from './templates.ts'
+
+/** Computer id of a local node (the original's DEFAULT_COMPUTER_ID). */
+export const LOCAL_COMPUTER_ID = 'local_computer'
+
+export interface LocalOptions {
+  interfaceName: string
+  partitionNumber: number
+  /** undefined: 10.0.0.0/16, or 127.0.1.0/24 for a standalone node */
+  ipv4LocalNetwork?: string | undefined
+  daemonListenIp: string
+  daemonListenPort: number
+  /** the four roots; undefined: the original's default (under `standalone` when given) */
+  instanceRoot?: string | undefined
+  softwareRoot?: string | undefined
+  buildoutDirectory?: string | undefined
+  configurationDirectory?: string | undefined
+  /** standalone node: every path under this directory, no root, no user/network change */
+  standalone?: string | undefined
+  /** [slapos] buildout: the buildout executable */
+  buildout?: string | undefined
+  /** the home directory whose ~/.slapos/slapos-client.cfg links to the node configuration */
+  home: string
+  /** how to run this program (written into the proxy's supervisord entry and cron lines) */
+  self: string[]
+}
+
+export interface PlannedFile {
+  path: string
+  content: string
+  mode: number
+}
+
+export interface LocalPlan {
+  standalone: boolean
+  nodeCfg: string
+  proxyCfg: string
+  configurationDirectory: string
+  instanceRoot: string
+  softwareRoot: string
+  buildoutDirectory: string
+  masterUrl: string
+  /** created when missing, mode applied when created */
+  dirs: { path: string; mode: number }[]
+  files: PlannedFile[]
+  /** user crontab of a standalone node */
+  cronFile?: string | undefined
+  /** symbolic link made only when nothing is at `path` */
+  clientLink?: { path: string; target: string } | undefined
+}
+
+/** Everything configure local writes, from its options. Pure. */
+export function planLocal(o: LocalOptions): LocalPlan {
+  const base = o.standalone ? resolve(o.standalone) : undefined
+  const under = (p: string) => (base ? join(base, p) : p)
+  const confDir = resolve(o.configurationDirectory ?? under('/etc/opt/slapos'))
+  const instanceRoot = resolve(o.instanceRoot ?? under('/srv/slapgrid'))
+  const softwareRoot = resolve(o.softwareRoot ?? under('/opt/slapgrid'))
+  const home = resolve(o.buildoutDirectory ?? under('/opt/slapos'))
+  const network = o.ipv4LocalNetwork ?? (base ? STANDALONE_NETWORK : '10.0.0.0/16')
+  const masterUrl = `http://${hostForUrl(o.daemonListenIp)}:${o.daemonListenPort}`
+  const nodeCfg = join(confDir, 'slapos.cfg')
+  const proxyCfg = join(confDir, 'slapos-proxy.cfg')
+  const databaseUri = join(home, 'slapproxy.db')
+  const slapos = o.self.map(shellWord).join(' ')
+  const cronFile = base ? join(base, 'etc', 'cron.d', 'slapos-node') : undefined
+
+  // The node configuration: the example with the local values, without certificates
+  // (the proxy has no authentication), plus [slapproxy] so that one file serves
+  // `slapos proxy start` as well.
+  let node = setKeys(NODE_CONFIG_EXAMPLE, 'slapos', {
+    computer_id: LOCAL_COMPUTER_ID,
+    master_url: masterUrl,
+    key_file: null,
+    cert_file: null,
+    certificate_repository_path: null,
+    software_root: softwareRoot,
+    instance_root: instanceRoot,
+    ...(o.buildout ? { buildout: o.buildout } : {}),
+    ...(base
+      ? {
+          root_check: 'false',
+          pidfile_software: join(home, 'slapgrid-sr.pid'),
+          pidfile_instance: join(home, 'slapgrid-cp.pid'),
+          pidfile_report: join(home, 'slapgrid-ur.pid'),
+          watchdog_command: `${slapos} node watchdog`,
+        }
+      : {}),
+  })
+  node = setKeys(node, 'slapformat', {
+    interface_name: o.interfaceName,
+    partition_amount: o.partitionNumber,
+    ipv4_local_network: network,
+    computer_xml: join(home, 'slapos.xml'),
+    log_file: join(home, 'log', 'slapos-node-format.log'),
+    ...(base ? { alter_user: 'false', alter_network: 'false', root_check: 'false' } : {}),
+  })
+  if (base) node = setKeys(node, 'collect', { pid_folder: join(instanceRoot, 'var', 'run') })
+  node = setKeys(node, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
+
+  let proxy = setKeys(PROXY_CONFIG_EXAMPLE, 'slapos', {
+    instance_root: instanceRoot,
+    software_root: softwareRoot,
+    computer_id: LOCAL_COMPUTER_ID,
+  })
+  proxy = setKeys(proxy, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
+
+  const logDir = join(home, 'log')
+  const files: PlannedFile[] = [
+    { path: nodeCfg, content: node, mode: 0o644 },
+    { path: proxyCfg, content: proxy, mode: 0o644 },
+    {
+      path: join(instanceRoot, 'etc', 'supervisord.conf.d', 'slapproxy.conf'),
+      content: supervisorEntry({ home, command: `${slapos} proxy start --cfg ${shellWord(proxyCfg)}`, log: join(logDir, 'slapos-proxy.log'), asRoot: !base }),
+      mode: 0o600,
+    },
+  ]
+  if (base && cronFile) {
+    files.push({ path: cronFile, content: standaloneCron(slapos, nodeCfg, logDir, cronFile), mode: 0o644 })
+    files.push({
+      path: join(confDir, 'slapos.env'),
+      content:
+        `# Source this file (. ${shellWord(join(confDir, 'slapos.env'))}) to use this node without --cfg.\n` +
+        `export SLAPOS_CONFIGURATION=${shellWord(nodeCfg)}\nexport SLAPOS_CLIENT_CONFIGURATION=${shellWord(nodeCfg)}\n`,
+      mode: 0o644,
+    })
+  }
+  const dirs = [
+    { path: confDir, mode: 0o755 },
+    { path: logDir, mode: 0o700 },
+    { path: softwareRoot, mode: 0o755 },
+    { path: instanceRoot, mode: 0o755 },
+    { path: join(instanceRoot, 'etc'), mode: 0o755 },
+    { path: join(instanceRoot, 'etc', 'supervisord.conf.d'), mode: 0o700 },
+    { path: join(instanceRoot, 'var', 'log'), mode: 0o755 },
+    { path: join(instanceRoot, 'var', 'run'), mode: 0o755 },
+  ]
+  if (cronFile) dirs.push({ path: dirname(cronFile), mode: 0o755 })
+  return {
+    standalone: base !== undefined,
+    nodeCfg,
+    proxyCfg,
+    configurationDirectory: confDir,
+    instanceRoot,
+    softwareRoot,
+    buildoutDirectory: home,
+    masterUrl,
+    cronFile,
+    dirs,
+    files,
+    // A standalone node leaves the home directory alone: its client commands use the
+    // node configuration through --cfg or slapos.env.
+    clientLink: base ? undefined : { path: join(o.home, '.slapos', 'slapos-client.cfg'), target: nodeCfg },
+  }
+}
+
+/**
+ * Writes the plan. A second run with the same options changes nothing and succeeds; an
+ * existing slapos.cfg with other content is never replaced (the original's refusal, exit 1).
+ */
+export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: boolean }): Promise<number> {
+  const log = ctx.log
+  const [nodeFile, ...others] = plan.files
+  if (!nodeFile) throw new Error('plan without node configuration')
+  let again = false
+  if (existsSync(nodeFile.path)) {
+    if (readFileSync(nodeFile.path, 'utf8') !== nodeFile.content) {
+      throw new SlapError(`A SlapOS configuration directory already exist at ${nodeFile.path}. Aborting.`, {
+        code: 'E_ALREADY_CONFIGURED',
+        exitCode: EXIT.FAIL,
+        hint: 'remove or move that file to configure again, or run with the options of the first run',
+      })
+    }
+    again = true
+    log.info(`${nodeFile.path} is already this configuration: checking the rest`)
+  }
+  for (const d of plan.dirs) ensureDir(d.path, d.mode, log)
+  writeAtomic(nodeFile, log)
+  for (const f of others) {
+    ensureDir(dirname(f.path), 0o755, log)
+    writeAtomic(f, log)
+  }
+  if (plan.clientLink) linkClientConfig(plan.clientLink, log)
+  log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
+  if (opts.start) await bringUp(plan, ctx)
+  const cfg = shellWord(plan.nodeCfg)
+  log.info(again ? 'Nothing to change: the node is configured.' : 'The node is configured.')
+  if (plan.standalone) {
+    log.info(`Next: slapos proxy start --cfg ${cfg} &  then  slapos node format --cfg ${cfg} --now`)
+    log.info(`Client commands: slapos request --cfg ${cfg} ...  (or source ${shellWord(join(plan.configurationDirectory, 'slapos.env'))})`)
+    if (plan.cronFile) log.info(`Periodic runs: crontab ${shellWord(plan.cronFile)}`)
+  }
+  return EXIT.OK
+}
+
+// --- internal ---
+
+const STANDALONE_NETWORK = '127.0.1.0/24'
+
+function hostForUrl(ip: string): string {
+  return ip.includes(':') && !ip.startsWith('[') ? `[${ip}]` : ip
+}
+
+/** Quotes a word for /bin/sh (and supervisord's shlex) only when it needs it. */
+export function shellWord(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`
+}
+
+/** supervisord program entry of the proxy (same keys as the original's slapproxy.conf). */
+function supervisorEntry(o: { home: string; command: string; log: string; asRoot: boolean }): string {
+  return [
+    '[program:slapproxy]',
+    `directory=${o.home}`,
+    `command=${o.command}`,
+    'process_name=slapproxy',
+    'autostart=true',
+    'autorestart=true',
+    'startsecs=0',
+    'startretries=0',
+    'exitcodes=0',
+    'stopsignal=TERM',
+    'stopwaitsecs=60',
+    // a supervisord run by a user cannot switch to root: a standalone node keeps its user
+    ...(o.asRoot ? ['user=0', 'group=0'] : []),
+    'serverurl=AUTO',
+    'redirect_stderr=true',
+    `stdout_logfile=${o.log}`,
+    'stdout_logfile_maxbytes=100KB',
+    'stdout_logfile_backups=1',
+    `stderr_logfile=${o.log}`,
+    'stderr_logfile_maxbytes=100KB',
+    'stderr_logfile_backups=1',
+    '',
+  ].join('\n')
+}
+
+/** The package's cron entries (node-ops.md §2.1) for this node, as a user crontab. */
+function standaloneCron(slapos: string, cfg: string, logDir: string, cronFile: string): string {
+  const c = shellWord(cfg)
+  const l = (name: string) => shellWord(join(logDir, name))
+  return [
+    '# Periodic runs of this standalone SlapOS node, as the package installs them in',
+    '# /etc/cron.d/slapos-node, for the user who owns the node. Install with:',
+    `#   crontab ${shellWord(cronFile)}`,
+    'SHELL=/bin/sh',
+    'PATH=/usr/bin:/usr/sbin:/sbin:/bin',
+    'MAILTO=""',
+    '',
+    `* * * * * ${slapos} node software --cfg ${c} --maximal_delay=30 --verbose --logfile=${l('slapos-node-software.log')} > /dev/null 2>&1`,
+    `* * * * * ${slapos} node instance --cfg ${c} --maximal_delay=20 --promise-timeout 20 --verbose --logfile=${l('slapos-node-instance.log')} > /dev/null 2>&1`,
+    `0 * * * * ${slapos} node report --cfg ${c} --maximal_delay=3600 --verbose --logfile=${l('slapos-node-report.log')} > /dev/null 2>&1`,
+    `0 * * * * ${slapos} node format --cfg ${c} >> ${l('slapos-node-format.log')} 2>&1`,
+    `@reboot ${slapos} node boot --cfg ${c} >> ${l('slapos-node-format.log')} 2>&1`,
+    '',
+  ].join('\n')
+}
+
+function ensureDir(path: string, mode: number, log: Ctx['log']): void {
+  if (existsSync(path)) return
+  mkdirSync(path, { recursive: true, mode })
+  chmodSync(path, mode)
+  log.debug(`Created directory ${path}`)
+}
+
+/** Temp file + rename, so an interrupted run never leaves half a file. */
+function writeAtomic(f: PlannedFile, log: Ctx['log']): void {
+  if (existsSync(f.path) && readFileSync(f.path, 'utf8') === f.content) {
+    chmodSync(f.path, f.mode)
+    return
+  }
+  const tmp = `${f.path}.tmp-${process.pid}`
+  writeFileSync(tmp, f.content, { mode: f.mode })
+  chmodSync(tmp, f.mode)
+  renameSync(tmp, f.path)
+  log.info(`Wrote ${f.path}`)
+}
+
+function linkClientConfig(link: { path: string; target: string }, log: Ctx['log']): void {
+  ensureDir(dirname(link.path), 0o700, log)
+  let present = false
+  try {
+    lstatSync(link.path)
+    present = true
+  } catch {
+    present = false
+  }
+  if (present) {
+    log.debug(`${link.path} exists: left as it is`)
+    return
+  }
+  symlinkSync(link.target, link.path)
+  log.info(`Client configuration ${link.path} -> ${link.target}`)
+}
+
+/**
+ * The original then runs `node format --now`, starts supervisord (which starts the proxy)
+ * and formats again. Each step runs only when this build has the command.
+ */
+async function bringUp(plan: LocalPlan, ctx: Ctx): Promise<void> {
+  const has = (name: string) => COMMANDS.some((c) => c.name === name)
+  if (has('node supervisord')) {
+    const r = await ctx.runner.run([...ctx.self, 'node', 'supervisord', '--cfg', plan.nodeCfg], { env: ctx.env, timeoutMs: 60_000 })
+    if (r.code !== 0) ctx.log.warning(`supervisord did not start: ${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}`)
+  } else {
+    ctx.log.warning(`supervisord is not started by this build: start the local master with \`slapos proxy start --cfg ${shellWord(plan.proxyCfg)}\``)
+  }
+  if (has('node format')) {
+    ctx.log.info('Formatting the node (slapos node format --now)')
+    const r = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
+    // like the original, a failed format (e.g. the master not up yet) does not fail configure
+    if (r.code !== 0) ctx.log.warning(`slapos node format exited with ${r.code}: run it again once the local master is up`)
+  }
+}
