@@ -1,0 +1,265 @@
+// Tests of `slapos configure local` and `slapos configure client` through the built binary:
+// the files and directories they write, their refusals, and the whole local node
+// (configure local, then proxy start, node format, supply, request) working together.
+import { spawn, spawnSync } from 'node:child_process'
+import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { ConfigFile, loadNodeConfig, loadProxyConfig } from '../src/config.ts'
+import { planLocal } from '../src/configure-local.ts'
+import { SlapClient } from '../src/slap-client.ts'
+import { NODE_CONFIG_EXAMPLE, setKeys } from '../src/templates.ts'
+import { SLAPOS, slapos, slaposAsync, tempDir } from './helpers.ts'
+
+const ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' }
+
+/** A port free right now (the proxy of the node must know its port before it starts). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+function cfgOf(dir: string): string {
+  return join(dir, 'etc', 'opt', 'slapos', 'slapos.cfg')
+}
+
+function mode(p: string): number {
+  return statSync(p).mode & 0o777
+}
+
+// --- templates ---
+
+const templates = suite('templates')
+
+templates('the node example has every key register and configure local fill in', () => {
+  for (const key of ['computer_id', 'master_url', 'key_file', 'cert_file', 'certificate_repository_path', 'software_root', 'instance_root']) {
+    assert.match(NODE_CONFIG_EXAMPLE, new RegExp(`\\n${key}\\s*=`), key)
+  }
+  for (const key of ['interface_name', 'ipv4_local_network', 'partition_amount', 'create_tap', 'computer_xml', 'log_file']) {
+    assert.match(NODE_CONFIG_EXAMPLE, new RegExp(`\\n${key}\\s*=`), key)
+  }
+})
+
+templates('setKeys replaces in its section only, appends, removes, keeps comments', () => {
+  const text = '[a]\n# note\nx = 1\nlog_file = a\n\n[b]\nlog_file = b\nlist =\n  one\n  two\n'
+  const out = setKeys(setKeys(text, 'a', { log_file: 'A', y: 2, x: null }), 'b', { list: 'flat' })
+  assert.is(out, '[a]\n# note\nlog_file = A\ny = 2\n\n[b]\nlog_file = b\nlist = flat\n')
+  assert.is(setKeys('[a]\nk = v\n', 'c', { z: 1 }), '[a]\nk = v\n\n[c]\nz = 1\n')
+})
+
+templates('the packaged example is the template', () => {
+  const packaged = readFileSync(join(import.meta.dirname, '..', 'packaging', 'slapos.cfg.example'), 'utf8')
+  assert.is(packaged, NODE_CONFIG_EXAMPLE)
+})
+
+templates.run()
+
+// --- configure local: files ---
+
+const local = suite('configure local')
+
+local('standalone: every path under the directory, no root, no user or network change', () => {
+  const dir = tempDir()
+  const r = slapos(['configure', 'local', '--standalone', dir, '--daemon-listen-port', '18099', '--no-start', '--buildout', '/usr/bin/buildout'], { env: ENV })
+  assert.is(r.code, 0, r.stderr)
+  const file = ConfigFile.load(cfgOf(dir))
+  const node = loadNodeConfig(file)
+  assert.is(node.computerId, 'local_computer')
+  assert.is(node.masterUrl, 'http://127.0.0.1:18099')
+  assert.is(node.softwareRoot, join(dir, 'opt', 'slapgrid'))
+  assert.is(node.instanceRoot, join(dir, 'srv', 'slapgrid'))
+  assert.is(node.rootCheck, false)
+  assert.is(node.buildout, '/usr/bin/buildout')
+  assert.is(node.pidfileSoftware, join(dir, 'opt', 'slapos', 'slapgrid-sr.pid'))
+  assert.is(node.keyFile, undefined)
+  assert.is(file.get('slapformat', 'alter_user'), 'false')
+  assert.is(file.get('slapformat', 'alter_network'), 'false')
+  assert.is(file.get('slapformat', 'root_check'), 'false')
+  assert.is(file.get('slapformat', 'partition_amount'), '20')
+  assert.is(file.get('slapformat', 'ipv4_local_network'), '127.0.1.0/24')
+  assert.is(file.get('slapformat', 'computer_xml'), join(dir, 'opt', 'slapos', 'slapos.xml'))
+  assert.is(file.get('slapformat', 'log_file'), join(dir, 'opt', 'slapos', 'log', 'slapos-node-format.log'))
+  // the firewall's log_file is not the format's
+  assert.is(file.get('disabled-firewall', 'log_file'), '/opt/slapos/log/firewalld.log')
+  const proxy = loadProxyConfig(file)
+  assert.is(proxy.host, '127.0.0.1')
+  assert.is(proxy.port, 18099)
+  assert.is(proxy.databaseUri, join(dir, 'opt', 'slapos', 'slapproxy.db'))
+  // the original's separate proxy configuration
+  const proxyCfg = loadProxyConfig(ConfigFile.load(join(dir, 'etc', 'opt', 'slapos', 'slapos-proxy.cfg')))
+  assert.is(proxyCfg.computerId, 'local_computer')
+  assert.is(proxyCfg.port, 18099)
+  // supervisord entry of the proxy, without user switch
+  const entry = readFileSync(join(dir, 'srv', 'slapgrid', 'etc', 'supervisord.conf.d', 'slapproxy.conf'), 'utf8')
+  assert.match(entry, `command=${SLAPOS} proxy start --cfg ${join(dir, 'etc', 'opt', 'slapos', 'slapos-proxy.cfg')}\n`)
+  assert.not.match(entry, 'user=0')
+  assert.is(mode(join(dir, 'srv', 'slapgrid', 'etc', 'supervisord.conf.d')), 0o700)
+  assert.is(mode(join(dir, 'opt', 'slapos', 'log')), 0o700)
+  // cron entries of the package, under the directory
+  const cron = readFileSync(join(dir, 'etc', 'cron.d', 'slapos-node'), 'utf8')
+  assert.match(cron, `* * * * * ${SLAPOS} node software --cfg ${cfgOf(dir)} --maximal_delay=30 --verbose`)
+  assert.match(cron, `@reboot ${SLAPOS} node boot --cfg ${cfgOf(dir)}`)
+  assert.match(cron, `0 * * * * ${SLAPOS} node report --cfg ${cfgOf(dir)} --maximal_delay=3600`)
+  // nothing outside the directory: the home directory is not touched
+  assert.ok(!existsSync('/nonexistent'))
+})
+
+local('a second run with the same options changes nothing and succeeds', () => {
+  const dir = tempDir()
+  const args = ['configure', 'local', '--standalone', dir, '--daemon-listen-port', '18098', '--no-start']
+  assert.is(slapos(args, { env: ENV }).code, 0)
+  const before = statSync(cfgOf(dir)).mtimeMs
+  const again = slapos(args, { env: ENV })
+  assert.is(again.code, 0, again.stderr)
+  assert.match(again.stderr, 'Nothing to change')
+  assert.is(statSync(cfgOf(dir)).mtimeMs, before)
+})
+
+local('refuses when slapos.cfg exists with other content (exit 1), and leaves it', () => {
+  const dir = tempDir()
+  mkdirSync(join(dir, 'etc', 'opt', 'slapos'), { recursive: true })
+  writeFileSync(cfgOf(dir), '[slapos]\ncomputer_id = mine\n')
+  const r = slapos(['configure', 'local', '--standalone', dir, '--no-start'], { env: ENV })
+  assert.is(r.code, 1)
+  assert.match(r.stderr, `A SlapOS configuration directory already exist at ${cfgOf(dir)}. Aborting.`)
+  assert.is(readFileSync(cfgOf(dir), 'utf8'), '[slapos]\ncomputer_id = mine\n')
+  assert.ok(!existsSync(join(dir, 'etc', 'opt', 'slapos', 'slapos-proxy.cfg')))
+})
+
+local('root layout: the original keys, certificates removed, client configuration linked', () => {
+  const dir = tempDir()
+  const home = join(dir, 'home')
+  const r = slapos(
+    [
+      'configure', 'local', '--no-start',
+      '--slapos-configuration-directory', join(dir, 'etc'),
+      '--slapos-instance-root', join(dir, 'srv'),
+      '--slapos-software-root', join(dir, 'soft'),
+      '--slapos-buildout-directory', join(dir, 'home-of-slapos'),
+      '--interface-name', 'eth7', '--partition-number', '3', '--ipv4-local-network', '10.9.0.0/16',
+      '--daemon-listen-ip', '127.0.0.2', '--daemon-listen-port', '8081',
+    ],
+    { env: { ...ENV, HOME: home } },
+  )
+  assert.is(r.code, 0, r.stderr)
+  const text = readFileSync(join(dir, 'etc', 'slapos.cfg'), 'utf8')
+  assert.not.match(text, /\n(key_file|cert_file|certificate_repository_path)\s*=/)
+  assert.not.match(text, 'root_check')
+  assert.not.match(text, 'alter_user')
+  const file = ConfigFile.load(join(dir, 'etc', 'slapos.cfg'))
+  assert.is(file.get('slapos', 'computer_id'), 'local_computer')
+  assert.is(file.get('slapos', 'master_url'), 'http://127.0.0.2:8081')
+  assert.is(file.get('slapformat', 'interface_name'), 'eth7')
+  assert.is(file.get('slapformat', 'partition_amount'), '3')
+  assert.is(file.get('slapformat', 'ipv4_local_network'), '10.9.0.0/16')
+  assert.is(file.get('slapformat', 'computer_xml'), join(dir, 'home-of-slapos', 'slapos.xml'))
+  assert.is(file.get('networkcache', 'download-binary-cache-url'), 'http://shacache.nxdcdn.com')
+  const proxy = ConfigFile.load(join(dir, 'etc', 'slapos-proxy.cfg'))
+  assert.is(proxy.get('slapproxy', 'host'), '127.0.0.2')
+  assert.is(proxy.get('slapproxy', 'port'), '8081')
+  assert.is(proxy.get('slapos', 'instance_root'), join(dir, 'srv'))
+  const entry = readFileSync(join(dir, 'srv', 'etc', 'supervisord.conf.d', 'slapproxy.conf'), 'utf8')
+  assert.match(entry, '\nuser=0\ngroup=0\n')
+  assert.match(entry, `directory=${join(dir, 'home-of-slapos')}\n`)
+  assert.match(entry, `stdout_logfile=${join(dir, 'home-of-slapos', 'log', 'slapos-proxy.log')}\n`)
+  const link = join(home, '.slapos', 'slapos-client.cfg')
+  assert.ok(lstatSync(link).isSymbolicLink())
+  assert.is(readlinkSync(link), join(dir, 'etc', 'slapos.cfg'))
+  assert.is(mode(join(home, '.slapos')), 0o700)
+})
+
+local('root layout needs root: the original message and exit 5', () => {
+  const dir = tempDir()
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', SLAPOS, 'configure', 'local', '--slapos-configuration-directory', dir], {
+    encoding: 'utf8',
+    env: ENV,
+  })
+  assert.is(r.status, 5, r.stderr)
+  assert.match(r.stderr, 'This slapos command must be run as root.')
+  assert.ok(!existsSync(join(dir, 'slapos.cfg')))
+})
+
+local('standalone works for a user without root', () => {
+  const dir = tempDir()
+  chownSync(dir, 65534, 65534)
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', SLAPOS, 'configure', 'local', '--standalone', dir, '--no-start'], {
+    encoding: 'utf8',
+    env: ENV,
+  })
+  assert.is(r.status, 0, r.stderr)
+  assert.is(statSync(cfgOf(dir)).uid, 65534)
+})
+
+local('bad option values: usage error (exit 2), nothing written', () => {
+  const dir = tempDir()
+  const r = slapos(['configure', 'local', '--standalone', dir, '--daemon-listen-port', '99999', '--no-start'], { env: ENV })
+  assert.is(r.code, 2)
+  assert.match(r.stderr, '--daemon-listen-port')
+  assert.ok(!existsSync(cfgOf(dir)))
+})
+
+local('planLocal: an IPv6 listen address is bracketed in master_url', () => {
+  const plan = planLocal({ interfaceName: 'lo', partitionNumber: 1, daemonListenIp: '::1', daemonListenPort: 8080, home: '/h', self: ['/usr/bin/slapos'], standalone: '/x' })
+  assert.is(plan.masterUrl, 'http://[::1]:8080')
+})
+
+local.run()
+
+// --- the local node working end to end ---
+
+const e2e = suite('configure local, then proxy, format, supply, request')
+
+e2e('a standalone node configured by configure local deploys a request', async () => {
+  const dir = tempDir()
+  const port = await freePort()
+  const cfg = cfgOf(dir)
+  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '2', '--no-start'], { env: ENV })
+  assert.is(conf.code, 0, conf.stderr)
+
+  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  let proxyLog = ''
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${proxyLog}`)), 20_000)
+      proxy.stderr.setEncoding('utf8').on('data', (s: string) => {
+        proxyLog += s
+        if (proxyLog.includes('Listening on')) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      proxy.once('exit', (code) => reject(new Error(`proxy exited (${code}):\n${proxyLog}`)))
+    })
+    assert.match(proxyLog, `Listening on http://127.0.0.1:${port}/`)
+
+    const format = await slaposAsync(['node', 'format', '--cfg', cfg, '--now'], { env: ENV })
+    assert.is(format.code, 0, `slapos node format failed: ${format.stderr}`)
+
+    const sr = join(dir, 'software.cfg')
+    const supply = await slaposAsync(['supply', sr, 'local_computer', '--cfg', cfg], { env: ENV })
+    assert.is(supply.code, 0, supply.stderr)
+    const request = await slaposAsync(['request', 'my-instance', sr, '--cfg', cfg], { env: ENV })
+    assert.is(request.code, 0, request.stderr)
+    assert.match(request.stdout, 'Instance requested.')
+
+    // what the node sees: the software to install and the partition to deploy
+    const master = new SlapClient({ masterUrl: `http://127.0.0.1:${port}` })
+    const computer = await master.getFullComputerInformation('local_computer')
+    const raw = JSON.stringify(computer, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))
+    assert.match(raw, sr)
+    assert.match(raw, 'my-instance')
+  } finally {
+    proxy.kill('SIGTERM')
+  }
+})
+
+e2e.run()
