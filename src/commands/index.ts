@@ -17,6 +17,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./computer-list.ts'),
   },
   {
+    name: 'configure client',
+    group: 'client',
+    summary: 'configure slapos client with an existing account',
+    load: () => import('./configure-client.ts'),
+  },
+  {
     name: 'configure local',
     group: 'other',
     summary: 'Configure a slapos node, from scratch to ready-to-use, using slapproxy.',
@@ -33,6 +39,12 @@ export const COMMANDS: CommandSpec[] = [
     group: 'other',
     summary: 'print detailed help for another command',
     load: () => import('./help.ts'),
+  },
+  {
+    name: 'node register',
+    group: 'node',
+    summary: 'Register a new computer on SlapOS Master.',
+    load: () => import('./node-register.ts'),
   },
   {
     name: 'proxy start',
