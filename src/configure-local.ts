@@ -192,7 +192,7 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
     writeAtomic(f, log)
   }
   if (plan.clientLink) linkClientConfig(plan.clientLink, log)
-  log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
+  if (!again) log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
   if (opts.start) await bringUp(plan, ctx)
   const cfg = shellWord(plan.nodeCfg)
   log.info(again ? 'Nothing to change: the node is configured.' : 'The node is configured.')
