@@ -420,3 +420,182 @@ export function loadClientConfig(file: ConfigFile, overrides: { key_file?: strin
     aliases,
   }
 }
+
+/**
+ * `slapos node format` (format.md §1.2): built-in defaults, then every key of [slapformat],
+ * then every key of [slapos] (a key in both takes the [slapos] value), then the command
+ * line. Booleans from the file must be exactly true/false, like the original.
+ */
+export interface FormatConfig {
+  file: ConfigFile
+  computerId: string
+  masterUrl: string
+  keyFile?: string | undefined
+  certFile?: string | undefined
+  masterCaFile?: string | undefined
+  softwareRoot: string
+  instanceRoot: string
+  certificateRepositoryPath?: string | undefined
+  instanceStorageHome?: string | undefined
+  rootCheck: boolean
+  managerList: string[]
+  computerXml: string
+  computerJson?: string | undefined
+  logFile?: string | undefined
+  interfaceName?: string | undefined
+  ipv6Interface?: string | undefined
+  ipv4LocalNetwork?: string | undefined
+  partitionAmount: number
+  partitionBaseName: string
+  userBaseName: string
+  tapBaseName: string
+  softwareUser: string
+  alterUser: boolean
+  alterNetwork: boolean
+  createTap: boolean
+  tapIpv6: boolean
+  tapGatewayInterface: string
+  createTun: boolean
+  tunIpv6: boolean
+  partitionHasIpv6Range: boolean
+  ipv6Prefixshift: number
+  inputDefinitionFile?: string | undefined
+  outputDefinitionFile?: string | undefined
+  dryRun: boolean
+  now: boolean
+}
+
+export const FORMAT_DEFAULTS = {
+  rootCheck: true,
+  softwareUser: 'slapsoft',
+  alterUser: true,
+  alterNetwork: true,
+  createTap: true,
+  tapIpv6: true,
+  tapGatewayInterface: '',
+  createTun: false,
+  tunIpv6: true,
+  partitionHasIpv6Range: true,
+  ipv6Prefixshift: 16,
+  // the original leaves these unset and then names partitions None0, None1...
+  partitionBaseName: 'slappart',
+  userBaseName: 'slapuser',
+  tapBaseName: 'slaptap',
+} as const
+
+/** Command-line values of node format; undefined = not given. */
+export interface FormatOverrides {
+  computer_xml?: string | undefined
+  computer_json?: string | undefined
+  input_definition_file?: string | undefined
+  output_definition_file?: string | undefined
+  alter_user?: string | undefined
+  alter_network?: string | undefined
+  dry_run?: boolean | undefined
+  now?: boolean | undefined
+}
+
+export function loadFormatConfig(file: ConfigFile, overrides: FormatOverrides = {}): FormatConfig {
+  for (const s of ['slapformat', 'slapos']) {
+    if (!file.has(s)) throw new ConfigError(`${file.path}: no [${s}] section`, `node format reads both [slapformat] and [slapos]`)
+  }
+  const flat = new Map<string, string>([...file.section('slapformat'), ...file.section('slapos')])
+  for (const k of ['computer_xml', 'computer_json', 'input_definition_file', 'output_definition_file', 'alter_user', 'alter_network'] as const) {
+    const v = overrides[k]
+    if (v !== undefined) flat.set(k, v)
+  }
+  for (const k of ['bridge_name', 'no_bridge']) {
+    if (flat.get(k)?.trim()) throw new ConfigError(`Option '${k}' is totally deprecated, please update your config file`, 'remove it; set interface_name (and create_tap) instead')
+  }
+  const get = (k: string) => {
+    const v = flat.get(k)?.trim()
+    return v ? v : undefined
+  }
+  const bool = (k: string, dflt: boolean) => {
+    const v = get(k)
+    if (v === undefined) return dflt
+    const l = v.toLowerCase()
+    if (l === 'true') return true
+    if (l === 'false') return false
+    throw new ConfigError(`Option '${k}' needs to be "True" or "False", wrong value: '${v}'`, 'For help use --help')
+  }
+  const alterNetwork = bool('alter_network', FORMAT_DEFAULTS.alterNetwork)
+  const alterUser = bool('alter_user', FORMAT_DEFAULTS.alterUser)
+  const partitionHasIpv6Range = bool('partition_has_ipv6_range', FORMAT_DEFAULTS.partitionHasIpv6Range)
+  const createTap = bool('create_tap', FORMAT_DEFAULTS.createTap)
+  const createTun = bool('create_tun', FORMAT_DEFAULTS.createTun)
+  const tapIpv6 = bool('tap_ipv6', FORMAT_DEFAULTS.tapIpv6)
+  const tunIpv6 = bool('tun_ipv6', FORMAT_DEFAULTS.tunIpv6)
+  for (const k of ['computer_id', 'instance_root', 'master_url', 'software_root', 'computer_xml']) {
+    if (!get(k)) throw new ConfigError(`Parameter '${k}' is not defined.`, `set ${k} in [${k === 'computer_xml' ? 'slapformat' : 'slapos'}] of ${file.path}`)
+  }
+  const amountText = get('partition_amount')
+  if (amountText === undefined || !/^\d+$/.test(amountText)) {
+    throw new ConfigError(`${file.path}: partition_amount ${amountText === undefined ? 'is not set' : `= ${amountText} is not a number`}`, 'set partition_amount in [slapformat]')
+  }
+  const partitionAmount = Number.parseInt(amountText, 10)
+  const shiftText = get('ipv6_prefixshift')
+  if (shiftText !== undefined && !/^\d+$/.test(shiftText)) throw new ConfigError(`${file.path}: ipv6_prefixshift = ${shiftText} is not an integer`)
+  const ipv6Prefixshift = shiftText === undefined ? FORMAT_DEFAULTS.ipv6Prefixshift : Number.parseInt(shiftText, 10)
+  if (2 ** ipv6Prefixshift < 4 * partitionAmount) {
+    throw new ConfigError(`ipv6_prefixshift ${ipv6Prefixshift} is too small for partition_amount ${partitionAmount}`, 'raise ipv6_prefixshift (2**shift must be >= 4 * partition_amount)')
+  }
+  const existing = (k: string) => {
+    const p = get(k)
+    if (p === undefined) return undefined
+    const abs = resolve(expandUser(p))
+    try {
+      statSync(abs)
+    } catch {
+      throw new ConfigError(`File '${abs}' does not exist or is not readable.`, `fix ${k} in ${file.path}`)
+    }
+    return abs
+  }
+  const keyFile = existing('key_file')
+  const certFile = existing('cert_file')
+  const masterCaFile = existing('master_ca_file')
+  const abs = (k: string) => {
+    const p = get(k)
+    return p === undefined ? undefined : resolve(expandUser(p))
+  }
+  const rootCheck = get('root_check')
+  return {
+    file,
+    computerId: get('computer_id') ?? '',
+    masterUrl: get('master_url') ?? '',
+    keyFile,
+    certFile,
+    masterCaFile,
+    softwareRoot: abs('software_root') ?? '',
+    instanceRoot: abs('instance_root') ?? '',
+    certificateRepositoryPath: abs('certificate_repository_path'),
+    instanceStorageHome: abs('instance_storage_home'),
+    rootCheck: rootCheck === undefined ? FORMAT_DEFAULTS.rootCheck : bool('root_check', true),
+    managerList: (get('manager_list') ?? '').split(/[\s,]+/).filter(Boolean),
+    computerXml: abs('computer_xml') ?? '',
+    computerJson: get('computer_json'),
+    logFile: get('log_file'),
+    interfaceName: get('interface_name'),
+    ipv6Interface: get('ipv6_interface'),
+    ipv4LocalNetwork: get('ipv4_local_network'),
+    partitionAmount,
+    partitionBaseName: flat.get('partition_base_name')?.trim() ?? FORMAT_DEFAULTS.partitionBaseName,
+    userBaseName: flat.get('user_base_name')?.trim() ?? FORMAT_DEFAULTS.userBaseName,
+    tapBaseName: flat.get('tap_base_name')?.trim() ?? FORMAT_DEFAULTS.tapBaseName,
+    softwareUser: get('software_user') ?? FORMAT_DEFAULTS.softwareUser,
+    alterUser,
+    alterNetwork,
+    createTap,
+    tapIpv6,
+    tapGatewayInterface: get('tap_gateway_interface') ?? FORMAT_DEFAULTS.tapGatewayInterface,
+    createTun,
+    tunIpv6,
+    partitionHasIpv6Range,
+    ipv6Prefixshift,
+    inputDefinitionFile: abs('input_definition_file'),
+    outputDefinitionFile: abs('output_definition_file'),
+    // like the original, dry_run and now come from the command line only
+    dryRun: overrides.dry_run === true,
+    now: overrides.now === true,
+  }
+}

@@ -41,6 +41,13 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./help.ts'),
   },
   {
+    name: 'node format',
+    group: 'node',
+    summary: 'create users, partitions and network configuration',
+    aliases: ['format'],
+    load: () => import('./node-format.ts'),
+  },
+  {
     name: 'node register',
     group: 'node',
     summary: 'Register a new computer on SlapOS Master.',
