@@ -408,3 +408,27 @@ golden('partition_has_ipv6_range = false, create_tun (checklist 36, 51)', async 
 })
 
 golden.run()
+
+const config = suite('FormatConfig (checklist 75, 76, 81, 82, 83)')
+
+config('defaults, precedence of [slapos] over [slapformat], command line over both', () => {
+  const T = tempDir()
+  const base = section10Config(T)
+  assert.is(base.alterNetwork, true)
+  assert.is(base.alterUser, true)
+  assert.is(base.createTun, false)
+  assert.is(base.ipv6Prefixshift, 16)
+  assert.is(base.softwareUser, 'slapsoft')
+  const text = (extraSlapos: string, extraFormat: string) => `[slapos]\ncomputer_id = C\nmaster_url = http://m/\nsoftware_root = /s\ninstance_root = /i\n${extraSlapos}\n[slapformat]\npartition_amount = 1\ncomputer_xml = /x.xml\ndry_run = true\n${extraFormat}\n`
+  const both = loadFormatConfig(ConfigFile.fromText(text('interface_name = from-slapos', 'interface_name = from-slapformat')), {})
+  assert.is(both.interfaceName, 'from-slapos')
+  assert.is(both.dryRun, false, 'dry_run in the file has no effect')
+  const cli = loadFormatConfig(ConfigFile.fromText(text('', 'alter_user = false')), { alter_network: 'False', alter_user: 'True', dry_run: true })
+  assert.is(cli.alterNetwork, false)
+  assert.is(cli.alterUser, true)
+  assert.is(cli.dryRun, true)
+  assert.throws(() => loadFormatConfig(ConfigFile.fromText(text('key_file = /nonexistent/key', ''))), /File '\/nonexistent\/key' does not exist or is not readable./)
+  assert.throws(() => loadFormatConfig(ConfigFile.fromText(text('', 'partition_amount_x = 1').replace('partition_amount = 1\n', ''))), /partition_amount is not set/)
+})
+
+config.run()
