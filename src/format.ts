@@ -12,7 +12,7 @@ import { EXIT } from './exit-codes.ts'
 import { computerDict, FormatError, planFormat, type ComputerModel, type HostAddress, type HostFacts, type Plan, type Step } from './format-plan.ts'
 import type { Logger } from './log.ts'
 import { dumps, loads, type PyDict } from './slap-protocol.ts'
-import type { Runner } from './system.ts'
+import { runSync, type Runner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
 
@@ -138,6 +138,9 @@ export function readHostFacts(cfg: FormatConfig, users: UserDb): HostFacts {
     for (const a of list ?? []) l.push({ addr: a.address.split('%')[0] ?? a.address, prefixlen: Number(a.cidr?.split('/')[1] ?? (a.family === 'IPv6' ? 128 : 32)) })
     interfaces.set(name, l)
   }
+  // node's view (libuv) skips links without carrier, such as TAPs: prefer iproute2's when present
+  const ip = ipAddresses()
+  if (ip) for (const [name, list] of ip) interfaces.set(name, list)
   const tunOwners = new Map<string, number>()
   for (const name of safeReaddir('/sys/devices/virtual/net')) {
     try {
@@ -152,6 +155,27 @@ export function readHostFacts(cfg: FormatConfig, users: UserDb): HostFacts {
 }
 
 // --- internal ---
+
+function ipAddresses(): Map<string, HostAddress[]> | undefined {
+  let r
+  try {
+    r = runSync(['ip', '-j', 'addr'])
+  } catch {
+    return undefined
+  }
+  if (r.code !== 0) return undefined
+  try {
+    const links = JSON.parse(r.stdout) as { ifname?: string; addr_info?: { local?: string; prefixlen?: number }[] }[]
+    const m = new Map<string, HostAddress[]>()
+    for (const l of links) {
+      if (!l.ifname) continue
+      m.set(l.ifname, (l.addr_info ?? []).filter((a) => a.local).map((a) => ({ addr: a.local ?? '', prefixlen: a.prefixlen ?? 0 })))
+    }
+    return m
+  } catch {
+    return undefined
+  }
+}
 
 function safeReaddir(d: string): string[] {
   try {

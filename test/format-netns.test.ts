@@ -108,4 +108,26 @@ netns('3 partitions: users, directories, addresses, slapos.json, proxy; second r
   assert.is(hostSnapshot(), before)
 })
 
+netns('TAP and TUN per partition: devices, addresses, routes; second run adds nothing', async () => {
+  if (!canUseNamespaces()) return
+  const dir = tempDir()
+  const run = await formatInNamespace(dir, { partitions: 2, runs: 2, extraFormatCfg: 'create_tap = true\ncreate_tun = true' })
+  assert.is(run.code, 0, run.output)
+  assert.equal(run.formatCodes, [0, 0], readFileSync(join(dir, 'state', 'format.2.log'), 'utf8'))
+  const addr = JSON.parse(readFileSync(join(dir, 'state', 'addr.1.json'), 'utf8')) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[]
+  const on = (ifname: string) => addr.find((l) => l.ifname === ifname)?.addr_info.map((a) => `${a.local}/${a.prefixlen}`) ?? []
+  assert.ok(on('slaptap0').includes('fd00:5a:0:1:8001:ffff:ffff:ffff/80'), JSON.stringify(on('slaptap0')))
+  assert.ok(on('slaptap1').includes('fd00:5a:0:1:8002:ffff:ffff:ffff/80'))
+  assert.ok(on('slaptun0').includes('172.16.0.1/13'))
+  assert.ok(on('slaptun1').includes('172.24.0.1/13'))
+  assert.ok(on('slaptun1').includes('fd00:5a:0:1:c002::1/80'))
+  const json = JSON.parse(readFileSync(join(dir, 'slapos.json'), 'utf8')) as { partition_list: { tap: Record<string, string>; tun: Record<string, string> }[] }
+  assert.is(json.partition_list[0]?.tap.ipv6_network, 'fd00:5a:0:1:8001::1/80')
+  assert.is(json.partition_list[1]?.tun.ipv4_network, '172.24.0.1/255.248.0.0')
+  const log2 = readFileSync(join(dir, 'state', 'format.2.log'), 'utf8')
+  assert.not.match(log2, /tuntap|route add|addr add \S+:|addr add 172/)
+  assert.is(readFileSync(join(dir, 'state', 'addr.2.json'), 'utf8'), readFileSync(join(dir, 'state', 'addr.1.json'), 'utf8'))
+  assert.is(readFileSync(join(dir, 'state', 'routes.2.txt'), 'utf8'), readFileSync(join(dir, 'state', 'routes.1.txt'), 'utf8'))
+})
+
 netns.run()

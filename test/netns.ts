@@ -46,7 +46,7 @@ computer_id = computer
 
 [slapformat]
 interface_name = eth0
-create_tap = false
+${/^create_tap/m.test(opts.extraFormatCfg ?? '') ? '' : 'create_tap = false'}
 partition_amount = ${opts.partitions}
 computer_xml = ${dir}/slapos.xml
 computer_json = ${dir}/slapos.json
