@@ -208,7 +208,7 @@ export async function commandHelp(spec: CommandSpec): Promise<string> {
 
 /** Resolves `--cfg` (or its environment variable) and reads the file. */
 export function readConfig(family: Family, cli: unknown, env: NodeJS.ProcessEnv): ConfigFile {
-  return ConfigFile.load(configPath(family, typeof cli === 'string' ? cli : undefined, env))
+  return ConfigFile.load(configPath(family, typeof cli === 'string' ? cli : undefined, env), family)
 }
 
 export interface RunOptions {

@@ -109,7 +109,7 @@ export class ConfigFile {
     this.sections = sections
   }
 
-  static load(path: string): ConfigFile {
+  static load(path: string, family: Family = 'node'): ConfigFile {
     let text: string
     try {
       if (!statSync(path).isFile()) throw new ConfigError(`Configuration file is not a regular file: ${path}`)
@@ -118,7 +118,7 @@ export class ConfigFile {
       if (err instanceof ConfigError) throw err
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT') {
-        throw new ConfigError(`Configuration file does not exist: ${path}`, 'give one with --cfg or SLAPOS_CONFIGURATION')
+        throw new ConfigError(`Configuration file does not exist: ${path}`, `give one with --cfg or ${family === 'node' ? 'SLAPOS_CONFIGURATION' : 'SLAPOS_CLIENT_CONFIGURATION'}`)
       }
       throw new ConfigError(`Cannot parse configuration file: ${path} (${code ?? String(err)})`)
     }

@@ -51,6 +51,17 @@ test('configuration path: --cfg, then the environment, then the default; ~ expan
 
 test('a missing file: one line naming it', () => {
   assert.throws(() => ConfigFile.load('/nonexistent/slapos.cfg'), /Configuration file does not exist: \/nonexistent\/slapos.cfg/)
+  const hint = (family: 'node' | 'client') => {
+    try {
+      ConfigFile.load('/nonexistent/slapos.cfg', family)
+    } catch (err) {
+      return (err as { hint?: string }).hint ?? ''
+    }
+    return ''
+  }
+  assert.match(hint('node'), /SLAPOS_CONFIGURATION/)
+  assert.not.match(hint('node'), /SLAPOS_CLIENT_CONFIGURATION/)
+  assert.match(hint('client'), /SLAPOS_CLIENT_CONFIGURATION/)
 })
 
 test('typed accessors name the file and key of a bad value', () => {
