@@ -13,6 +13,12 @@ export interface RunOptions {
   input?: string
   /** kill the child after this many milliseconds */
   timeoutMs?: number
+  /**
+   * run the child in its own process group; on timeout the whole group gets SIGTERM, then
+   * SIGKILL `killGraceMs` later (default 1000), so grandchildren do not outlive it
+   */
+  processGroup?: boolean
+  killGraceMs?: number
   /** called with each chunk of output as it arrives (stdout and stderr merged) */
   onOutput?: (chunk: string) => void
 }
@@ -43,6 +49,7 @@ export const realRunner: Runner = {
         env: opts.env ?? process.env,
         uid: opts.uid,
         gid: opts.gid,
+        detached: opts.processGroup === true,
         stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       })
       const cap = 1 << 20
@@ -54,7 +61,11 @@ export const realRunner: Runner = {
           ? undefined
           : setTimeout(() => {
               timedOut = true
-              child.kill('SIGKILL')
+              if (opts.processGroup && child.pid !== undefined) {
+                const pgid = child.pid
+                killGroup(pgid, 'SIGTERM')
+                setTimeout(() => killGroup(pgid, 'SIGKILL'), opts.killGraceMs ?? 1000).unref()
+              } else child.kill('SIGKILL')
             }, opts.timeoutMs)
       child.stdout?.setEncoding('utf8').on('data', (s: string) => {
         stdout = (stdout + s).slice(-cap)
@@ -75,6 +86,14 @@ export const realRunner: Runner = {
       })
     })
   },
+}
+
+function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal)
+  } catch {
+    // the group is already gone
+  }
 }
 
 /** Synchronous variant for the few start-up checks that cannot be async. */
