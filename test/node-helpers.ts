@@ -1,0 +1,296 @@
+// Shared by the node tests (software, instance, report, watchdog): a buildout wrapper that
+// works on this OS, the offline test Software Release, and a whole test node (directories,
+// slapos.cfg, a real proxy with the computer loaded, a tap recording every master call).
+import { spawn } from 'node:child_process'
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { SlapClient } from '../src/slap-client.ts'
+import type { PyValue } from '../src/slap-protocol.ts'
+import { FIXTURES, SLAPOS, startProxy, tempDir, type Result, type StartedProxy } from './helpers.ts'
+
+export const SR_FIXTURE = join(FIXTURES, 'software-release')
+
+/**
+ * Debian's zc.buildout 2.13 fails on Python 3.11 (collections.MutableMapping). Writes
+ * `<dir>/python/sitecustomize.py` fixing that and an executable `<dir>/bin/buildout` that runs
+ * /usr/bin/buildout with it on PYTHONPATH. Returns the wrapper's path. Test set-up only: the
+ * product runs whatever buildout slapos.cfg names.
+ */
+export function buildoutShim(dir: string): string {
+  mkdirSync(join(dir, 'python'), { recursive: true })
+  mkdirSync(join(dir, 'bin'), { recursive: true })
+  writeFileSync(
+    join(dir, 'python', 'sitecustomize.py'),
+    [
+      'import collections, collections.abc',
+      "for _n in ('MutableMapping', 'Mapping', 'Sequence', 'MutableSequence', 'Callable'):",
+      '    if not hasattr(collections, _n):',
+      '        setattr(collections, _n, getattr(collections.abc, _n))',
+      '',
+    ].join('\n'),
+  )
+  const wrapper = join(dir, 'bin', 'buildout')
+  writeFileSync(wrapper, `#!/bin/sh\nPYTHONPATH='${join(dir, 'python')}'\nexport PYTHONPATH\nexec /usr/bin/buildout "$@"\n`, { mode: 0o755 })
+  // a privilege-dropped buildout (nobody) must be able to reach both files
+  for (const d of [dir, join(dir, 'python'), join(dir, 'bin')]) chmodSync(d, 0o755)
+  return wrapper
+}
+
+/**
+ * Copies the test Software Release into `dir` (created) and renders software.cfg.in into
+ * software.cfg with absolute paths (zc.buildout 2.13 has no ${:_profile_base_location_}).
+ * Returns the Software Release URL: the absolute path of software.cfg.
+ */
+export function renderSoftwareRelease(dir: string, slapPythonPath = ''): string {
+  mkdirSync(dir, { recursive: true })
+  cpSync(SR_FIXTURE, dir, { recursive: true })
+  const text = readFileSync(join(dir, 'software.cfg.in'), 'utf8').replaceAll('@SR_DIR@', dir).replaceAll('@SLAP_PYTHON_PATH@', slapPythonPath)
+  const url = join(dir, 'software.cfg')
+  writeFileSync(url, text)
+  return url
+}
+
+/** One request the node (or an instance) made to the master, as seen by the tap. */
+export interface MasterCall {
+  verb: string
+  /** endpoint name, e.g. `buildingSoftwareRelease` */
+  name: string
+  /** query (GET) or form (POST) fields, decoded */
+  fields: Record<string, string>
+  status: number
+}
+
+export interface TestNode {
+  dir: string
+  cfgPath: string
+  proxy: StartedProxy
+  /** what the node talks to: the recording tap in front of the proxy */
+  masterUrl: string
+  computerId: string
+  softwareRoot: string
+  instanceRoot: string
+  certificateRepository: string
+  buildout: string
+  /** URL of the rendered test Software Release */
+  srUrl: string
+  /** `{ partition id: IPv4 address }` as loaded into the proxy */
+  addresses: Record<string, string>
+  pidfiles: { software: string; instance: string; report: string }
+  /** a SLAP client on the proxy itself (calls made with it are not recorded) */
+  client: SlapClient
+  /** runs `dist/slapos <args> --cfg <cfgPath>` (no --cfg when `noCfg`) */
+  run(args: string[], opts?: { env?: NodeJS.ProcessEnv; noCfg?: boolean; timeoutMs?: number }): Promise<Result>
+  /** supplies a Software Release to this computer (default: the test SR, available) */
+  supply(url?: string, state?: 'available' | 'destroyed'): Promise<void>
+  /** master calls recorded since the start or the last clearCalls() */
+  calls(): MasterCall[]
+  clearCalls(): void
+  /** shuts supervisord down (if started), stops the proxy and the tap, removes the directory unless `keep` */
+  stop(opts?: { keep?: boolean }): Promise<void>
+}
+
+export interface MakeNodeOptions {
+  partitions: number
+  computerId?: string
+  /** appended inside [slapos] of slapos.cfg (e.g. `root_check = true`) */
+  extraSlapos?: string
+  /** appended after [slapos] (other sections) */
+  extraCfg?: string
+  /** last octet of the first partition address (127.0.1.<base + i>); random by default so parallel runs differ */
+  ipv4Base?: number
+}
+
+/**
+ * A test node in a fresh temp directory:
+ *   software/ instance/slappartN (0750) cert/ run/ (pid files) sr/ (the test SR) bin/buildout (shim)
+ *   slapos.cfg  root_check = false, buildout = shim, watchdog_command = `<dist/slapos> node watchdog`
+ * with a running proxy that knows the computer and its partitions (addresses 127.0.1.x, so
+ * services bind without touching the network), reached through a tap that records each call.
+ */
+export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
+  const dir = tempDir('slapos-node-')
+  chmodSync(dir, 0o755)
+  const computerId = opts.computerId ?? 'computer'
+  const softwareRoot = join(dir, 'software')
+  const instanceRoot = join(dir, 'instance')
+  const certificateRepository = join(dir, 'cert')
+  const runDir = join(dir, 'run')
+  for (const d of [softwareRoot, instanceRoot, certificateRepository, runDir]) mkdirSync(d, { recursive: true, mode: 0o755 })
+  const addresses: Record<string, string> = {}
+  const base = opts.ipv4Base ?? 2 + Math.floor(Math.random() * Math.max(1, 250 - opts.partitions))
+  for (let i = 0; i < opts.partitions; i++) {
+    const id = `slappart${i}`
+    mkdirSync(join(instanceRoot, id))
+    chmodSync(join(instanceRoot, id), 0o750)
+    addresses[id] = `127.0.1.${base + i}`
+  }
+  const buildout = buildoutShim(dir)
+  const srUrl = renderSoftwareRelease(join(dir, 'sr'))
+
+  mkdirSync(join(dir, 'proxy'))
+  const proxy = await startProxy({ dir: join(dir, 'proxy'), computerId }).catch((e) => {
+    rmSync(dir, { recursive: true, force: true })
+    throw e
+  })
+  const tap = await startTap(proxy.url)
+  const client = new SlapClient({ masterUrl: proxy.url })
+  const partition_list: PyValue[] = Object.entries(addresses).map(([reference, addr]) => ({
+    reference,
+    tap: { name: reference },
+    address_list: [{ addr, netmask: '255.255.255.0' }],
+  }))
+  await client.loadComputerConfigurationFromXML({ reference: computerId, address: '127.0.1.1', netmask: '255.255.255.0', partition_list })
+
+  const pidfiles = { software: join(runDir, 'slapgrid-sr.pid'), instance: join(runDir, 'slapgrid-cp.pid'), report: join(runDir, 'slapgrid-ur.pid') }
+  const cfgPath = join(dir, 'slapos.cfg')
+  writeFileSync(
+    cfgPath,
+    [
+      '[slapos]',
+      `computer_id = ${computerId}`,
+      `master_url = ${tap.url}`,
+      `software_root = ${softwareRoot}`,
+      `instance_root = ${instanceRoot}`,
+      `certificate_repository_path = ${certificateRepository}`,
+      'root_check = false',
+      `pidfile_software = ${pidfiles.software}`,
+      `pidfile_instance = ${pidfiles.instance}`,
+      `pidfile_report = ${pidfiles.report}`,
+      `buildout = ${buildout}`,
+      `watchdog_command = ${SLAPOS} node watchdog`,
+      opts.extraSlapos ?? '',
+      '',
+      '[slapformat]',
+      'partition_base_name = slappart',
+      '',
+      opts.extraCfg ?? '',
+      '',
+    ].join('\n'),
+  )
+
+  return {
+    dir,
+    cfgPath,
+    proxy,
+    masterUrl: tap.url,
+    computerId,
+    softwareRoot,
+    instanceRoot,
+    certificateRepository,
+    buildout,
+    srUrl,
+    addresses,
+    pidfiles,
+    client,
+    run: (args, o = {}) => runSlapos(o.noCfg ? args : [...args, '--cfg', cfgPath], o.env, o.timeoutMs ?? 300_000),
+    async supply(url = srUrl, state = 'available') {
+      await client.supplySupply(url, computerId, state)
+    },
+    calls: () => [...tap.calls],
+    clearCalls: () => void (tap.calls.length = 0),
+    async stop(o = {}) {
+      await stopSupervisord(instanceRoot)
+      await proxy.stop()
+      await new Promise<void>((res) => tap.server.close(() => res()))
+      if (!o.keep) rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** Environment for the binary under test: a plain PATH and HOME, nothing from the test runner. */
+export function baseEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...extra }
+}
+
+// --- internal ---
+
+function runSlapos(args: string[], env: NodeJS.ProcessEnv | undefined, timeoutMs: number): Promise<Result> {
+  return new Promise((res, rej) => {
+    const child = spawn(SLAPOS, args, { env: env ?? baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', (e) => {
+      clearTimeout(timer)
+      rej(e)
+    })
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      res({ code, stdout, stderr })
+    })
+  })
+}
+
+interface Tap {
+  url: string
+  server: Server
+  calls: MasterCall[]
+}
+
+/** An HTTP forwarder that records each request (endpoint and decoded fields) before passing it to the proxy. */
+function startTap(target: string): Promise<Tap> {
+  const upstream = new URL(target)
+  const calls: MasterCall[] = []
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const body = Buffer.concat(chunks)
+      const url = new URL(req.url ?? '/', target)
+      const fields: Record<string, string> = Object.fromEntries(url.searchParams)
+      if (req.method === 'POST') Object.assign(fields, Object.fromEntries(new URLSearchParams(body.toString('utf8'))))
+      const call: MasterCall = { verb: req.method ?? 'GET', name: url.pathname.replace(/^\/+/, ''), fields, status: 0 }
+      calls.push(call)
+      const fwd = httpRequest(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
+        (up) => {
+          call.status = up.statusCode ?? 0
+          res.writeHead(up.statusCode ?? 502, up.headers)
+          up.pipe(res)
+        },
+      )
+      fwd.on('error', (e) => {
+        call.status = 502
+        res.writeHead(502)
+        res.end(String(e))
+      })
+      fwd.end(body)
+    })
+  })
+  return new Promise((res) => {
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as AddressInfo).port
+      res({ url: `http://127.0.0.1:${port}/`, server, calls })
+    })
+  })
+}
+
+/** Kills the supervisord a node run may have started in `instanceRoot` and waits for it to go. */
+async function stopSupervisord(instanceRoot: string): Promise<void> {
+  const pidFile = join(instanceRoot, 'var', 'run', 'supervisord.pid')
+  if (!existsSync(pidFile)) return
+  const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10)
+  if (!Number.isInteger(pid) || pid <= 0) return
+  try {
+    process.kill(pid, 'SIGTERM')
+  } catch {
+    return
+  }
+  for (let i = 0; i < 100; i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    try {
+      process.kill(pid, 0)
+    } catch {
+      return
+    }
+  }
+  try {
+    process.kill(pid, 'SIGKILL')
+  } catch {
+    /* gone */
+  }
+}
