@@ -1,0 +1,118 @@
+// Tests of promise.ts with real processes: legacy etc/promise executables, their results in
+// .slapgrid/promise/result/<title>.status.json, the timeout killing the whole process group,
+// the privilege drop to the partition owner (we run as root here), skipped entries.
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createLogger } from '../src/log.ts'
+import { firstFailure, promiseFailureMessage, runPromises } from '../src/promise.ts'
+import { realRunner } from '../src/system.ts'
+import { tempDir } from './helpers.ts'
+
+const lines: string[] = []
+const log = createLogger({ level: 'debug', write: (l) => void lines.push(l), isTTY: false })
+const ROOT_OWNER = { uid: 0, gid: 0, name: 'root', home: '/root' }
+
+function partition(promises: Record<string, string | { text: string; mode: number }>): string {
+  const dir = tempDir('slapos-promise-')
+  chmodSync(dir, 0o755)
+  mkdirSync(join(dir, 'etc', 'promise'), { recursive: true })
+  chmodSync(join(dir, 'etc'), 0o755)
+  chmodSync(join(dir, 'etc', 'promise'), 0o755)
+  for (const [name, body] of Object.entries(promises)) {
+    const text = typeof body === 'string' ? body : body.text
+    const mode = typeof body === 'string' ? 0o755 : body.mode
+    writeFileSync(join(dir, 'etc', 'promise', name), text)
+    chmodSync(join(dir, 'etc', 'promise', name), mode)
+  }
+  return dir
+}
+
+const t = suite('promises (grid.md §7)')
+
+t('success and failure: all run, results saved as the original writes them (checklist 85, 86, 88)', async () => {
+  const dir = partition({
+    'a-ok': '#!/bin/sh\necho fine\n',
+    'b-fail.sh': '#!/bin/sh\necho "port 8080 closed" >&2\nexit 3\n',
+    'c-ok': '#!/bin/sh\nexit 0\n',
+  })
+  const fixed = new Date(Date.UTC(2026, 0, 2, 3, 4, 5))
+  const res = await runPromises({ path: dir, id: 'slappart0', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false, now: () => fixed })
+  assert.equal(res.map((r) => [r.name, r.failed]), [['a-ok', false], ['b-fail.sh', true], ['c-ok', false]])
+  const f = firstFailure(res)
+  assert.ok(f)
+  assert.is(promiseFailureMessage(f!), "Promise 'b-fail.sh' failed with output: port 8080 closed")
+  const status = readFileSync(join(dir, '.slapgrid/promise/result/b-fail.status.json'), 'utf8')
+  const parsed = JSON.parse(status)
+  assert.equal(Object.keys(parsed), ['title', 'name', 'path', 'execution-time', 'result'])
+  assert.is(parsed.title, 'b-fail')
+  assert.is(parsed.name, 'b-fail.sh')
+  assert.is(parsed.path, join(dir, 'etc/promise/b-fail.sh'))
+  assert.equal(parsed.result, { type: 'Test Result', failed: true, date: '2026-01-02T03:04:05+0000', message: 'port 8080 closed' })
+  assert.match(status, /^\{"title": "b-fail", "name": "b-fail.sh", /)
+  assert.ok(existsSync(join(dir, '.slapgrid/promise/result/a-ok.status.json')))
+  assert.match(readFileSync(join(dir, '.slapgrid/promise/log/b-fail.log'), 'utf8'), /^2026-01-02 03:04:05 - ERROR - \d+-\d{3} - port 8080 closed\n$/)
+  assert.ok(lines.some((l) => l.includes("Promise 'b-fail.sh' failed with output: port 8080 closed")), 'error logged')
+})
+
+t('a promise running past the timeout is killed with its children and fails (checklist 87)', async () => {
+  const dir = partition({ slow: '#!/bin/sh\nsleep 30 &\necho $! > child.pid\nsleep 30\n' })
+  const start = Date.now()
+  const res = await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 1, runner: realRunner, log, rootCheck: false })
+  const took = Date.now() - start
+  assert.ok(took < 5000, `took ${took} ms`)
+  assert.is(res[0]?.failed, true)
+  assert.is(res[0]?.message, 'Error: Promise timed out after 1 seconds')
+  const child = Number(readFileSync(join(dir, 'child.pid'), 'utf8'))
+  await new Promise((r) => setTimeout(r, 1500))
+  let alive = true
+  try {
+    process.kill(child, 0)
+  } catch {
+    alive = false
+  }
+  assert.is(alive, false, 'the background child of the promise is gone')
+})
+
+t('non-executable and non-regular entries are skipped with a warning (checklist 92); none at all is fine', async () => {
+  const dir = partition({ 'README': { text: 'not a promise', mode: 0o644 }, ok: '#!/bin/sh\nexit 0\n' })
+  mkdirSync(join(dir, 'etc/promise/subdir'))
+  lines.length = 0
+  const res = await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
+  assert.equal(res.map((r) => r.name), ['ok'])
+  assert.ok(lines.some((l) => l.includes('README is not an executable file')))
+  assert.ok(lines.some((l) => l.includes('subdir is not an executable file')))
+  const empty = tempDir('slapos-promise-')
+  assert.equal(await runPromises({ path: empty, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false }), [])
+})
+
+t('promises run as the partition owner, result files belong to it', async () => {
+  if (process.getuid?.() !== 0) return
+  const dir = partition({ who: '#!/bin/sh\nid -u; exit 1\n' })
+  const nobody = { uid: 65534, gid: 65534, name: 'nobody', home: '/nonexistent' }
+  const res = await runPromises({ path: dir, id: 'p', owner: nobody, timeoutSec: 5, runner: realRunner, log, rootCheck: true })
+  assert.is(res[0]?.message, '65534')
+  const { statSync } = await import('node:fs')
+  assert.is(statSync(join(dir, '.slapgrid/promise/result/who.status.json')).uid, 65534)
+  // a root-owned partition is refused while root_check is on
+  let err: unknown
+  try {
+    await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: true })
+  } catch (e) {
+    err = e
+  }
+  assert.match(String(err), /refusing to run its promises as root/)
+})
+
+t('promise plugins are not run; one warning', async () => {
+  const dir = partition({})
+  mkdirSync(join(dir, 'etc/plugin'))
+  writeFileSync(join(dir, 'etc/plugin/check.py'), 'raise SystemExit(1)\n')
+  lines.length = 0
+  await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
+  await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
+  assert.is(lines.filter((l) => l.includes('promise plugins')).length, 1)
+})
+
+t.run()
