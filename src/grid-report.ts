@@ -1,0 +1,681 @@
+// `slapos node report` (grid.md §5): run the partitions' usage report scripts, send the
+// collected usage to the master, then destroy the partitions the master marked destroyed.
+// Used by commands/node-report.ts; destroyPartition is also usable on its own.
+//
+// Life of a destroyed partition across runs of node instance and node report:
+//
+//   started/stopped ──master: destroyed──> node instance: services stopped, /stopped
+//        │
+//        └─> node report: stop services (group file removed), certificate, /stopped
+//              ├─ retention lock date in the future ──> kept, nothing sent (next run retries)
+//              ├─ sbin/destroy fails ─────────────────> kept, /softwareInstanceError, exit 1
+//              └─ marker written, content wiped, groups removed, marker removed
+//                    └─> /destroyedComputerPartition ──> the master frees the partition
+//
+// The marker (.slapos-destroy-in-progress) makes the wipe restartable: a run killed in the
+// middle leaves it behind, and the next run skips the retention check and sbin/destroy
+// (they already passed), wipes what is left and only then tells the master. Nothing is
+// reported before the directory is empty, so the master frees the partition at most once.
+import { randomBytes } from 'node:crypto'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { XMLParser, XMLValidator } from 'fast-xml-parser'
+import type { Ctx } from './context.ts'
+import { NotFoundError, ServerError, SlapError } from './errors.ts'
+import { EXIT } from './exit-codes.ts'
+import { asUser, cleanEnv, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
+import type { Logger } from './log.ts'
+import type { ComputerPartition } from './slap-client.ts'
+import {
+  createInstanceRootStructure,
+  removePartitionGroups,
+  stopPartitionServices,
+  Supervisor,
+  SupervisorConnectionError,
+  supervisorPaths,
+  watchdogCommand,
+  writeSupervisordConf,
+} from './supervisor.ts'
+import type { Runner } from './system.ts'
+
+/** Files of the partition directory that the destruction reads or writes (grid.md §2.3). */
+export const RETENTION_DELAY_FILE = '.slapos-retention-lock-delay'
+export const RETENTION_DATE_FILE = '.slapos-retention-lock-date'
+export const WAIT_LIST_FILE = '.slapos-report-wait-service-list'
+/** Ours: present only while a destruction is between sbin/destroy and the end of the wipe. */
+export const DESTROY_MARKER = '.slapos-destroy-in-progress'
+
+export interface PartitionToDestroy {
+  id: string
+  /** the partition directory; it stays, empty, with its owner and mode */
+  path: string
+  owner: Owner
+  /** `<repo>/<id>.crt` and `.key` are deleted when set */
+  certificateRepositoryPath?: string | undefined
+  /** `DATA/<disk>` links point into `<instance_storage_home>/<disk>/<id>`, emptied too */
+  instanceStorageHome?: string | undefined
+}
+
+export interface DestroyDeps {
+  runner: Runner
+  log: Logger
+  now(): Date
+  env: NodeJS.ProcessEnv
+  rootCheck: boolean
+  /** kill sbin/destroy after this many seconds (partition_timeout); none when undefined */
+  timeoutSec?: number | undefined
+  /** deletes the partition's supervisord group files (`<id>.conf`, `<id>-*.conf`) and applies the change */
+  removeServices(id: string): Promise<void>
+}
+
+export type DestroyOutcome =
+  | { done: true }
+  /** refused by the retention lock until this date; nothing to tell the master */
+  | { done: false; retainedUntil: Date }
+
+/** sbin/destroy failed: the partition is kept and the error goes to the master. */
+export class DestroyError extends SlapError {
+  readonly output: string
+  constructor(message: string, output: string) {
+    super(message, { code: 'E_DESTROY', exitCode: EXIT.FAIL })
+    this.output = output
+  }
+}
+
+/**
+ * Like slapgrid.py `Partition.destroy` (grid.md §5.2): retention lock, `sbin/destroy` as the
+ * partition user, certificate files, `software_release` link, `DATA/` storage, the content of
+ * the directory, then the supervisord groups. Returns `done` only once all of it is gone.
+ * Throws DestroyError when sbin/destroy fails (the partition is kept), or a file system error.
+ */
+export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps): Promise<DestroyOutcome> {
+  const log = deps.log
+  const marker = join(p.path, DESTROY_MARKER)
+  const resuming = existsSync(marker)
+  if (resuming) {
+    log.info(`Resuming the destruction of ${p.id} (a previous run stopped in the middle)`)
+  } else {
+    log.info(`Destroying Computer Partition ${p.id}...`)
+    const until = retentionLock(p, deps.now())
+    if (until) {
+      log.info(`Impossible to destroy partition ${p.id} yet because of retention lock (until ${until.toISOString()}).`)
+      return { done: false, retainedUntil: until }
+    }
+    await runDestroyScript(p, deps)
+    writeFileSync(marker, `${deps.now().toISOString()}\n`)
+  }
+
+  for (const ext of ['.key', '.crt']) {
+    if (p.certificateRepositoryPath) removeIfExists(join(p.certificateRepositoryPath, p.id + ext))
+  }
+  const srLink = join(p.path, 'software_release')
+  if (isSymlink(srLink)) unlinkSync(srLink)
+  cleanStorage(p)
+  emptyDirectory(p.path, new Set([DESTROY_MARKER]))
+  await deps.removeServices(p.id)
+  // the directory itself stays as format made it: owner of the partition, mode 0750
+  chmodSync(p.path, 0o750)
+  unlinkSync(marker)
+  log.info(`Partition ${p.id} destroyed`)
+  return { done: true }
+}
+
+/**
+ * Deletes everything inside `dir` except the names in `keep`, leaving `dir` itself (owner,
+ * mode) as it is. Read-only directories and files are made writable first; symbolic links
+ * are removed, never followed. Safe to run again after an interruption.
+ */
+export function emptyDirectory(dir: string, keep: ReadonlySet<string> = new Set()): void {
+  for (const name of readdirSync(dir)) {
+    if (!keep.has(name)) removeTree(join(dir, name))
+  }
+}
+
+/**
+ * Retention lock (grid.md §5.2 step 1, slapgrid.py `createRetentionLockDate` and
+ * `checkRetentionIsAuthorized`): the first attempt on a partition with a delay > 0 days writes
+ * the date (now + delay) after which it may go. Returns that date while it is in the future.
+ */
+export function retentionLock(p: { path: string; owner: Owner }, now: Date): Date | undefined {
+  const delayFile = join(p.path, RETENTION_DELAY_FILE)
+  const dateFile = join(p.path, RETENTION_DATE_FILE)
+  const delay = existsSync(delayFile) ? pyFloat(readFileSync(delayFile, 'utf8')) : -1
+  let date = existsSync(dateFile) ? pyFloat(readFileSync(dateFile, 'utf8')) : undefined
+  if (date === undefined && delay > 0) {
+    date = Math.floor(now.getTime() / 1000) + delay * 86400
+    writeAtomic(dateFile, pyFloatText(date), p.owner)
+  }
+  if (!date) return delay > 0 ? new Date(now.getTime() + delay * 86400_000) : undefined
+  return now.getTime() / 1000 < date ? new Date(date * 1000) : undefined
+}
+
+// --- usage reports (grid.md §5.1 steps 3-6) ---
+
+/**
+ * Runs each `etc/report/*` of the partition as its user, with one argument: a fresh path
+ * `var/xml_report/slapreport.XXXXXXXX` for its XML. Returns the failure lines
+ * ("Script '<name>' failed.") for the master.
+ */
+export async function runReportScripts(
+  p: { id: string; path: string; owner: Owner },
+  deps: { runner: Runner; log: Logger; env: NodeJS.ProcessEnv; rootCheck: boolean; timeoutSec?: number | undefined },
+): Promise<string[]> {
+  const reportDir = join(p.path, 'etc', 'report')
+  if (!isDirectory(reportDir)) return []
+  const scripts = readdirSync(reportDir).sort()
+  if (scripts.length === 0) return []
+  const xmlDir = join(p.path, 'var', 'xml_report')
+  if (!existsSync(xmlDir)) {
+    mkdirSync(xmlDir, { recursive: true, mode: 0o750 })
+    if (process.getuid?.() === 0) {
+      chownSync(join(p.path, 'var'), p.owner.uid, p.owner.gid)
+      chownSync(xmlDir, p.owner.uid, p.owner.gid)
+    }
+  }
+  const failed: string[] = []
+  for (const script of scripts) {
+    const out = join(xmlDir, freshName(xmlDir))
+    deps.log.debug(`Running report script ${script} -> ${out}`)
+    const r = await deps.runner.run([join(reportDir, script), out], {
+      cwd: reportDir,
+      env: cleanEnv(deps.env, p.owner.home),
+      ...asUser(p.owner, deps.rootCheck),
+      timeoutMs: deps.timeoutSec ? deps.timeoutSec * 1000 : undefined,
+      processGroup: true,
+    }).catch((err: unknown) => ({ code: null, signal: null, stdout: '', stderr: err instanceof Error ? err.message : String(err), timedOut: false }))
+    if (r.code !== 0) {
+      deps.log.warning(`Failed to run report script ${script}: ${lastLines(r.stdout + r.stderr)}`)
+      failed.push(`Script '${script}' failed.`)
+    }
+  }
+  return failed
+}
+
+export interface UsageFile {
+  partitionId: string
+  file: string
+  xml: string
+}
+
+/**
+ * Reads the partition's usage reports (`var/xml_report/*` and
+ * `<instance_root>/var/xml_report/<id>/*`). Valid ones are returned (deleted by the caller
+ * once the master has them); invalid ones are left in place with a warning.
+ */
+export function collectUsage(instanceRoot: string, partitionId: string, log: Logger): UsageFile[] {
+  const found: UsageFile[] = []
+  for (const dir of [join(instanceRoot, partitionId, 'var', 'xml_report'), join(instanceRoot, 'var', 'xml_report', partitionId)]) {
+    if (!isDirectory(dir)) continue
+    for (const name of readdirSync(dir).sort()) {
+      const file = join(dir, name)
+      if (!isFile(file)) continue
+      const xml = readFileSync(file, 'utf8')
+      const problem = checkPartitionUsage(xml)
+      if (problem) {
+        log.warning(`The usage report ${file} is not valid (${problem}); it is left there so you can inspect it`)
+        continue
+      }
+      found.push({ partitionId, file, xml })
+    }
+  }
+  return found
+}
+
+/**
+ * Checks a partition usage report. The original validates it against
+ * `partition_consumption.xsd`, which is not shipped here: we check that it is well-formed
+ * XML with a `<journal>` root holding at least one `<movement>`, whose children are simple
+ * elements, with a numeric `<quantity>` when present. Returns what is wrong, or undefined.
+ */
+export function checkPartitionUsage(xml: string): string | undefined {
+  const root = parseXml(xml)
+  if (typeof root === 'string') return root
+  if (root.name !== 'journal') return `the root element is <${root.name}>, not <journal>`
+  const movements = root.children.filter((c) => c.name === 'movement')
+  if (movements.length === 0) return 'no <movement>'
+  const other = root.children.find((c) => c.name !== 'movement')
+  if (other) return `unexpected <${other.name}> in <journal>`
+  for (const m of movements) {
+    for (const c of m.children) {
+      if (c.children.length) return `<${c.name}> of a <movement> has child elements`
+      if ((c.name === 'quantity' || c.name === 'price') && c.text.trim() !== '' && !Number.isFinite(Number(c.text))) {
+        return `<${c.name}> is not a number: ${c.text}`
+      }
+    }
+  }
+  return undefined
+}
+
+/**
+ * Checks a computer usage report (`<instance_root>/var/xml_report/<computer_id>/*`, and the
+ * journal we build): well-formed, `<journal>` root holding `<transaction>` elements. The
+ * original validates against `computer_consumption.xsd`, not shipped here.
+ */
+export function checkComputerUsage(xml: string): string | undefined {
+  const root = parseXml(xml)
+  if (typeof root === 'string') return root
+  if (root.name !== 'journal') return `the root element is <${root.name}>, not <journal>`
+  if (!root.children.some((c) => c.name === 'transaction')) return 'no <transaction>'
+  const other = root.children.find((c) => c.name !== 'transaction')
+  if (other) return `unexpected <${other.name}> in <journal>`
+  return undefined
+}
+
+/**
+ * The journal sent with /useComputer (slapgrid.py `asXML`): one "Sale Packing List"
+ * transaction for the computer with every movement of every partition, each movement's
+ * `<reference>` replaced by the partition id. Text is escaped (the original pasted it raw).
+ */
+export function buildUsageJournal(computerId: string, usages: Array<{ partitionId: string; xml: string }>, now: Date): string {
+  const p2 = (n: number) => String(n).padStart(2, '0')
+  const stop = `${now.getFullYear()}-${p2(now.getMonth() + 1)}-${p2(now.getDate())} at ${p2(now.getHours())}:${p2(now.getMinutes())}:${p2(now.getSeconds())}`
+  const out = [
+    '<?xml version="1.0"?>',
+    '<journal>',
+    '<transaction type="Sale Packing List">',
+    '<title>Resource consumptions</title>',
+    '<start_date></start_date>',
+    `<stop_date>${escapeXml(stop)}</stop_date>`,
+    `<reference>${escapeXml(computerId)}</reference>`,
+    '<currency></currency>',
+    '<payment_mode></payment_mode>',
+    '<category></category>',
+    '<arrow type="Administration">',
+    '<source></source>',
+    '<destination></destination>',
+    '</arrow>',
+  ]
+  for (const u of usages) {
+    const root = parseXml(u.xml)
+    if (typeof root === 'string') throw new SlapError(`usage report of ${u.partitionId} cannot be read: ${root}`)
+    for (const m of root.children.filter((c) => c.name === 'movement')) {
+      out.push('<movement>')
+      for (const c of m.children) {
+        const text = c.name === 'reference' ? u.partitionId : c.text
+        out.push(`<${c.name}>${escapeXml(text)}</${c.name}>`)
+      }
+      out.push('</movement>')
+    }
+  }
+  out.push('</transaction></journal>')
+  return out.join('')
+}
+
+// --- the command (grid.md §5.1) ---
+
+/** What one run did, for the command's exit status and for tests. */
+export interface ReportSummary {
+  destroyed: string[]
+  /** kept by the retention lock, a wait list, or a usage report that could not be sent */
+  kept: string[]
+  failed: string[]
+}
+
+/**
+ * The whole of `slapos node report`. The master is asked for the partitions first: when it
+ * cannot be reached the error propagates (exit 1) and nothing is destroyed.
+ */
+export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCode: number; summary: ReportSummary }> {
+  const { cfg, client, log } = run
+  const summary: ReportSummary = { destroyed: [], kept: [], failed: [] }
+  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { hint: 'check software_root in the configuration' })
+  createInstanceRootStructure(cfg.instanceRoot)
+  writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+  const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log)
+  if (!cfg.forbidSupervisordAutomaticLaunch) await sup.launch()
+
+  const computer = await client.getFullComputerInformation(cfg.computerId)
+  log.info('Aggregating and sending usage reports...')
+  const partitions: Array<{ cp: ComputerPartition; id: string; path: string; url: string | null }> = []
+  for (const cp of computer._computer_partition_list) {
+    const id = cp._partition_id ?? ''
+    if (!id) continue
+    const path = join(cfg.instanceRoot, id)
+    const url = softwareUrlOf(cp)
+    if (cp._requested_state === 'destroyed' && !url) continue // a free partition: nothing to do
+    if (!isDirectory(path)) {
+      log.warning(`Partition directory ${path} does not exist.`)
+      await client.softwareInstanceError(cfg.computerId, id, `Partition directory ${path} does not exist.`).catch((e: unknown) => log.debug(`could not report: ${describe(e)}`))
+      continue
+    }
+    partitions.push({ cp, id, path, url })
+  }
+
+  // 1. report scripts
+  for (const p of partitions) {
+    try {
+      const failures = await runReportScripts({ id: p.id, path: p.path, owner: ownerOf(p.path) }, {
+        runner: ctx.runner,
+        log: log.child(p.id),
+        env: ctx.env,
+        rootCheck: cfg.rootCheck,
+        timeoutSec: cfg.partitionTimeout,
+      })
+      if (failures.length) {
+        summary.failed.push(p.id)
+        await client.softwareInstanceError(cfg.computerId, p.id, failures.join('\n')).catch((e: unknown) => log.warning(`could not report the error of ${p.id}: ${describe(e)}`))
+      }
+    } catch (err) {
+      log.child(p.id).error(`Cannot run usage script(s): ${describe(err)}`)
+    }
+  }
+
+  // 2. usage of partitions, then of the computer itself
+  const usages: UsageFile[] = []
+  for (const p of partitions) {
+    try {
+      usages.push(...collectUsage(cfg.instanceRoot, p.id, log.child(p.id)))
+    } catch (err) {
+      log.child(p.id).error(`Cannot read usage reports: ${describe(err)}`)
+    }
+  }
+  const computerDir = join(cfg.instanceRoot, 'var', 'xml_report', cfg.computerId)
+  if (isDirectory(computerDir)) {
+    for (const name of readdirSync(computerDir).sort()) {
+      const file = join(computerDir, name)
+      if (!isFile(file)) continue
+      const xml = readFileSync(file, 'utf8')
+      const problem = checkComputerUsage(xml)
+      if (problem) {
+        log.warning(`The computer usage report ${file} is not valid (${problem}); it is left there`)
+        continue
+      }
+      try {
+        await client.useComputer(cfg.computerId, xml)
+        unlinkSync(file)
+      } catch (err) {
+        log.error(`Cannot send the computer usage report ${file}: ${describe(err)}`)
+      }
+    }
+  }
+  const usageNotSent = new Set<string>()
+  if (usages.length) {
+    const involved = [...new Set(usages.map((u) => u.partitionId))]
+    try {
+      const journal = buildUsageJournal(cfg.computerId, usages, ctx.now())
+      const problem = checkComputerUsage(journal)
+      if (problem) throw new SlapError(`the usage journal is not valid: ${problem}`)
+      log.debug(`Final xml report: ${journal}`)
+      await client.useComputer(cfg.computerId, journal)
+      // unlike the original, reports are deleted only once the master has them
+      for (const u of usages) removeIfExists(u.file)
+    } catch (err) {
+      const issue = `Cannot report usage for ${involved.join(', ')}: ${describe(err)}`
+      log.error(issue)
+      for (const id of involved) {
+        usageNotSent.add(id)
+        await client.softwareInstanceError(cfg.computerId, id, issue).catch(() => undefined)
+      }
+    }
+  }
+
+  // 3. destruction of the partitions the master wants destroyed
+  for (const p of partitions) {
+    if (p.cp._requested_state !== 'destroyed') continue
+    const plog = log.child(p.id)
+    let done = false
+    try {
+      await stopPartitionServices(sup, cfg.instanceRoot, p.id).catch((err: unknown) => {
+        if (!isSupervisorDown(err)) throw err
+        plog.debug(`supervisord is not running: ${describe(err)}`)
+      })
+      const owner = ownerOf(p.path)
+      if (cfg.certificateRepositoryPath && !existsSync(join(p.path, DESTROY_MARKER))) {
+        await refreshCertificate(client, cfg.computerId, p.id, cfg.certificateRepositoryPath, owner)
+      } else if (cfg.certificateRepositoryPath) {
+        // the certificate call keeps the original's order of master calls
+        await client.getComputerPartitionCertificate(cfg.computerId, p.id).catch(() => undefined)
+      }
+      await client.stoppedComputerPartition(cfg.computerId, p.id).catch((e: unknown) => plog.debug(`stopped not sent: ${describe(e)}`))
+      if (usageNotSent.has(p.id)) {
+        plog.info(`Ignoring destruction of ${p.id}, as no report usage was sent`)
+        summary.kept.push(p.id)
+        continue
+      }
+      if (await waitListBusy(sup, p.path)) {
+        plog.info('There are running processes into the partition, wait until they finish...')
+        summary.kept.push(p.id)
+        continue
+      }
+      const outcome = await destroyPartition(
+        { id: p.id, path: p.path, owner, certificateRepositoryPath: cfg.certificateRepositoryPath, instanceStorageHome: instanceStorageHome(cfg.file) },
+        {
+          runner: ctx.runner,
+          log: plog,
+          now: ctx.now,
+          env: ctx.env,
+          rootCheck: cfg.rootCheck,
+          timeoutSec: cfg.partitionTimeout,
+          removeServices: async (id) => {
+            const changed = removePartitionGroups(cfg.instanceRoot, id)
+            if (!changed) return
+            await sup.applyChanges().catch((err: unknown) => {
+              if (!isSupervisorDown(err)) throw err
+            })
+          },
+        },
+      )
+      done = outcome.done
+      if (!done) summary.kept.push(p.id)
+    } catch (err) {
+      summary.failed.push(p.id)
+      const text = err instanceof DestroyError ? `${err.message}\n${err.output}` : describe(err)
+      plog.error(text)
+      await client.softwareInstanceError(cfg.computerId, p.id, text).catch((e: unknown) => plog.warning(`could not report the error: ${describe(e)}`))
+    }
+    if (!done) continue
+    summary.destroyed.push(p.id)
+    try {
+      const answer = await client.destroyedComputerPartition(cfg.computerId, p.id)
+      plog.debug(`destroyed: ${answer}`)
+    } catch (err) {
+      if (err instanceof NotFoundError || err instanceof ServerError) plog.debug(`Ignored error while telling the master ${p.id} is destroyed: ${describe(err)}`)
+      else {
+        // the directory is already empty: the next run finds it destroyed-but-not-freed
+        // and tells the master again (an empty partition destroys in no time)
+        plog.error(`Could not tell the master that ${p.id} is destroyed: ${describe(err)}`)
+        summary.failed.push(p.id)
+      }
+    }
+  }
+  log.info('Finished usage reports.')
+  return { exitCode: summary.failed.length ? EXIT.FAIL : EXIT.OK, summary }
+}
+
+// --- internal ---
+
+function softwareUrlOf(cp: ComputerPartition): string | null {
+  const doc = cp._software_release_document
+  if (!doc) return null
+  if (typeof doc === 'string') return doc || null
+  return doc._software_release || null
+}
+
+function instanceStorageHome(file: NodeRun['cfg']['file']): string | undefined {
+  return file.path_('slapos', 'instance_storage_home')
+}
+
+async function refreshCertificate(client: NodeRun['client'], computerId: string, id: string, repo: string, owner: Owner): Promise<void> {
+  let cert
+  try {
+    cert = await client.getComputerPartitionCertificate(computerId, id)
+  } catch (err) {
+    if (err instanceof NotFoundError) throw new SlapError(`Partition ${id} is not known by SlapOS Master.`)
+    throw err
+  }
+  for (const [ext, text] of [['.crt', cert.certificate], ['.key', cert.key]] as const) {
+    if (!text) continue
+    const file = join(repo, id + ext)
+    if (existsSync(file) && readFileSync(file, 'utf8') === text) continue
+    writeAtomic(file, text, owner, 0o400)
+  }
+}
+
+/** `.slapos-report-wait-service-list`: supervisord names that must stop before destruction. */
+async function waitListBusy(sup: Supervisor, path: string): Promise<boolean> {
+  const file = join(path, WAIT_LIST_FILE)
+  if (!isFile(file)) return false
+  const names = readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean)
+  if (!names.length) return false
+  let info
+  try {
+    info = await sup.processInfo()
+  } catch (err) {
+    if (isSupervisorDown(err)) return false
+    throw err
+  }
+  return info.some((i) => names.includes(`${i.group}:${i.name}`) && (i.statename === 'RUNNING' || i.statename === 'STARTING'))
+}
+
+function isSupervisorDown(err: unknown): boolean {
+  return err instanceof SupervisorConnectionError
+}
+
+async function runDestroyScript(p: PartitionToDestroy, deps: DestroyDeps): Promise<void> {
+  const script = join(p.path, 'sbin', 'destroy')
+  if (!existsSync(script)) return
+  deps.log.debug(`Invoking ${script}`)
+  const r = await deps.runner
+    .run([script], {
+      cwd: p.path,
+      env: cleanEnv(deps.env, p.owner.home),
+      ...asUser(p.owner, deps.rootCheck),
+      timeoutMs: deps.timeoutSec ? deps.timeoutSec * 1000 : undefined,
+      processGroup: true,
+    })
+    .catch((err: unknown) => ({ code: null, signal: null, stdout: '', stderr: describe(err), timedOut: false }))
+  if (r.code !== 0) {
+    throw new DestroyError(`Failed to destroy Computer Partition in '${p.path}'.`, lastLines(r.stdout + r.stderr))
+  }
+}
+
+function cleanStorage(p: PartitionToDestroy): void {
+  const data = join(p.path, 'DATA')
+  if (!p.instanceStorageHome || !isDirectory(data)) return
+  for (const name of readdirSync(data)) {
+    removeIfExists(join(data, name))
+    const target = join(p.instanceStorageHome, name, p.id)
+    if (isDirectory(target)) emptyDirectory(target)
+  }
+}
+
+function removeTree(path: string): void {
+  let st
+  try {
+    st = lstatSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if (st.isDirectory()) {
+    // a read-only directory cannot be listed or emptied: give its owner the rights back
+    if ((st.mode & 0o700) !== 0o700) chmodSync(path, (st.mode & 0o7777) | 0o700)
+    for (const name of readdirSync(path)) removeTree(join(path, name))
+    rmdirSync(path)
+  } else {
+    unlinkSync(path)
+  }
+}
+
+function removeIfExists(path: string): void {
+  try {
+    unlinkSync(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+}
+
+function writeAtomic(file: string, text: string, owner: Owner, mode = 0o644): void {
+  const tmp = `${file}.tmp-${process.pid}`
+  writeFileSync(tmp, text, { mode })
+  if (process.getuid?.() === 0) chownSync(tmp, owner.uid, owner.gid)
+  renameSync(tmp, file)
+}
+
+function isSymlink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink()
+  } catch {
+    return false
+  }
+}
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory()
+  } catch {
+    return false
+  }
+}
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile()
+  } catch {
+    return false
+  }
+}
+
+/** Python float() of a file's text; NaN-free: unreadable values count as absent (-1 / undefined). */
+function pyFloat(text: string): number {
+  const v = Number(text.trim())
+  return Number.isFinite(v) ? v : -1
+}
+/** Python str(float): `1764474000.0`. */
+function pyFloatText(v: number): string {
+  return Number.isInteger(v) ? `${v}.0` : String(v)
+}
+
+function freshName(dir: string): string {
+  for (;;) {
+    const name = `slapreport.${randomBytes(6).toString('base64url').replace(/[-_]/g, 'x')}`
+    if (!existsSync(join(dir, name))) return name
+  }
+}
+
+function lastLines(s: string, n = 20): string {
+  return s.trimEnd().split('\n').slice(-n).join('\n')
+}
+
+function describe(err: unknown): string {
+  if (err instanceof SlapError) return err.message
+  if (err instanceof Error) return err.message
+  return String(err)
+}
+
+function escapeXml(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+interface XmlElement {
+  name: string
+  text: string
+  children: XmlElement[]
+}
+
+/** Well-formedness check, then a small element tree; a string is the parse error. */
+function parseXml(xml: string): XmlElement | string {
+  const valid = XMLValidator.validate(xml)
+  if (valid !== true) return `not well-formed XML: ${valid.err.msg} (line ${valid.err.line})`
+  const parser = new XMLParser({ preserveOrder: true, ignoreAttributes: true, parseTagValue: false, trimValues: false, processEntities: true })
+  const doc = parser.parse(xml) as unknown[]
+  const elements = doc.map(toElement).filter((e): e is XmlElement => e !== undefined)
+  if (elements.length !== 1 || !elements[0]) return 'not exactly one root element'
+  return elements[0]
+}
+
+function toElement(node: unknown): XmlElement | undefined {
+  if (node === null || typeof node !== 'object') return undefined
+  const name = Object.keys(node).find((k) => k !== ':@' && k !== '#text' && !k.startsWith('?'))
+  if (!name) return undefined
+  const content = (node as Record<string, unknown>)[name]
+  const kids = Array.isArray(content) ? content : []
+  let text = ''
+  const children: XmlElement[] = []
+  for (const k of kids) {
+    if (k && typeof k === 'object' && '#text' in k) text += String((k as Record<string, unknown>)['#text'])
+    else {
+      const e = toElement(k)
+      if (e) children.push(e)
+    }
+  }
+  return { name, text, children }
+}

@@ -1,0 +1,285 @@
+// destroyPartition and the usage-report helpers of grid-report.ts on real temp partitions
+// (grid.md §5.1, §5.2): retention lock, sbin/destroy as the partition user and its failure,
+// the wipe (directory kept with owner and mode, read-only content, links not followed),
+// resuming an interrupted destruction, report scripts and usage XML checks.
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import type { Owner } from '../src/grid-common.ts'
+import {
+  buildUsageJournal,
+  checkComputerUsage,
+  checkPartitionUsage,
+  collectUsage,
+  DESTROY_MARKER,
+  DestroyError,
+  destroyPartition,
+  emptyDirectory,
+  RETENTION_DATE_FILE,
+  RETENTION_DELAY_FILE,
+  runReportScripts,
+  type DestroyDeps,
+} from '../src/grid-report.ts'
+import { createLogger } from '../src/log.ts'
+import { realRunner } from '../src/system.ts'
+import { tempDir } from './helpers.ts'
+
+const NOBODY: Owner = { uid: 65534, gid: 65534, name: 'nobody', home: '/nonexistent', groups: [] }
+const log = createLogger({ level: 'critical' })
+
+interface Fixture {
+  root: string
+  path: string
+  repo: string
+  /** a software release directory the partition links to: must survive */
+  sr: string
+  /** world-writable directory outside the partition, for scripts to leave traces */
+  outside: string
+  removed: string[]
+}
+
+/** A partition as format + node instance leave it, owned by nobody, mode 0750. */
+function partition(id = 'slappart0'): Fixture {
+  const root = tempDir('slapos-destroy-')
+  chmodSync(root, 0o755)
+  const path = join(root, id)
+  const repo = join(root, 'cert')
+  const sr = join(root, 'software', 'abc')
+  const outside = join(root, 'outside')
+  for (const d of [path, repo, sr, outside]) mkdirSync(d, { recursive: true })
+  chmodSync(outside, 0o777)
+  writeFileSync(join(sr, 'instance.cfg'), '[buildout]\n')
+  writeFileSync(join(repo, `${id}.crt`), 'CERT')
+  writeFileSync(join(repo, `${id}.key`), 'KEY')
+  writeFileSync(join(repo, 'slappart9.crt'), 'OTHER')
+  symlinkSync(sr, join(path, 'software_release'))
+  writeFileSync(join(path, '.slapos-resource'), '{}')
+  writeFileSync(join(path, 'buildout.cfg'), '[buildout]\n')
+  writeFileSync(join(path, '.timestamp'), '123')
+  mkdirSync(join(path, 'etc', 'service'), { recursive: true })
+  writeFileSync(join(path, 'etc', 'service', 'daemon'), '#!/bin/sh\n', { mode: 0o755 })
+  mkdirSync(join(path, 'srv', 'deep', 'er'), { recursive: true })
+  writeFileSync(join(path, 'srv', 'deep', 'er', 'data'), 'x'.repeat(1000))
+  // a link to a file outside: removed, its target kept
+  writeFileSync(join(outside, 'precious'), 'keep me')
+  symlinkSync(join(outside, 'precious'), join(path, 'srv', 'link-out'))
+  // read-only content, as some software releases leave it
+  mkdirSync(join(path, 'ro', 'sub'), { recursive: true })
+  writeFileSync(join(path, 'ro', 'sub', 'file'), 'ro', { mode: 0o400 })
+  chmodSync(join(path, 'ro', 'sub'), 0o500)
+  chmodSync(join(path, 'ro'), 0o500)
+  chownTree(path, NOBODY.uid, NOBODY.gid)
+  chmodSync(path, 0o750)
+  return { root, path, repo, sr, outside, removed: [] }
+}
+
+function chownTree(p: string, uid: number, gid: number): void {
+  const st = lstatSync(p)
+  if (st.isDirectory()) for (const n of readdirSync(p)) chownTree(join(p, n), uid, gid)
+  lchownSync(p, uid, gid)
+}
+
+function deps(f: Fixture, now = new Date('2026-01-01T00:00:00Z')): DestroyDeps {
+  return {
+    runner: realRunner,
+    log,
+    now: () => now,
+    env: { PATH: '/usr/bin:/bin' },
+    rootCheck: true,
+    removeServices: async (id) => void f.removed.push(id),
+  }
+}
+
+function target(f: Fixture, id = 'slappart0') {
+  return { id, path: f.path, owner: NOBODY, certificateRepositoryPath: f.repo }
+}
+
+const destroy = suite('destroyPartition')
+
+destroy('wipes the content, keeps the directory (owner, 0750), removes certificates, link and services', async () => {
+  const f = partition()
+  chmodSync(f.path, 0o755) // a wrong mode is put back to 0750
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+  const st = statSync(f.path)
+  assert.is(st.mode & 0o7777, 0o750)
+  assert.is(st.uid, NOBODY.uid)
+  assert.is(st.gid, NOBODY.gid)
+  assert.not.ok(existsSync(join(f.repo, 'slappart0.crt')))
+  assert.not.ok(existsSync(join(f.repo, 'slappart0.key')))
+  assert.ok(existsSync(join(f.repo, 'slappart9.crt')), 'other partitions keep their certificates')
+  assert.ok(existsSync(join(f.sr, 'instance.cfg')), 'the software release is not followed through the link')
+  assert.is(readFileSync(join(f.outside, 'precious'), 'utf8'), 'keep me')
+  assert.equal(f.removed, ['slappart0'])
+})
+
+destroy('read-only content owned by the partition user is removed by that user (no root rights)', async () => {
+  const f = partition()
+  // run the wipe with nobody's rights: only its own chmod can make ro/ writable again
+  const { seteuid, setegid } = process
+  if (!seteuid || !setegid) throw new Error('needs POSIX credentials')
+  setegid(NOBODY.gid)
+  seteuid(NOBODY.uid)
+  try {
+    emptyDirectory(f.path)
+  } finally {
+    seteuid(0)
+    setegid(0)
+  }
+  assert.equal(readdirSync(f.path), [])
+  assert.is(statSync(f.path).mode & 0o7777, 0o750)
+})
+
+destroy('sbin/destroy runs as the partition user in the partition; the wipe follows', async () => {
+  const f = partition()
+  mkdirSync(join(f.path, 'sbin'))
+  writeFileSync(join(f.path, 'sbin', 'destroy'), `#!/bin/sh\necho "$(id -u) $(pwd) $HOME" > ${f.outside}/destroy-ran\n`, { mode: 0o755 })
+  chownTree(join(f.path, 'sbin'), NOBODY.uid, NOBODY.gid)
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.is(readFileSync(join(f.outside, 'destroy-ran'), 'utf8').trim(), `65534 ${f.path} /nonexistent`)
+  assert.equal(readdirSync(f.path), [])
+})
+
+destroy('a failing sbin/destroy keeps the partition, its certificates and services', async () => {
+  const f = partition()
+  mkdirSync(join(f.path, 'sbin'))
+  writeFileSync(join(f.path, 'sbin', 'destroy'), '#!/bin/sh\necho cannot detach the disk >&2\nexit 3\n', { mode: 0o755 })
+  chownTree(join(f.path, 'sbin'), NOBODY.uid, NOBODY.gid)
+  const before = readdirSync(f.path).sort()
+  try {
+    await destroyPartition(target(f), deps(f))
+    assert.unreachable('should have thrown')
+  } catch (err) {
+    assert.instance(err, DestroyError)
+    assert.is((err as DestroyError).message, `Failed to destroy Computer Partition in '${f.path}'.`)
+    assert.match((err as DestroyError).output, 'cannot detach the disk')
+  }
+  assert.equal(readdirSync(f.path).sort(), before)
+  assert.ok(existsSync(join(f.repo, 'slappart0.crt')))
+  assert.ok(!existsSync(join(f.path, DESTROY_MARKER)))
+  assert.equal(f.removed, [])
+})
+
+destroy('retention: the first attempt writes the lock date and keeps everything; after the date it goes', async () => {
+  const f = partition()
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '2.0')
+  mkdirSync(join(f.path, 'sbin'))
+  writeFileSync(join(f.path, 'sbin', 'destroy'), `#!/bin/sh\ntouch ${f.outside}/destroy-ran\n`, { mode: 0o755 })
+  chownTree(f.path, NOBODY.uid, NOBODY.gid)
+  const t0 = new Date('2026-01-01T00:00:00Z')
+  const first = await destroyPartition(target(f), deps(f, t0))
+  assert.is(first.done, false)
+  const date = readFileSync(join(f.path, RETENTION_DATE_FILE), 'utf8')
+  assert.is(date, `${t0.getTime() / 1000 + 2 * 86400}.0`, 'Python float text of now + 2 days')
+  assert.ok(existsSync(join(f.path, 'buildout.cfg')))
+  assert.not.ok(existsSync(join(f.outside, 'destroy-ran')), 'sbin/destroy waits for the retention too')
+  // one day later: still retained, the date does not move
+  const second = await destroyPartition(target(f), deps(f, new Date(t0.getTime() + 86400_000)))
+  assert.is(second.done, false)
+  assert.is(readFileSync(join(f.path, RETENTION_DATE_FILE), 'utf8'), date)
+  // after the date
+  const third = await destroyPartition(target(f), deps(f, new Date(t0.getTime() + 2 * 86400_000 + 1000)))
+  assert.equal(third, { done: true })
+  assert.ok(existsSync(join(f.outside, 'destroy-ran')))
+  assert.equal(readdirSync(f.path), [])
+})
+
+destroy('retention delay 0 (what node instance writes by default) destroys at once', async () => {
+  const f = partition()
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '0.0')
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+})
+
+destroy('an interrupted destruction resumes: no retention, no second sbin/destroy, then done', async () => {
+  const f = partition()
+  // state left by a run killed in the middle of the wipe: marker present, some content gone,
+  // a retention delay that would lock it again, and an sbin/destroy that would now fail
+  writeFileSync(join(f.path, DESTROY_MARKER), 'x')
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '5.0')
+  mkdirSync(join(f.path, 'sbin'))
+  writeFileSync(join(f.path, 'sbin', 'destroy'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+  assert.equal(f.removed, ['slappart0'])
+})
+
+destroy('a failure while removing services leaves the marker, so the next run finishes the job', async () => {
+  const f = partition()
+  const d = deps(f)
+  d.removeServices = async () => {
+    throw new Error('supervisord went away')
+  }
+  await destroyPartition(target(f), d).then(
+    () => assert.unreachable('should throw'),
+    (e: Error) => assert.match(e.message, 'supervisord went away'),
+  )
+  assert.equal(readdirSync(f.path), [DESTROY_MARKER])
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+})
+
+destroy.run()
+
+const usage = suite('usage reports')
+
+const MOVEMENT = (ref: string, q: string) =>
+  `<movement><resource>CPU Consumption</resource><title>CPU</title><reference>${ref}</reference><quantity>${q}</quantity><price>0.0</price><VAT>None</VAT><category>None</category></movement>`
+
+usage('partition report: well-formed journal of movements accepted, the rest refused with a reason', () => {
+  assert.is(checkPartitionUsage(`<?xml version="1.0"?><journal>${MOVEMENT('x', '1.5')}</journal>`), undefined)
+  assert.match(checkPartitionUsage('<journal><movement>') ?? '', 'not well-formed')
+  assert.match(checkPartitionUsage('<report/>') ?? '', 'root element is <report>')
+  assert.match(checkPartitionUsage('<journal></journal>') ?? '', 'no <movement>')
+  assert.match(checkPartitionUsage(`<journal>${MOVEMENT('x', 'lots')}</journal>`) ?? '', 'not a number')
+  assert.match(checkPartitionUsage(`<journal><movement><a><b/></a></movement></journal>`) ?? '', 'child elements')
+})
+
+usage('journal: one transaction, references replaced by partition ids, text escaped, valid', () => {
+  const j = buildUsageJournal(
+    'COMP-1',
+    [
+      { partitionId: 'slappart0', xml: `<journal>${MOVEMENT('whatever', '2')}</journal>` },
+      { partitionId: 'slappart1', xml: `<journal>${MOVEMENT('y', '3')}${MOVEMENT('z', '4')}</journal>`.replace('CPU</title>', 'CPU &amp; RAM</title>') },
+    ],
+    new Date(2026, 0, 2, 3, 4, 5),
+  )
+  assert.ok(j.startsWith('<?xml version="1.0"?><journal><transaction type="Sale Packing List"><title>Resource consumptions</title><start_date></start_date><stop_date>2026-01-02 at 03:04:05</stop_date><reference>COMP-1</reference>'))
+  assert.is(j.match(/<movement>/g)?.length, 3)
+  assert.match(j, '<reference>slappart0</reference><quantity>2</quantity>')
+  assert.match(j, '<title>CPU &amp; RAM</title>')
+  assert.not.match(j, 'whatever')
+  assert.ok(j.endsWith('</transaction></journal>'))
+  assert.is(checkComputerUsage(j), undefined)
+})
+
+usage('report scripts run as the partition user with a fresh path; valid XML collected, invalid kept', async () => {
+  const f = partition()
+  mkdirSync(join(f.path, 'etc', 'report'), { recursive: true })
+  writeFileSync(join(f.path, 'etc', 'report', 'a-good'), `#!/bin/sh\n[ "$(pwd)" = "${f.path}/etc/report" ] || exit 9\n[ ! -e "$1" ] || exit 8\necho '<journal>${MOVEMENT('r', '1')}</journal>' > "$1"\n`, { mode: 0o755 })
+  writeFileSync(join(f.path, 'etc', 'report', 'b-bad-xml'), `#!/bin/sh\necho '<journal><movement>' > "$1"\n`, { mode: 0o755 })
+  writeFileSync(join(f.path, 'etc', 'report', 'c-fails'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
+  chownTree(join(f.path, 'etc'), NOBODY.uid, NOBODY.gid)
+  const failures = await runReportScripts({ id: 'slappart0', path: f.path, owner: NOBODY }, { runner: realRunner, log, env: { PATH: '/usr/bin:/bin' }, rootCheck: true })
+  assert.equal(failures, ["Script 'c-fails' failed."])
+  const xmlDir = join(f.path, 'var', 'xml_report')
+  const files = readdirSync(xmlDir)
+  assert.is(files.length, 2)
+  for (const name of files) {
+    assert.match(name, /^slapreport\.\w+$/)
+    assert.is(statSync(join(xmlDir, name)).uid, NOBODY.uid, 'written by the partition user')
+  }
+  const found = collectUsage(f.root, 'slappart0', log)
+  assert.is(found.length, 1)
+  assert.match(found[0]?.xml ?? '', '<quantity>1</quantity>')
+  // nothing deleted yet: the caller deletes once the master has the journal
+  assert.is(readdirSync(xmlDir).length, 2)
+})
+
+usage.run()
