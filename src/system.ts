@@ -21,6 +21,10 @@ export interface RunOptions {
   killGraceMs?: number
   /** called with each chunk of output as it arrives (stdout and stderr merged) */
   onOutput?: (chunk: string) => void
+  /** file mode creation mask of the child (node has no spawn option: set around the fork) */
+  umask?: number
+  /** the child shares our terminal (stdin/stdout/stderr), e.g. buildout -D; output is not captured */
+  interactive?: boolean
 }
 
 export interface RunResult {
@@ -44,14 +48,21 @@ export const realRunner: Runner = {
         reject(new Error('empty command'))
         return
       }
-      const child = spawn(cmd, args, {
-        cwd: opts.cwd,
-        env: opts.env ?? process.env,
-        uid: opts.uid,
-        gid: opts.gid,
-        detached: opts.processGroup === true,
-        stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-      })
+      // spawn forks synchronously: the child inherits this umask, then ours is restored
+      const savedUmask = opts.umask === undefined ? undefined : process.umask(opts.umask)
+      let child: ReturnType<typeof spawn>
+      try {
+        child = spawn(cmd, args, {
+          cwd: opts.cwd,
+          env: opts.env ?? process.env,
+          uid: opts.uid,
+          gid: opts.gid,
+          detached: opts.processGroup === true,
+          stdio: opts.interactive ? 'inherit' : [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+        })
+      } finally {
+        if (savedUmask !== undefined) process.umask(savedUmask)
+      }
       const cap = 1 << 20
       let stdout = ''
       let stderr = ''

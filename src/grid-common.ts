@@ -1,0 +1,247 @@
+// What node software, instance, report and promise share: their common options, the
+// start-up sequence of spec grid.md §1.7, and the helpers that decide who runs buildout and
+// with which environment (§3.4 step 9, §3.5). Used by grid-software.ts, grid-instance.ts,
+// grid-report.ts, buildout.ts and the node-* command files.
+import { createHash } from 'node:crypto'
+import { existsSync, readFileSync, statSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type { Argv } from 'yargs'
+import { readConfig, type RunArgs } from './cli.ts'
+import { loadNodeConfig, type ConfigFile, type NodeConfig } from './config.ts'
+import type { Ctx } from './context.ts'
+import { ConfigError, NotRootError, SlapError, UsageError } from './errors.ts'
+import type { Logger } from './log.ts'
+import { acquirePidfile } from './pidfile.ts'
+import { SlapClient } from './slap-client.ts'
+
+export type NodeCommandKind = 'software' | 'instance' | 'report' | 'promise'
+
+export interface NodeRun {
+  cfg: NodeConfig
+  client: SlapClient
+  log: Logger
+  /** every [slapos] and [networkcache] key ([networkcache] wins), command-line values applied */
+  settings: Map<string, string>
+  /** removes the pid file (idempotent); call it in a finally */
+  release(): void
+}
+
+/**
+ * grid.md §1.7, in the original's order: read the configuration and merge the command line,
+ * root check (exit 5), mandatory keys (exit 1), files that must exist (exit 1), random delay
+ * unless --now, pid file (exit 10), then the master client. Nothing contacts the master here
+ * (the original's best-effort getHateoasUrl is not made: it has no effect on the node).
+ */
+export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ctx): Promise<NodeRun> {
+  const file = readConfig('node', args.cfg, ctx.env)
+  checkRoot(file)
+  const overrides = commonOverrides(args)
+  const cfg = loadNodeConfig(file, overrides)
+  const settings = new Map([...file.section('slapos'), ...file.section('networkcache')])
+  for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') settings.set(k, String(v))
+  checkFiles(cfg, settings)
+  const delay = args.now === true ? 0 : cfg.maximalDelay
+  if (delay > 0) {
+    const seconds = 1 + Math.floor(Math.random() * delay)
+    ctx.log.info(`Sleeping for ${seconds} second${seconds === 1 ? '' : 's'} (maximal_delay = ${delay}; --now skips this)`)
+    await new Promise((r) => setTimeout(r, seconds * 1000))
+  }
+  const pidfile = kind === 'software' ? cfg.pidfileSoftware : kind === 'report' ? cfg.pidfileReport : cfg.pidfileInstance
+  const release = acquirePidfile(pidfile)
+  const client = new SlapClient({ masterUrl: cfg.masterUrl, keyFile: cfg.keyFile, certFile: cfg.certFile, caFile: cfg.masterCaFile })
+  return { cfg, client, log: ctx.log, settings, release }
+}
+
+/** The options of §1.6 common to the four commands (spellings as the original, underscores included). */
+export function nodeCommonOptions(y: Argv): Argv {
+  const int = (name: string) => (v: unknown) => {
+    if (v === undefined) return undefined
+    const s = String(v)
+    if (!/^-?\d+$/.test(s.trim())) throw new UsageError(`argument --${name}: invalid int value: '${s}'`)
+    return Number.parseInt(s, 10)
+  }
+  return y
+    .option('instance-root', { type: 'string', describe: 'directory of the partitions and of supervisord (default: [slapos] instance_root)' })
+    .option('software-root', { type: 'string', describe: 'directory of the software releases (default: [slapos] software_root)' })
+    .option('master-url', { type: 'string', describe: 'URL of the SlapOS master (default: [slapos] master_url)' })
+    .option('computer-id', { type: 'string', describe: 'reference of this node on the master (default: [slapos] computer_id)' })
+    .option('key_file', { type: 'string', describe: "the node's TLS key (default: [slapos] key_file)" })
+    .option('cert_file', { type: 'string', describe: "the node's TLS certificate (default: [slapos] cert_file)" })
+    .option('master_ca_file', { type: 'string', describe: 'CA of the master (default: [slapos] master_ca_file)' })
+    .option('certificate_repository_path', { type: 'string', describe: 'directory of the partition certificates' })
+    .option('signature_private_key_file', { type: 'string', describe: 'key signing uploads to the network cache' })
+    .option('buildout', { type: 'string', describe: 'buildout executable (default: [slapos] buildout, else buildout on PATH)' })
+    .option('pidfile', { type: 'string', describe: 'pid file, when the configuration names none for this command' })
+    .option('maximum-periodicity', { type: 'string', coerce: int('maximum-periodicity'), describe: 'seconds after which an unchanged partition is processed again' })
+    .option('promise-timeout', { type: 'string', coerce: int('promise-timeout'), describe: 'seconds a promise may run (default 20)' })
+    .option('partition-timeout', { type: 'string', coerce: int('partition-timeout'), describe: 'seconds an instance buildout may run' })
+    .option('now', { type: 'boolean', describe: 'start at once, without the random delay of maximal_delay' })
+    .option('maximal_delay', { type: 'string', coerce: int('maximal_delay'), describe: 'upper bound in seconds of the random start delay' })
+    .option('supervisord-socket', { type: 'string', hidden: true, describe: 'accepted and ignored, like the original' })
+    .option('supervisord-configuration-path', { type: 'string', hidden: true, describe: 'accepted and ignored, like the original' })
+}
+
+/** Lowercase hex md5 of the UTF-8 text: the directory name of a software release (§2.1). */
+export function md5hex(s: string): string {
+  return createHash('md5').update(s, 'utf8').digest('hex')
+}
+
+export interface Owner {
+  uid: number
+  gid: number
+  name: string
+  home: string
+  /** primary group first, then the groups listing the user in /etc/group */
+  groups: number[]
+}
+
+/**
+ * The owner of `path` (stat), named through /etc/passwd and /etc/group, read directly (no
+ * child process, no NSS: nodes create their users locally with useradd). A uid missing from
+ * /etc/passwd is named by its number, with home = `path`.
+ */
+export function ownerOf(path: string): Owner {
+  const st = statSync(path)
+  const uid = st.uid
+  let name = String(uid)
+  let home = path
+  let gid = st.gid
+  for (const line of readLines('/etc/passwd')) {
+    const f = line.split(':')
+    if (f.length >= 7 && Number(f[2]) === uid) {
+      name = f[0] ?? name
+      gid = Number(f[3])
+      home = f[5] || home
+      break
+    }
+  }
+  const groups = [gid]
+  for (const line of readLines('/etc/group')) {
+    const f = line.split(':')
+    if (f.length < 4) continue
+    const g = Number(f[2])
+    if ((f[3] ?? '').split(',').includes(name) && !groups.includes(g)) groups.push(g)
+  }
+  return { uid, gid, name, home, groups }
+}
+
+/** Variables a child buildout must not inherit (§3.5, HEAD). LC_* are removed too. */
+export const UNSAFE_ENV = [
+  'PYTHONHOME',
+  'PYTHONPATH',
+  'PYTHONSTARTUP',
+  'PYTHONY2K',
+  'PYTHONOPTIMIZE',
+  'PYTHONDEBUG',
+  'PYTHONDONTWRITEBYTECODE',
+  'PYTHONINSPECT',
+  'PYTHONUNBUFFERED',
+  'PYTHONVERBOSE',
+  'CONFIG_SITE',
+  'ENV',
+  'LOGNAME',
+  'TEMP',
+  'TMP',
+  'TMPDIR',
+  'LANG',
+  'LANGUAGE',
+] as const
+
+/** getCleanEnvironment of the original (HEAD): `base` minus UNSAFE_ENV and LC_*, HOME set, PYTHONNOUSERSITE=true. */
+export function cleanEnv(base: NodeJS.ProcessEnv, home: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  const drop = new Set<string>(UNSAFE_ENV)
+  for (const [k, v] of Object.entries(base)) {
+    if (v === undefined || drop.has(k) || k.startsWith('LC_')) continue
+    env[k] = v
+  }
+  env.HOME = home
+  env.PYTHONNOUSERSITE = 'true'
+  return env
+}
+
+/**
+ * Who a child runs as (§3.4 step 9). Not root: ourselves ({}). Root: the owner, unless the
+ * owner is root (uid or gid 0), which the original refuses as too dangerous; we refuse too,
+ * except with root_check = false (a standalone or development node kept by root), where the
+ * child then runs as root. Supplementary groups are not set: node's spawn clears them.
+ */
+export function asUser(owner: Owner, rootCheck: boolean): { uid?: number; gid?: number } {
+  if (process.getuid?.() !== 0) return {}
+  if (owner.uid !== 0 && owner.gid !== 0) return { uid: owner.uid, gid: owner.gid }
+  if (!rootCheck) return {}
+  throw new SlapError(`Refusing to run as root (uid ${owner.uid}, gid ${owner.gid}): too dangerous`, {
+    code: 'E_ROOT_OWNER',
+    hint: 'give the directory to an unprivileged user (node format does), or set root_check = false for a node kept by root',
+  })
+}
+
+// --- internal ---
+
+/** The root check comes before the mandatory keys, as in the original; only true/false are accepted. */
+function checkRoot(file: ConfigFile): void {
+  const raw = (file.get('slapos', 'root_check') ?? 'true').trim()
+  const v = raw.toLowerCase()
+  if (v !== 'true' && v !== 'false' && v !== '') {
+    throw new ConfigError(`Option 'root_check' needs to be "True" or "False", wrong value: '${raw}'`, 'set root_check = true or false in [slapos]')
+  }
+  if (v !== 'false' && process.getuid?.() !== 0) throw new NotRootError()
+}
+
+const PATH_OPTIONS: Record<string, string> = {
+  instanceRoot: 'instance_root',
+  softwareRoot: 'software_root',
+  key_file: 'key_file',
+  cert_file: 'cert_file',
+  master_ca_file: 'master_ca_file',
+  certificate_repository_path: 'certificate_repository_path',
+  signature_private_key_file: 'signature_private_key_file',
+  pidfile: 'pidfile',
+}
+
+/** Command-line values under the configuration's key names; paths made absolute from the current directory. */
+function commonOverrides(args: RunArgs): Record<string, string | number | undefined> {
+  const o: Record<string, string | number | undefined> = {}
+  for (const [opt, key] of Object.entries(PATH_OPTIONS)) {
+    const v = args[opt]
+    if (typeof v === 'string' && v !== '') o[key] = resolve(v)
+  }
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined)
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
+  o.master_url = str(args.masterUrl)
+  o.computer_id = str(args.computerId)
+  o.buildout = str(args.buildout)
+  o.maximum_periodicity = num(args.maximumPeriodicity)
+  o.promise_timeout = num(args.promiseTimeout)
+  o.partition_timeout = num(args.partitionTimeout)
+  o.maximal_delay = num(args.maximal_delay)
+  return o
+}
+
+/** grid.md §1.3: every configured file must exist, the certificate repository must be a directory. */
+function checkFiles(cfg: NodeConfig, flat: Map<string, string>): void {
+  const files: Array<[string, string | undefined]> = [
+    ['key_file', cfg.keyFile],
+    ['cert_file', cfg.certFile],
+    ['master_ca_file', cfg.masterCaFile],
+  ]
+  for (const key of ['signature-private-key-file', 'signature_private_key_file', 'shacache-ca-file', 'shacache-cert-file', 'shacache-key-file', 'shadir-ca-file', 'shadir-cert-file', 'shadir-key-file']) {
+    const v = flat.get(key)?.trim()
+    if (v) files.push([key, v])
+  }
+  for (const [key, path] of files) {
+    if (path !== undefined && !existsSync(path)) throw new ConfigError(`${key} file does not exist: ${path}`, `fix ${key} in ${cfg.file.path}`)
+  }
+  const repo = cfg.certificateRepositoryPath
+  if (repo !== undefined && !(existsSync(repo) && statSync(repo).isDirectory())) {
+    throw new ConfigError(`certificate_repository_path is not a directory: ${repo}`, `create it or fix certificate_repository_path in ${cfg.file.path}`)
+  }
+}
+
+function readLines(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8').split('\n')
+  } catch {
+    return []
+  }
+}

@@ -1,0 +1,211 @@
+// Unit tests of the node's shared pieces: pid file, md5 names, owners, clean environment,
+// privilege decision, and buildout runs (real buildout through the wrapper, real processes).
+import { spawn } from 'node:child_process'
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { buildoutFailure, runBuildout } from '../src/buildout.ts'
+import { LockedError, SlapError } from '../src/errors.ts'
+import { asUser, cleanEnv, md5hex, ownerOf, type Owner } from '../src/grid-common.ts'
+import { acquirePidfile } from '../src/pidfile.ts'
+import { realRunner } from '../src/system.ts'
+import { tempDir } from './helpers.ts'
+import { buildoutShim, renderSoftwareRelease } from './node-helpers.ts'
+
+const isRoot = process.getuid?.() === 0
+
+test('md5hex: lowercase hex md5 of the UTF-8 URL (the software directory name)', () => {
+  // values from Python's hashlib.md5(url.encode()).hexdigest()
+  assert.is(md5hex('http://example.com/software.cfg'), '91d5c3732524c019b6f1d313793d8809')
+  assert.is(md5hex(''), 'd41d8cd98f00b204e9800998ecf8427e')
+  assert.is(md5hex('http://x/\u00e9.cfg'), '2bb6f06106f9fcda12f78505bd853c7e')
+})
+
+test('cleanEnv: drops Python, locale and temp variables, sets HOME and PYTHONNOUSERSITE', () => {
+  const env = cleanEnv(
+    {
+      PATH: '/usr/bin',
+      USER: 'slapsoft',
+      PYTHONPATH: '/x',
+      PYTHONHOME: '/y',
+      PYTHONDONTWRITEBYTECODE: '1',
+      LANG: 'C.UTF-8',
+      LANGUAGE: 'en',
+      LC_ALL: 'C',
+      LC_CTYPE: 'C',
+      TMPDIR: '/t',
+      TMP: '/t',
+      TEMP: '/t',
+      LOGNAME: 'root',
+      ENV: '/e',
+      CONFIG_SITE: '/c',
+      HOME: '/root',
+      KEEP: 'yes',
+    },
+    '/srv/sr',
+  )
+  assert.equal(env, { PATH: '/usr/bin', USER: 'slapsoft', HOME: '/srv/sr', KEEP: 'yes', PYTHONNOUSERSITE: 'true' })
+})
+
+test('ownerOf: stat owner named through /etc/passwd, groups from /etc/group', () => {
+  const dir = tempDir()
+  try {
+    const root = ownerOf(dir)
+    assert.is(root.uid, process.getuid?.())
+    if (isRoot) {
+      assert.is(root.name, 'root')
+      assert.is(root.home, '/root')
+      chownSync(dir, 65534, 65534)
+      const nobody = ownerOf(dir)
+      assert.equal([nobody.uid, nobody.gid, nobody.name, nobody.home], [65534, 65534, 'nobody', '/nonexistent'])
+      assert.is(nobody.groups[0], 65534)
+      // a uid without a passwd entry is named by its number, home = the path
+      chownSync(dir, 54321, 54321)
+      const anon = ownerOf(dir)
+      assert.equal([anon.uid, anon.gid, anon.name, anon.home, anon.groups], [54321, 54321, '54321', dir, [54321]])
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('asUser: root drops to the owner; root-owned refused unless root_check = false', () => {
+  const nobody: Owner = { uid: 65534, gid: 65534, name: 'nobody', home: '/', groups: [65534] }
+  const root: Owner = { uid: 0, gid: 0, name: 'root', home: '/root', groups: [0] }
+  if (!isRoot) {
+    assert.equal(asUser(nobody, true), {})
+    return
+  }
+  assert.equal(asUser(nobody, true), { uid: 65534, gid: 65534 })
+  assert.equal(asUser(root, false), {})
+  assert.throws(() => asUser(root, true), (e: unknown) => e instanceof SlapError && /too dangerous/.test(e.message))
+  assert.throws(() => asUser({ ...nobody, gid: 0 }, true), /too dangerous/)
+})
+
+test('pidfile: written without newline, released at the end; a live slapos holder gives LockedError (exit 10)', async () => {
+  const dir = tempDir()
+  const path = join(dir, 'sub', 'slapgrid-sr.pid')
+  try {
+    const release = acquirePidfile(path)
+    assert.is(readFileSync(path, 'utf8'), String(process.pid))
+    // taking it again from the same process is allowed (our own pid)
+    acquirePidfile(path)
+    release()
+    assert.not.ok(existsSync(path))
+
+    // stale: a dead pid is overwritten
+    writeFileSync(path, '999999999')
+    const r2 = acquirePidfile(path)
+    assert.is(readFileSync(path, 'utf8'), String(process.pid))
+    r2()
+
+    // live, but not a slapos process (pid recycled): overwritten
+    const sleeper = spawn('sleep', ['30'])
+    writeFileSync(path, String(sleeper.pid))
+    const r3 = acquirePidfile(path)
+    assert.is(readFileSync(path, 'utf8'), String(process.pid))
+    r3()
+    sleeper.kill()
+
+    // live slapos process: refused, file untouched
+    const wrapped = spawn('sh', ['-c', 'sleep 30; true', 'slapos-node-software'], { stdio: 'ignore' })
+    await new Promise((r) => setTimeout(r, 100))
+    writeFileSync(path, String(wrapped.pid))
+    try {
+      acquirePidfile(path)
+      assert.unreachable('should be locked')
+    } catch (e) {
+      assert.instance(e, LockedError)
+      assert.is((e as LockedError).exitCode, 10)
+    }
+    assert.is(readFileSync(path, 'utf8'), String(wrapped.pid))
+    await new Promise((r) => {
+      wrapped.once('exit', r)
+      wrapped.kill()
+    })
+
+    // release does not remove a file another run took over
+    const r4 = acquirePidfile(path)
+    writeFileSync(path, '12345')
+    r4()
+    assert.is(readFileSync(path, 'utf8'), '12345')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('runBuildout: real buildout through the wrapper, lines streamed, clean env, umask 027', async () => {
+  const dir = tempDir()
+  try {
+    const shim = buildoutShim(join(dir, 'shim'))
+    const url = renderSoftwareRelease(join(dir, 'sr'))
+    const work = join(dir, 'software')
+    mkdirSync(work)
+    writeFileSync(join(work, 'buildout.cfg'), `[buildout]\nextends = ${url}\n`)
+    const lines: string[] = []
+    const res = await runBuildout({
+      binary: shim,
+      args: ['-U', `buildout:directory=${work}`, '-N', '-c', join(work, 'buildout.cfg')],
+      cwd: work,
+      owner: ownerOf(work),
+      home: work,
+      runner: realRunner,
+      rootCheck: false,
+      baseEnv: { PATH: '/usr/bin:/bin', PYTHONPATH: '/nonexistent-should-be-dropped', LANG: 'C' },
+      onLine: (l) => lines.push(l),
+    })
+    assert.ok(res.ok, res.output)
+    assert.not.ok(res.timedOut)
+    assert.ok(lines.some((l) => l.includes('Installing instance-profile')), lines.join('\n'))
+    assert.match(res.output, 'Installing instance-profile')
+    assert.ok(existsSync(join(work, 'instance.cfg')))
+    // umask 027: buildout's directories are not world-readable
+    assert.is(statSync(join(work, 'parts')).mode & 0o777, 0o750)
+
+    // a failing profile: ok false, the output says why
+    writeFileSync(join(work, 'buildout.cfg'), `[buildout]\nextends = ${join(dir, 'missing.cfg')}\n`)
+    const bad = await runBuildout({ binary: shim, args: ['-c', join(work, 'buildout.cfg')], cwd: work, owner: ownerOf(work), home: work, runner: realRunner, rootCheck: false })
+    assert.not.ok(bad.ok)
+    assert.match(bad.output, 'missing.cfg')
+    assert.match(buildoutFailure(work, bad.output), `Failed to run buildout profile in directory '${work}':\n`)
+
+    // an executable that does not exist: not ok, no exception
+    const none = await runBuildout({ binary: join(dir, 'nope'), args: [], cwd: work, owner: ownerOf(work), home: work, runner: realRunner, rootCheck: false })
+    assert.not.ok(none.ok)
+    assert.match(none.output, 'ENOENT')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('runBuildout: the timeout kills the whole process tree', async () => {
+  const dir = tempDir()
+  try {
+    const script = join(dir, 'fake-buildout')
+    const marker = join(dir, 'grandchild.pid')
+    writeFileSync(script, `#!/bin/sh\nsleep 60 &\necho $! > ${marker}\necho started\nwait\n`)
+    chmodSync(script, 0o755)
+    const t0 = Date.now()
+    const res = await runBuildout({ binary: script, args: [], cwd: dir, owner: ownerOf(dir), home: dir, runner: realRunner, rootCheck: false, timeoutMs: 500 })
+    assert.ok(Date.now() - t0 < 5000)
+    assert.not.ok(res.ok)
+    assert.ok(res.timedOut)
+    assert.match(res.output, 'started')
+    assert.match(res.output, 'timeout')
+    const grandchild = Number(readFileSync(marker, 'utf8'))
+    await new Promise((r) => setTimeout(r, 1500))
+    // gone, or a zombie waiting for init to reap it (its parent was killed as well)
+    let alive = true
+    try {
+      alive = !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${grandchild}/stat`, 'utf8'))
+    } catch {
+      alive = false
+    }
+    assert.not.ok(alive, 'the sleep started by the script must be killed too')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test.run()
