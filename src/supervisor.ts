@@ -11,8 +11,9 @@
 //   stop: <id>.conf deleted --applyChanges--> group stopped and removed
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
-import type { NodeConfig } from './config.ts'
-import { SlapError } from './errors.ts'
+import type { ConfigFile, NodeConfig } from './config.ts'
+import { NODE_DEFAULTS } from './config.ts'
+import { ConfigError, SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { realRunner, type Runner } from './system.ts'
 
@@ -110,6 +111,34 @@ export function supervisordConfText(paths: SupervisorPaths, watchdogCommand: str
     `files=${ini(join(paths.confDir, '*.conf'))}`,
     '',
   ].join('\n')
+}
+
+/**
+ * `slapos node supervisord` and `node supervisorctl`: the instance root from [slapos], its
+ * directories, and etc/supervisord.conf. The original writes an empty watchdog command
+ * here (node instance fills it in later); when master_url and computer_id are known we
+ * write the real one at once, so the listener works from the start.
+ */
+export function prepareSupervisordFromConfig(file: ConfigFile, opts: { onlyIfMissing?: boolean } = {}): SupervisorPaths {
+  const instanceRoot = file.path_('slapos', 'instance_root')
+  if (!instanceRoot) throw new ConfigError(`${file.path}: [slapos] instance_root is missing`, 'set instance_root in the [slapos] section')
+  const paths = supervisorPaths(instanceRoot)
+  if (opts.onlyIfMissing && existsSync(paths.conf)) return paths
+  createInstanceRootStructure(instanceRoot)
+  const masterUrl = file.get('slapos', 'master_url')?.trim()
+  const computerId = file.get('slapos', 'computer_id')?.trim()
+  const command =
+    masterUrl && computerId
+      ? watchdogCommand({
+          watchdogCommand: file.get('slapos', 'watchdog_command')?.trim() || NODE_DEFAULTS.watchdogCommand,
+          masterUrl,
+          computerId,
+          certificateRepositoryPath: file.path_('slapos', 'certificate_repository_path'),
+          instanceRoot,
+        })
+      : ''
+  writeSupervisordConf(instanceRoot, command)
+  return paths
 }
 
 /** Who runs a partition's services. */
@@ -319,6 +348,11 @@ export class Supervisor {
     return this.exclusive(async () => {
       await this.rpc('supervisor.startAllProcesses', [false])
     })
+  }
+
+  /** Path of an executable found on PATH (supervisorctl for the node commands). */
+  static which(name: string): string | undefined {
+    return findOnPath(name)
   }
 
   /** Stops every process and supervisord itself (tests, upgrades). */

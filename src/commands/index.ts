@@ -41,6 +41,13 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./help.ts'),
   },
   {
+    name: 'node bang',
+    group: 'node',
+    summary: 'request update on all partitions',
+    aliases: ['bang'],
+    load: () => import('./node-bang.ts'),
+  },
+  {
     name: 'node format',
     group: 'node',
     summary: 'create users, partitions and network configuration',
@@ -52,6 +59,19 @@ export const COMMANDS: CommandSpec[] = [
     group: 'node',
     summary: 'Register a new computer on SlapOS Master.',
     load: () => import('./node-register.ts'),
+  },
+  {
+    name: 'node supervisord',
+    group: 'node',
+    summary: 'launch, if not already running, supervisor daemon',
+    load: () => import('./node-supervisord.ts'),
+  },
+  {
+    name: 'node watchdog',
+    group: 'node',
+    summary: 'supervisord event listener: bang partitions whose watched services fail',
+    aliases: ['watchdog'],
+    load: () => import('./node-watchdog.ts'),
   },
   {
     name: 'proxy start',
