@@ -54,7 +54,7 @@ export function createInstanceRootStructure(instanceRoot: string): void {
   ]
   for (const [rel, mode] of dirs) {
     const p = join(instanceRoot, rel)
-    mkdirSync(p, { mode })
+    mkdirSync(p, { recursive: true, mode })
     // mkdir's mode is filtered by the umask, and an existing directory keeps whatever it had
     chmodSync(p, mode)
   }
