@@ -55,6 +55,13 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-format.ts'),
   },
   {
+    name: 'node instance',
+    group: 'node',
+    summary: 'deploy, start and stop the partitions the master asks for',
+    aliases: ['grid instance'],
+    load: () => import('./node-instance.ts'),
+  },
+  {
     name: 'node register',
     group: 'node',
     summary: 'Register a new computer on SlapOS Master.',

@@ -1,0 +1,694 @@
+// `slapos node instance` (old slapgrid-cp), what cron runs every minute: bring every
+// partition of this node to the state the master asks for (grid.md §4). The decisions
+// (selection, timestamps, periodicity) are in grid-plan.ts; this file does them: instance
+// buildout as the partition owner, services under supervisord, promises, reports.
+//
+// One partition, requested state `started`:
+//
+//   certificate ─> buildout.cfg ─> buildout ─> group file + start ─> promises ─> /started
+//        │              (any error: .slapgrid-<id>-error.log, promises anyway,     │
+//        │               /softwareInstanceError, no .timestamp)                   v
+//        └──────────────────────────────────────────────────────────────> .timestamp
+//
+// `stopped`: buildout, then (always) stop services, /stopped. `destroyed` (with a software
+// release): stop services, /stopped; the files stay until `node report` destroys them.
+// Errors are caught at the partition boundary: one failing partition never stops the others.
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs'
+import { join } from 'node:path'
+import { buildoutFailure, runBuildout } from './buildout.ts'
+import type { NodeConfig } from './config.ts'
+import type { Ctx } from './context.ts'
+import { ConnectionError, NotFoundError, SlapError } from './errors.ts'
+import { EXIT } from './exit-codes.ts'
+import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
+import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
+import type { Logger } from './log.ts'
+import { firstFailure, promiseFailureMessage, runPromises } from './promise.ts'
+import type { ComputerPartition, SlapClient } from './slap-client.ts'
+import {
+  createInstanceRootStructure,
+  startPartitionServices,
+  stopPartitionServices,
+  Supervisor,
+  supervisorPaths,
+  watchdogCommand,
+  writeSupervisordConf,
+  type PartitionProcesses,
+} from './supervisor.ts'
+
+export interface InstanceOptions {
+  /** --force / --all: process up-to-date partitions too */
+  force: boolean
+  /** --force-stop: run buildout of started partitions but stop their services, report nothing */
+  forceStop: boolean
+  /** --only-cp ids */
+  only?: ReadonlySet<string> | undefined
+  /** --buildout-debug: buildout -D, output not captured */
+  buildoutDebug: boolean
+  /** --jobs: partitions processed at the same time (default 1) */
+  jobs: number
+  /** --json: the summary as JSON on stdout */
+  json: boolean
+}
+
+/** How one partition ended in this run (the summary table and --json). */
+export type PartitionResult = 'deployed' | 'up-to-date' | 'failed' | 'promise-failed' | 'free' | 'missing-directory' | 'not-selected'
+
+export interface PartitionSummary {
+  id: string
+  /** requested state */
+  state: string
+  softwareType: string | undefined
+  result: PartitionResult
+  /** error text (failed, promise-failed, missing-directory) */
+  message?: string | undefined
+  durationMs: number
+}
+
+/** Raised when a promise of a started partition fails: counts as exit 2, not 1. */
+export class PromiseFailedError extends SlapError {
+  constructor(message: string) {
+    super(message, { code: 'E_PROMISE', exitCode: EXIT.PROMISE_FAIL })
+  }
+}
+
+/**
+ * grid.md §4.1 (`processComputerPartitionList`): structure and supervisord, one
+ * getFullComputerInformation, then every partition (up to `jobs` at a time). Returns the
+ * exit status: 1 if any partition failed, else 2 if any promise failed, else 0; 3 when the
+ * master could not be reached and the node fell back to offline mode (§4.10).
+ */
+export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx: Ctx): Promise<number> {
+  const { cfg, client, log } = run
+  const started = Date.now()
+  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
+  createInstanceRootStructure(cfg.instanceRoot)
+  writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+  const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log, ctx.runner)
+  await sup.launch({ forbid: cfg.forbidSupervisordAutomaticLaunch })
+
+  log.info('Processing computer partitions...')
+  let partitions: ComputerPartition[]
+  try {
+    partitions = (await client.getFullComputerInformation(cfg.computerId))._computer_partition_list
+  } catch (e) {
+    if (e instanceof ConnectionError) return offline(cfg, sup, log, e)
+    throw e
+  }
+  const unknown = unknownPartitionsMessage(
+    partitions.map((p) => p._partition_id ?? ''),
+    opts.only,
+  )
+  if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
+
+  const progress = new Progress(process.stderr.isTTY === true && !opts.buildoutDebug)
+  const env: Env = { cfg, client, sup, log, ctx, opts, progress, settings: run.settings }
+  const summaries: PartitionSummary[] = []
+  let lostMaster: ConnectionError | undefined
+  let next = 0
+  const worker = async () => {
+    while (lostMaster === undefined) {
+      const p = partitions[next++]
+      if (!p) return
+      try {
+        summaries.push(await handlePartition(env, p))
+      } catch (e) {
+        // only a lost master gets here: the other errors stay inside their partition
+        if (e instanceof ConnectionError) lostMaster ??= e
+        else throw e
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs, partitions.length || 1)) }, worker))
+  progress.clear()
+  if (lostMaster) return offline(cfg, sup, log, lostMaster)
+
+  const order = new Map(partitions.map((p, i) => [p._partition_id ?? '', i]))
+  summaries.sort((a, b) => (order.get(a.id) ?? 0) - (order.get(b.id) ?? 0))
+  const failed = summaries.filter((s) => s.result === 'failed')
+  const promiseFailed = summaries.filter((s) => s.result === 'promise-failed')
+  // §4.1.6: the original's summary, first line of each error (the whole text is in the
+  // partition's .slapgrid-<id>-error.log and was sent to the master)
+  if (failed.length) {
+    log.error('Error while processing the following partitions:')
+    for (const s of failed) log.error(`  ${s.id}[${s.softwareType ?? '(not ready)'}]: ${firstLine(s.message)}`)
+  }
+  if (promiseFailed.length) {
+    log.error('Error with promises for the following partitions:')
+    for (const s of promiseFailed) log.error(`  ${s.id}[${s.softwareType ?? '(not ready)'}]: ${firstLine(s.message)}`)
+  }
+  const code = runExitCode(failed.length, promiseFailed.length)
+  const shown = summaries.filter((s) => s.result !== 'not-selected')
+  if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, partitions: summaries }, null, 2) + '\n')
+  else if (shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
+  log.info(`Finished computer partitions (${summaries.length} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
+  return code
+}
+
+/** The summary table written on stderr at the end of a run. */
+export function summaryTable(rows: PartitionSummary[]): string {
+  if (rows.length === 0) return ''
+  const head = ['partition', 'state', 'result', 'duration']
+  const cells = rows.map((r) => [r.id, r.state, r.result.replace('-', ' '), `${(r.durationMs / 1000).toFixed(1)} s`])
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
+  const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i] ?? 0)).join('  ').trimEnd()
+  return [line(head), ...cells.map(line)].join('\n') + '\n'
+}
+
+/** The partition owner (uid/gid of its directory, name and home from /etc/passwd). */
+export function partitionOwner(path: string): Owner {
+  return ownerOf(path)
+}
+
+/** The buildout profile tail slapgrid appends to the instance profile (grid.md §4.5, HEAD). */
+export function buildoutTail(t: {
+  computerId: string
+  partitionId: string
+  masterUrl: string
+  softwareReleaseUrl: string
+  keyFile: string
+  certFile: string
+  sharedPartList: string[]
+  buildTimePartList: string[]
+  requestedState: string
+  storageHome: string
+  ipv4GlobalNetwork: string
+}): string {
+  const list = (l: string[]) => l.map((x) => `\n  ${x}`).join('')
+  return [
+    "# This is beginning of zc.buildout profile's tail added by slapgrid",
+    '[buildout]',
+    '# put buildout generated binaries in specific directory',
+    'bin-directory = ${buildout:directory}/sbin',
+    '',
+    '# protect software and run parts offline',
+    'offline = true',
+    '',
+    '[slap-connection]',
+    `computer-id = ${t.computerId}`,
+    `partition-id = ${t.partitionId}`,
+    `server-url = ${t.masterUrl}`,
+    `software-release-url = ${t.softwareReleaseUrl}`,
+    `key-file = ${t.keyFile}`,
+    `cert-file = ${t.certFile}`,
+    `shared-part-list =${list(t.sharedPartList)}`,
+    `build-time-part-list =${list(t.buildTimePartList)}`,
+    `requested-state = ${t.requestedState}`,
+    '',
+    '[slap_connection]',
+    '# Kept for backward compatiblity',
+    `computer_id = ${t.computerId}`,
+    `partition_id = ${t.partitionId}`,
+    `server_url = ${t.masterUrl}`,
+    `software_release_url = ${t.softwareReleaseUrl}`,
+    `key_file = ${t.keyFile}`,
+    `cert_file = ${t.certFile}`,
+    '',
+    '[storage-configuration]',
+    `storage-home = ${t.storageHome}`,
+    '',
+    '[network-information]',
+    `global-ipv4-network = ${t.ipv4GlobalNetwork}`,
+    "# This is end of zc.buildout profile's tail added by slapgrid",
+    '',
+  ].join('\n')
+}
+
+// --- internal ---
+
+interface Env {
+  cfg: NodeConfig
+  client: SlapClient
+  sup: Supervisor
+  log: Logger
+  ctx: Ctx
+  opts: InstanceOptions
+  progress: Progress
+  settings: Map<string, string>
+}
+
+/** One partition, from the master's description to its summary. Throws only ConnectionError. */
+async function handlePartition(env: Env, p: ComputerPartition): Promise<PartitionSummary> {
+  const { cfg, client, opts } = env
+  const start = Date.now()
+  const id = p._partition_id ?? ''
+  const path = join(cfg.instanceRoot, id)
+  const params = p._parameter_dict ?? {}
+  const doc = p._software_release_document
+  const srUrl = (typeof doc === 'string' ? doc : doc?._software_release) ?? null
+  const state = p._requested_state ?? 'destroyed'
+  const softwareType = typeof params.slap_software_type === 'string' ? params.slap_software_type : undefined
+  const rawTimestamp = params.timestamp
+  const timestamp = rawTimestamp === undefined || rawTimestamp === null ? undefined : String(rawTimestamp)
+  const softwarePath = srUrl ? join(cfg.softwareRoot, md5hex(srUrl)) : undefined
+  const log = env.log.child(id)
+  const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
+
+  const dirExists = isDirectory(path)
+  const timestampFile = join(path, '.timestamp')
+  const periodicityFile = softwarePath ? join(softwarePath, 'periodicity') : undefined
+  const decision: PartitionDecision = planPartition(
+    { id, state, softwareReleaseUrl: srUrl, timestamp },
+    { dirExists, timestamp: dirExists ? readTimestamp(timestampFile) : undefined, periodicityFile: periodicityFile ? readOptional(periodicityFile) : undefined },
+    { force: opts.force, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() },
+  )
+
+  switch (decision.kind) {
+    case 'missing-dir': {
+      const message = `Partition directory ${path} does not exist.`
+      log.warning(message)
+      await report(log, () => client.softwareInstanceError(cfg.computerId, id, message))
+      return summary('missing-directory', message)
+    }
+    case 'free':
+      cleanFreePartition(path, log)
+      return summary('free')
+    default:
+      break
+  }
+  // §4.3 step 1: what the previous buildout requested is forgotten before anything else
+  removeIfExists(join(path, `.slapos-request-transaction-${id}`))
+  if (decision.kind === 'not-selected') return summary('not-selected')
+  if (decision.deletePeriodicityFile && periodicityFile) {
+    log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
+    removeIfExists(periodicityFile)
+  }
+  if (decision.kind === 'up-to-date') {
+    log.debug('up to date: nothing to do')
+    return summary('up-to-date')
+  }
+  if (decision.deleteTimestamp) removeIfExists(timestampFile)
+
+  // §4.4: from here on every line of this partition also goes to its instance.log
+  const owner = partitionOwner(path)
+  const plog = partitionLogger(log, path, owner, env.progress)
+  plog.info(`Processing partition ${id} (requested state ${state}${softwareType ? `, software type ${softwareType}` : ''})`)
+  try {
+    await fetchCertificate(env, id, owner)
+    removeIfExists(join(path, `.slapgrid-${id}-error.log`))
+    await dispatch(env, { id, path, state, srUrl: srUrl ?? '', softwarePath: softwarePath ?? '', owner, log: plog, params: p })
+    if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) writeFileSync(timestampFile, decision.writeTimestamp)
+    plog.info(`Partition ${id} ${state === 'started' && !opts.forceStop ? 'deployed and started' : 'processed'}`)
+    return summary('deployed')
+  } catch (e) {
+    if (e instanceof ConnectionError) throw e
+    const message = e instanceof Error ? e.message : String(e)
+    if (e instanceof PromiseFailedError) {
+      plog.error(message)
+      await report(plog, () => client.softwareInstanceError(cfg.computerId, id, message))
+      return summary('promise-failed', message)
+    }
+    plog.error(message)
+    if (!(e instanceof SlapError) && e instanceof Error && e.stack) plog.debug(e.stack)
+    writeFileSync(join(path, `.slapgrid-${id}-error.log`), message + '\n')
+    if (state === 'started' && !opts.forceStop) {
+      // refresh the promise results, as the original does; their failure does not count here
+      try {
+        await runPromises({ path, id, owner, timeoutSec: cfg.promiseTimeout, runner: env.ctx.runner, log: plog, rootCheck: cfg.rootCheck })
+      } catch {
+        /* the partition already failed */
+      }
+    }
+    await report(plog, () => client.softwareInstanceError(cfg.computerId, id, message))
+    return summary('failed', message)
+  }
+}
+
+interface Work {
+  id: string
+  path: string
+  state: string
+  srUrl: string
+  softwarePath: string
+  owner: Owner
+  log: Logger
+  params: ComputerPartition
+}
+
+/** §4.4 step 4: what each requested state means. */
+async function dispatch(env: Env, w: Work): Promise<void> {
+  const { cfg, client, sup, opts } = env
+  const processes: PartitionProcesses = { id: w.id, path: w.path, uid: w.owner.uid, gid: w.owner.gid, user: w.owner.name, home: w.owner.home }
+  switch (w.state) {
+    case 'started': {
+      await install(env, w)
+      if (opts.forceStop) {
+        await stopPartitionServices(sup, cfg.instanceRoot, w.id)
+        await sendTransaction(env, w)
+        return
+      }
+      await startPartitionServices(sup, cfg.instanceRoot, processes, w.log)
+      const results = await runPromises({ path: w.path, id: w.id, owner: w.owner, timeoutSec: cfg.promiseTimeout, runner: env.ctx.runner, log: w.log, rootCheck: cfg.rootCheck })
+      const failure = firstFailure(results)
+      if (failure) throw new PromiseFailedError(promiseFailureMessage(failure))
+      await client.startedComputerPartition(cfg.computerId, w.id)
+      await sendTransaction(env, w)
+      return
+    }
+    case 'stopped': {
+      try {
+        await install(env, w)
+      } finally {
+        await stopPartitionServices(sup, cfg.instanceRoot, w.id)
+      }
+      if (opts.forceStop) {
+        await sendTransaction(env, w)
+        return
+      }
+      await ignoreErrors(w.log, () => client.stoppedComputerPartition(cfg.computerId, w.id))
+      await sendTransaction(env, w)
+      return
+    }
+    case 'destroyed':
+      await stopPartitionServices(sup, cfg.instanceRoot, w.id)
+      if (!opts.forceStop) await ignoreErrors(w.log, () => client.stoppedComputerPartition(cfg.computerId, w.id))
+      return
+    default:
+      throw new SlapError(`Computer Partition '${w.id}' has unsupported state: ${w.state}`, { code: 'E_UNSUPPORTED_STATE' })
+  }
+}
+
+/** §4.5 (`Partition.install`): checks, buildout.cfg, then the instance buildout as the partition owner. */
+async function install(env: Env, w: Work): Promise<void> {
+  const { cfg, opts, ctx } = env
+  if (!isDirectory(w.path)) throw new SlapError(`Please create partition directory ${w.path}`)
+  if (w.softwarePath) ensureSoftwareLink(w.path, w.softwarePath, w.owner)
+  const mode = statSync(w.path).mode & 0o7777
+  if (mode !== 0o750) {
+    throw new SlapError(`Wrong permissions in ${w.path}: actual permissions are: 0${mode.toString(8)}, wanted are 0750`, { code: 'E_PERMISSIONS', hint: `chmod 750 ${w.path}` })
+  }
+  if (!w.softwarePath || !isDirectory(w.softwarePath)) throw new SlapError(`Software Release ${w.srUrl} is not present on system.`, { code: 'E_NO_SOFTWARE', hint: 'run `slapos node software` first' })
+  const template = ['instance.cfg', 'template.cfg'].map((f) => join(w.softwarePath, f)).find((f) => existsSync(f))
+  if (!template) {
+    throw new SlapError(`Software Release ${w.srUrl} is not correctly installed. Missing file: ${join(w.softwarePath, 'instance.cfg')}`, { code: 'E_NO_TEMPLATE' })
+  }
+  const repo = cfg.certificateRepositoryPath
+  const tail = buildoutTail({
+    computerId: cfg.computerId,
+    partitionId: w.id,
+    masterUrl: cfg.masterUrl,
+    softwareReleaseUrl: w.srUrl,
+    keyFile: repo ? join(repo, `${w.id}.key`) : '',
+    certFile: repo ? join(repo, `${w.id}.crt`) : '',
+    sharedPartList: cfg.sharedPartList,
+    buildTimePartList: cfg.buildTimePartList,
+    requestedState: w.state,
+    storageHome: env.settings.get('instance_storage_home')?.trim() ?? '',
+    ipv4GlobalNetwork: env.settings.get('ipv4_global_network')?.trim() ?? '',
+  })
+  const profile = join(w.path, 'buildout.cfg')
+  writeAtomic(profile, readFileSync(template, 'utf8') + '\n\n' + tail, 0o640, { gid: w.owner.gid })
+
+  const binary = await chooseBuildout(env, w)
+  w.log.info(`Running buildout in ${w.path}${opts.buildoutDebug ? ' (debug)' : ''}`)
+  env.progress.begin(w.id)
+  try {
+    const r = await runBuildout({
+      binary,
+      args: [...(opts.buildoutDebug ? ['-D'] : []), '-U'],
+      cwd: w.path,
+      owner: w.owner,
+      home: w.path,
+      timeoutMs: cfg.partitionTimeout ? cfg.partitionTimeout * 1000 : undefined,
+      onLine: (line) => {
+        env.progress.line(w.id, line)
+        w.log.debug(line)
+      },
+      runner: ctx.runner,
+      rootCheck: cfg.rootCheck,
+      // the slap library inside the buildout writes .slapos-request-transaction-<id> there (§4.9)
+      baseEnv: { ...ctx.env, SLAPGRID_INSTANCE_ROOT: cfg.instanceRoot },
+      interactive: opts.buildoutDebug,
+    })
+    if (!r.ok) {
+      const why = r.timedOut ? `buildout did not finish within partition_timeout (${cfg.partitionTimeout} s) and was killed\n` : ''
+      throw new SlapError(buildoutFailure(w.path, why + r.output), { code: 'E_BUILDOUT' })
+    }
+  } finally {
+    env.progress.end(w.id)
+  }
+  const retention = join(w.path, '.slapos-retention-lock-delay')
+  if (!existsSync(retention)) {
+    const filter = w.params.raw.state._filter_dict
+    const delay = filter && typeof filter === 'object' && !Array.isArray(filter) && 'retention_delay' in filter ? Number((filter as Record<string, unknown>).retention_delay) || 0 : 0
+    writeFileSync(retention, String(delay))
+  }
+}
+
+/**
+ * §4.5 steps 7-8: one `bin/bootstrap*` in the software release is run to make
+ * `<partition>/sbin/buildout`; else the release's own `bin/buildout`; else the buildout of
+ * slapos.cfg (the original would bootstrap one into the partition, see notes on buildout).
+ */
+async function chooseBuildout(env: Env, w: Work): Promise<string> {
+  const bin = join(w.softwarePath, 'bin')
+  const bootstraps = safeReaddir(bin).filter((n) => n.startsWith('bootstrap'))
+  if (bootstraps.length > 1) throw new SlapError(`More than one bootstrap candidate found in ${bin}: ${bootstraps.sort().join(', ')}`)
+  if (bootstraps.length === 1) {
+    const script = join(bin, bootstraps[0] ?? '')
+    const r = await runBuildout({ binary: script, args: [], cwd: w.path, owner: w.owner, home: w.owner.home, runner: env.ctx.runner, rootCheck: env.cfg.rootCheck, baseEnv: env.ctx.env })
+    if (!r.ok) throw new SlapError(`Failed to bootstrap buildout in '${w.path}'.\n${r.output}`)
+    return join(w.path, 'sbin', 'buildout')
+  }
+  const own = join(bin, 'buildout')
+  return existsSync(own) ? own : env.cfg.buildout
+}
+
+/** §4.4 step 2: the partition's certificate and key, rewritten when the master's differ. */
+async function fetchCertificate(env: Env, id: string, owner: Owner): Promise<void> {
+  const repo = env.cfg.certificateRepositoryPath
+  if (!repo) return
+  let cert
+  try {
+    cert = await env.client.getComputerPartitionCertificate(env.cfg.computerId, id)
+  } catch (e) {
+    if (e instanceof NotFoundError) throw new SlapError(`Partition ${id} is not known by SlapOS Master.`, { code: 'E_NOT_FOUND' })
+    throw e
+  }
+  for (const [file, text] of [
+    [join(repo, `${id}.crt`), cert.certificate],
+    [join(repo, `${id}.key`), cert.key],
+  ] as const) {
+    if (readOptional(file) === text) continue
+    writeAtomic(file, text, 0o400, { uid: owner.uid, gid: owner.gid })
+  }
+}
+
+/** §4.9: instances requested by this partition's buildout, sent after a successful processing. */
+async function sendTransaction(env: Env, w: Work): Promise<void> {
+  const file = join(w.path, `.slapos-request-transaction-${w.id}`)
+  const text = readOptional(file)
+  if (text === undefined) return
+  const refs = text.split('\n').map((l) => l.trim()).filter(Boolean)
+  try {
+    await env.client.updateComputerPartitionRelatedInstanceList(env.cfg.computerId, w.id, refs)
+  } catch (e) {
+    if (e instanceof NotFoundError) w.log.warning(`the master does not know the related instance list call: ${e.message}`)
+    else throw e
+  }
+}
+
+/** §4.2: a free partition keeps only `.slapos-resource`; our own leftovers are removed. */
+function cleanFreePartition(path: string, log: Logger): void {
+  for (const f of ['.slapgrid', '.timestamp']) rmSync(join(path, f), { recursive: true, force: true })
+  const rest = safeReaddir(path).filter((f) => f !== '.slapos-resource')
+  if (rest.length) log.warning(`free partition ${path} is not empty: ${rest.sort().slice(0, 5).join(', ')}${rest.length > 5 ? ', ...' : ''}`)
+}
+
+/**
+ * §4.10: the master cannot be reached: partitions whose `.requested_state` (left by old
+ * versions) says stopped are stopped, then every supervised process is started. Exit 3,
+ * or 1 when supervisord does not answer.
+ */
+async function offline(cfg: NodeConfig, sup: Supervisor, log: Logger, why: ConnectionError): Promise<number> {
+  log.warning(`Cannot reach the master (${why.message}): offline mode, starting every supervised process`)
+  try {
+    for (const entry of safeReaddir(cfg.instanceRoot)) {
+      const f = join(cfg.instanceRoot, entry, '.requested_state')
+      const wanted = readOptional(f)
+      if (wanted === undefined) continue
+      unlinkSync(f)
+      if (wanted.trim() === 'stopped') await stopPartitionServices(sup, cfg.instanceRoot, entry)
+    }
+    await sup.startAll()
+  } catch (e) {
+    log.error(`offline mode failed: ${e instanceof Error ? e.message : String(e)}`)
+    return EXIT.FAIL
+  }
+  return EXIT.OFFLINE_SUCCESS
+}
+
+/** Master calls whose failure is logged, not fatal for the partition (a lost master still is). */
+async function report(log: Logger, call: () => Promise<unknown>): Promise<void> {
+  try {
+    await call()
+  } catch (e) {
+    if (e instanceof ConnectionError) throw e
+    log.error(`could not tell the master: ${e instanceof Error ? e.message : String(e)}`)
+  }
+}
+const ignoreErrors = report
+
+function ensureSoftwareLink(path: string, softwarePath: string, owner: Owner): void {
+  const link = join(path, 'software_release')
+  let st
+  try {
+    st = lstatSync(link)
+  } catch {
+    st = undefined
+  }
+  if (st && !st.isSymbolicLink()) return // a real file or directory of that name is left alone
+  if (st && readlinkSync(link) === softwarePath) return
+  if (st) unlinkSync(link)
+  symlinkSync(softwarePath, link)
+  lchownSync(link, owner.uid, owner.gid)
+}
+
+/**
+ * A logger for one partition that also appends every record (debug included) to
+ * `<partition>/.slapgrid/log/instance.log`, rotated to `.1` at 20 MiB (§4.4 step 1).
+ */
+function partitionLogger(base: Logger, path: string, owner: Owner, progress: Progress): Logger {
+  const dir = join(path, '.slapgrid', 'log')
+  const file = join(dir, 'instance.log')
+  try {
+    mkdirSync(dir, { recursive: true })
+    for (const d of [join(path, '.slapgrid'), dir]) chownSync(d, owner.uid, owner.gid)
+    if ((statSync(file, { throwIfNoEntry: false })?.size ?? 0) >= 20 * 1024 * 1024) renameSync(file, file + '.1')
+  } catch {
+    /* logging to the partition is best effort */
+  }
+  const write = (level: string, msg: string) => {
+    try {
+      appendFileSync(file, `${logStamp(new Date())} - ${level} - ${msg}\n`)
+    } catch {
+      /* best effort */
+    }
+  }
+  const make = (b: Logger): Logger => ({
+    debug: (m) => (progress.pause(), b.debug(m), write('DEBUG', m)),
+    info: (m) => (progress.pause(), b.info(m), write('INFO', m)),
+    warning: (m) => (progress.pause(), b.warning(m), write('WARNING', m)),
+    error: (m) => (progress.pause(), b.error(m), write('ERROR', m)),
+    critical: (m) => (progress.pause(), b.critical(m), write('CRITICAL', m)),
+    child: (p) => make(b.child(p)),
+  })
+  return make(base)
+}
+
+/**
+ * One status line on a terminal while buildouts run: which partitions are building, for
+ * how long, and the last line buildout printed. Cleared before any log line is written.
+ */
+class Progress {
+  private readonly enabled: boolean
+  private readonly running = new Map<string, { since: number; last: string }>()
+  private timer: NodeJS.Timeout | undefined
+  private shown = false
+  constructor(enabled: boolean) {
+    this.enabled = enabled
+  }
+  begin(id: string): void {
+    if (!this.enabled) return
+    this.running.set(id, { since: Date.now(), last: '' })
+    this.timer ??= setInterval(() => this.draw(), 500)
+  }
+  line(id: string, line: string): void {
+    const r = this.running.get(id)
+    if (r && line.trim()) r.last = line.trim()
+  }
+  end(id: string): void {
+    if (!this.enabled) return
+    this.running.delete(id)
+    this.pause()
+    if (this.running.size === 0 && this.timer) {
+      clearInterval(this.timer)
+      this.timer = undefined
+    }
+  }
+  pause(): void {
+    if (this.shown) process.stderr.write('\r\x1b[K')
+    this.shown = false
+  }
+  clear(): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+    this.pause()
+  }
+  private draw(): void {
+    if (this.running.size === 0) return
+    const width = (process.stderr.columns || 80) - 1
+    const parts = [...this.running].map(([id, r]) => `${id} ${Math.round((Date.now() - r.since) / 1000)}s`)
+    const last = [...this.running.values()].at(-1)?.last ?? ''
+    const text = `buildout: ${parts.join(', ')}${last ? ` | ${last}` : ''}`
+    process.stderr.write('\r\x1b[K' + text.slice(0, width))
+    this.shown = true
+  }
+}
+
+function logStamp(d: Date): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0')
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())},${p(d.getMilliseconds(), 3)}`
+}
+
+function writeAtomic(file: string, text: string, mode: number, own: { uid?: number; gid?: number }): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  writeFileSync(tmp, text, { mode })
+  chmodSync(tmp, mode)
+  if (own.uid !== undefined || own.gid !== undefined) chownSync(tmp, own.uid ?? -1, own.gid ?? -1)
+  renameSync(tmp, file)
+}
+
+function readTimestamp(file: string): { content: string; mtimeMs: number } | undefined {
+  try {
+    const st = statSync(file)
+    return { content: readFileSync(file, 'utf8'), mtimeMs: st.mtimeMs }
+  } catch {
+    return undefined
+  }
+}
+
+function readOptional(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
+function removeIfExists(file: string): void {
+  rmSync(file, { force: true })
+}
+
+function isDirectory(p: string): boolean {
+  return statSync(p, { throwIfNoEntry: false })?.isDirectory() === true
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return readdirSync(dir)
+  } catch {
+    return []
+  }
+}
+
+function firstLine(s: string | undefined): string {
+  return (s ?? '').split('\n')[0] ?? ''
+}
