@@ -68,6 +68,13 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-register.ts'),
   },
   {
+    name: 'node report',
+    group: 'node',
+    summary: 'run instance reports and garbage collection',
+    aliases: ['grid report'],
+    load: () => import('./node-report.ts'),
+  },
+  {
     name: 'node supervisord',
     group: 'node',
     summary: 'launch, if not already running, supervisor daemon',

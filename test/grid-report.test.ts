@@ -1,0 +1,366 @@
+// `slapos node report` end to end: the built binary against our proxy (through the recording
+// tap of node-helpers), real supervisord, real partition directories (grid.md §5, checklist
+// 100-109). The full lifecycle with `node instance` deploying real instances is at the end.
+import { spawn } from 'node:child_process'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createServer, request as httpRequest, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { DESTROY_MARKER, RETENTION_DATE_FILE, RETENTION_DELAY_FILE } from '../src/grid-report.ts'
+import { createLogger } from '../src/log.ts'
+import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writeSupervisordConf } from '../src/supervisor.ts'
+import { SLAPOS } from './helpers.ts'
+import { baseEnv, makeNode, type MasterCall, type TestNode } from './node-helpers.ts'
+
+const NOBODY = 65534
+const quiet = createLogger({ level: 'critical' })
+
+function chownTree(p: string, uid: number): void {
+  const st = lstatSync(p)
+  if (st.isDirectory() && !st.isSymbolicLink()) for (const n of readdirSync(p)) chownTree(join(p, n), uid)
+  lchownSync(p, uid, uid)
+}
+
+/** Allocates a partition to a new instance `ref` of the test SR and returns its id. */
+async function allocate(node: TestNode, ref: string): Promise<string> {
+  const inst = await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: ref })
+  const id = inst.slap_computer_partition_id
+  if (!id) throw new Error(`no partition for ${ref}`)
+  return id
+}
+
+async function requestState(node: TestNode, ref: string, state: 'started' | 'stopped' | 'destroyed'): Promise<void> {
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: ref, state })
+}
+
+/** Content node instance would have left in a deployed partition (owned by the partition user). */
+function fillPartition(node: TestNode, id: string, extra: (path: string) => void = () => undefined): string {
+  const path = join(node.instanceRoot, id)
+  symlinkSafe(node.softwareRoot, join(path, 'software_release'))
+  writeFileSync(join(path, 'buildout.cfg'), '[buildout]\n')
+  writeFileSync(join(path, '.timestamp'), '1')
+  writeFileSync(join(path, RETENTION_DELAY_FILE), '0.0')
+  mkdirSync(join(path, 'srv', 'data'), { recursive: true })
+  writeFileSync(join(path, 'srv', 'data', 'db'), 'data')
+  mkdirSync(join(path, 'etc', 'service'), { recursive: true })
+  writeFileSync(join(path, 'etc', 'service', 'sleeper'), '#!/bin/sh\nexec sleep 300\n', { mode: 0o755 })
+  writeFileSync(join(node.certificateRepository, `${id}.crt`), 'CERT')
+  writeFileSync(join(node.certificateRepository, `${id}.key`), 'KEY')
+  extra(path)
+  chownTree(path, NOBODY)
+  chmodSync(path, 0o750)
+  return path
+}
+
+function symlinkSafe(target: string, link: string): void {
+  if (!existsSync(link)) symlinkSync(target, link)
+}
+
+function names(calls: MasterCall[]): string[] {
+  return calls.map((c) => (c.fields.computer_partition_id ? `${c.name} ${c.fields.computer_partition_id}` : c.name))
+}
+
+/** Starts supervisord for the node as node instance would, and the partition's services. */
+async function startServices(node: TestNode, id: string): Promise<Supervisor> {
+  createInstanceRootStructure(node.instanceRoot)
+  writeSupervisordConf(
+    node.instanceRoot,
+    watchdogCommand({ watchdogCommand: `${SLAPOS} node watchdog`, masterUrl: node.masterUrl, computerId: node.computerId, certificateRepositoryPath: node.certificateRepository, instanceRoot: node.instanceRoot }),
+  )
+  const sup = new Supervisor(supervisorPaths(node.instanceRoot), quiet)
+  await sup.launch()
+  await startPartitionServices(sup, node.instanceRoot, { id, path: join(node.instanceRoot, id), uid: NOBODY, gid: NOBODY, user: 'nobody', home: '/nonexistent' }, quiet)
+  return sup
+}
+
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (Date.now() < end) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const report = suite('node report (built binary, real proxy and supervisord)')
+
+report('destroys a destroyed partition: calls in order, directory emptied and kept, services and certificates gone, partition freed; others untouched', async () => {
+  const node = await makeNode({ partitions: 3 })
+  try {
+    await node.supply()
+    const victim = await allocate(node, 'victim')
+    const survivor = await allocate(node, 'survivor')
+    const free = ['slappart0', 'slappart1', 'slappart2'].find((p) => p !== victim && p !== survivor) ?? ''
+    const vpath = fillPartition(node, victim)
+    const spath = fillPartition(node, survivor)
+    writeFileSync(join(node.instanceRoot, free, 'left-over'), 'x')
+    const sup = await startServices(node, victim)
+    await startPartitionServices(sup, node.instanceRoot, { id: survivor, path: spath, uid: NOBODY, gid: NOBODY, user: 'nobody', home: '/nonexistent' }, quiet)
+    let info = await sup.processInfo()
+    const vpid = info.find((i) => i.group === victim)?.pid ?? 0
+    const spid = info.find((i) => i.group === survivor)?.pid ?? 0
+    await waitFor('services running', async () => (await sup.processInfo()).filter((i) => i.statename === 'RUNNING').length === 2)
+    info = await sup.processInfo()
+    assert.ok(vpid > 0 && alive(vpid) && spid > 0)
+    await requestState(node, 'victim', 'destroyed')
+    const survivorBefore = readdirSync(spath).sort()
+    node.clearCalls()
+
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    // checklist 100 and 102: only the destroyed partition causes calls, in the original's order
+    assert.equal(names(node.calls()), [
+      'getFullComputerInformation',
+      `getComputerPartitionCertificate ${victim}`,
+      `stoppedComputerPartition ${victim}`,
+      `destroyedComputerPartition ${victim}`,
+    ])
+    // checklist 101: directory kept empty (owner, 0750), services and certificates gone
+    assert.equal(readdirSync(vpath), [])
+    const st = statSync(vpath)
+    assert.is(st.mode & 0o7777, 0o750)
+    assert.is(st.uid, NOBODY)
+    assert.not.ok(existsSync(join(node.certificateRepository, `${victim}.crt`)))
+    assert.not.ok(existsSync(join(node.certificateRepository, `${victim}.key`)))
+    assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${victim}.conf`)))
+    assert.not.ok(alive(vpid), 'the service of the destroyed partition is stopped')
+    info = await sup.processInfo()
+    assert.not.ok(info.some((i) => i.group === victim), 'its group is gone from supervisord')
+    // the other partition: same process, same files, certificates kept
+    assert.ok(alive(spid))
+    assert.is(info.find((i) => i.group === survivor)?.pid, spid)
+    assert.equal(readdirSync(spath).sort(), survivorBefore)
+    assert.ok(existsSync(join(node.certificateRepository, `${survivor}.crt`)))
+    // checklist 109: the free partition is not touched
+    assert.equal(readdirSync(join(node.instanceRoot, free)), ['left-over'])
+    // the proxy freed it: a new request can take it (the free one first, then this one)
+    const a = await allocate(node, 'newcomer-1')
+    const b = await allocate(node, 'newcomer-2')
+    assert.equal([a, b].sort(), [free, victim].sort())
+    // nothing left to do: a second run only reads the computer
+    node.clearCalls()
+    const again = await node.run(['node', 'report', '--now'])
+    assert.is(again.code, 0, again.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation'])
+  } finally {
+    await node.stop()
+  }
+})
+
+report('a failing sbin/destroy reports the error, keeps the partition and exits 1; it is retried next run', async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'inst')
+    const path = fillPartition(node, id, (p) => {
+      mkdirSync(join(p, 'sbin'))
+      writeFileSync(join(p, 'sbin', 'destroy'), `#!/bin/sh\necho "volume busy" >&2\n[ -e ${p}/allow ] || exit 4\n`, { mode: 0o755 })
+    })
+    await requestState(node, 'inst', 'destroyed')
+    const before = readdirSync(path).sort()
+    node.clearCalls()
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 1, r.stderr)
+    const calls = node.calls()
+    assert.equal(names(calls), ['getFullComputerInformation', `getComputerPartitionCertificate ${id}`, `stoppedComputerPartition ${id}`, `softwareInstanceError ${id}`])
+    assert.match(calls[3]?.fields.error_log ?? '', `Failed to destroy Computer Partition in '${path}'.`)
+    assert.match(calls[3]?.fields.error_log ?? '', 'volume busy')
+    assert.equal(readdirSync(path).sort(), before)
+    assert.ok(existsSync(join(node.certificateRepository, `${id}.crt`)))
+    // once the script succeeds, the next run destroys it
+    writeFileSync(join(path, 'allow'), '')
+    node.clearCalls()
+    const r2 = await node.run(['node', 'report', '--now'])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.ok(names(node.calls()).includes(`destroyedComputerPartition ${id}`))
+    assert.equal(readdirSync(path), [])
+  } finally {
+    await node.stop()
+  }
+})
+
+report('retention delay: first run writes the lock date and sends no destroyed; the partition stays', async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'kept')
+    const path = fillPartition(node, id, (p) => writeFileSync(join(p, RETENTION_DELAY_FILE), '1.0'))
+    await requestState(node, 'kept', 'destroyed')
+    const t0 = Date.now() / 1000
+    for (let i = 0; i < 2; i++) {
+      node.clearCalls()
+      const r = await node.run(['node', 'report', '--now'])
+      assert.is(r.code, 0, r.stderr)
+      assert.equal(names(node.calls()), ['getFullComputerInformation', `getComputerPartitionCertificate ${id}`, `stoppedComputerPartition ${id}`])
+    }
+    const date = Number(readFileSync(join(path, RETENTION_DATE_FILE), 'utf8'))
+    assert.ok(date >= Math.floor(t0) + 86400 && date <= t0 + 86400 + 60, String(date))
+    assert.ok(existsSync(join(path, 'srv', 'data', 'db')))
+  } finally {
+    await node.stop()
+  }
+})
+
+report('report scripts: valid usage sent in one journal and deleted, invalid kept, a failing script is an error (exit 1)', async () => {
+  const node = await makeNode({ partitions: 2 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'metered')
+    const movement = '<movement><resource>CPU</resource><title>CPU use</title><reference>anything</reference><quantity>42</quantity><price>0</price><VAT>None</VAT><category>None</category></movement>'
+    const path = fillPartition(node, id, (p) => {
+      mkdirSync(join(p, 'etc', 'report'), { recursive: true })
+      writeFileSync(join(p, 'etc', 'report', 'good'), `#!/bin/sh\necho '<journal>${movement}</journal>' > "$1"\n`, { mode: 0o755 })
+      writeFileSync(join(p, 'etc', 'report', 'broken'), `#!/bin/sh\necho '<journal><movement>' > "$1"\n`, { mode: 0o755 })
+      writeFileSync(join(p, 'etc', 'report', 'failing'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
+    })
+    node.clearCalls()
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 1, r.stderr)
+    const calls = node.calls()
+    const error = calls.find((c) => c.name === 'softwareInstanceError')
+    assert.is(error?.fields.error_log, "Script 'failing' failed.")
+    const use = calls.find((c) => c.name === 'useComputer')
+    assert.ok(use, names(calls).join(', '))
+    assert.is(use?.fields.computer_id, node.computerId)
+    const journal = use?.fields.use_string ?? ''
+    assert.match(journal, '<transaction type="Sale Packing List"><title>Resource consumptions</title>')
+    assert.match(journal, `<reference>${id}</reference><quantity>42</quantity>`)
+    const left = readdirSync(join(path, 'var', 'xml_report'))
+    assert.is(left.length, 1, 'the valid report is deleted, the broken one kept')
+    assert.match(readFileSync(join(path, 'var', 'xml_report', left[0] ?? ''), 'utf8'), '<journal><movement>')
+  } finally {
+    await node.stop()
+  }
+})
+
+report('usage that cannot be sent keeps the partition for the next run (checklist 108)', async () => {
+  const node = await makeNode({ partitions: 1 })
+  const faulty = await failingMaster(node.masterUrl, new Set(['useComputer']))
+  try {
+    await node.supply()
+    const id = await allocate(node, 'unbilled')
+    const path = fillPartition(node, id, (p) => {
+      mkdirSync(join(p, 'var', 'xml_report'), { recursive: true })
+      writeFileSync(join(p, 'var', 'xml_report', 'usage.xml'), '<journal><movement><resource>CPU</resource><reference>x</reference><quantity>1</quantity></movement></journal>')
+    })
+    await requestState(node, 'unbilled', 'destroyed')
+    node.clearCalls()
+    const r = await node.run(['node', 'report', '--now', '--master-url', faulty.url])
+    assert.is(r.code, 0, r.stderr)
+    const calls = names(node.calls())
+    assert.ok(calls.includes(`softwareInstanceError ${id}`), calls.join(', '))
+    assert.not.ok(calls.some((c) => c.startsWith('destroyedComputerPartition')))
+    assert.ok(existsSync(join(path, 'var', 'xml_report', 'usage.xml')), 'the usage is kept for the next run')
+    assert.ok(existsSync(join(path, 'srv', 'data', 'db')))
+    // the master takes usage again: the next run sends it and destroys
+    faulty.failing.clear()
+    node.clearCalls()
+    const r2 = await node.run(['node', 'report', '--now', '--master-url', faulty.url])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.ok(names(node.calls()).includes(`destroyedComputerPartition ${id}`))
+    assert.equal(readdirSync(path), [])
+  } finally {
+    faulty.server.close()
+    await node.stop()
+  }
+})
+
+report('master down: exit 1 with one clear line, nothing destroyed', async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'orphan')
+    const path = fillPartition(node, id)
+    await requestState(node, 'orphan', 'destroyed')
+    const before = readdirSync(path).sort()
+    const r = await node.run(['node', 'report', '--now', '--master-url', 'http://127.0.0.1:1/'])
+    assert.is(r.code, 1)
+    const errors = r.stderr.split('\n').filter((l) => /ERROR|CRITICAL/.test(l))
+    assert.is(errors.length, 1, r.stderr)
+    assert.match(errors[0] ?? '', /127\.0\.0\.1:1/)
+    assert.not.match(r.stderr, /\n\s+at /, 'no stack trace')
+    assert.equal(readdirSync(path).sort(), before)
+    assert.ok(existsSync(join(node.certificateRepository, `${id}.crt`)))
+    assert.not.ok(existsSync(node.pidfiles.report), 'pid file released')
+  } finally {
+    await node.stop()
+  }
+})
+
+report('killed with SIGKILL in the middle of a wipe, the next run finishes it and reports destroyed once', async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'big')
+    const path = fillPartition(node, id, (p) => {
+      // enough files for the wipe to take a while
+      for (let d = 0; d < 200; d++) {
+        const dir = join(p, 'srv', 'many', `d${d}`)
+        mkdirSync(dir, { recursive: true })
+        for (let f = 0; f < 150; f++) writeFileSync(join(dir, `f${f}`), '')
+      }
+    })
+    await requestState(node, 'big', 'destroyed')
+    node.clearCalls()
+    const child = spawn(SLAPOS, ['node', 'report', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
+    const exited = new Promise<void>((res) => child.once('exit', () => res()))
+    const marker = join(path, DESTROY_MARKER)
+    await waitFor('the wipe to start', () => existsSync(marker), 60_000)
+    child.kill('SIGKILL')
+    await exited
+    assert.ok(existsSync(marker), 'killed during the wipe: the marker is still there')
+    assert.ok(existsSync(join(path, 'srv')), 'and some content is left')
+    assert.not.ok(names(node.calls()).some((c) => c.startsWith('destroyedComputerPartition')), 'nothing reported before the wipe is complete')
+    // the pid file of the killed run names a dead process: the next run takes over
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(readdirSync(path), [])
+    assert.is(statSync(path).mode & 0o7777, 0o750)
+    assert.is(names(node.calls()).filter((c) => c === `destroyedComputerPartition ${id}`).length, 1)
+    const r2 = await node.run(['node', 'report', '--now'])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.is(names(node.calls()).filter((c) => c.startsWith('destroyedComputerPartition')).length, 1)
+  } finally {
+    await node.stop()
+  }
+})
+
+report.run()
+
+// --- helpers ---
+
+/** A master in front of the tap that answers 500 to the endpoints named in `failing`. */
+async function failingMaster(upstream: string, failing: Set<string>): Promise<{ url: string; server: Server; failing: Set<string> }> {
+  const target = new URL(upstream)
+  const server = createServer((req, res) => {
+    const name = new URL(req.url ?? '/', upstream).pathname.replace(/^\/+/, '')
+    if (failing.has(name)) {
+      req.resume()
+      res.writeHead(500, { 'content-type': 'text/plain' })
+      res.end('Internal Server Error')
+      return
+    }
+    const fwd = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers)
+      up.pipe(res)
+    })
+    fwd.on('error', () => {
+      res.writeHead(502)
+      res.end()
+    })
+    req.pipe(fwd)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, server, failing }
+}
