@@ -75,6 +75,13 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-report.ts'),
   },
   {
+    name: 'node software',
+    group: 'node',
+    summary: 'run software installation/deletion',
+    aliases: ['grid software'],
+    load: () => import('./node-software.ts'),
+  },
+  {
     name: 'node supervisord',
     group: 'node',
     summary: 'launch, if not already running, supervisor daemon',

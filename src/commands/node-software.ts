@@ -1,0 +1,83 @@
+// slapos node software (old name slapgrid-sr): install and remove the software releases the
+// master supplies to this node. The work is in grid-software.ts; this file maps the options,
+// prints the end-of-run summary (stderr) or the JSON results (stdout), and returns 0 or 1.
+import type { CommandModule } from '../cli.ts'
+import { UsageError } from '../errors.ts'
+import { startNodeRun, nodeCommonOptions } from '../grid-common.ts'
+import { errorLine, processSoftwareReleases, type SoftwareResult } from '../grid-software.ts'
+
+const nodeSoftware: CommandModule = {
+  cfg: 'node',
+  description:
+    'Install with buildout every software release the master supplies to this node (in <software_root>/<md5 of the URL>), ' +
+    'remove the ones it marks destroyed, and report each result to the master. Installed software releases ' +
+    '(with a .completed file) are left alone unless --force. Not implemented: the binary cache ([networkcache] ' +
+    'download-binary-*): every software release is built. ' +
+    'Exit status: 0 all done, 1 at least one software release failed (or a configuration error), 5 not root, ' +
+    '10 another node software run holds the pid file.',
+  options: (y) =>
+    nodeCommonOptions(y)
+      .option('force', { type: 'boolean', describe: 'rebuild installed software releases too, and let buildout look for newer versions (no -N)' })
+      .option('all', { type: 'boolean', describe: 'same as --force (old name)' })
+      .option('develop', { type: 'boolean', hidden: true, describe: 'same as --force (0.35.1 name)' })
+      .option('only-sr', {
+        alias: ['only', 'only_sr'],
+        type: 'string',
+        describe: 'only these software releases: comma-separated URLs or md5 hashes of URLs',
+      })
+      .option('buildout-debug', { type: 'boolean', describe: 'run buildout with -D (debugger on failure) on this terminal' })
+      .option('garbage-collect', { type: 'boolean', describe: 'remove software directories of releases no longer supplied' })
+      .option('json', { type: 'boolean', describe: 'print the results as JSON on stdout' })
+      .conflicts('all', 'only-sr')
+      .conflicts('develop', 'only-sr'),
+  async run(args, ctx) {
+    const onlySr = onlyList(args.onlySr)
+    const run = await startNodeRun('software', args, ctx)
+    try {
+      const { exitCode, results } = await processSoftwareReleases(
+        run,
+        {
+          force: args.force === true || args.all === true || args.develop === true,
+          onlySr,
+          buildoutDebug: args.buildoutDebug === true,
+          garbageCollect: args.garbageCollect === true,
+        },
+        ctx,
+      )
+      report(results, (l) => run.log.info(l), (l) => run.log.error(l))
+      if (args.json === true) ctx.io.out(JSON.stringify(results, null, 2) + '\n')
+      return exitCode
+    } finally {
+      run.release()
+    }
+  },
+}
+export default nodeSoftware
+
+// --- internal ---
+
+function onlyList(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined
+  const values = (Array.isArray(v) ? v : [v]).map(String)
+  const list = values.flatMap((s) => s.split(',')).filter((s) => s !== '')
+  if (!list.length) throw new UsageError('--only-sr needs at least one software release URL or md5 hash')
+  return list
+}
+
+/** The end-of-run summary: one line per software release, then one line per failure. */
+function report(results: SoftwareResult[], info: (l: string) => void, error: (l: string) => void): void {
+  const shown = results.filter((r) => r.result !== 'skipped')
+  if (!shown.length) {
+    info(results.length ? 'No software release selected by --only-sr' : 'No software release to process')
+    return
+  }
+  info('Software releases:')
+  const width = Math.max(...shown.map((r) => r.result.length))
+  for (const r of shown) info(`  ${r.hash}  ${r.result.padEnd(width)}  ${seconds(r.durationMs).padStart(7)}  ${r.url}`)
+  const failed = shown.filter((r) => r.result === 'failed')
+  for (const r of failed) error(`${r.url} failed: ${errorLine(r.error ?? '')}`)
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`
+}

@@ -1,0 +1,323 @@
+// slapos node software: install the software releases the master supplies to this node with
+// buildout, remove the destroyed ones, tell the master about each (spec grid.md §3). Called
+// by commands/node-software.ts after startNodeRun.
+//
+// One software release, as the master asks (state) and as the disk says (.completed):
+//
+//   available, no .completed (or --force)
+//       building ──> buildout ──ok──> available ──> write .completed      result: installed
+//                        └─fails──> softwareReleaseError (the output)      result: failed
+//   available, .completed ──> nothing, no master call at all               result: up-to-date
+//   destroyed ──> remove <software_root>/<md5>/ ──> destroyed              result: destroyed
+//   not in --only-sr ──> nothing                                           result: skipped
+//
+// Failures stay per software release (the original's "bulletproof" loop): one that fails is
+// reported and counted, the next one is still processed. Not implemented: the binary cache
+// (§3.3; every software release is built), the git revision comment in buildout.cfg, managers.
+import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { BuildoutError, buildoutFailure, runBuildout } from './buildout.ts'
+import type { Ctx } from './context.ts'
+import { NotFoundError, SlapError } from './errors.ts'
+import { EXIT } from './exit-codes.ts'
+import { md5hex, ownerOf, type NodeRun } from './grid-common.ts'
+import type { Logger } from './log.ts'
+import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
+
+export interface SoftwareOptions {
+  /** rebuild completed software releases, and run buildout without -N (--force, --all) */
+  force: boolean
+  /** URLs or md5 hashes (--only-sr); undefined or empty: every software release */
+  onlySr?: string[] | undefined
+  /** buildout -D, on our terminal */
+  buildoutDebug: boolean
+  /** remove md5-named directories of software releases no longer supplied */
+  garbageCollect: boolean
+}
+
+export type SoftwareOutcome = 'installed' | 'up-to-date' | 'destroyed' | 'failed' | 'skipped'
+
+export interface SoftwareResult {
+  url: string
+  hash: string
+  /** what the master asks: available or destroyed */
+  state: string
+  result: SoftwareOutcome
+  durationMs: number
+  /** the text sent to the master with softwareReleaseError */
+  error?: string
+}
+
+export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOptions, ctx: Ctx): Promise<{ exitCode: number; results: SoftwareResult[] }> {
+  const { cfg, client, log } = run
+  if (!isDirectory(cfg.softwareRoot)) {
+    throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'create software_root (node format does) or fix it in the configuration' })
+  }
+  createInstanceRootStructure(cfg.instanceRoot)
+  writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+
+  const computer = await client.getFullComputerInformation(cfg.computerId)
+  const filter = opts.onlySr?.length ? new Set(opts.onlySr) : undefined
+  const results: SoftwareResult[] = []
+  const inUse = new Set<string>()
+  for (const sr of computer._software_release_list) {
+    const url = sr._software_release
+    const hash = md5hex(url)
+    const path = join(cfg.softwareRoot, hash)
+    const state = sr._requested_state ?? 'available'
+    const started = Date.now()
+    const done = (result: SoftwareOutcome, error?: string) => {
+      const r: SoftwareResult = { url, hash, state, result, durationMs: Date.now() - started }
+      if (error !== undefined) r.error = error
+      results.push(r)
+    }
+    if (state === 'available') inUse.add(path)
+    if (filter && !filter.has(url) && !filter.has(hash)) {
+      done('skipped')
+      continue
+    }
+    const srLog = log.child(hash)
+    try {
+      if (state === 'available') {
+        if (!opts.force && existsSync(join(path, '.completed'))) {
+          srLog.debug(`${url} is already installed`)
+          done('up-to-date')
+          continue
+        }
+        srLog.info(`Installing software release ${url}`)
+        try {
+          await client.buildingSoftwareRelease(url, cfg.computerId)
+        } catch (e) {
+          if (!(e instanceof NotFoundError)) throw e
+        }
+        await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx })
+        await client.availableSoftwareRelease(url, cfg.computerId)
+        // after the report, like HEAD: a lost report means the install is retried next run
+        writeAtomic(join(path, '.completed'), asctime(ctx.now()))
+        srLog.info(`Software release ${url} installed`)
+        done('installed')
+      } else if (state === 'destroyed') {
+        if (existsSync(path)) {
+          srLog.info(`Removing software release ${url}`)
+          removeSoftware(path, url)
+        }
+        await client.destroyedSoftwareRelease(url, cfg.computerId)
+        done('destroyed')
+      } else {
+        throw new SlapError(`Unsupported requested state for software release ${url}: ${state}`)
+      }
+    } catch (err) {
+      const message = err instanceof BuildoutError || err instanceof SlapError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
+      srLog.error(`Failed to process software release ${url}`)
+      try {
+        await client.softwareReleaseError(url, cfg.computerId, message)
+      } catch (e) {
+        srLog.error(`Could not report the error to the master: ${e instanceof Error ? e.message : String(e)}`)
+      }
+      done('failed', message)
+    }
+  }
+
+  if (opts.garbageCollect) {
+    for (const p of garbageCollect(cfg.softwareRoot, inUse)) log.info(`Removed unused software directory ${p}`)
+  }
+  const failed = results.some((r) => r.result === 'failed')
+  return { exitCode: failed ? EXIT.FAIL : EXIT.OK, results }
+}
+
+/** §2.1 (HEAD): the buildout.cfg written once in a new software directory. */
+export function softwareBuildoutCfg(url: string, sharedPartList: string[], buildTimePartList: string[]): string {
+  const list = (l: string[]) => l.join('\n  ')
+  return [`[buildout]`, `extends = ${url}`, `shared-part-list = ${list(sharedPartList)}`, `build-time-part-list = ${list(buildTimePartList)}`, '']
+    .map((l) => l.trimEnd())
+    .join('\n')
+}
+
+/** §3.4 step 5 and 8: the arguments after the buildout executable. */
+export function softwareBuildoutArgs(path: string, settings: Map<string, string>, force: boolean, debug: boolean): string[] {
+  const args = debug ? ['-D', '-U'] : ['-U']
+  args.push(`buildout:extends-cache=${join(path, 'extends-cache')}`, `buildout:directory=${path}`)
+  const get = (k: string) => (settings.get(k) ?? settings.get(k.replaceAll('-', '_')))?.trim() || undefined
+  if (get('signature-private-key-file') || get('upload-cache-url') || get('upload-dir-url')) args.push('buildout:networkcache-section=networkcache')
+  for (const k of NETWORKCACHE_OPTIONS) {
+    const v = get(k)
+    if (v) args.push(`networkcache:${k}=${v}`)
+  }
+  if (!force) args.push('-N')
+  args.push('-c', join(path, 'buildout.cfg'))
+  return args
+}
+
+/** One line for the operator out of a failure text: the last error line buildout printed. */
+export function errorLine(message: string): string {
+  const lines = message.split('\n').map((l) => l.trim()).filter(Boolean)
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const l = lines[i] ?? ''
+    if (/^([\w.]*(Error|Exception)|Error)\b[^:]*: /.test(l)) return l
+  }
+  return lines[lines.length - 1] ?? message
+}
+
+/** §3.6: removes a software directory, read-only entries included. */
+export function removeSoftware(path: string, url: string): void {
+  try {
+    removeTree(path)
+  } catch (e) {
+    throw new SlapError(`I/O error while removing software (${url}): ${e instanceof Error ? e.message : String(e)}`)
+  }
+}
+
+/** §3.1 step 4: md5-named directories holding a buildout.cfg that are not in use. Returns what was removed. */
+export function garbageCollect(softwareRoot: string, inUse: Set<string>): string[] {
+  const removed: string[] = []
+  for (const name of readdirSync(softwareRoot)) {
+    const p = join(softwareRoot, name)
+    if (!/^[0-9a-f]{32}$/.test(name) || inUse.has(p) || !isDirectory(p) || !existsSync(join(p, 'buildout.cfg'))) continue
+    removeTree(p)
+    removed.push(p)
+  }
+  return removed
+}
+
+// --- internal ---
+
+const NETWORKCACHE_OPTIONS = [
+  'signature-private-key-file',
+  'upload-cache-url',
+  'upload-dir-url',
+  'shacache-ca-file',
+  'shacache-cert-file',
+  'shacache-key-file',
+  'shadir-ca-file',
+  'shadir-cert-file',
+  'shadir-key-file',
+] as const
+
+interface InstallJob {
+  url: string
+  path: string
+  force: boolean
+  debug: boolean
+  log: Logger
+  ctx: Ctx
+}
+
+/** §3.2 and §3.4 without the binary cache: directories, .netrc, buildout.cfg, then buildout as the owner. */
+async function installSoftware(run: NodeRun, job: InstallJob): Promise<void> {
+  const { cfg } = run
+  const { path } = job
+  checkFreeSpace(path, run.settings.get('software_min_free_space') ?? '1000M')
+  const root = process.getuid?.() === 0
+  const owner = ownerOf(cfg.softwareRoot)
+  const own = (p: string) => {
+    if (root) chownSync(p, owner.uid, owner.gid)
+  }
+  if (!existsSync(path)) {
+    mkdirSync(path)
+    chmodSync(path, 0o755)
+  }
+  own(path)
+  // the software user's credentials for private downloads (HEAD)
+  const netrc = join(owner.home, '.netrc')
+  const copy = join(path, '.netrc')
+  if (existsSync(netrc)) {
+    copyFileSync(netrc, copy)
+    chmodSync(copy, 0o600)
+    own(copy)
+  } else if (existsSync(copy)) unlinkSync(copy)
+  const extendsCache = join(path, 'extends-cache')
+  if (!existsSync(extendsCache)) mkdirSync(extendsCache)
+  own(extendsCache)
+  const buildoutCfg = join(path, 'buildout.cfg')
+  if (!existsSync(buildoutCfg)) {
+    writeAtomic(buildoutCfg, softwareBuildoutCfg(job.url, cfg.sharedPartList, cfg.buildTimePartList))
+    own(buildoutCfg)
+  }
+  // a Software Release that bootstrapped its own buildout uses it, as the original
+  const local = join(path, 'bin', 'buildout')
+  const binary = existsSync(local) ? local : cfg.buildout
+  const args = softwareBuildoutArgs(path, run.settings, job.force, job.debug)
+  job.log.info(`Running ${binary} ${args.join(' ')}`)
+  const res = await runBuildout({
+    binary,
+    args,
+    cwd: path,
+    owner: ownerOf(path),
+    home: path,
+    runner: job.ctx.runner,
+    rootCheck: cfg.rootCheck,
+    baseEnv: job.ctx.env,
+    interactive: job.debug,
+    onLine: (line) => job.log.info(line),
+  })
+  if (!res.ok) throw new BuildoutError(buildoutFailure(path, res.output))
+}
+
+/** `software_min_free_space` (HEAD): sizes like 1000M, 2G, 512KB (powers of 1024), or bytes. */
+function checkFreeSpace(path: string, wanted: string): void {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$/i.exec(wanted)
+  if (!m) throw new SlapError(`software_min_free_space = ${wanted} is not a size`, { code: 'E_CONFIG', hint: 'use e.g. 1000M or 2G' })
+  const need = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
+  let p = path
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p)
+  const fs = statfsSync(p)
+  const free = fs.bavail * fs.bsize
+  if (free < need) {
+    throw new SlapError(
+      `Not enough free space in ${p}: ${humanSize(free)} available, software_min_free_space asks for ${wanted.trim()}`,
+      { code: 'E_NO_SPACE' },
+    )
+  }
+}
+
+function humanSize(n: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024
+    i++
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`
+}
+
+/** rm -rf that also works without root on read-only directories: they are made writable first. */
+function removeTree(path: string): void {
+  try {
+    rmSync(path, { recursive: true, force: true })
+    return
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code !== 'EACCES' && code !== 'EPERM') throw e
+  }
+  makeWritable(path)
+  rmSync(path, { recursive: true, force: true })
+}
+
+function makeWritable(p: string): void {
+  const st = lstatSync(p)
+  if (!st.isDirectory()) return
+  chmodSync(p, (st.mode & 0o7777) | 0o700)
+  for (const name of readdirSync(p)) makeWritable(join(p, name))
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory()
+  } catch {
+    return false
+  }
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp-${process.pid}`
+  writeFileSync(tmp, text)
+  renameSync(tmp, path)
+}
+
+/** Python's time.asctime(): `Mon Nov  3 02:44:13 2026` (local time). */
+function asctime(d: Date): string {
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat']
+  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec']
+  const p2 = (n: number) => String(n).padStart(2, '0')
+  return `${days[d.getDay()]} ${months[d.getMonth()]} ${String(d.getDate()).padStart(2, ' ')} ${p2(d.getHours())}:${p2(d.getMinutes())}:${p2(d.getSeconds())} ${d.getFullYear()}`
+}
