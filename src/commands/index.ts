@@ -75,6 +75,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-report.ts'),
   },
   {
+    name: 'node restart',
+    group: 'node',
+    summary: "alias for 'node supervisorctl restart'",
+    load: () => import('./node-supervisorctl.ts').then((m) => ({ default: m.supervisorctlCommand('restart') })),
+  },
+  {
     name: 'node software',
     group: 'node',
     summary: 'run software installation/deletion',
@@ -82,10 +88,40 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-software.ts'),
   },
   {
+    name: 'node start',
+    group: 'node',
+    summary: "alias for 'node supervisorctl start'",
+    load: () => import('./node-supervisorctl.ts').then((m) => ({ default: m.supervisorctlCommand('start') })),
+  },
+  {
+    name: 'node status',
+    group: 'node',
+    summary: "alias for 'node supervisorctl status'",
+    load: () => import('./node-supervisorctl.ts').then((m) => ({ default: m.supervisorctlCommand('status') })),
+  },
+  {
+    name: 'node stop',
+    group: 'node',
+    summary: "alias for 'node supervisorctl stop'",
+    load: () => import('./node-supervisorctl.ts').then((m) => ({ default: m.supervisorctlCommand('stop') })),
+  },
+  {
+    name: 'node supervisorctl',
+    group: 'node',
+    summary: 'open supervisor console, for process management',
+    load: () => import('./node-supervisorctl.ts'),
+  },
+  {
     name: 'node supervisord',
     group: 'node',
     summary: 'launch, if not already running, supervisor daemon',
     load: () => import('./node-supervisord.ts'),
+  },
+  {
+    name: 'node tail',
+    group: 'node',
+    summary: "alias for 'node supervisorctl tail'",
+    load: () => import('./node-supervisorctl.ts').then((m) => ({ default: m.supervisorctlCommand('tail') })),
   },
   {
     name: 'node watchdog',
