@@ -62,6 +62,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-instance.ts'),
   },
   {
+    name: 'node prune',
+    group: 'node',
+    summary: 'Clean up unused shared slapos.recipe.cmmi parts.',
+    load: () => import('./node-prune.ts'),
+  },
+  {
     name: 'node register',
     group: 'node',
     summary: 'Register a new computer on SlapOS Master.',
