@@ -1,0 +1,296 @@
+// The watchdog (slapos node watchdog) through the built binary: the listener protocol on
+// stdin/stdout, which events bang, the once-per-deployment rule; then under the real
+// supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
+// exactly once, an etc/run one never. Also node bang (computerBang).
+import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { ConfigFile, loadNodeConfig } from '../src/config.ts'
+import { createLogger } from '../src/log.ts'
+import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writeSupervisordConf } from '../src/supervisor.ts'
+import { SLAPOS, tempDir } from './helpers.ts'
+import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+
+interface Event {
+  eventname: string
+  processname: string
+  groupname: string
+}
+
+/** One event as supervisord writes it: a header line, then exactly `len` bytes of payload. */
+function frame(e: Event, serial: number): Buffer {
+  const payload = Buffer.from(`processname:${e.processname} groupname:${e.groupname} from_state:RUNNING expected:0 pid:${1000 + serial}`)
+  const header = `ver:3.0 server:supervisor serial:${serial} pool:watchdog poolserial:${serial} eventname:${e.eventname} len:${payload.length}\n`
+  return Buffer.concat([Buffer.from(header), payload])
+}
+
+/**
+ * Runs `dist/slapos node watchdog ARGS`, sends each event only after the listener said
+ * READY (as supervisord does), then closes stdin. Returns stdout and the exit status.
+ */
+function runListener(args: string[], events: Event[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SLAPOS, ['node', 'watchdog', ...args], { env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    let sent = 0
+    let readies = 0
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      stdout += s
+      const n = stdout.split('READY\n').length - 1
+      while (readies < n) {
+        readies++
+        if (sent < events.length) {
+          child.stdin.write(frame(events[sent] as Event, sent + 1))
+          sent++
+        } else child.stdin.end()
+      }
+    })
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, stderr })
+    })
+  })
+}
+
+const bangs = (node: TestNode) => node.calls().filter((c) => c.name === 'softwareInstanceBang')
+
+function expectedStdout(events: number): string {
+  return 'READY\n' + 'RESULT 2\nOKREADY\n'.repeat(events)
+}
+
+// --- the listener on its own ---
+
+const listener = suite('watchdog listener')
+let node: TestNode
+listener.before(async () => {
+  node = await makeNode({ partitions: 2 })
+})
+listener.after(async () => {
+  await node.stop()
+})
+listener.before.each(() => node.clearCalls())
+
+listener('protocol: READY, header + len bytes, RESULT 2\\nOK; only EXITED/FATAL of -on-watch bang', async () => {
+  const events: Event[] = [
+    { eventname: 'PROCESS_STATE_RUNNING', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_BACKOFF', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_STOPPED', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'wrapper', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_FATAL', processname: 'wrapper', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_FATAL', processname: 'db-on-watch', groupname: 'slappart1' },
+  ]
+  // no instance root: no de-duplication, each qualifying event bangs
+  const r = await runListener(['--master-url', node.masterUrl, '--computer-id', node.computerId, '--certificate-repository-path', node.certificateRepository], events)
+  assert.is(r.code, 0, r.stderr)
+  assert.is(r.stdout, expectedStdout(events.length))
+  const b = bangs(node)
+  assert.equal(
+    b.map((c) => c.fields),
+    [
+      { computer_id: node.computerId, computer_partition_id: 'slappart0', message: 'web-on-watch process in partition slappart0 encountered a problem' },
+      { computer_id: node.computerId, computer_partition_id: 'slappart1', message: 'db-on-watch process in partition slappart1 encountered a problem' },
+    ],
+  )
+  assert.ok(b.every((c) => c.verb === 'POST' && c.status === 200))
+})
+
+listener('payload length is in bytes (non-ASCII names)', async () => {
+  const r = await runListener(['--master-url', node.masterUrl, '--computer-id', node.computerId], [
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'café-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'x-on-watch', groupname: 'slappart1' },
+  ])
+  assert.is(r.stdout, expectedStdout(2))
+  assert.equal(bangs(node).map((c) => c.fields.message), [
+    'café-on-watch process in partition slappart0 encountered a problem',
+    'x-on-watch process in partition slappart1 encountered a problem',
+  ])
+})
+
+listener('with the instance root: one bang per successful deployment (.slapos_latest_bang_timestamp)', async () => {
+  const part = join(node.instanceRoot, 'slappart0')
+  const crash: Event = { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' }
+  const args = ['--master-url', node.masterUrl, '--computer-id', node.computerId, '--instance-root', node.instanceRoot]
+  // never deployed: bangs once, records 0, then stays quiet
+  let r = await runListener(args, [crash, crash])
+  assert.is(r.stdout, expectedStdout(2))
+  assert.is(bangs(node).length, 1)
+  assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '0')
+  r = await runListener(args, [crash])
+  assert.is(bangs(node).length, 1, 'still never deployed: no second bang')
+  // a successful deployment (newer .timestamp): one more bang, recorded
+  writeFileSync(join(part, '.timestamp'), '1700000000')
+  r = await runListener(args, [crash, { ...crash, eventname: 'PROCESS_STATE_FATAL' }])
+  assert.is(bangs(node).length, 2)
+  assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '1700000000')
+  // same deployment, the spelling --instance-root-path of HEAD: no bang
+  r = await runListener(['--master-url', node.masterUrl, '--computer-id', node.computerId, '--instance-root-path', node.instanceRoot], [crash])
+  assert.is(r.code, 0, r.stderr)
+  assert.is(bangs(node).length, 2)
+  writeFileSync(join(part, '.timestamp'), '1700000100')
+  await runListener(args, [crash])
+  assert.is(bangs(node).length, 3)
+})
+
+listener('a master that cannot be reached: the event is still acknowledged, the next bang retried', async () => {
+  const dir = tempDir()
+  mkdirSync(join(dir, 'slappart0'))
+  const crash: Event = { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' }
+  const r = await runListener(['--master-url', 'http://127.0.0.1:9/', '--computer-id', 'c', '--instance-root', dir], [crash])
+  assert.is(r.code, 0)
+  assert.is(r.stdout, expectedStdout(1))
+  assert.match(r.stderr, /Couldn't connect to the master/)
+  assert.ok(!existsSync(join(dir, 'slappart0', '.slapos_latest_bang_timestamp')), 'a failed bang is not recorded')
+})
+
+listener('missing --master-url or --computer-id: usage error, exit 2', async () => {
+  const r = await runListener(['--computer-id', 'c'], [])
+  assert.is(r.code, 2)
+  assert.match(r.stderr, /master-url/)
+})
+
+listener.run()
+
+// --- under supervisord, banging our proxy ---
+
+const live = suite('watchdog under supervisord')
+
+live('a crashing etc/service process bangs once, an etc/run one never, a second crash before redeploy never', async () => {
+  const n = await makeNode({ partitions: 1 })
+  const root = n.instanceRoot
+  try {
+    // an instance on slappart0, so the bang is visible in the proxy as a new timestamp
+    await n.supply()
+    await n.client.requestComputerPartition({ softwareRelease: n.srUrl, partitionReference: 'inst0', state: 'started' })
+    const stamp = async () => {
+      const c = await n.client.getFullComputerInformation(n.computerId)
+      const p = c._computer_partition_list.find((x) => x._partition_id === 'slappart0')
+      return String((p?._parameter_dict as Record<string, unknown> | null | undefined)?.timestamp)
+    }
+    const before = await stamp()
+    assert.ok(before !== 'undefined' && before !== 'None', `instance allocated on slappart0 (timestamp ${before})`)
+
+    const cfg = loadNodeConfig(ConfigFile.load(n.cfgPath))
+    createInstanceRootStructure(root)
+    writeSupervisordConf(root, watchdogCommand(cfg))
+    const log = createLogger({ level: 'warning' })
+    const sup = new Supervisor(supervisorPaths(root), log)
+    await sup.launch()
+    await waitFor('watchdog listener running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') ? true : undefined))
+
+    const part = join(root, 'slappart0')
+    for (const d of ['run', 'service']) mkdirSync(join(part, 'etc', d), { recursive: true })
+    writeFileSync(join(part, 'etc', 'run', 'runner'), '#!/bin/sh\nsleep 0.5\nexit 3\n', { mode: 0o755 })
+    writeFileSync(join(part, 'etc', 'service', 'crasher'), '#!/bin/sh\nsleep 0.5\nexit 1\n', { mode: 0o755 })
+    const owner = { id: 'slappart0', path: part, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, user: 'root', home: '/root' }
+    n.clearCalls()
+    await startPartitionServices(sup, root, owner, log)
+    const exited = async () => {
+      const l = (await sup.processInfo()).filter((p) => p.group === 'slappart0')
+      return l.length === 2 && l.every((p) => p.statename === 'EXITED') ? l : undefined
+    }
+    await waitFor('both processes exited', exited)
+    await waitFor('one bang', async () => (bangs(n).length >= 1 ? true : undefined))
+    await new Promise((r) => setTimeout(r, 1_000)) // room for a wrong second bang
+    assert.equal(
+      bangs(n).map((c) => c.fields),
+      [{ computer_id: n.computerId, computer_partition_id: 'slappart0', message: 'crasher-on-watch process in partition slappart0 encountered a problem' }],
+    )
+    assert.is(bangs(n)[0]?.status, 200)
+    assert.is.not(await stamp(), before, 'the proxy bumped the instance timestamp')
+    assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '0')
+
+    // crash again, no successful deployment in between: no bang
+    await sup.startGroup('slappart0')
+    await new Promise((r) => setTimeout(r, 300))
+    await waitFor('both processes exited again', exited)
+    await new Promise((r) => setTimeout(r, 1_000))
+    assert.is(bangs(n).length, 1)
+
+    // after a successful deployment (.timestamp newer than the last bang) it bangs again, once
+    writeFileSync(join(part, '.timestamp'), '1800000000')
+    await sup.startGroup('slappart0')
+    await new Promise((r) => setTimeout(r, 300))
+    await waitFor('both processes exited a third time', exited)
+    await waitFor('second bang', async () => (bangs(n).length >= 2 ? true : undefined))
+    await new Promise((r) => setTimeout(r, 1_000))
+    assert.is(bangs(n).length, 2)
+    assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '1800000000')
+  } finally {
+    await n.stop()
+  }
+})
+
+live.run()
+
+// --- node bang ---
+
+const bang = suite('node bang')
+
+bang('sends computerBang with the message, as the node', async () => {
+  const n = await makeNode({ partitions: 1 })
+  try {
+    const r = await n.run(['node', 'bang', '-m', 'Reboot'])
+    assert.is(r.code, 0, r.stderr)
+    assert.match(r.stderr, `Banging to '${n.masterUrl}'`)
+    assert.match(r.stderr, "Bang with message 'Reboot'")
+    const calls = n.calls().filter((c) => c.name === 'computerBang')
+    assert.equal(calls.map((c) => [c.verb, c.status, c.fields]), [['POST', 200, { computer_id: n.computerId, message: 'Reboot' }]])
+    // the alias and the long option
+    const r2 = await n.run(['bang', '--message', 'repaired'])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.is(n.calls().filter((c) => c.name === 'computerBang')[1]?.fields.message, 'repaired')
+    // -m is required
+    const r3 = await n.run(['node', 'bang'])
+    assert.is(r3.code, 2)
+  } finally {
+    await n.stop()
+  }
+})
+
+bang('root check: a non-root user gets exit 5 unless root_check = false', async () => {
+  const n = await makeNode({ partitions: 1 })
+  try {
+    writeFileSync(join(n.dir, 'root.cfg'), readFileSync(n.cfgPath, 'utf8').replace('root_check = false', 'root_check = true'))
+    const r = await runAs(65534, ['node', 'bang', '-m', 'x', '--cfg', join(n.dir, 'root.cfg')])
+    assert.is(r.code, 5, r.stderr)
+    assert.match(r.stderr, /must be run as root/)
+    assert.is(n.calls().filter((c) => c.name === 'computerBang').length, 0)
+    const ok = await runAs(65534, ['node', 'bang', '-m', 'x', '--cfg', n.cfgPath])
+    assert.is(ok.code, 0, ok.stderr)
+  } finally {
+    await n.stop()
+  }
+})
+
+bang.run()
+
+// --- internal ---
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const v = await fn()
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+function runAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SLAPOS, args, { env: baseEnv({ HOME: '/tmp' }), uid, gid: uid, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
