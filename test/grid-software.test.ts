@@ -1,13 +1,11 @@
 // slapos node software against the real proxy with real buildout (through the test wrapper):
 // what is built, what the master is told and in which order, what stays on disk, exit codes.
-import { spawn } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { md5hex } from '../src/grid-common.ts'
-import { softwareBuildoutArgs, softwareBuildoutCfg, errorLine } from '../src/grid-software.ts'
-import { SLAPOS, tempDir } from './helpers.ts'
+import { errorLine, softwareBuildoutArgs, softwareBuildoutCfg } from '../src/grid-software.ts'
 import { makeNode, renderSoftwareRelease, type MasterCall, type TestNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -95,5 +93,319 @@ test('supplied SR is built: building, buildout, available, then .completed; seco
     assert.is(json.length, 1)
     assert.equal({ ...json[0], durationMs: 0 }, { url: node.srUrl, hash: md5hex(node.srUrl), state: 'available', result: 'up-to-date', durationMs: 0 })
   }))
+
+test('--force (and --all) rebuild a completed SR and run buildout without -N', () =>
+  withNode(async (node) => {
+    await node.supply()
+    const first = await node.run(['node', 'software', '--now'])
+    assert.is(first.code, 0, first.stderr)
+    assert.match(first.stderr, / -N -c /)
+    const path = join(node.softwareRoot, md5hex(node.srUrl))
+    // the generated buildout.cfg is never overwritten
+    writeFileSync(join(path, 'buildout.cfg'), `[buildout]\nextends = ${node.srUrl}\n# edited by hand\n`)
+    for (const flag of ['--force', '--all']) {
+      node.clearCalls()
+      const r = await node.run(['node', 'software', '--now', flag])
+      assert.is(r.code, 0, r.stderr)
+      assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'], flag)
+      const running = r.stderr.split('\n').find((l) => l.includes('Running ')) ?? ''
+      assert.match(running, / -U /)
+      assert.not.match(running, / -N /, flag)
+      assert.match(running, / -c \S+\/buildout\.cfg$/)
+    }
+    assert.match(readFileSync(join(path, 'buildout.cfg'), 'utf8'), '# edited by hand')
+    assert.ok(existsSync(join(path, '.completed')))
+  }))
+
+test('a broken SR: softwareReleaseError with the buildout output, no .completed, exit 1; a good SR in the same run is built', () =>
+  withNode(async (node) => {
+    const broken = brokenSoftwareRelease(node)
+    await node.supply(broken)
+    await node.supply()
+    const r = await node.run(['node', 'software', '--now', '--json'])
+    assert.is(r.code, 1, r.stderr)
+    const calls = node.calls()
+    const forBroken = calls.filter((c) => c.fields.url === broken)
+    assert.equal(names(forBroken), ['buildingSoftwareRelease', 'softwareReleaseError'])
+    const log = forBroken[1]?.fields.error_log ?? ''
+    const brokenPath = join(node.softwareRoot, md5hex(broken))
+    assert.match(log, `Failed to run buildout profile in directory '${brokenPath}':\n`)
+    assert.match(log, 'missing-profile.cfg')
+    assert.match(log, 'While:')
+    assert.not.ok(existsSync(join(brokenPath, '.completed')))
+    // the good one was still installed and reported
+    assert.equal(names(calls.filter((c) => c.fields.url === node.srUrl)), ['buildingSoftwareRelease', 'availableSoftwareRelease'])
+    assert.ok(existsSync(join(node.softwareRoot, md5hex(node.srUrl), '.completed')))
+    // one clear line per failed SR at the end, and the JSON results
+    const last = r.stderr.trimEnd().split('\n').pop() ?? ''
+    assert.match(last, `ERROR ${broken} failed: `)
+    assert.match(last, /missing-profile\.cfg/)
+    const json = JSON.parse(r.stdout) as Array<{ url: string; result: string; error?: string }>
+    assert.equal(json.map((x) => [x.url, x.result]), [[broken, 'failed'], [node.srUrl, 'installed']])
+    assert.is(json[0]?.error, log)
+    assert.not.ok(existsSync(node.pidfiles.software), 'pid file removed after a failed run too')
+    // the next run tries the broken one again, not the good one
+    node.clearCalls()
+    const again = await node.run(['node', 'software', '--now'])
+    assert.is(again.code, 1)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'softwareReleaseError'])
+  }))
+
+test('a destroyed SR: its directory is removed (read-only content too), then destroyedSoftwareRelease; sent even when absent', () =>
+  withNode(async (node) => {
+    await node.supply()
+    assert.is((await node.run(['node', 'software', '--now'])).code, 0)
+    const path = join(node.softwareRoot, md5hex(node.srUrl))
+    mkdirSync(join(path, 'ro', 'deep'), { recursive: true })
+    writeFileSync(join(path, 'ro', 'deep', 'file'), 'x')
+    chmodSync(join(path, 'ro', 'deep', 'file'), 0o400)
+    chmodSync(join(path, 'ro', 'deep'), 0o500)
+    chmodSync(join(path, 'ro'), 0o500)
+    const other = join(node.dir, 'other.cfg')
+    await node.supply(node.srUrl, 'destroyed')
+    await node.supply(other, 'destroyed') // never installed here
+    node.clearCalls()
+    const r = await node.run(['node', 'software', '--now', '--json'])
+    assert.is(r.code, 0, r.stderr)
+    assert.not.ok(existsSync(path))
+    assert.equal(
+      node.calls().map((c) => [c.name, c.fields.url]),
+      [
+        ['getFullComputerInformation', undefined],
+        ['destroyedSoftwareRelease', node.srUrl],
+        ['destroyedSoftwareRelease', other],
+      ],
+    )
+    assert.equal((JSON.parse(r.stdout) as Array<{ result: string }>).map((x) => x.result), ['destroyed', 'destroyed'])
+    // the proxy forgot them
+    const computer = await node.client.getFullComputerInformation('computer')
+    assert.equal(computer._software_release_list, [])
+  }))
+
+test('--only-sr by URL or md5 (comma list, --only and --only_sr spellings): every other SR is ignored, destroyed ones included', () =>
+  withNode(async (node) => {
+    const second = renderSoftwareRelease(join(node.dir, 'sr2'))
+    const gone = join(node.dir, 'gone.cfg')
+    await node.supply()
+    await node.supply(second)
+    await node.supply(gone, 'destroyed')
+    const r1 = await node.run(['node', 'software', '--now', '--only-sr', second])
+    assert.is(r1.code, 0, r1.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'])
+    assert.ok(node.calls().slice(1).every((c) => c.fields.url === second))
+    assert.not.ok(existsSync(join(node.softwareRoot, md5hex(node.srUrl))))
+    // by hash, with an unknown entry in the list
+    node.clearCalls()
+    const r2 = await node.run(['node', 'software', '--now', '--only', `0123456789abcdef0123456789abcdef,${md5hex(node.srUrl)}`])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.equal(node.calls().map((c) => [c.name, c.fields.url]), [
+      ['getFullComputerInformation', undefined],
+      ['buildingSoftwareRelease', node.srUrl],
+      ['availableSoftwareRelease', node.srUrl],
+    ])
+    // a listed, completed SR is not rebuilt without --force (HEAD)
+    node.clearCalls()
+    const r3 = await node.run(['node', 'software', '--now', '--only_sr', second, '--json'])
+    assert.is(r3.code, 0, r3.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation'])
+    assert.equal((JSON.parse(r3.stdout) as Array<{ result: string }>).map((x) => x.result), ['skipped', 'up-to-date', 'skipped'])
+    // --all and --only-sr together: refused by the parser (exit 2), before anything runs
+    node.clearCalls()
+    const r4 = await node.run(['node', 'software', '--now', '--all', '--only-sr', second])
+    assert.is(r4.code, 2, r4.stderr)
+    assert.equal(node.calls(), [])
+  }))
+
+test('pid file: held by a live slapos process -> exit 10, no master call; stale -> overwritten and removed at the end', () =>
+  withNode(async (node) => {
+    await node.supply()
+    mkdirSync(join(node.dir, 'run'), { recursive: true })
+    // the proxy is a live process whose command line contains "slapos"
+    writeFileSync(node.pidfiles.software, String(node.proxy.pid))
+    const r = await node.run(['node', 'software', '--now'])
+    assert.is(r.code, 10, r.stderr)
+    assert.equal(node.calls(), [])
+    assert.is(readFileSync(node.pidfiles.software, 'utf8'), String(node.proxy.pid))
+    assert.is(r.stderr.trim().split('\n').length, 1, r.stderr)
+    // the instance pid file is another lock: node software is not blocked by it
+    writeFileSync(node.pidfiles.software, '999999999')
+    writeFileSync(node.pidfiles.instance, String(node.proxy.pid))
+    const ok = await node.run(['node', 'software', '--now'])
+    assert.is(ok.code, 0, ok.stderr)
+    assert.not.ok(existsSync(node.pidfiles.software))
+    assert.ok(existsSync(node.pidfiles.instance))
+  }))
+
+test('configuration errors: a missing mandatory key exits 1 with one line and no master call; a missing file too', () =>
+  withNode(async (node) => {
+    const text = readFileSync(node.cfgPath, 'utf8')
+    writeFileSync(node.cfgPath, text.replace(/^software_root = .*\n/m, '').replace(/^computer_id = .*\n/m, ''))
+    const r = await node.run(['node', 'software', '--now'])
+    assert.is(r.code, 1)
+    assert.is(r.stderr.trim().split('\n').length, 1, r.stderr)
+    assert.match(r.stderr, 'Missing mandatory parameters: computer_id, software_root')
+    assert.not.match(r.stderr, /\bat \w+ \(/)
+    assert.equal(node.calls(), [])
+    // the command line fills what the file lacks
+    await node.supply()
+    const ok = await node.run(['node', 'software', '--now', '--computer-id', 'computer', '--software-root', node.softwareRoot])
+    assert.is(ok.code, 0, ok.stderr)
+    // a configured key file that does not exist
+    writeFileSync(node.cfgPath, text.replace('[slapos]\n', `[slapos]\nkey_file = ${node.dir}/nope.key\ncert_file = ${node.dir}/nope.crt\n`))
+    node.clearCalls()
+    const k = await node.run(['node', 'software', '--now'])
+    assert.is(k.code, 1)
+    assert.match(k.stderr, 'key_file file does not exist')
+    assert.equal(node.calls(), [])
+    // software_root that is not there
+    writeFileSync(node.cfgPath, text.replace(/^software_root = .*$/m, `software_root = ${node.dir}/no-such-dir`))
+    const s = await node.run(['node', 'software', '--now'])
+    assert.is(s.code, 1)
+    assert.match(s.stderr, `${node.dir}/no-such-dir does not exist.`)
+    // no configuration file at all
+    const m = await node.run(['node', 'software', '--now', '--cfg', join(node.dir, 'missing.cfg')], { noCfg: true })
+    assert.is(m.code, 1)
+    assert.match(m.stderr, 'missing.cfg')
+  }))
+
+test('root check: as a non-root user with the default root_check the run exits 5; root_check = false lets it run', async () => {
+  if (!isRoot) return
+  await withNode(async (node) => {
+    const text = readFileSync(node.cfgPath, 'utf8')
+    writeFileSync(node.cfgPath, text.replace('root_check = false\n', ''))
+    chmodSync(node.cfgPath, 0o644)
+    const r = await node.run(['node', 'software', '--now'], { user: { uid: 65534, gid: 65534 } })
+    assert.is(r.code, 5, r.stderr)
+    assert.match(r.stderr, 'root')
+    assert.equal(node.calls(), [])
+    writeFileSync(node.cfgPath, text.replace('root_check = false\n', 'root_check = maybe\n'))
+    const bad = await node.run(['node', 'software', '--now'])
+    assert.is(bad.code, 1)
+    assert.match(bad.stderr, "root_check")
+  })
+})
+
+test('a node kept by an unprivileged user (no root): builds as that user and removes read-only content', async () => {
+  if (!isRoot) return
+  await withNode(async (node) => {
+    const nobody = { uid: 65534, gid: 65534 }
+    for (const d of [node.softwareRoot, node.instanceRoot, join(node.dir, 'run'), join(node.dir, 'sr')]) chownTree(d, nobody.uid, nobody.gid)
+    chmodSync(node.cfgPath, 0o644)
+    await node.supply()
+    const r = await node.run(['node', 'software', '--now'], { user: nobody })
+    assert.is(r.code, 0, r.stderr)
+    const path = join(node.softwareRoot, md5hex(node.srUrl))
+    assert.is(statSync(join(path, 'instance.cfg')).uid, nobody.uid)
+    mkdirSync(join(path, 'ro'))
+    writeFileSync(join(path, 'ro', 'f'), 'x')
+    chownTree(join(path, 'ro'), nobody.uid, nobody.gid)
+    chmodSync(join(path, 'ro'), 0o500)
+    await node.supply(node.srUrl, 'destroyed')
+    node.clearCalls()
+    const d = await node.run(['node', 'software', '--now'], { user: nobody })
+    assert.is(d.code, 0, d.stderr)
+    assert.not.ok(existsSync(path))
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'destroyedSoftwareRelease'])
+  })
+})
+
+test('as root, a software_root owned by nobody makes buildout run as nobody', async () => {
+  if (!isRoot) return
+  await withNode(async (node) => {
+    chownSync(node.softwareRoot, 65534, 65534)
+    chownTree(join(node.dir, 'sr'), 65534, 65534) // the develop egg writes its egg-info there
+    await node.supply()
+    const r = await node.run(['node', 'software', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    const path = join(node.softwareRoot, md5hex(node.srUrl))
+    for (const f of ['', 'buildout.cfg', 'extends-cache', 'instance.cfg', '.installed.cfg', 'parts', 'eggs', 'develop-eggs']) {
+      assert.is(statSync(join(path, f)).uid, 65534, `owner of ${f || 'the software directory'}`)
+      assert.is(statSync(join(path, f)).gid, 65534, `group of ${f || 'the software directory'}`)
+    }
+    // umask 027 in the child
+    assert.is(statSync(join(path, 'parts')).mode & 0o777, 0o750)
+  })
+})
+
+test('as root, a software_root owned by root is refused unless root_check = false', async () => {
+  if (!isRoot) return
+  await withNode(async (node) => {
+    // a root-owned node with root_check = true (we are root, so the root check passes)
+    writeFileSync(node.cfgPath, readFileSync(node.cfgPath, 'utf8').replace('root_check = false', 'root_check = true'))
+    await node.supply()
+    const r = await node.run(['node', 'software', '--now'])
+    assert.is(r.code, 1)
+    const err = node.calls().find((c) => c.name === 'softwareReleaseError')
+    assert.match(err?.fields.error_log ?? '', 'too dangerous')
+  })
+})
+
+test('--garbage-collect removes md5-named directories with a buildout.cfg that are not supplied, keeps the rest', () =>
+  withNode(async (node) => {
+    await node.supply()
+    const stale = join(node.softwareRoot, md5hex('http://old/software.cfg'))
+    const notSr = join(node.softwareRoot, md5hex('http://other/software.cfg'))
+    const odd = join(node.softwareRoot, 'not-a-hash')
+    for (const d of [stale, notSr, odd]) mkdirSync(d)
+    writeFileSync(join(stale, 'buildout.cfg'), '[buildout]\n')
+    writeFileSync(join(odd, 'buildout.cfg'), '[buildout]\n')
+    const r = await node.run(['node', 'software', '--now', '--garbage-collect'])
+    assert.is(r.code, 0, r.stderr)
+    assert.not.ok(existsSync(stale))
+    assert.ok(existsSync(notSr))
+    assert.ok(existsSync(odd))
+    assert.ok(existsSync(join(node.softwareRoot, md5hex(node.srUrl), '.completed')))
+  }))
+
+test('legacy name slapgrid-sr with the configuration as positional argument; grid software alias', () =>
+  withNode(async (node) => {
+    await node.supply()
+    const r = await node.run(['--now', node.cfgPath], { noCfg: true, argv0: 'slapgrid-sr' })
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'])
+    node.clearCalls()
+    const g = await node.run(['grid', 'software', '--now'])
+    assert.is(g.code, 0, g.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation'])
+  }))
+
+test('software_min_free_space: not enough space is an SR error naming the option', () =>
+  withNode(
+    async (node) => {
+      await node.supply()
+      const r = await node.run(['node', 'software', '--now'])
+      assert.is(r.code, 1)
+      const err = node.calls().find((c) => c.name === 'softwareReleaseError')
+      assert.match(err?.fields.error_log ?? '', 'software_min_free_space')
+      assert.match(r.stderr, /failed: Not enough free space/)
+    },
+    { extraSlapos: 'software_min_free_space = 900000T' },
+  ))
+
+test('a software user ~/.netrc is copied into the SR (0600) and removed there when it disappears', async () => {
+  if (!isRoot) return
+  await withNode(async (node) => {
+    // a uid without passwd entry has its home in the software root itself (see ownerOf)
+    const uid = 54321
+    chownSync(node.softwareRoot, uid, uid)
+    chownTree(join(node.dir, 'sr'), uid, uid)
+    writeFileSync(join(node.softwareRoot, '.netrc'), 'machine example.com login a password b\n')
+    await node.supply()
+    assert.is((await node.run(['node', 'software', '--now'])).code, 0)
+    const copy = join(node.softwareRoot, md5hex(node.srUrl), '.netrc')
+    assert.is(readFileSync(copy, 'utf8'), 'machine example.com login a password b\n')
+    assert.is(statSync(copy).mode & 0o777, 0o600)
+    assert.is(statSync(copy).uid, uid)
+    rmSync(join(node.softwareRoot, '.netrc'))
+    assert.is((await node.run(['node', 'software', '--now', '--force'])).code, 0)
+    assert.not.ok(existsSync(copy))
+  })
+})
+
+function chownTree(p: string, uid: number, gid: number): void {
+  chownSync(p, uid, gid)
+  if (!statSync(p).isDirectory()) return
+  for (const n of readdirSync(p)) chownTree(join(p, n), uid, gid)
+}
 
 test.run()

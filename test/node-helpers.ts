@@ -81,7 +81,7 @@ export interface TestNode {
   /** a SLAP client on the proxy itself (calls made with it are not recorded) */
   client: SlapClient
   /** runs `dist/slapos <args> --cfg <cfgPath>` (no --cfg when `noCfg`) */
-  run(args: string[], opts?: { env?: NodeJS.ProcessEnv; noCfg?: boolean; timeoutMs?: number }): Promise<Result>
+  run(args: string[], opts?: RunOpts): Promise<Result>
   /** supplies a Software Release to this computer (default: the test SR, available) */
   supply(url?: string, state?: 'available' | 'destroyed'): Promise<void>
   /** master calls recorded since the start or the last clearCalls() */
@@ -89,6 +89,17 @@ export interface TestNode {
   clearCalls(): void
   /** shuts supervisord down (if started), stops the proxy and the tap, removes the directory unless `keep` */
   stop(opts?: { keep?: boolean }): Promise<void>
+}
+
+export interface RunOpts {
+  env?: NodeJS.ProcessEnv
+  /** do not append `--cfg <cfgPath>` */
+  noCfg?: boolean
+  timeoutMs?: number
+  /** program name the binary sees (legacy names such as slapgrid-sr) */
+  argv0?: string
+  /** run as this user (we are root): uid and gid */
+  user?: { uid: number; gid: number }
 }
 
 export interface MakeNodeOptions {
@@ -184,7 +195,7 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
     addresses,
     pidfiles,
     client,
-    run: (args, o = {}) => runSlapos(o.noCfg ? args : [...args, '--cfg', cfgPath], o.env, o.timeoutMs ?? 300_000),
+    run: (args, o = {}) => runSlapos(o.noCfg ? args : [...args, '--cfg', cfgPath], o),
     async supply(url = srUrl, state = 'available') {
       await client.supplySupply(url, computerId, state)
     },
@@ -206,9 +217,10 @@ export function baseEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 
 // --- internal ---
 
-function runSlapos(args: string[], env: NodeJS.ProcessEnv | undefined, timeoutMs: number): Promise<Result> {
+function runSlapos(args: string[], o: RunOpts): Promise<Result> {
   return new Promise((res, rej) => {
-    const child = spawn(SLAPOS, args, { env: env ?? baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(SLAPOS, args, { env: o.env ?? baseEnv(), stdio: ['ignore', 'pipe', 'pipe'], argv0: o.argv0, uid: o.user?.uid, gid: o.user?.gid })
+    const timeoutMs = o.timeoutMs ?? 300_000
     let stdout = ''
     let stderr = ''
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
