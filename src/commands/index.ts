@@ -48,6 +48,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-bang.ts'),
   },
   {
+    name: 'node boot',
+    group: 'node',
+    summary: 'Test network and invoke simple format and bang (Use on Linux startup)',
+    load: () => import('./node-boot.ts'),
+  },
+  {
     name: 'node format',
     group: 'node',
     summary: 'create users, partitions and network configuration',
