@@ -1,0 +1,145 @@
+// slapos node supervisord, node supervisorctl and the verbs node status|start|stop|restart|tail
+// through the built binary, with the real supervisord and supervisorctl.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createLogger } from '../src/log.ts'
+import { startPartitionServices, Supervisor, supervisorPaths } from '../src/supervisor.ts'
+import { SLAPOS, tempDir } from './helpers.ts'
+import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+
+const ctl = suite('node supervisorctl')
+let node: TestNode
+const pidFile = () => join(node.instanceRoot, 'var', 'run', 'supervisord.pid')
+
+ctl.before(async () => {
+  node = await makeNode({ partitions: 1 })
+})
+ctl.after(async () => {
+  await node.stop()
+})
+
+ctl('node supervisord writes the configuration and starts supervisord once', async () => {
+  const r = await node.run(['node', 'supervisord'])
+  assert.is(r.code, 0, r.stderr)
+  const conf = readFileSync(join(node.instanceRoot, 'etc', 'supervisord.conf'), 'utf8')
+  assert.match(conf, `command=${SLAPOS} node watchdog --master-url '${node.masterUrl}' --computer-id '${node.computerId}' --certificate-repository-path '${node.certificateRepository}' --instance-root '${node.instanceRoot}'`)
+  const pid = readFileSync(pidFile(), 'utf8').trim()
+  assert.ok(existsSync(`/proc/${pid}`))
+  const again = await node.run(['node', 'supervisord'])
+  assert.is(again.code, 0, again.stderr)
+  assert.is(readFileSync(pidFile(), 'utf8').trim(), pid, 'already running: not started twice')
+})
+
+ctl('node status / start / stop / restart / tail act on <partition>:<program>', async () => {
+  const part = join(node.instanceRoot, 'slappart0')
+  mkdirSync(join(part, 'etc', 'service'), { recursive: true })
+  writeFileSync(join(part, 'etc', 'service', 'daemon'), '#!/bin/sh\necho daemon says hello\nexec sleep 300\n', { mode: 0o755 })
+  const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'warning' }))
+  await startPartitionServices(sup, node.instanceRoot, { id: 'slappart0', path: part, uid: 0, gid: 0, user: 'root', home: '/root' }, createLogger({ level: 'warning' }))
+  await waitFor(async () => (await sup.processInfo()).some((p) => p.name === 'daemon-on-watch' && p.statename === 'RUNNING'))
+
+  let r = await node.run(['node', 'status'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slappart0:daemon-on-watch\s+RUNNING/)
+  assert.match(r.stdout, /watchdog\s+RUNNING/)
+
+  r = await node.run(['node', 'stop', 'slappart0:daemon-on-watch'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slappart0:daemon-on-watch: stopped/)
+  r = await node.run(['node', 'status', 'slappart0:*'])
+  assert.match(r.stdout, /slappart0:daemon-on-watch\s+STOPPED/)
+  assert.not.match(r.stdout, /watchdog/)
+
+  r = await node.run(['node', 'start', 'slappart0:daemon-on-watch'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slappart0:daemon-on-watch: started/)
+  const pid1 = (await sup.processInfo()).find((p) => p.name === 'daemon-on-watch')?.pid
+  r = await node.run(['node', 'restart', 'slappart0:'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slappart0:daemon-on-watch: started/)
+  const pid2 = (await sup.processInfo()).find((p) => p.name === 'daemon-on-watch')?.pid
+  assert.ok(pid1 && pid2 && pid1 !== pid2, 'restarted')
+
+  r = await node.run(['node', 'tail', 'slappart0:daemon-on-watch'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, 'daemon says hello')
+})
+
+ctl('node supervisorctl passes every word; --cfg may come after them; slapos node = node status', async () => {
+  const pid = readFileSync(pidFile(), 'utf8').trim()
+  let r = await node.run(['node', 'supervisorctl', 'pid'])
+  assert.is(r.code, 0, r.stderr)
+  assert.is(r.stdout.trim(), pid)
+  r = await node.run(['node', 'supervisorctl', '--cfg', node.cfgPath, 'pid'], { noCfg: true })
+  assert.is(r.stdout.trim(), pid)
+  // an option of supervisorctl's tail: the last 12 bytes of the log
+  r = await node.run(['node', 'supervisorctl', 'tail', '-12', 'slappart0:daemon-on-watch'])
+  assert.is(r.code, 0, r.stderr)
+  assert.is(r.stdout.trim(), 'says hello', `supervisorctl options reach supervisorctl: ${JSON.stringify(r.stdout)}`)
+  r = await node.run(['node'], { noCfg: true, env: baseEnv({ SLAPOS_CONFIGURATION: node.cfgPath }) })
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slappart0:daemon-on-watch\s+RUNNING/)
+  // the 0.35.1 program name with the configuration as first argument
+  const link = join(tempDir(), 'slapgrid-supervisorctl')
+  symlinkSync(SLAPOS, link)
+  const legacy = spawnSync(link, [node.cfgPath, 'pid'], { encoding: 'utf8', env: baseEnv(), timeout: 60_000 })
+  assert.is(legacy.status, 0, legacy.stderr)
+  assert.is(legacy.stdout.trim(), pid)
+})
+
+ctl('supervisorctl exit status is passed on', async () => {
+  const r = await node.run(['node', 'start', 'slappart0:nothing-here'])
+  assert.is.not(r.code, 0)
+  assert.match(r.stdout + r.stderr, /no such process/i)
+})
+
+ctl('root check: exit 5 for a non-root user unless root_check = false', async () => {
+  const cfg = join(node.dir, 'root.cfg')
+  writeFileSync(cfg, readFileSync(node.cfgPath, 'utf8').replace('root_check = false', 'root_check = true'))
+  const r = await runAs(65534, ['node', 'status', '--cfg', cfg])
+  assert.is(r.code, 5, r.stderr)
+  assert.match(r.stderr, /must be run as root/)
+})
+
+ctl.run()
+
+const forbid = suite('forbid_supervisord_automatic_launch')
+
+forbid('node status does not start supervisord', async () => {
+  const n = await makeNode({ partitions: 1, extraSlapos: 'forbid_supervisord_automatic_launch = true' })
+  try {
+    const r = await n.run(['node', 'status'])
+    assert.is.not(r.code, 0)
+    assert.ok(!existsSync(join(n.instanceRoot, 'var', 'run', 'supervisord.pid')), 'no supervisord started')
+    assert.ok(existsSync(join(n.instanceRoot, 'etc', 'supervisord.conf')), 'the configuration is written')
+  } finally {
+    await n.stop()
+  }
+})
+
+forbid.run()
+
+// --- internal ---
+
+async function waitFor(fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error('timed out')
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+function runAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SLAPOS, args, { env: baseEnv({ HOME: '/tmp' }), uid, gid: uid, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
+}
