@@ -311,7 +311,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     if (e instanceof ConnectionError) throw e
     const message = e instanceof Error ? e.message : String(e)
     if (e instanceof PromiseFailedError) {
-      plog.error(message)
+      // runPromises already logged it
       await report(plog, () => client.softwareInstanceError(cfg.computerId, id, message))
       return summary('promise-failed', message)
     }

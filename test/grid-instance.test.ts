@@ -1,0 +1,341 @@
+// End to end test of `slapos node instance` against real components: our proxy (through the
+// recording tap of node-helpers.ts), real supervisord, real buildout (Debian's, through the
+// test wrapper) and the offline test Software Release. One node with 3 partitions goes
+// through deploy, idle re-run, parameter change, stop, a failing buildout, a failing
+// promise, a run killed mid-buildout, --jobs 2 and offline mode, in that order.
+import { spawn, spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createLogger } from '../src/log.ts'
+import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
+import { SLAPOS } from './helpers.ts'
+import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+
+const t = suite('node instance, end to end (3 partitions)')
+const quiet = createLogger({ level: 'critical', write: () => undefined })
+
+interface State {
+  node: TestNode
+  clientCfg: string
+  /** instance title -> partition id */
+  where: Record<string, string>
+}
+let S: State
+
+t.before(async () => {
+  const node = await makeNode({ partitions: 3 })
+  // The fixture's instance profile takes its port from the instance parameter `port`, so a
+  // request without it makes the instance buildout fail ("broken parameter" case below). The
+  // port is also in the service's file name, as SlapOS wrappers carry a hash of their
+  // configuration: a changed port is a new program, which supervisord starts afresh.
+  const tpl = join(node.dir, 'sr', 'instance.cfg.in')
+  const text = readFileSync(tpl, 'utf8')
+    .replace('port = 8080', () => 'port = $${slap-configuration:configuration.port}')
+    .replace('wrapper-path = $${directory:service}/http-server', () => 'wrapper-path = $${directory:service}/http-server-$${:port}')
+  assert.ok(text.includes('http-server-$${:port}'))
+  writeFileSync(tpl, text)
+  const clientCfg = join(node.dir, 'client.cfg')
+  writeFileSync(clientCfg, `[slapos]\nmaster_url = ${node.proxy.url}\n`)
+  S = { node, clientCfg, where: {} }
+})
+
+t.after(async () => {
+  await S?.node.stop()
+})
+
+t('supply, request 3 instances, node software, node instance: every service runs and answers (checklist 49-51, 66, 67, 70, 80, 84)', async () => {
+  const { node } = S
+  await node.supply()
+  for (const i of [0, 1, 2]) {
+    const r = request(`inst${i}`, ['--parameters', `port=${8080 + i}`])
+    assert.is(r.code, 0, r.stderr)
+  }
+  const sw = await node.run(['node', 'software', '--now'])
+  if (sw.code === 5 && /does not exist/.test(sw.stderr)) buildSoftwareByHand(node)
+  else assert.is(sw.code, 0, sw.stderr)
+
+  node.clearCalls()
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  for (const i of [0, 1, 2]) {
+    const info = JSON.parse(request(`inst${i}`, ['--parameters', `port=${8080 + i}`, '--json']).stdout)
+    S.where[`inst${i}`] = info['partition-id']
+    const addr = node.addresses[info['partition-id']]
+    assert.is(info['connection-parameters']['url-http'], `http://${addr}:${8080 + i}/`)
+    assert.is(await httpStatus(`http://${addr}:${8080 + i}/`), 200)
+  }
+  // the text form of request prints the published URL too
+  assert.match(request('inst0', ['--parameters', 'port=8080']).stdout, /'url-http': 'http:\/\/127\.0\.1\.\d+:8080\/'/)
+  const procs = await processes()
+  assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 3, JSON.stringify(procs))
+
+  const p0 = S.where.inst0!
+  const path = join(node.instanceRoot, p0)
+  // master calls of one started partition, in order
+  const mine = node.calls().filter((c) => c.name === 'getFullComputerInformation' || c.fields.computer_partition_id === p0 || c.fields.computer_partition_reference === p0)
+  const names = mine.map((c) => c.name).filter((n) => n !== 'registerComputerPartition' && n !== 'setComputerPartitionConnectionXml')
+  assert.equal(names, ['getFullComputerInformation', 'getComputerPartitionCertificate', 'startedComputerPartition'])
+  // .timestamp holds the master's value
+  const params = await masterTimestamp(p0)
+  assert.is(readFileSync(join(path, '.timestamp'), 'utf8'), params)
+  // certificate files
+  for (const ext of ['crt', 'key']) assert.is(statSync(join(node.certificateRepository, `${p0}.${ext}`)).mode & 0o777, 0o400)
+  // buildout.cfg = instance.cfg + the tail, 0640
+  const cfg = readFileSync(join(path, 'buildout.cfg'), 'utf8')
+  const template = readFileSync(join(node.softwareRoot, md5(node.srUrl), 'instance.cfg'), 'utf8')
+  assert.ok(cfg.startsWith(template + '\n\n# This is beginning of zc.buildout profile\'s tail added by slapgrid\n'))
+  assert.ok(cfg.includes(`[slap-connection]\ncomputer-id = ${node.computerId}\npartition-id = ${p0}\nserver-url = ${node.masterUrl}\nsoftware-release-url = ${node.srUrl}\n`))
+  assert.ok(cfg.includes(`key-file = ${node.certificateRepository}/${p0}.key\ncert-file = ${node.certificateRepository}/${p0}.crt\nshared-part-list =\nbuild-time-part-list =\nrequested-state = started\n`))
+  assert.ok(cfg.includes('bin-directory = ${buildout:directory}/sbin\n\n# protect software and run parts offline\noffline = true\n'))
+  assert.ok(cfg.includes(`[slap_connection]\n# Kept for backward compatiblity\ncomputer_id = ${node.computerId}\npartition_id = ${p0}\n`))
+  assert.ok(cfg.endsWith("[network-information]\nglobal-ipv4-network = \n# This is end of zc.buildout profile's tail added by slapgrid\n"))
+  assert.is(statSync(join(path, 'buildout.cfg')).mode & 0o777, 0o640)
+  assert.ok(lstatSync(join(path, 'software_release')).isSymbolicLink())
+  assert.is(readlinkSync(join(path, 'software_release')), join(node.softwareRoot, md5(node.srUrl)))
+  assert.match(readFileSync(join(path, '.slapgrid/log/instance.log'), 'utf8'), /Running buildout in /)
+  assert.is(readFileSync(join(path, '.slapos-retention-lock-delay'), 'utf8'), '0')
+  assert.not.ok(existsSync(node.pidfiles.instance), 'pid file removed at the end')
+})
+
+t('a second run changes nothing: no buildout, no status call, same pids, exit 0 (checklist 24, 52)', async () => {
+  const { node } = S
+  const before = await processes()
+  const stamps = timestampMtimes()
+  node.clearCalls()
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  assert.equal(node.calls().map((c) => c.name), ['getFullComputerInformation'])
+  assert.not.match(r.stderr, /Running buildout/)
+  assert.equal(timestampMtimes(), stamps)
+  assert.equal(pids(await processes()), pids(before))
+})
+
+t('a parameter change redeploys only that partition (checklist 53)', async () => {
+  const { node } = S
+  const before = await processes()
+  const stamps = timestampMtimes()
+  const p1 = S.where.inst1!
+  assert.is(request('inst1', ['--parameters', 'port=8091']).code, 0)
+  await sleep(1100) // mtime resolution of .timestamp checks
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  const after = timestampMtimes()
+  for (const id of Object.keys(stamps)) {
+    if (id === p1) assert.is.not(after[id], stamps[id], `${id} redeployed`)
+    else assert.is(after[id], stamps[id], `${id} untouched`)
+  }
+  const beforePids = pids(before)
+  const afterPids = pids(await processes())
+  for (const [name, pid] of Object.entries(afterPids)) {
+    if (name.startsWith(p1)) assert.is.not(pid, beforePids[name], 'restarted on the new port')
+    else assert.is(pid, beforePids[name], `${name} kept running`)
+  }
+  const addr = node.addresses[p1]
+  assert.is(await httpStatus(`http://${addr}:8091/`), 200)
+  assert.match(request('inst1', ['--parameters', 'port=8091']).stdout, new RegExp(`'url-http': 'http://${addr!.replace(/\./g, '\\.')}:8091/'`))
+})
+
+t('requesting stopped stops its services and reports stopped (checklist 25, 48)', async () => {
+  const { node } = S
+  const p2 = S.where.inst2!
+  assert.is(request('inst2', ['--parameters', 'port=8082', '--state', 'stopped']).code, 0)
+  node.clearCalls()
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  const procs = await processes()
+  assert.is(procs.filter((p) => p.group === p2).length, 0, 'group removed from supervisord')
+  assert.not.ok(existsSync(join(node.instanceRoot, 'etc/supervisord.conf.d', `${p2}.conf`)))
+  assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 2)
+  const mine = node.calls().filter((c) => c.fields.computer_partition_id === p2 || c.name === 'getFullComputerInformation' || (c.name === 'getComputerPartitionCertificate' && c.fields.computer_partition_id === p2))
+  const names = mine.map((c) => c.name).filter((n) => n !== 'registerComputerPartition' && n !== 'setComputerPartitionConnectionXml')
+  assert.equal(names, ['getFullComputerInformation', 'getComputerPartitionCertificate', 'stoppedComputerPartition'])
+  assert.is(node.calls().find((c) => c.name === 'stoppedComputerPartition')?.status, 200)
+  // the proxy shows it stopped
+  const info = JSON.parse(request('inst2', ['--parameters', 'port=8082', '--state', 'stopped', '--json']).stdout)
+  assert.is(info.state, 'stopped')
+  assert.is(await httpStatus(`http://${node.addresses[p2]}:8082/`), 0, 'nothing listens any more')
+})
+
+t('a broken parameter fails only that partition: exit 1, error reported, others deployed (checklist 61, 72, 73, 82)', async () => {
+  const { node } = S
+  const p0 = S.where.inst0!
+  const path = join(node.instanceRoot, p0)
+  const stamps = timestampMtimes()
+  assert.is(request('inst0', ['--parameters', 'portx=8080']).code, 0)
+  node.clearCalls()
+  const r = await instance([])
+  assert.is(r.code, 1, r.stderr)
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError' && c.fields.computer_partition_id === p0)
+  assert.ok(err, 'error sent to the master')
+  assert.match(err!.fields.error_log ?? '', /^Failed to run buildout profile in directory '.*slappart\d+':\n/)
+  assert.match(err!.fields.error_log ?? '', /configuration\.port/)
+  assert.not.ok(node.calls().some((c) => c.name === 'startedComputerPartition' && c.fields.computer_partition_id === p0))
+  assert.not.ok(existsSync(join(path, '.timestamp')), 'no .timestamp after a failure')
+  assert.match(readFileSync(join(path, `.slapgrid-${p0}-error.log`), 'utf8'), /Failed to run buildout/)
+  assert.match(r.stderr, new RegExp(`Error while processing the following partitions:[\\s\\S]*  ${p0}\\[default\\]: Failed to run buildout`))
+  const p1 = S.where.inst1!
+  assert.is(timestampMtimes()[p1], stamps[p1], 'the other started partition is untouched')
+  assert.is(await httpStatus(`http://${node.addresses[p1]}:8091/`), 200)
+  // fixed parameter: redeployed, the error log goes
+  assert.is(request('inst0', ['--parameters', 'port=8080']).code, 0)
+  const again = await instance([])
+  assert.is(again.code, 0, again.stderr)
+  assert.not.ok(existsSync(join(path, `.slapgrid-${p0}-error.log`)))
+  assert.is(await httpStatus(`http://${node.addresses[p0]}:8080/`), 200)
+})
+
+t('a failing etc/promise script: exit 2, promise error reported, not started, no .timestamp (checklist 85, 86, 61)', async () => {
+  const { node } = S
+  const p1 = S.where.inst1!
+  const path = join(node.instanceRoot, p1)
+  mkdirSync(join(path, 'etc/promise'), { recursive: true })
+  writeFileSync(join(path, 'etc/promise/check-port'), '#!/bin/sh\necho "port is closed" >&2\nexit 1\n', { mode: 0o755 })
+  assert.is(request('inst1', ['--parameters', 'port=8092']).code, 0)
+  node.clearCalls()
+  const r = await instance(['--only-cp', p1])
+  assert.is(r.code, 2, r.stderr)
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError' && c.fields.computer_partition_id === p1)
+  assert.is(err?.fields.error_log, "Promise 'check-port' failed with output: port is closed")
+  assert.not.ok(node.calls().some((c) => c.name === 'startedComputerPartition'))
+  assert.not.ok(existsSync(join(path, '.timestamp')))
+  assert.match(readFileSync(join(path, '.slapgrid/log/instance.log'), 'utf8'), /port is closed/)
+  const status = JSON.parse(readFileSync(join(path, '.slapgrid/promise/result/check-port.status.json'), 'utf8'))
+  assert.is(status.result.failed, true)
+  assert.match(r.stderr, new RegExp(`Error with promises for the following partitions:[\\s\\S]*  ${p1}\\[default\\]: Promise 'check-port' failed`))
+  // --only-cp with an unknown partition
+  const unknown = await instance(['--only-cp', 'slappart9,slappart8'])
+  assert.is(unknown.code, 1)
+  assert.match(unknown.stderr, /Unknown partitions: slappart8, slappart9/)
+  // promise fixed: the next plain run processes it again (no .timestamp) and succeeds
+  writeFileSync(join(path, 'etc/promise/check-port'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
+  const again = await instance([])
+  assert.is(again.code, 0, again.stderr)
+  assert.ok(existsSync(join(path, '.timestamp')))
+})
+
+t('killed with SIGKILL during buildout, the next run completes cleanly (exit 0, no stale lock)', async () => {
+  const { node } = S
+  const p0 = S.where.inst0!
+  assert.is(request('inst0', ['--parameters', 'port=8070']).code, 0)
+  const log = join(node.instanceRoot, p0, '.slapgrid/log/instance.log')
+  const runs = () => (readFileSync(log, 'utf8').match(/Running buildout/g) ?? []).length
+  const before = runs()
+  const child = spawn(SLAPOS, ['node', 'instance', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
+  const exited = new Promise((res) => child.once('exit', res))
+  const deadline = Date.now() + 60_000
+  while (runs() === before && Date.now() < deadline) await sleep(20)
+  assert.ok(runs() > before, 'buildout started')
+  await sleep(150)
+  child.kill('SIGKILL')
+  await exited
+  assert.ok(existsSync(node.pidfiles.instance), 'the killed run left its pid file behind')
+  await sleep(2000) // the orphaned buildout finishes on its own
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  assert.not.ok(existsSync(node.pidfiles.instance))
+  assert.is(await httpStatus(`http://${node.addresses[p0]}:8070/`), 200)
+})
+
+t('--jobs 2 gives the same result; --json summary on stdout', async () => {
+  const { node } = S
+  const r = await instance(['--force', '--jobs', '2', '--json'])
+  assert.is(r.code, 0, r.stderr)
+  const summary = JSON.parse(r.stdout)
+  assert.is(summary.exitCode, 0)
+  const rows = Object.fromEntries(summary.partitions.map((p: { id: string; result: string; state: string }) => [p.id, `${p.state} ${p.result}`]))
+  assert.equal(rows, { [S.where.inst0!]: 'started deployed', [S.where.inst1!]: 'started deployed', [S.where.inst2!]: 'stopped deployed' })
+  const procs = await processes()
+  assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 2)
+  assert.is(await httpStatus(`http://${node.addresses[S.where.inst0!]}:8070/`), 200)
+  assert.is(await httpStatus(`http://${node.addresses[S.where.inst1!]}:8092/`), 200)
+})
+
+t('master unreachable: offline mode starts every supervised process, exit 3 (checklist 97)', async () => {
+  const { node } = S
+  const conf = join(node.instanceRoot, 'etc/supervisord.conf')
+  const p0 = S.where.inst0!
+  spawnSync('supervisorctl', ['-c', conf, 'stop', `${p0}:*`], { encoding: 'utf8' })
+  assert.ok((await processes()).some((p) => p.group === p0 && p.statename === 'STOPPED'))
+  node.clearCalls()
+  const r = await instance(['--master-url', 'http://127.0.0.1:9/'])
+  assert.is(r.code, 3, r.stderr)
+  assert.match(r.stderr, /offline mode/)
+  assert.not.match(r.stderr, /Running buildout/)
+  await sleep(500)
+  assert.ok((await processes()).filter((p) => p.group === p0).every((p) => p.statename === 'RUNNING'))
+})
+
+t.run()
+
+// --- helpers ---
+
+function request(title: string, extra: string[]) {
+  const r = spawnSync(SLAPOS, ['request', title, S.node.srUrl, '--cfg', S.clientCfg, ...extra], { encoding: 'utf8', env: baseEnv(), timeout: 60_000 })
+  return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' }
+}
+
+function instance(extra: string[]) {
+  return S.node.run(['node', 'instance', '--now', ...extra], { timeoutMs: 180_000 })
+}
+
+async function processes(): Promise<ProcessInfo[]> {
+  return new Supervisor(supervisorPaths(S.node.instanceRoot), quiet).processInfo()
+}
+
+function pids(list: ProcessInfo[]): Record<string, number> {
+  return Object.fromEntries(list.filter((p) => p.group.startsWith('slappart')).map((p) => [`${p.group}:${p.name}`, p.pid]))
+}
+
+function timestampMtimes(): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const id of Object.keys(S.node.addresses)) {
+    const f = join(S.node.instanceRoot, id, '.timestamp')
+    out[id] = existsSync(f) ? statSync(f).mtimeMs : -1
+  }
+  return out
+}
+
+async function masterTimestamp(id: string): Promise<string> {
+  const computer = await S.node.client.getFullComputerInformation(S.node.computerId)
+  const p = computer._computer_partition_list.find((x) => x._partition_id === id)
+  return String(p?._parameter_dict?.timestamp)
+}
+
+function md5(s: string): string {
+  return createHash('md5').update(s, 'utf8').digest('hex')
+}
+
+/** HTTP status of a GET, retried for a few seconds while the service starts; 0 if nothing answers. */
+async function httpStatus(url: string): Promise<number> {
+  for (let i = 0; i < 40; i++) {
+    const code = await new Promise<number>((res) => {
+      const req = get(url, (r) => {
+        r.resume()
+        res(r.statusCode ?? 0)
+      })
+      req.on('error', () => res(0))
+      req.setTimeout(2000, () => req.destroy())
+    })
+    if (code !== 0) return code
+    await sleep(100)
+  }
+  return 0
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+/** Until `node software` is in the build: install the test SR the way it does (buildout.cfg extending the URL). */
+function buildSoftwareByHand(node: TestNode): void {
+  const dir = join(node.softwareRoot, md5(node.srUrl))
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'buildout.cfg'), `[buildout]\nextends = ${node.srUrl}\n`)
+  const b = spawnSync(node.buildout, ['-c', join(dir, 'buildout.cfg'), `buildout:directory=${dir}`], { cwd: dir, encoding: 'utf8' })
+  if (b.status !== 0) throw new Error(`software build failed: ${b.stdout}${b.stderr}`)
+}
