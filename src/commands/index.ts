@@ -68,6 +68,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-instance.ts'),
   },
   {
+    name: 'node promise',
+    group: 'node',
+    summary: 'run only promises to test the partition state',
+    load: () => import('./node-promise.ts'),
+  },
+  {
     name: 'node prune',
     group: 'node',
     summary: 'Clean up unused shared slapos.recipe.cmmi parts.',
