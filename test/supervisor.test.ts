@@ -19,7 +19,7 @@ import {
   writeSupervisordConf,
   type PartitionProcesses,
 } from '../src/supervisor.ts'
-import { tempDir } from './helpers.ts'
+import { SLAPOS, tempDir } from './helpers.ts'
 
 const uid = process.getuid?.() ?? 0
 const gid = process.getgid?.() ?? 0
@@ -354,6 +354,22 @@ live('a partition without services: warning, no group file, nothing started', as
     assert.ok(log.lines.some((l) => l.includes('WARNING') && l.includes('No service to run in slappart0')), log.lines.join(''))
     assert.ok(!existsSync(join(root, 'etc', 'supervisord.conf.d', 'slappart0.conf')))
     assert.ok(!(await sup.processInfo()).some((q) => q.group === 'slappart0'))
+  } finally {
+    await killSupervisord(root)
+  }
+})
+
+live('a running supervisord whose watchdog listener is not running gets it re-added by launch', async () => {
+  const root = instanceRoot() // empty watchdog command: the listener cannot start
+  const sup = new Supervisor(supervisorPaths(root), memLog())
+  try {
+    await sup.launch()
+    await waitFor('listener given up', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'FATAL') ? true : undefined))
+    const daemonPid = readFileSync(join(root, 'var', 'run', 'supervisord.pid'), 'utf8')
+    writeSupervisordConf(root, `${SLAPOS} node watchdog --master-url 'http://127.0.0.1:9/' --computer-id 'c' --instance-root '${root}'`)
+    await sup.launch()
+    await waitFor('listener running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') ? true : undefined))
+    assert.is(readFileSync(join(root, 'var', 'run', 'supervisord.pid'), 'utf8'), daemonPid, 'same supervisord')
   } finally {
     await killSupervisord(root)
   }
