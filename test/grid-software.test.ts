@@ -11,7 +11,7 @@ import { makeNode, renderSoftwareRelease, type MasterCall, type TestNode } from 
 const isRoot = process.getuid?.() === 0
 const names = (calls: MasterCall[]) => calls.map((c) => c.name)
 
-async function withNode(fn: (node: TestNode) => Promise<void>, opts: { extraSlapos?: string } = {}): Promise<void> {
+async function withNode(fn: (node: TestNode) => Promise<void>, opts: { extraSlapos?: string; extraCfg?: string } = {}): Promise<void> {
   const node = await makeNode({ partitions: 1, ...opts })
   try {
     await fn(node)
@@ -401,6 +401,85 @@ test('a software user ~/.netrc is copied into the SR (0600) and removed there wh
     assert.not.ok(existsSync(copy))
   })
 })
+
+test('the SR buildout: cwd and HOME = the SR directory, clean environment, umask 027, -U and the networkcache overrides, -D with --buildout-debug', () =>
+  withNode(
+    async (node) => {
+      // a buildout that records how it was started (a real process, a shebang script)
+      const fake = join(node.dir, 'record-buildout')
+      writeFileSync(
+        fake,
+        '#!/bin/sh\n{ echo "cwd=$(pwd)"; echo "umask=$(umask)"; echo "uid=$(id -u)"; echo "args=$*"; env | sort; } > "$PWD/record.txt"\necho "fake buildout ran"\n',
+      )
+      chmodSync(fake, 0o755)
+      writeFileSync(node.cfgPath, readFileSync(node.cfgPath, 'utf8').replace(/^buildout = .*$/m, `buildout = ${fake}`))
+      await node.supply()
+      const env = { PATH: '/usr/bin:/bin', HOME: '/root', PYTHONPATH: '/bad', LANG: 'C.UTF-8', LC_ALL: 'C', TMPDIR: '/tmp', KEEP_ME: '1' }
+      const r = await node.run(['node', 'software', '--now'], { env })
+      assert.is(r.code, 0, r.stderr)
+      const path = join(node.softwareRoot, md5hex(node.srUrl))
+      const rec = readFileSync(join(path, 'record.txt'), 'utf8')
+      assert.match(rec, `cwd=${path}\n`)
+      assert.match(rec, `\nHOME=${path}\n`)
+      assert.match(rec, 'umask=0027\n')
+      assert.match(rec, '\nPYTHONNOUSERSITE=true\n')
+      assert.match(rec, '\nKEEP_ME=1\n')
+      for (const v of ['PYTHONPATH', 'LANG', 'LC_ALL', 'TMPDIR']) assert.not.match(rec, new RegExp(`^${v}=`, 'm'), v)
+      assert.match(
+        rec,
+        `args=-U buildout:extends-cache=${path}/extends-cache buildout:directory=${path} buildout:networkcache-section=networkcache ` +
+          `networkcache:upload-cache-url=https://cache.example/ networkcache:upload-dir-url=https://dir.example/ -N -c ${path}/buildout.cfg\n`,
+      )
+      assert.match(r.stderr, `[${md5hex(node.srUrl)}] fake buildout ran`)
+      // --buildout-debug: -D first, buildout on our terminal (its output is not in the log)
+      const d = await node.run(['node', 'software', '--now', '--force', '--buildout-debug'], { env })
+      assert.is(d.code, 0, d.stderr)
+      assert.match(readFileSync(join(path, 'record.txt'), 'utf8'), 'args=-D -U ')
+      assert.not.match(d.stderr, `[${md5hex(node.srUrl)}] fake buildout ran`)
+      assert.match(d.stdout, 'fake buildout ran')
+    },
+    { extraCfg: '[networkcache]\nupload-cache-url = https://cache.example/\nupload-dir-url = https://dir.example/\ndownload-cache-url = https://not-passed.example/\n' },
+  ))
+
+test('start-up: $SLAPOS_CONFIGURATION, command-line values win over the file, --pidfile, maximal_delay and --now', () =>
+  withNode(async (node) => {
+    await node.supply()
+    const text = readFileSync(node.cfgPath, 'utf8')
+    // a wrong master in the file, the right one on the command line; no pidfile_software: --pidfile is used
+    writeFileSync(node.cfgPath, text.replace(/^master_url = .*$/m, 'master_url = http://127.0.0.1:9/').replace(/^pidfile_software = .*\n/m, '').replace('[slapos]\n', '[slapos]\nmaximal_delay = 2\n'))
+    const pid = join(node.dir, 'run', 'from-cli.pid')
+    writeFileSync(pid, String(node.proxy.pid))
+    const env = { PATH: '/usr/bin:/bin', HOME: '/root', SLAPOS_CONFIGURATION: node.cfgPath }
+    const locked = await node.run(['node', 'software', '--now', '--master-url', node.masterUrl, '--pidfile', pid], { env, noCfg: true })
+    assert.is(locked.code, 10, locked.stderr)
+    rmSync(pid)
+    const t0 = Date.now()
+    const r = await node.run(['node', 'software', '--master-url', node.masterUrl, '--pidfile', pid], { env, noCfg: true })
+    const took = Date.now() - t0
+    assert.is(r.code, 0, r.stderr)
+    assert.match(r.stderr, /Sleeping for [12] seconds?/)
+    assert.ok(took >= 1000, `took ${took} ms`)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'])
+    assert.not.ok(existsSync(pid))
+    const bad = await node.run(['node', 'software', '--now', '--maximal_delay', 'x'])
+    assert.is(bad.code, 2, bad.stderr)
+    assert.match(bad.stderr, "invalid int value: 'x'")
+  }))
+
+test('certificates: key_file without cert_file, or a certificate repository that is not a directory, exit 1 before any call', () =>
+  withNode(async (node) => {
+    const text = readFileSync(node.cfgPath, 'utf8')
+    writeFileSync(join(node.dir, 'node.key'), 'k')
+    writeFileSync(node.cfgPath, text.replace('[slapos]\n', `[slapos]\nkey_file = ${node.dir}/node.key\n`))
+    const r = await node.run(['node', 'software', '--now'])
+    assert.is(r.code, 1)
+    assert.match(r.stderr, 'cert_file')
+    writeFileSync(node.cfgPath, text.replace(/^certificate_repository_path = .*$/m, `certificate_repository_path = ${node.cfgPath}`))
+    const c = await node.run(['node', 'software', '--now'])
+    assert.is(c.code, 1)
+    assert.match(c.stderr, 'certificate_repository_path is not a directory')
+    assert.equal(node.calls(), [])
+  }))
 
 function chownTree(p: string, uid: number, gid: number): void {
   chownSync(p, uid, gid)
