@@ -6,8 +6,10 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import type { MultimasterEntry } from './config.ts'
+import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { ProxyDb, type PartitionRow, type AddressRow } from './proxy-db.ts'
+import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
   instanceXml,
@@ -93,11 +95,17 @@ export class ProxyApp {
   private lastTimestamp = 0
   private readonly gfciCache = new Map<string, { gen: number; body: Buffer }>()
   private readonly routes: Record<string, Route>
+  private readonly multimaster: MultimasterEntry[]
+  /** one client per remote master, made on first use */
+  private readonly remoteClients = new Map<string, Promise<SlapClient>>()
+  /** master URLs already found to be (true) or not to be (false) this very proxy */
+  private readonly selfUrls = new Map<string, boolean>()
 
   constructor(opts: ProxyServerOptions) {
     this.db = opts.db
     this.computerId = opts.computerId
     this.products = opts.softwareProducts ?? new Map()
+    this.multimaster = opts.multimaster ?? []
     this.log = opts.log
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY
     this.clock = opts.clock ?? (() => (performance.timeOrigin + performance.now()) / 1000)
@@ -122,14 +130,14 @@ export class ProxyApp {
       return send(res, errorPage(405))
     }
     if (route.method === 'GET') {
-      return this.respondSafely(req, res, () => route.run(new Form(url.searchParams)))
+      return this.respondSafely(req, res, () => route.run(new Form(url.searchParams), req))
     }
     readBody(req, this.maxBody).then(
       (body) => {
         if (body === undefined) return send(res, errorPage(413))
         const type = String(req.headers['content-type'] ?? '')
         const params = type.startsWith('application/x-www-form-urlencoded') || type === '' ? new URLSearchParams(body) : new URLSearchParams()
-        this.respondSafely(req, res, () => route.run(new Form(params)))
+        this.respondSafely(req, res, () => route.run(new Form(params), req))
       },
       () => send(res, errorPage(400)),
     )
@@ -138,8 +146,8 @@ export class ProxyApp {
   // --- routes ---
 
   private makeRoutes(): Record<string, Route> {
-    const get = (run: (f: Form) => Reply): Route => ({ method: 'GET', run })
-    const post = (run: (f: Form) => Reply): Route => ({ method: 'POST', run })
+    const get = (run: Route['run']): Route => ({ method: 'GET', run })
+    const post = (run: Route['run']): Route => ({ method: 'POST', run })
     const ignored = post(() => 'Ignored')
     return {
       getComputerInformation: get((f) => this.getFullComputerInformation(f)),
@@ -151,7 +159,7 @@ export class ProxyApp {
       getRunId: get(() => this.runId),
       loadComputerConfigurationFromXML: post((f) => this.loadComputerConfigurationFromXML(f)),
       supplySupply: post((f) => this.supplySupply(f)),
-      requestComputerPartition: post((f) => this.requestComputerPartition(f)),
+      requestComputerPartition: post((f, req) => this.requestComputerPartition(f, req)),
       setComputerPartitionConnectionXml: post((f) => this.setComputerPartitionConnectionXml(f)),
       destroyedSoftwareRelease: post((f) => {
         this.db.deleteSoftware(f.need('url'), f.need('computer_id'))
@@ -308,7 +316,7 @@ export class ProxyApp {
   }
 
   /** proxy.md §4 */
-  private requestComputerPartition(f: Form): Reply {
+  private requestComputerPartition(f: Form, httpReq: IncomingMessage): Reply | Promise<Reply> {
     const computerId = f.get('computer_id')
     const requesterPartition = f.get('computer_partition_id')
     const req: InstanceRequest = {
@@ -321,19 +329,135 @@ export class ProxyApp {
       shared: f.get('shared_xml') === undefined ? false : truthy(loadsField(f.get('shared_xml') ?? '', 'shared_xml')),
       requestedBy: '',
     }
-    return this.db.transaction(() => {
-      if (computerId !== undefined && requesterPartition !== undefined) {
-        const p = this.db.getPartition(requesterPartition, computerId)
-        req.requestedBy = p ? p.requestedBy || p.partitionReference || '' : ''
+    const requestedBy = (): string => {
+      if (computerId === undefined || requesterPartition === undefined) return ''
+      const p = this.db.getPartition(requesterPartition, computerId)
+      return p ? p.requestedBy || p.partitionReference || '' : ''
+    }
+    const local = (): Reply =>
+      this.db.transaction(() => {
+        req.requestedBy = requestedBy()
+        if (req.shared) {
+          const bypass = frontendBypass(req)
+          if (bypass) return dumps(bypass)
+        }
+        const guid = req.filter.computer_guid
+        if (typeof guid !== 'string') req.filter.computer_guid = this.computerId
+        return dumps(req.shared ? this.requestShared(req) : this.requestRegular(req))
+      })
+    // Multimaster (proxy.md §8): only a request that matches nothing local may be forwarded.
+    const masterUrl = req.filter.master_url
+    if (masterUrl === undefined && !this.multimaster.some((m) => m.softwareReleaseList.includes(req.softwareRelease))) return local()
+    if (req.shared && frontendBypass(req)) return local()
+    if (this.hasLocalInstance(req, requestedBy())) return local()
+    return this.forwardTarget(masterUrl, req.softwareRelease, httpReq).then((target) =>
+      target ? this.forward(target, req, requesterPartition ?? 'user') : local(),
+    )
+  }
+
+  /** Step 2 of proxy.md §4.2: does the request match an instance of this proxy? */
+  private hasLocalInstance(r: InstanceRequest, requestedBy: string): boolean {
+    if (r.shared) {
+      const guid = r.filter.computer_guid
+      return this.db.getSlave(`${requestedBy}_${r.title}`, typeof guid === 'string' ? guid : this.computerId) !== undefined
+    }
+    return this.db.findInstance(r.title, requestedBy) !== undefined
+  }
+
+  /**
+   * The remote master a request goes to, or undefined to allocate here: an explicit
+   * `filter_kw.master_url` (this proxy itself = local, a configured one, else 404), else
+   * the first section whose software_release_list holds the SR.
+   */
+  private async forwardTarget(masterUrl: PyValue | undefined, softwareRelease: string, httpReq: IncomingMessage): Promise<MultimasterEntry | undefined> {
+    if (masterUrl === undefined) return this.multimaster.find((m) => m.softwareReleaseList.includes(softwareRelease))
+    const url = String(masterUrl)
+    const entry = this.multimaster.find((m) => m.url === url) ?? this.multimaster.find((m) => trimSlash(m.url) === trimSlash(url))
+    if (await this.isSelf(url, httpReq)) return undefined
+    if (!entry) throw new HttpFault(404, `External SlapOS Master URL ${url} is not listed in multimaster list.`)
+    return entry
+  }
+
+  /** Is this master URL this very proxy? Same address as the request reached, or same run id. */
+  private async isSelf(url: string, httpReq: IncomingMessage): Promise<boolean> {
+    const u = trimSlash(url)
+    if (u === trimSlash(this.selfUrl) || (httpReq.headers.host !== undefined && u === `http://${httpReq.headers.host}`)) return true
+    const known = this.selfUrls.get(u)
+    if (known !== undefined) return known
+    let same = false
+    try {
+      const { SlapClient } = await import('./slap-client.ts')
+      same = (await new SlapClient({ masterUrl: url, timeoutMs: 5000 }).get('getRunId', [])) === this.runId
+    } catch {
+      // not reachable or not a proxy: not us; do not remember, it may come up later
+      return false
+    }
+    this.selfUrls.set(u, same)
+    return same
+  }
+
+  /**
+   * forwardRequestToExternalMaster: the request goes to the remote master as
+   * `<requester>_<title>` (a person is `user`), either as an open order tagged with
+   * source_instance_id, or as the configured remote partition; the answer is the remote
+   * instance as a ComputerPartition that remembers its master (proxy.md §8).
+   */
+  private async forward(m: MultimasterEntry, r: InstanceRequest, requesterId: string): Promise<Reply> {
+    if (m.url.startsWith('https') && (!m.key || !m.cert)) {
+      throw new HttpFault(404, `External master ${m.url} configuration did not specify key or certificate.`)
+    }
+    const reference = `${requesterId}_${r.title}`
+    const asPartition = m.computer !== undefined && m.partition !== undefined
+    this.log.info(`Forwarding request of ${reference} to ${m.url}${asPartition ? ` as ${m.computer}/${m.partition}` : ''}`)
+    const client = await this.remoteClient(m)
+    let answer: Awaited<ReturnType<SlapClient['requestComputerPartition']>>
+    try {
+      answer = await client.requestComputerPartition({
+        softwareRelease: r.softwareRelease,
+        partitionReference: reference,
+        softwareType: r.softwareType,
+        partitionParameterKw: r.parameters,
+        filterKw: asPartition ? r.filter : { ...r.filter, source_instance_id: reference },
+        state: r.state,
+        shared: r.shared,
+        ...(asPartition ? { computerId: m.computer, partitionId: m.partition } : {}),
+      })
+    } catch (err) {
+      if (err instanceof ResourceNotReadyError) {
+        this.recordForward(reference, m.url, r.state)
+        throw new HttpFault(408, 'Resource not ready')
       }
-      if (req.shared) {
-        const bypass = frontendBypass(req)
-        if (bypass) return dumps(bypass)
-      }
-      const guid = req.filter.computer_guid
-      if (typeof guid !== 'string') req.filter.computer_guid = this.computerId
-      return dumps(req.shared ? this.requestShared(req) : this.requestRegular(req))
-    })
+      if (err instanceof NotFoundError) throw new HttpFault(404, err.message)
+      throw new ServerFault(`forwarding ${reference} to ${m.url}: ${(err as Error).message}`)
+    }
+    this.recordForward(reference, m.url, r.state)
+    const state: PyDict = {
+      _computer_id: answer.slap_computer_id,
+      _partition_id: answer.slap_computer_partition_id,
+      _request_dict: null,
+      ...answer.raw.state,
+      _master_url: m.url,
+      _connection_helper: null,
+      _software_release_document: r.softwareRelease,
+    }
+    if (r.shared) state._synced = true
+    return dumps(new SlapObject('ComputerPartition', [answer.slap_computer_id, answer.slap_computer_partition_id, null], state))
+  }
+
+  /** forwarded_partition_request: a destroyed instance is forgotten, any other one (re)recorded. */
+  private recordForward(reference: string, masterUrl: string, state: string | null): void {
+    if (state === 'destroyed') this.db.forgetForwarded(reference, masterUrl)
+    else this.db.recordForwarded(reference, masterUrl)
+  }
+
+  private remoteClient(m: MultimasterEntry): Promise<SlapClient> {
+    let c = this.remoteClients.get(m.url)
+    if (!c) {
+      // slap-client (and its HTTP stack) is only loaded by a proxy that forwards
+      c = import('./slap-client.ts').then(({ SlapClient }) => new SlapClient({ masterUrl: m.url, keyFile: m.key, certFile: m.cert }))
+      this.remoteClients.set(m.url, c)
+    }
+    return c
   }
 
   /** requestNotSlave: allocate or update a regular instance (proxy.md §4.3). */
@@ -596,24 +720,32 @@ export class ProxyApp {
     return t
   }
 
-  private respondSafely(req: IncomingMessage, res: ServerResponse, fn: () => Reply): void {
-    let reply: Reply
+  private respondSafely(req: IncomingMessage, res: ServerResponse, fn: () => Reply | Promise<Reply>): void {
+    let reply: Reply | Promise<Reply>
     try {
       reply = fn()
     } catch (err) {
-      if (err instanceof HttpFault) {
-        this.log.warning(`${req.method} ${req.url ?? ''}: ${err.status} ${err.message}`)
-        reply = errorPage(err.status, err.status === 500 ? undefined : err.message)
-      } else if (err instanceof ServerFault) {
-        this.log.warning(`${req.method} ${req.url ?? ''}: ${err.message}`)
-        reply = errorPage(500)
-      } else {
-        this.log.error(`${req.method} ${req.url ?? ''}: ${err instanceof Error ? err.message : String(err)}`)
-        if (err instanceof Error && err.stack) this.log.debug(err.stack)
-        reply = errorPage(500)
-      }
+      reply = this.faultReply(req, err)
     }
-    send(res, reply, req.method === 'HEAD')
+    if (typeof reply === 'string' || !('then' in reply)) return send(res, reply, req.method === 'HEAD')
+    reply.then(
+      (r) => send(res, r, req.method === 'HEAD'),
+      (err: unknown) => send(res, this.faultReply(req, err), req.method === 'HEAD'),
+    )
+  }
+
+  private faultReply(req: IncomingMessage, err: unknown): Reply {
+    if (err instanceof HttpFault) {
+      this.log.warning(`${req.method} ${req.url ?? ''}: ${err.status} ${err.message}`)
+      return errorPage(err.status, err.status === 500 ? undefined : err.message)
+    }
+    if (err instanceof ServerFault) {
+      this.log.warning(`${req.method} ${req.url ?? ''}: ${err.message}`)
+      return errorPage(500)
+    }
+    this.log.error(`${req.method} ${req.url ?? ''}: ${err instanceof Error ? err.message : String(err)}`)
+    if (err instanceof Error && err.stack) this.log.debug(err.stack)
+    return errorPage(500)
   }
 }
 
@@ -621,7 +753,7 @@ export class ProxyApp {
 
 interface Route {
   method: 'GET' | 'POST'
-  run(f: Form): Reply
+  run(f: Form, req: IncomingMessage): Reply | Promise<Reply>
 }
 
 type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
@@ -786,6 +918,10 @@ function pyStrRepr(s: string): string {
     else out += ch
   }
   return out + quote
+}
+
+function trimSlash(url: string): string {
+  return url.replace(/\/+$/, '')
 }
 
 function escapeHtml(s: string): string {
