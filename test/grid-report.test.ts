@@ -3,7 +3,7 @@
 // 100-109). The full lifecycle with `node instance` deploying real instances is at the end.
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest, type Server } from 'node:http'
+import { createServer, get as httpGet, request as httpRequest, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -338,6 +338,90 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
 
 report.run()
 
+const life = suite('lifecycle: node software, node instance, watchdog, node report (real buildout, supervisord, proxy)')
+
+life('two deployed instances; a crash bangs once; one destroyed is stopped, wiped and freed; the other keeps running', async () => {
+  const node = await makeNode({ partitions: 2 })
+  const sup = new Supervisor(supervisorPaths(node.instanceRoot), quiet)
+  try {
+    await node.supply()
+    await requestState(node, 'keep', 'started')
+    await requestState(node, 'gone', 'started')
+    const sw = await node.run(['node', 'software', '--now'])
+    assert.is(sw.code, 0, sw.stderr)
+    const inst = await node.run(['node', 'instance', '--now'], { timeoutMs: 300_000 })
+    assert.is(inst.code, 0, inst.stderr)
+    const keep = await allocate(node, 'keep')
+    const gone = await allocate(node, 'gone')
+    const keepUrl = `http://${node.addresses[keep]}:8080/`
+    const goneUrl = `http://${node.addresses[gone]}:8080/`
+    assert.is(await httpStatus(keepUrl), 200)
+    assert.is(await httpStatus(goneUrl), 200)
+    const service = async (id: string) => (await sup.processInfo()).find((p) => p.group === id && p.name.endsWith('-on-watch'))
+    await waitFor('both services running', async () => (await service(keep))?.statename === 'RUNNING' && (await service(gone))?.statename === 'RUNNING')
+    const keepPid = (await service(keep))?.pid ?? 0
+    const gonePid = (await service(gone))?.pid ?? 0
+    assert.ok(keepPid > 0 && gonePid > 0)
+    const keepStill = async (when: string) => {
+      assert.is((await service(keep))?.pid, keepPid, `keep: same process ${when}`)
+      assert.is(await httpStatus(keepUrl), 200, `keep answers ${when}`)
+    }
+
+    // a watched service killed: the watchdog bangs its partition, exactly once
+    node.clearCalls()
+    process.kill(gonePid, 'SIGKILL')
+    const bangs = () => node.calls().filter((c) => c.name === 'softwareInstanceBang')
+    await waitFor('the bang', () => bangs().length > 0, 20_000)
+    await new Promise((r) => setTimeout(r, 3000))
+    assert.is(bangs().length, 1, JSON.stringify(bangs()))
+    assert.is(bangs()[0]?.fields.computer_partition_id, gone)
+    assert.match(bangs()[0]?.fields.message ?? '', `process in partition ${gone} encountered a problem`)
+    await keepStill('after the crash of the other')
+
+    // destroyed: node instance stops it and reports it stopped, files stay
+    await requestState(node, 'gone', 'destroyed')
+    node.clearCalls()
+    const stop = await node.run(['node', 'instance', '--now'], { timeoutMs: 300_000 })
+    assert.is(stop.code, 0, stop.stderr)
+    assert.ok(names(node.calls()).includes(`stoppedComputerPartition ${gone}`), names(node.calls()).join(', '))
+    const groupFile = join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${gone}.conf`)
+    assert.not.ok(existsSync(groupFile))
+    assert.not.ok(await service(gone))
+    const gonePath = join(node.instanceRoot, gone)
+    assert.ok(existsSync(join(gonePath, 'buildout.cfg')), 'node instance does not wipe')
+    await keepStill('after node instance stopped the other')
+
+    // node report wipes it and the master frees it
+    for (const ext of ['crt', 'key']) if (!existsSync(join(node.certificateRepository, `${gone}.${ext}`))) writeFileSync(join(node.certificateRepository, `${gone}.${ext}`), 'x')
+    node.clearCalls()
+    const rep = await node.run(['node', 'report', '--now'])
+    assert.is(rep.code, 0, rep.stderr)
+    assert.equal(names(node.calls()), [
+      'getFullComputerInformation',
+      `getComputerPartitionCertificate ${gone}`,
+      `stoppedComputerPartition ${gone}`,
+      `destroyedComputerPartition ${gone}`,
+    ])
+    assert.equal(readdirSync(gonePath), [])
+    assert.is(statSync(gonePath).mode & 0o7777, 0o750)
+    for (const ext of ['crt', 'key']) assert.not.ok(existsSync(join(node.certificateRepository, `${gone}.${ext}`)))
+    assert.ok(existsSync(join(node.certificateRepository, `${keep}.crt`)))
+    assert.not.ok(existsSync(groupFile))
+    assert.ok(existsSync(join(node.instanceRoot, keep, 'buildout.cfg')))
+    await keepStill('after node report')
+    // the partition is free again: a new instance gets it and deploys there
+    assert.is(await allocate(node, 'newcomer'), gone)
+    const again = await node.run(['node', 'instance', '--now'], { timeoutMs: 300_000 })
+    assert.is(again.code, 0, again.stderr)
+    assert.is(await httpStatus(goneUrl), 200)
+    await keepStill('after a new instance took the freed partition')
+  } finally {
+    await node.stop()
+  }
+})
+
+life.run()
+
 // --- helpers ---
 
 /** A master in front of the tap that answers 500 to the endpoints named in `failing`. */
@@ -363,4 +447,21 @@ async function failingMaster(upstream: string, failing: Set<string>): Promise<{ 
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, server, failing }
+}
+
+/** HTTP status of a GET, retried for a few seconds while the service starts; 0 if nothing answers. */
+async function httpStatus(url: string): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const code = await new Promise<number>((res) => {
+      const req = httpGet(url, (r) => {
+        r.resume()
+        res(r.statusCode ?? 0)
+      })
+      req.on('error', () => res(0))
+      req.setTimeout(2000, () => req.destroy())
+    })
+    if (code !== 0) return code
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return 0
 }
