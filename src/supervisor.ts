@@ -268,6 +268,7 @@ export class Supervisor {
    */
   async launch(opts: { forbid?: boolean; nodaemon?: boolean } = {}): Promise<void> {
     return this.exclusive(async () => {
+      await this.stopStraySupervisord()
       if (existsSync(this.paths.socket)) {
         for (let attempt = 1; attempt <= 5; attempt++) {
           let state: string
@@ -445,6 +446,28 @@ export class Supervisor {
     if (running(await this.allProcessInfo())) return
     await this.stopAndRemove('watchdog')
     await this.add('watchdog')
+  }
+
+  /**
+   * §2.2, repair of a slapos.core 1.6.1 bug: on a node that still uses the legacy
+   * supervisord.socket, a second supervisord listening on sv.sock has its processes stopped
+   * and is shut down (it would run every service twice).
+   */
+  private async stopStraySupervisord(): Promise<void> {
+    const modern = join(this.paths.instanceRoot, 'sv.sock')
+    if (this.paths.socket === modern || !existsSync(modern)) return
+    const stray = new Supervisor({ ...this.paths, socket: modern }, this.log, this.runner)
+    try {
+      if ((await stray.stateName(5_000)) !== 'RUNNING') return
+    } catch {
+      return // nobody listens there
+    }
+    this.log.warning(`a second supervisord listens on ${modern} while this node uses ${this.paths.socket}: stopping it`)
+    const pid = Number(await stray.rpc('supervisor.getPID', []))
+    await stray.rpc('supervisor.stopAllProcesses', [true])
+    await stray.rpc('supervisor.shutdown', [])
+    // it removes the (shared) pid file when it exits: wait for that before starting the right one
+    for (let i = 0; i < 200 && alive(pid); i++) await sleep(100)
   }
 
   private async start(nodaemon: boolean): Promise<void> {
@@ -666,6 +689,16 @@ function findOnPath(name: string): string | undefined {
     }
   }
   return undefined
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
 }
 
 function sleep(ms: number): Promise<void> {

@@ -375,6 +375,43 @@ live('a running supervisord whose watchdog listener is not running gets it re-ad
   }
 })
 
+live('legacy supervisord.socket: a second supervisord on sv.sock is stopped with its processes', async () => {
+  const root = instanceRoot()
+  const log = memLog()
+  try {
+    // the stray one, on sv.sock, running a service
+    const stray = new Supervisor(supervisorPaths(root), log)
+    await stray.launch()
+    const p = partition(root, 'slappart0', { a: SLEEP })
+    await startPartitionServices(stray, root, p, log)
+    const strayPid = Number(readFileSync(join(root, 'var', 'run', 'supervisord.pid'), 'utf8'))
+    const service = await waitFor('service running', async () => (await stray.processInfo()).find((q) => q.name === 'a' && q.statename === 'RUNNING'))
+    // the node uses the legacy socket name
+    writeFileSync(join(root, 'supervisord.socket'), '')
+    const paths = supervisorPaths(root)
+    assert.is(paths.socket, join(root, 'supervisord.socket'))
+    writeSupervisordConf(root, '')
+    const sup = new Supervisor(paths, log)
+    await sup.launch()
+    assert.is(await sup.getState(), 'RUNNING')
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    assert.ok(!alive(strayPid), 'stray supervisord gone')
+    assert.ok(!alive(service.pid), 'its service stopped')
+    const pid = Number(readFileSync(join(root, 'var', 'run', 'supervisord.pid'), 'utf8'))
+    assert.ok(pid !== strayPid && alive(pid), 'the pid file names the new supervisord')
+    assert.ok(log.lines.some((l) => l.includes('a second supervisord listens on')))
+  } finally {
+    await killSupervisord(root)
+  }
+})
+
 live('launch failure: "Failed to launch supervisord:" and its output', async () => {
   const root = instanceRoot()
   writeFileSync(join(root, 'etc', 'supervisord.conf'), 'this is not an ini file\n')
