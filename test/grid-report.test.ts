@@ -75,11 +75,11 @@ async function startServices(node: TestNode, id: string): Promise<Supervisor> {
   return sup
 }
 
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
+async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000, everyMs = 50): Promise<void> {
   const end = Date.now() + timeoutMs
   while (Date.now() < end) {
     if (await check()) return
-    await new Promise((r) => setTimeout(r, 50))
+    await new Promise((r) => setTimeout(r, everyMs))
   }
   throw new Error(`timed out waiting for ${what}`)
 }
@@ -316,7 +316,8 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
     const child = spawn(SLAPOS, ['node', 'report', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
     const exited = new Promise<void>((res) => child.once('exit', () => res()))
     const marker = join(path, DESTROY_MARKER)
-    await waitFor('the wipe to start', () => existsSync(marker), 60_000)
+    // the wipe of these 30,000 files takes about a second here: look often so the kill lands in it
+    await waitFor('the wipe to start', () => existsSync(marker), 60_000, 2)
     child.kill('SIGKILL')
     await exited
     assert.ok(existsSync(marker), 'killed during the wipe: the marker is still there')
