@@ -303,6 +303,27 @@ live('launch, partition services started, unchanged list keeps processes, stop r
   }
 })
 
+live('stopGroup stops a group, startAll starts every process again', async () => {
+  const root = instanceRoot()
+  const log = memLog()
+  const sup = new Supervisor(supervisorPaths(root), log)
+  try {
+    await sup.launch()
+    await startPartitionServices(sup, root, partition(root, 'slappart0', { a: SLEEP }), log)
+    await startPartitionServices(sup, root, partition(root, 'slappart1', { b: SLEEP }), log)
+    await waitFor('both running', async () => ((await sup.processInfo()).filter((q) => q.statename === 'RUNNING' && q.group !== 'watchdog').length === 2 ? true : undefined))
+    await sup.stopGroup('slappart0')
+    await sup.stopGroup('slappart9') // unknown: nothing to stop
+    const l = await sup.processInfo()
+    assert.is(l.find((q) => q.group === 'slappart0')?.statename, 'STOPPED')
+    assert.is(l.find((q) => q.group === 'slappart1')?.statename, 'RUNNING')
+    await sup.startAll()
+    await waitFor('both running again', async () => ((await sup.processInfo()).filter((q) => q.statename === 'RUNNING' && q.group !== 'watchdog').length === 2 ? true : undefined))
+  } finally {
+    await killSupervisord(root)
+  }
+})
+
 live('a changed service list is applied: the new service runs', async () => {
   const root = instanceRoot()
   const log = memLog()
