@@ -73,7 +73,9 @@ export async function runBuildout(r: BuildoutRun): Promise<BuildoutResult> {
       ...user,
       umask: r.umask ?? 0o027,
       timeoutMs: r.timeoutMs,
-      processGroup: true,
+      // its own process group only when it may have to be killed: otherwise it stays in ours,
+      // so Ctrl-C or a supervisor stopping the node stops buildout too (and -D keeps the terminal)
+      processGroup: r.timeoutMs !== undefined && r.interactive !== true,
       interactive: r.interactive === true,
       onOutput,
     })

@@ -61,7 +61,8 @@ test('supplied SR is built: building, buildout, available, then .completed; seco
     assert.is(r.code, 0, r.stderr)
     const path = join(node.softwareRoot, md5hex(node.srUrl))
     assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'])
-    for (const c of node.calls().slice(1)) assert.equal(c.fields, { url: node.srUrl, computer_id: 'computer' })
+    // each report reached the proxy (200); like the original proxy it keeps the requested state
+    for (const c of node.calls().slice(1)) assert.equal([c.fields, c.status], [{ url: node.srUrl, computer_id: 'computer' }, 200])
     assert.ok(existsSync(join(path, '.completed')))
     assert.match(readFileSync(join(path, '.completed'), 'utf8'), /^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}$/)
     assert.ok(existsSync(join(path, 'instance.cfg')))
@@ -127,6 +128,7 @@ test('a broken SR: softwareReleaseError with the buildout output, no .completed,
     const calls = node.calls()
     const forBroken = calls.filter((c) => c.fields.url === broken)
     assert.equal(names(forBroken), ['buildingSoftwareRelease', 'softwareReleaseError'])
+    assert.is(forBroken[1]?.status, 200, 'the proxy accepted the error report')
     const log = forBroken[1]?.fields.error_log ?? ''
     const brokenPath = join(node.softwareRoot, md5hex(broken))
     assert.match(log, `Failed to run buildout profile in directory '${brokenPath}':\n`)
