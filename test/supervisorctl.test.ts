@@ -106,6 +106,28 @@ ctl('root check: exit 5 for a non-root user unless root_check = false', async ()
 
 ctl.run()
 
+const fg = suite('node supervisord -n')
+
+fg('runs supervisord in the foreground until it stops', async () => {
+  const n = await makeNode({ partitions: 1 })
+  try {
+    const child = spawn(SLAPOS, ['node', 'supervisord', '-n', '--cfg', n.cfgPath], { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)))
+    const pidFile = join(n.instanceRoot, 'var', 'run', 'supervisord.pid')
+    await waitFor(async () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '')
+    const pid = readFileSync(pidFile, 'utf8').trim()
+    const ppid = /PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    assert.is(ppid, String(child.pid), 'supervisord is our child, not a daemon')
+    const r = await n.run(['node', 'supervisorctl', 'shutdown'])
+    assert.is(r.code, 0, r.stderr)
+    assert.is(await exited, 0)
+  } finally {
+    await n.stop()
+  }
+})
+
+fg.run()
+
 const forbid = suite('forbid_supervisord_automatic_launch')
 
 forbid('node status does not start supervisord', async () => {
