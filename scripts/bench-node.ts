@@ -1,0 +1,112 @@
+// Benchmark of the built `slapos node instance` on a test node (real proxy, supervisord and
+// buildout, the offline test Software Release with a `sleep` service so that 100 partitions
+// stay light):
+//   - median wall time of an idle run (every partition up to date) with 10 and 100 partitions;
+//   - wall time of a first deployment of 20 partitions with --jobs 1 and with --jobs 2.
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15]
+import { spawn } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+// src and test modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
+const { register } = await import('tsx/esm/api')
+register()
+const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import('../test/node-helpers.ts')
+type TestNode = Awaited<ReturnType<typeof makeNode>>
+
+const RUNS = Number(process.argv[2] ?? 15)
+const SLAPOS = resolve(import.meta.dirname, '..', 'dist', 'slapos')
+
+/** A node with `n` partitions, the software release installed and `n` instances requested. */
+async function prepare(n: number): Promise<TestNode> {
+  const node = await makeNode({ partitions: n })
+  const tpl = join(node.dir, 'sr', 'instance.cfg.in')
+  writeFileSync(tpl, readFileSync(tpl, 'utf8').replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000'))
+  await node.supply()
+  const sw = await node.run(['node', 'software', '--now'])
+  if (sw.code !== 0) throw new Error(`node software failed:\n${sw.stderr}`)
+  for (let i = 0; i < n; i++) {
+    await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: `bench${i}`, partitionParameterKw: { n: String(i) }, state: 'started' })
+  }
+  return node
+}
+
+/** CPU time (user + system, ms) of the last timed run, from /proc of the child (0 when unknown). */
+let lastCpu = 0
+
+async function timed(node: TestNode, args: string[]): Promise<number> {
+  const t0 = performance.now()
+  const r = await runMeasured([SLAPOS, 'node', 'instance', '--now', ...args, '--cfg', node.cfgPath])
+  const ms = performance.now() - t0
+  if (r.code !== 0) throw new Error(`node instance ${args.join(' ')} exited ${r.code}:\n${r.stderr.slice(-3000)}`)
+  return ms
+}
+
+/** Runs argv through /usr/bin/time to also get the CPU time it used (the machine may be busy: wall time alone misleads). */
+function runMeasured(argv: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((res, rej) => {
+    const child = spawn('/usr/bin/time', ['-f', 'CPU %U %S', ...argv], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' }, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', rej)
+    child.on('close', (code) => {
+      const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(stderr)
+      lastCpu = m ? (Number(m[1]) + Number(m[2])) * 1000 : 0
+      res({ code, stderr })
+    })
+  })
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)] ?? 0
+}
+
+const f = (ms: number) => ms.toFixed(0)
+const out: string[] = []
+
+// the floor under every figure: starting the executable at all, in the same conditions
+{
+  const wall: number[] = []
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now()
+    await runMeasured([SLAPOS, '--version'])
+    wall.push(performance.now() - t0)
+  }
+  console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
+}
+
+for (const n of [10, 100]) {
+  const node = await prepare(n)
+  try {
+    const first = await timed(node, ['--jobs', '2'])
+    const idle: number[] = []
+    const cpu: number[] = []
+    for (let i = 0; i < RUNS; i++) {
+      idle.push(await timed(node, []))
+      cpu.push(lastCpu)
+    }
+    out.push(
+      `idle node instance, ${n} deployed partitions: median ${f(median(idle))} ms wall, ${f(median(cpu))} ms CPU ` +
+        `(min ${f(Math.min(...idle))}, max ${f(Math.max(...idle))}, ${RUNS} runs; first deployment with --jobs 2 took ${f(first)} ms)`,
+    )
+  } finally {
+    await node.stop()
+  }
+  console.log(out.at(-1))
+}
+
+const first: Record<number, number> = {}
+for (const jobs of [1, 2]) {
+  const node = await prepare(20)
+  try {
+    first[jobs] = await timed(node, ['--jobs', String(jobs)])
+  } finally {
+    await node.stop()
+  }
+  out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms`)
+  console.log(out.at(-1))
+}
+console.log(`jobs 2 / jobs 1 = ${((first[2] ?? 0) / (first[1] ?? 1)).toFixed(2)}`)
+console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
+console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')
