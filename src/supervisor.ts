@@ -316,13 +316,17 @@ export class Supervisor {
     return this.exclusive(() => this.apply())
   }
 
-  /** startProcessGroup(id, wait=false); a group supervisord does not know (BAD_NAME) has nothing to start. */
-  async startGroup(id: string): Promise<void> {
+  /**
+   * startProcessGroup(id, wait=false). A group supervisord does not know (BAD_NAME) has
+   * nothing to start: not an error, the answer is false.
+   */
+  async startGroup(id: string): Promise<boolean> {
     return this.exclusive(async () => {
       try {
         await this.rpc('supervisor.startProcessGroup', [id, false])
+        return true
       } catch (e) {
-        if (e instanceof SupervisorFault && e.faultCode === FAULT.BAD_NAME) return
+        if (e instanceof SupervisorFault && e.faultCode === FAULT.BAD_NAME) return false
         throw e
       }
     })
@@ -550,7 +554,13 @@ export async function startPartitionServices(sup: Supervisor, instanceRoot: stri
   const { changed, programs } = writePartitionGroup(instanceRoot, p)
   if (programs.length === 0) log.warning(`No service to run in ${p.id}: ${join(p.path, 'etc', 'run')} and ${join(p.path, 'etc', 'service')} are empty or missing`)
   if (changed) await sup.applyChanges()
-  if (programs.length) await sup.startGroup(p.id)
+  if (programs.length === 0) return
+  // an unchanged file supervisord does not know yet (a previous run wrote it, then could
+  // not apply it): apply it now rather than leave the services down
+  if (!(await sup.startGroup(p.id)) && !changed) {
+    await sup.applyChanges()
+    await sup.startGroup(p.id)
+  }
 }
 
 /** §4.6 stop: deletes <id>.conf (manager groups stay) and lets supervisord stop and forget the group. */

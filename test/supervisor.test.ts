@@ -324,6 +324,22 @@ live('stopGroup stops a group, startAll starts every process again', async () =>
   }
 })
 
+live('a group file written by an earlier run but never applied is applied and started', async () => {
+  const root = instanceRoot()
+  const log = memLog()
+  const sup = new Supervisor(supervisorPaths(root), log)
+  try {
+    await sup.launch()
+    const p = partition(root, 'slappart0', { a: SLEEP })
+    assert.is(writePartitionGroup(root, p).changed, true) // written, supervisord not told
+    assert.is(await sup.startGroup('slappart0'), false, 'unknown to supervisord')
+    await startPartitionServices(sup, root, p, log)
+    await waitFor('a running', async () => ((await sup.processInfo()).some((q) => q.group === 'slappart0' && q.statename === 'RUNNING') ? true : undefined))
+  } finally {
+    await killSupervisord(root)
+  }
+})
+
 live('a changed service list is applied: the new service runs', async () => {
   const root = instanceRoot()
   const log = memLog()
