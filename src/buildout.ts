@@ -29,6 +29,8 @@ export interface BuildoutRun {
   baseEnv?: NodeJS.ProcessEnv
   /** buildout -D: the child gets our terminal, nothing is captured */
   interactive?: boolean
+  /** stops buildout (SIGTERM, then SIGKILL) when aborted */
+  abort?: AbortSignal
 }
 
 export interface BuildoutResult {
@@ -73,14 +75,16 @@ export async function runBuildout(r: BuildoutRun): Promise<BuildoutResult> {
       ...user,
       umask: r.umask ?? 0o027,
       timeoutMs: r.timeoutMs,
-      // its own process group only when it may have to be killed: otherwise it stays in ours,
-      // so Ctrl-C or a supervisor stopping the node stops buildout too (and -D keeps the terminal)
-      processGroup: r.timeoutMs !== undefined && r.interactive !== true,
+      // its own process group when it may have to be killed (timeout, interruption handled by
+      // the caller), so its grandchildren go too; -D keeps our group, it needs the terminal
+      processGroup: (r.timeoutMs !== undefined || r.abort !== undefined) && r.interactive !== true,
       interactive: r.interactive === true,
+      abort: r.abort,
       onOutput,
     })
     if (partial && r.onLine) r.onLine(partial)
-    if (res.timedOut) output += `\nbuildout was killed after ${Math.round((r.timeoutMs ?? 0) / 1000)} s (timeout)\n`
+    if (r.abort?.aborted) output += `\nbuildout was stopped: ${String(r.abort.reason ?? 'interrupted')}\n`
+    else if (res.timedOut) output += `\nbuildout was killed after ${Math.round((r.timeoutMs ?? 0) / 1000)} s (timeout)\n`
     else if (res.signal) output += `\nbuildout was killed by ${res.signal}\n`
     return { ok: res.code === 0 && !res.timedOut, output, timedOut: res.timedOut }
   } catch (err) {

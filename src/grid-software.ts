@@ -33,6 +33,8 @@ export interface SoftwareOptions {
   buildoutDebug: boolean
   /** remove md5-named directories of software releases no longer supplied */
   garbageCollect: boolean
+  /** Ctrl-C / SIGTERM: buildout is stopped, its failure reported, and no further release is processed */
+  abort?: AbortSignal
 }
 
 export type SoftwareOutcome = 'installed' | 'up-to-date' | 'destroyed' | 'failed' | 'skipped'
@@ -61,6 +63,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
   const results: SoftwareResult[] = []
   const inUse = new Set<string>()
   for (const sr of computer._software_release_list) {
+    if (opts.abort?.aborted) break
     const url = sr._software_release
     const hash = md5hex(url)
     const path = join(cfg.softwareRoot, hash)
@@ -90,7 +93,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
         } catch (e) {
           if (!(e instanceof NotFoundError)) throw e
         }
-        await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx })
+        await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx, abort: opts.abort })
         await client.availableSoftwareRelease(url, cfg.computerId)
         // after the report, like HEAD: a lost report means the install is retried next run
         writeAtomic(join(path, '.completed'), asctime(ctx.now()))
@@ -118,10 +121,10 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
     }
   }
 
-  if (opts.garbageCollect) {
+  if (opts.garbageCollect && !opts.abort?.aborted) {
     for (const p of garbageCollect(cfg.softwareRoot, inUse)) log.info(`Removed unused software directory ${p}`)
   }
-  const failed = results.some((r) => r.result === 'failed')
+  const failed = results.some((r) => r.result === 'failed') || opts.abort?.aborted === true
   return { exitCode: failed ? EXIT.FAIL : EXIT.OK, results }
 }
 
@@ -200,6 +203,7 @@ interface InstallJob {
   debug: boolean
   log: Logger
   ctx: Ctx
+  abort?: AbortSignal | undefined
 }
 
 /** §3.2 and §3.4 without the binary cache: directories, .netrc, buildout.cfg, then buildout as the owner. */
@@ -248,6 +252,7 @@ async function installSoftware(run: NodeRun, job: InstallJob): Promise<void> {
     rootCheck: cfg.rootCheck,
     baseEnv: job.ctx.env,
     interactive: job.debug,
+    abort: job.abort,
     onLine: (line) => job.log.info(line),
   })
   if (!res.ok) throw new BuildoutError(buildoutFailure(path, res.output))

@@ -25,6 +25,8 @@ export interface RunOptions {
   umask?: number
   /** the child shares our terminal (stdin/stdout/stderr), e.g. buildout -D; output is not captured */
   interactive?: boolean
+  /** when aborted, the child (its group with processGroup) gets SIGTERM, then SIGKILL `killGraceMs` later */
+  abort?: AbortSignal
 }
 
 export interface RunResult {
@@ -78,6 +80,15 @@ export const realRunner: Runner = {
                 setTimeout(() => killGroup(pgid, 'SIGKILL'), opts.killGraceMs ?? 1000).unref()
               } else child.kill('SIGKILL')
             }, opts.timeoutMs)
+      const onAbort = () => {
+        const pid = child.pid
+        if (pid === undefined) return
+        const kill = (sig: NodeJS.Signals) => (opts.processGroup ? killGroup(pid, sig) : child.kill(sig))
+        kill('SIGTERM')
+        setTimeout(() => kill('SIGKILL'), opts.killGraceMs ?? 1000).unref()
+      }
+      if (opts.abort?.aborted) onAbort()
+      else opts.abort?.addEventListener('abort', onAbort, { once: true })
       child.stdout?.setEncoding('utf8').on('data', (s: string) => {
         stdout = (stdout + s).slice(-cap)
         opts.onOutput?.(s)
@@ -89,10 +100,12 @@ export const realRunner: Runner = {
       if (opts.input !== undefined) child.stdin?.end(opts.input)
       child.on('error', (err) => {
         if (timer) clearTimeout(timer)
+        opts.abort?.removeEventListener('abort', onAbort)
         reject(err)
       })
       child.on('close', (code, signal) => {
         if (timer) clearTimeout(timer)
+        opts.abort?.removeEventListener('abort', onAbort)
         resolve({ code, signal, stdout, stderr, timedOut })
       })
     })

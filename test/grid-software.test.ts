@@ -1,11 +1,13 @@
 // slapos node software against the real proxy with real buildout (through the test wrapper):
 // what is built, what the master is told and in which order, what stays on disk, exit codes.
+import { spawn } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { md5hex } from '../src/grid-common.ts'
 import { errorLine, softwareBuildoutArgs, softwareBuildoutCfg } from '../src/grid-software.ts'
+import { SLAPOS } from './helpers.ts'
 import { makeNode, renderSoftwareRelease, type MasterCall, type TestNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -481,6 +483,40 @@ test('certificates: key_file without cert_file, or a certificate repository that
     assert.is(c.code, 1)
     assert.match(c.stderr, 'certificate_repository_path is not a directory')
     assert.equal(node.calls(), [])
+  }))
+
+test('SIGTERM during buildout: buildout is stopped, the error reported, no further SR, pid file removed, exit 1', () =>
+  withNode(async (node) => {
+    const fake = join(node.dir, 'slow-buildout')
+    writeFileSync(fake, '#!/bin/sh\necho "slow buildout started"\nsleep 30\necho "not reached"\n')
+    chmodSync(fake, 0o755)
+    writeFileSync(node.cfgPath, readFileSync(node.cfgPath, 'utf8').replace(/^buildout = .*$/m, `buildout = ${fake}`))
+    const second = join(node.dir, 'second.cfg')
+    await node.supply()
+    await node.supply(second)
+    const child = spawn(SLAPOS, ['node', 'software', '--now', '--cfg', node.cfgPath], { env: { PATH: '/usr/bin:/bin', HOME: '/root' }, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)))
+    await new Promise<void>((res, rej) => {
+      const t = setTimeout(() => rej(new Error(`buildout did not start:\n${stderr}`)), 20_000)
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        stderr += d
+        if (stderr.includes('slow buildout started')) {
+          clearTimeout(t)
+          res()
+        }
+      })
+    })
+    const t0 = Date.now()
+    child.kill('SIGTERM')
+    const code = await exited
+    assert.ok(Date.now() - t0 < 10_000, 'stopped promptly')
+    assert.is(code, 1, stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'buildingSoftwareRelease', 'softwareReleaseError'])
+    assert.match(node.calls()[2]?.fields.error_log ?? '', 'SIGTERM received')
+    assert.not.ok(stderr.includes('not reached'))
+    assert.not.ok(existsSync(node.pidfiles.software))
+    assert.not.ok(existsSync(join(node.softwareRoot, md5hex(node.srUrl), '.completed')))
   }))
 
 function chownTree(p: string, uid: number, gid: number): void {

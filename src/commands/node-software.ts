@@ -33,6 +33,15 @@ const nodeSoftware: CommandModule = {
   async run(args, ctx) {
     const onlySr = onlyList(args.onlySr)
     const run = await startNodeRun('software', args, ctx)
+    // like the original, an interruption is reported to the master for the release being
+    // built, then the run stops (pid file removed); a second Ctrl-C stops at once
+    const interrupted = new AbortController()
+    const onSignal = (sig: NodeJS.Signals) => {
+      run.log.warning(`${sig} received: stopping buildout, reporting, then exiting (again to exit at once)`)
+      interrupted.abort(`${sig} received`)
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
     try {
       const { exitCode, results } = await processSoftwareReleases(
         run,
@@ -41,6 +50,7 @@ const nodeSoftware: CommandModule = {
           onlySr,
           buildoutDebug: args.buildoutDebug === true,
           garbageCollect: args.garbageCollect === true,
+          abort: interrupted.signal,
         },
         ctx,
       )
@@ -48,6 +58,8 @@ const nodeSoftware: CommandModule = {
       if (args.json === true) ctx.io.out(JSON.stringify(results, null, 2) + '\n')
       return exitCode
     } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
       run.release()
     }
   },
