@@ -17,7 +17,8 @@
 // (they already passed), wipes what is left and only then tells the master. Nothing is
 // reported before the directory is empty, so the master frees the partition at most once.
 import { randomBytes } from 'node:crypto'
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
 import type { Ctx } from './context.ts'
@@ -110,8 +111,8 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
   }
   const srLink = join(p.path, 'software_release')
   if (isSymlink(srLink)) unlinkSync(srLink)
-  cleanStorage(p)
-  emptyDirectory(p.path, new Set([DESTROY_MARKER]))
+  await cleanStorage(p)
+  await emptyDirectory(p.path, new Set([DESTROY_MARKER]))
   await deps.removeServices(p.id)
   // the directory itself stays as format made it: owner of the partition, mode 0750
   chmodSync(p.path, 0o750)
@@ -123,11 +124,12 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
 /**
  * Deletes everything inside `dir` except the names in `keep`, leaving `dir` itself (owner,
  * mode) as it is. Read-only directories and files are made writable first; symbolic links
- * are removed, never followed. Safe to run again after an interruption.
+ * are removed, never followed. Safe to run again after an interruption. Asynchronous so a
+ * long wipe does not stall the process (the master connection stays serviceable).
  */
-export function emptyDirectory(dir: string, keep: ReadonlySet<string> = new Set()): void {
-  for (const name of readdirSync(dir)) {
-    if (!keep.has(name)) removeTree(join(dir, name))
+export async function emptyDirectory(dir: string, keep: ReadonlySet<string> = new Set()): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (!keep.has(name)) await removeTree(join(dir, name))
   }
 }
 
@@ -549,31 +551,31 @@ async function runDestroyScript(p: PartitionToDestroy, deps: DestroyDeps): Promi
   }
 }
 
-function cleanStorage(p: PartitionToDestroy): void {
+async function cleanStorage(p: PartitionToDestroy): Promise<void> {
   const data = join(p.path, 'DATA')
   if (!p.instanceStorageHome || !isDirectory(data)) return
   for (const name of readdirSync(data)) {
     removeIfExists(join(data, name))
     const target = join(p.instanceStorageHome, name, p.id)
-    if (isDirectory(target)) emptyDirectory(target)
+    if (isDirectory(target)) await emptyDirectory(target)
   }
 }
 
-function removeTree(path: string): void {
+async function removeTree(path: string): Promise<void> {
   let st
   try {
-    st = lstatSync(path)
+    st = await lstat(path)
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
     throw err
   }
   if (st.isDirectory()) {
     // a read-only directory cannot be listed or emptied: give its owner the rights back
-    if ((st.mode & 0o700) !== 0o700) chmodSync(path, (st.mode & 0o7777) | 0o700)
-    for (const name of readdirSync(path)) removeTree(join(path, name))
-    rmdirSync(path)
+    if ((st.mode & 0o700) !== 0o700) await chmod(path, (st.mode & 0o7777) | 0o700)
+    for (const name of await readdir(path)) await removeTree(join(path, name))
+    await rmdir(path)
   } else {
-    unlinkSync(path)
+    await unlink(path)
   }
 }
 

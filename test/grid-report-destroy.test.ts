@@ -123,7 +123,7 @@ destroy('read-only content owned by the partition user is removed by that user (
   setegid(NOBODY.gid)
   seteuid(NOBODY.uid)
   try {
-    emptyDirectory(f.path)
+    await emptyDirectory(f.path)
   } finally {
     seteuid(0)
     setegid(0)

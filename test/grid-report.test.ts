@@ -148,11 +148,13 @@ report('destroys a destroyed partition: calls in order, directory emptied and ke
     const a = await allocate(node, 'newcomer-1')
     const b = await allocate(node, 'newcomer-2')
     assert.equal([a, b].sort(), [free, victim].sort())
-    // nothing left to do: a second run only reads the computer
+    // nothing left to do: a second run only reads the computer; the old names work too
     node.clearCalls()
-    const again = await node.run(['node', 'report', '--now'])
-    assert.is(again.code, 0, again.stderr)
-    assert.equal(names(node.calls()), ['getFullComputerInformation'])
+    const legacy = await node.run(['--now', node.cfgPath], { noCfg: true, argv0: 'slapgrid-ur' })
+    assert.is(legacy.code, 0, legacy.stderr)
+    const alias = await node.run(['grid', 'report', '--now'])
+    assert.is(alias.code, 0, alias.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', 'getFullComputerInformation'])
   } finally {
     await node.stop()
   }
@@ -224,21 +226,36 @@ report('report scripts: valid usage sent in one journal and deleted, invalid kep
       writeFileSync(join(p, 'etc', 'report', 'broken'), `#!/bin/sh\necho '<journal><movement>' > "$1"\n`, { mode: 0o755 })
       writeFileSync(join(p, 'etc', 'report', 'failing'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
     })
+    // the drop boxes of the instance root: per partition, and for the computer itself
+    const dropBox = join(node.instanceRoot, 'var', 'xml_report', id)
+    mkdirSync(dropBox, { recursive: true })
+    writeFileSync(join(dropBox, 'disk.xml'), movement.replace('<journal>', '').replace('CPU use', 'Disk').replace('>42<', '>7<').replace(/^/, '<journal>') + '</journal>')
+    const computerBox = join(node.instanceRoot, 'var', 'xml_report', node.computerId)
+    mkdirSync(computerBox, { recursive: true })
+    const computerReport = '<journal><transaction type="Sale Packing List"><title>Node</title></transaction></journal>'
+    writeFileSync(join(computerBox, 'node.xml'), computerReport)
+    writeFileSync(join(computerBox, 'bad.xml'), '<journal><movement/></journal>')
     node.clearCalls()
     const r = await node.run(['node', 'report', '--now'])
     assert.is(r.code, 1, r.stderr)
     const calls = node.calls()
     const error = calls.find((c) => c.name === 'softwareInstanceError')
     assert.is(error?.fields.error_log, "Script 'failing' failed.")
-    const use = calls.find((c) => c.name === 'useComputer')
-    assert.ok(use, names(calls).join(', '))
+    const uses = calls.filter((c) => c.name === 'useComputer')
+    assert.is(uses.length, 2, names(calls).join(', '))
+    // the computer report goes as it is, then the journal of the partitions' usage
+    assert.is(uses[0]?.fields.use_string, computerReport)
+    const use = uses[1]
     assert.is(use?.fields.computer_id, node.computerId)
     const journal = use?.fields.use_string ?? ''
     assert.match(journal, '<transaction type="Sale Packing List"><title>Resource consumptions</title>')
     assert.match(journal, `<reference>${id}</reference><quantity>42</quantity>`)
+    assert.match(journal, `<title>Disk</title><reference>${id}</reference><quantity>7</quantity>`)
     const left = readdirSync(join(path, 'var', 'xml_report'))
     assert.is(left.length, 1, 'the valid report is deleted, the broken one kept')
     assert.match(readFileSync(join(path, 'var', 'xml_report', left[0] ?? ''), 'utf8'), '<journal><movement>')
+    assert.equal(readdirSync(dropBox), [])
+    assert.equal(readdirSync(computerBox), ['bad.xml'])
   } finally {
     await node.stop()
   }
@@ -301,16 +318,19 @@ report('master down: exit 1 with one clear line, nothing destroyed', async () =>
 report('killed with SIGKILL in the middle of a wipe, the next run finishes it and reports destroyed once', async () => {
   const node = await makeNode({ partitions: 1 })
   try {
+    // enough files for the wipe to take a while, written before any master call (the
+    // synchronous writes would leave the client's idle connection to the proxy stale)
+    for (let d = 0; d < 200; d++) {
+      const dir = join(node.instanceRoot, 'slappart0', 'srv', 'many', `d${d}`)
+      mkdirSync(dir, { recursive: true })
+      for (let f = 0; f < 150; f++) writeFileSync(join(dir, `f${f}`), '')
+    }
     await node.supply()
     const id = await allocate(node, 'big')
-    const path = fillPartition(node, id, (p) => {
-      // enough files for the wipe to take a while
-      for (let d = 0; d < 200; d++) {
-        const dir = join(p, 'srv', 'many', `d${d}`)
-        mkdirSync(dir, { recursive: true })
-        for (let f = 0; f < 150; f++) writeFileSync(join(dir, `f${f}`), '')
-      }
-    })
+    assert.is(id, 'slappart0')
+    const path = fillPartition(node, id)
+    // let the client see a connection the proxy closed while the chown above held the loop
+    await new Promise((r) => setTimeout(r, 200))
     await requestState(node, 'big', 'destroyed')
     node.clearCalls()
     const child = spawn(SLAPOS, ['node', 'report', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
