@@ -422,9 +422,19 @@ export class Supervisor {
 
   private async stopAndRemove(group: string): Promise<void> {
     try {
-      await this.rpc('supervisor.stopProcessGroup', [group, true])
+      // wait=false, then our own polling: supervisord answers a waiting call only on its
+      // next one-second tick, which made every stop cost a second
+      await this.rpc('supervisor.stopProcessGroup', [group, false])
     } catch (e) {
       if (!(e instanceof SupervisorFault && e.faultCode === FAULT.BAD_NAME)) throw e
+      return
+    }
+    // processes get stopwaitsecs (60 s) after TERM before supervisord KILLs them
+    const deadline = Date.now() + 70_000
+    while (Date.now() < deadline) {
+      const busy = (await this.allProcessInfo()).some((p) => p.group === group && ACTIVE_STATES.includes(p.statename))
+      if (!busy) break
+      await sleep(100)
     }
     for (let attempt = 1; ; attempt++) {
       try {
@@ -596,6 +606,9 @@ export function decodeResponse(xml: string): { value: XmlRpcValue } | { fault: {
 }
 
 // --- internal ---
+
+/** States in which a process still has to stop before its group can be removed. */
+const ACTIVE_STATES = ['STARTING', 'RUNNING', 'BACKOFF', 'STOPPING']
 
 /** Groups written by managers (prerm, socat): start and stop leave them to their manager. */
 const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat']
