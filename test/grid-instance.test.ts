@@ -5,7 +5,7 @@
 // promise, a run killed mid-buildout, --jobs 2 and offline mode, in that order.
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -15,7 +15,7 @@ import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor
 import { SLAPOS } from './helpers.ts'
 import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
 
-const t = suite('node instance, end to end (3 partitions)')
+const t = suite('node instance, end to end (3 partitions and a free one)')
 const quiet = createLogger({ level: 'critical', write: () => undefined })
 
 interface State {
@@ -27,7 +27,7 @@ interface State {
 let S: State
 
 t.before(async () => {
-  const node = await makeNode({ partitions: 3 })
+  const node = await makeNode({ partitions: 4 })
   // The fixture's instance profile takes its port from the instance parameter `port`, so a
   // request without it makes the instance buildout fail ("broken parameter" case below). The
   // port is also in the service's file name, as SlapOS wrappers carry a hash of their
@@ -58,9 +58,17 @@ t('supply, request 3 instances, node software, node instance: every service runs
   if (sw.code === 5 && /does not exist/.test(sw.stderr)) buildSoftwareByHand(node)
   else assert.is(sw.code, 0, sw.stderr)
 
+  // slappart3 stays free: leftovers of ours in it are cleaned, the master hears nothing of it
+  const free = join(node.instanceRoot, 'slappart3')
+  writeFileSync(join(free, '.timestamp'), '1')
+  mkdirSync(join(free, '.slapgrid/log'), { recursive: true })
+  writeFileSync(join(free, '.slapos-resource'), '{}')
   node.clearCalls()
   const r = await instance([])
   assert.is(r.code, 0, r.stderr)
+  assert.not.ok(existsSync(join(free, '.timestamp')) || existsSync(join(free, '.slapgrid')), 'free partition cleaned')
+  assert.ok(existsSync(join(free, '.slapos-resource')))
+  assert.not.ok(node.calls().some((c) => Object.values(c.fields).includes('slappart3')), 'no master call about the free partition')
   for (const i of [0, 1, 2]) {
     const info = JSON.parse(request(`inst${i}`, ['--parameters', `port=${8080 + i}`, '--json']).stdout)
     S.where[`inst${i}`] = info['partition-id']
@@ -166,9 +174,14 @@ t('a broken parameter fails only that partition: exit 1, error reported, others 
   const path = join(node.instanceRoot, p0)
   const stamps = timestampMtimes()
   assert.is(request('inst0', ['--parameters', 'portx=8080']).code, 0)
+  // a failing promise too: still run after the failed buildout, but the exit status stays 1 (checklist 74)
+  mkdirSync(join(path, 'etc/promise'), { recursive: true })
+  writeFileSync(join(path, 'etc/promise/always-bad'), '#!/bin/sh\necho bad\nexit 1\n', { mode: 0o755 })
   node.clearCalls()
   const r = await instance([])
   assert.is(r.code, 1, r.stderr)
+  assert.is(JSON.parse(readFileSync(join(path, '.slapgrid/promise/result/always-bad.status.json'), 'utf8')).result.message, 'bad')
+  rmSync(join(path, 'etc/promise/always-bad'))
   const err = node.calls().find((c) => c.name === 'softwareInstanceError' && c.fields.computer_partition_id === p0)
   assert.ok(err, 'error sent to the master')
   assert.match(err!.fields.error_log ?? '', /^Failed to run buildout profile in directory '.*slappart\d+':\n/)
@@ -217,6 +230,26 @@ t('a failing etc/promise script: exit 2, promise error reported, not started, no
   assert.ok(existsSync(join(path, '.timestamp')))
 })
 
+t('wrong permissions fail the partition; a missing directory is reported without failing the run (checklist 63, 47)', async () => {
+  const { node } = S
+  const p1 = S.where.inst1!
+  const path = join(node.instanceRoot, p1)
+  chmodSync(path, 0o755)
+  node.clearCalls()
+  const r = await instance(['--force', '--only-cp', p1])
+  chmodSync(path, 0o750)
+  assert.is(r.code, 1, r.stderr)
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError')
+  assert.is(err?.fields.error_log, `Wrong permissions in ${path}: actual permissions are: 0755, wanted are 0750`)
+  renameSync(join(node.instanceRoot, 'slappart3'), join(node.dir, 'slappart3.away'))
+  node.clearCalls()
+  const missing = await instance([])
+  renameSync(join(node.dir, 'slappart3.away'), join(node.instanceRoot, 'slappart3'))
+  assert.is(missing.code, 0, missing.stderr)
+  const e3 = node.calls().find((c) => c.name === 'softwareInstanceError' && c.fields.computer_partition_id === 'slappart3')
+  assert.is(e3?.fields.error_log, `Partition directory ${join(node.instanceRoot, 'slappart3')} does not exist.`)
+})
+
 t('killed with SIGKILL during buildout, the next run completes cleanly (exit 0, no stale lock)', async () => {
   const { node } = S
   const p0 = S.where.inst0!
@@ -240,6 +273,21 @@ t('killed with SIGKILL during buildout, the next run completes cleanly (exit 0, 
   assert.is(await httpStatus(`http://${node.addresses[p0]}:8070/`), 200)
 })
 
+t('--force-stop: buildout runs, services stop, no promise, no report (checklist 79)', async () => {
+  const { node } = S
+  const p0 = S.where.inst0!
+  writeFileSync(join(node.instanceRoot, p0, 'etc/promise/never-run'), '#!/bin/sh\ntouch ran\nexit 1\n', { mode: 0o755 })
+  node.clearCalls()
+  const r = await instance(['--force-stop', '--only-cp', p0])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stderr, /Running buildout/)
+  assert.is((await processes()).filter((p) => p.group === p0).length, 0)
+  assert.not.ok(existsSync(join(node.instanceRoot, p0, 'ran')), 'no promise ran')
+  const reports = ['startedComputerPartition', 'stoppedComputerPartition', 'softwareInstanceError', 'updateComputerPartitionRelatedInstanceList']
+  assert.equal(node.calls().map((c) => c.name).filter((n) => reports.includes(n)), [])
+  rmSync(join(node.instanceRoot, p0, 'etc/promise/never-run'))
+})
+
 t('--jobs 2 gives the same result; --json summary on stdout', async () => {
   const { node } = S
   const r = await instance(['--force', '--jobs', '2', '--json'])
@@ -247,11 +295,23 @@ t('--jobs 2 gives the same result; --json summary on stdout', async () => {
   const summary = JSON.parse(r.stdout)
   assert.is(summary.exitCode, 0)
   const rows = Object.fromEntries(summary.partitions.map((p: { id: string; result: string; state: string }) => [p.id, `${p.state} ${p.result}`]))
-  assert.equal(rows, { [S.where.inst0!]: 'started deployed', [S.where.inst1!]: 'started deployed', [S.where.inst2!]: 'stopped deployed' })
+  assert.equal(rows, { [S.where.inst0!]: 'started deployed', [S.where.inst1!]: 'started deployed', [S.where.inst2!]: 'stopped deployed', slappart3: 'destroyed free' })
   const procs = await processes()
   assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 2)
   assert.is(await httpStatus(`http://${node.addresses[S.where.inst0!]}:8070/`), 200)
   assert.is(await httpStatus(`http://${node.addresses[S.where.inst1!]}:8092/`), 200)
+})
+
+t('a destroyed partition is only stopped and reported stopped; its files stay (checklist 76)', async () => {
+  const { node } = S
+  const p2 = S.where.inst2!
+  assert.is(request('inst2', ['--parameters', 'port=8082', '--state', 'destroyed']).code, 0)
+  node.clearCalls()
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  assert.ok(node.calls().some((c) => c.name === 'stoppedComputerPartition' && c.fields.computer_partition_id === p2))
+  assert.ok(existsSync(join(node.instanceRoot, p2, 'buildout.cfg')))
+  assert.not.ok(node.calls().some((c) => c.name === 'destroyedComputerPartition'))
 })
 
 t('master unreachable: offline mode starts every supervised process, exit 3 (checklist 97)', async () => {
@@ -260,13 +320,20 @@ t('master unreachable: offline mode starts every supervised process, exit 3 (che
   const p0 = S.where.inst0!
   spawnSync('supervisorctl', ['-c', conf, 'stop', `${p0}:*`], { encoding: 'utf8' })
   assert.ok((await processes()).some((p) => p.group === p0 && p.statename === 'STOPPED'))
+  // an old version's .requested_state = stopped stops that partition (checklist 99)
+  const p1 = S.where.inst1!
+  writeFileSync(join(node.instanceRoot, p1, '.requested_state'), 'stopped')
   node.clearCalls()
   const r = await instance(['--master-url', 'http://127.0.0.1:9/'])
   assert.is(r.code, 3, r.stderr)
   assert.match(r.stderr, /offline mode/)
   assert.not.match(r.stderr, /Running buildout/)
   await sleep(500)
-  assert.ok((await processes()).filter((p) => p.group === p0).every((p) => p.statename === 'RUNNING'))
+  const after = await processes()
+  assert.ok(after.filter((p) => p.group === p0).length > 0 && after.filter((p) => p.group === p0).every((p) => p.statename === 'RUNNING'))
+  assert.is(after.filter((p) => p.group === p1).length, 0, 'the partition whose .requested_state said stopped is stopped')
+  assert.not.ok(existsSync(join(node.instanceRoot, p1, '.requested_state')))
+  assert.is(node.calls().length, 0, 'nothing reached the master')
 })
 
 t.run()
