@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { buildoutFailure, runBuildout } from '../src/buildout.ts'
+import { ConfigFile, loadNodeConfig } from '../src/config.ts'
 import { LockedError, SlapError } from '../src/errors.ts'
 import { asUser, cleanEnv, md5hex, ownerOf, type Owner } from '../src/grid-common.ts'
 import { acquirePidfile } from '../src/pidfile.ts'
@@ -206,6 +207,14 @@ test('runBuildout: the timeout kills the whole process tree', async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('default pid files: slapgrid-sr/-cp/-ur.pid in /opt/slapos; pidfile (--pidfile) only fills what the file does not name', () => {
+  const base = '[slapos]\ncomputer_id = C\nmaster_url = http://m/\nsoftware_root = /s\ninstance_root = /i\n'
+  const d = loadNodeConfig(ConfigFile.fromText(base, '/etc/slapos.cfg'))
+  assert.equal([d.pidfileSoftware, d.pidfileInstance, d.pidfileReport], ['/opt/slapos/slapgrid-sr.pid', '/opt/slapos/slapgrid-cp.pid', '/opt/slapos/slapgrid-ur.pid'])
+  const o = loadNodeConfig(ConfigFile.fromText(base + 'pidfile_software = /run/sr.pid\n', '/etc/slapos.cfg'), { pidfile: '/tmp/cli.pid' })
+  assert.equal([o.pidfileSoftware, o.pidfileInstance, o.pidfileReport], ['/run/sr.pid', '/tmp/cli.pid', '/tmp/cli.pid'])
 })
 
 test.run()
