@@ -1,0 +1,177 @@
+// Edge cases of `slapos node instance` that the test Software Release cannot produce: a
+// failing, slow or transaction-writing buildout, a missing software release, template.cfg,
+// a changed certificate, a master that goes away mid-run. Real proxy (through the recording
+// tap), real supervisord; the configured buildout is a small shell script (the node runs
+// whatever `buildout` slapos.cfg names) whose behaviour each test picks per partition.
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createLogger } from '../src/log.ts'
+import { loads } from '../src/slap-protocol.ts'
+import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
+import { slapos } from './helpers.ts'
+import { makeNode, type TestNode } from './node-helpers.ts'
+
+const t = suite('node instance, edge cases (2 partitions, scripted buildout)')
+const quiet = createLogger({ level: 'critical', write: () => undefined })
+let node: TestNode
+let script: string
+const SR2 = 'file:///nowhere/other-software.cfg'
+
+t.before(async () => {
+  node = await makeNode({ partitions: 2 })
+  // the "buildout": reads ../<partition>.action; default: one service
+  script = join(node.dir, 'fake-buildout')
+  writeFileSync(
+    script,
+    [
+      '#!/bin/sh',
+      'id=$(basename "$PWD")',
+      'action=$(cat "../$id.action" 2>/dev/null)',
+      'case "$action" in',
+      '  fail) echo "step one"; echo "boom: cannot build" >&2; exit 1 ;;',
+      '  sleep) sleep 60 ;;',
+      '  transaction) printf "inst-a\\n\\ninst-b\\n" > ".slapos-request-transaction-$id" ;;',
+      'esac',
+      'mkdir -p etc/service',
+      'printf "#!/bin/sh\\nexec sleep 100000\\n" > etc/service/svc',
+      'chmod 755 etc/service/svc',
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  )
+  const sw = join(node.softwareRoot, md5(node.srUrl))
+  mkdirSync(sw, { recursive: true })
+  writeFileSync(join(sw, 'instance.cfg'), '[buildout]\nparts =\n')
+  await node.supply()
+  for (const i of [0, 1]) await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: `i${i}`, partitionParameterKw: {}, state: 'started' })
+})
+
+t.after(async () => {
+  await node?.stop()
+})
+
+t('a scripted deployment works (baseline) and the CLI refuses bad combinations (checklist 11)', async () => {
+  const r = await run([])
+  assert.is(r.code, 0, r.stderr)
+  assert.is((await groups()).filter((g) => g === 'slappart0' || g === 'slappart1').length, 2)
+  assert.is(slapos(['node', 'instance', '--all', '--only-cp', 'slappart0', '--cfg', node.cfgPath]).code, 2)
+  assert.is(slapos(['node', 'instance', '--jobs', '0', '--cfg', node.cfgPath]).code, 2)
+  assert.match(slapos(['grid', 'instance', '--help']).stdout, /--only-cp/)
+})
+
+t('the certificate is rewritten when it differs from the master (checklist 50)', async () => {
+  const crt = join(node.certificateRepository, 'slappart0.crt')
+  writeFileSync(crt, 'stale')
+  const r = await run(['--force', '--only-cp', 'slappart0'])
+  assert.is(r.code, 0, r.stderr)
+  const cert = await node.client.getComputerPartitionCertificate(node.computerId, 'slappart0')
+  assert.is(readFileSync(crt, 'utf8'), cert.certificate)
+})
+
+t('template.cfg is used when instance.cfg is absent (checklist 65)', async () => {
+  const sw = join(node.softwareRoot, md5(node.srUrl))
+  renameSync(join(sw, 'instance.cfg'), join(sw, 'template.cfg'))
+  writeFileSync(join(sw, 'template.cfg'), '# from template.cfg\n[buildout]\nparts =\n')
+  try {
+    const r = await run(['--force', '--only-cp', 'slappart0'])
+    assert.is(r.code, 0, r.stderr)
+    assert.ok(readFileSync(join(node.instanceRoot, 'slappart0/buildout.cfg'), 'utf8').startsWith('# from template.cfg\n'))
+  } finally {
+    renameSync(join(sw, 'template.cfg'), join(sw, 'instance.cfg'))
+  }
+})
+
+t('a stopped partition whose buildout fails is still stopped and not reported stopped; it runs no promise (checklist 75, 89)', async () => {
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'i1', partitionParameterKw: {}, state: 'stopped' })
+  writeFileSync(join(node.instanceRoot, 'slappart1.action'), 'fail')
+  mkdirSync(join(node.instanceRoot, 'slappart1/etc/promise'), { recursive: true })
+  writeFileSync(join(node.instanceRoot, 'slappart1/etc/promise/p'), '#!/bin/sh\ntouch promise-ran\n', { mode: 0o755 })
+  node.clearCalls()
+  const r = await run([])
+  assert.is(r.code, 1, r.stderr)
+  assert.not.ok((await groups()).includes('slappart1'), 'services stopped anyway')
+  assert.not.ok(node.calls().some((c) => c.name === 'stoppedComputerPartition'))
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError')
+  assert.match(err?.fields.error_log ?? '', /^Failed to run buildout profile in directory '.*slappart1':\nstep one\nboom: cannot build/)
+  // fixed: stopped and reported, still no promise
+  rmSync(join(node.instanceRoot, 'slappart1.action'))
+  node.clearCalls()
+  const again = await run([])
+  assert.is(again.code, 0, again.stderr)
+  assert.ok(node.calls().some((c) => c.name === 'stoppedComputerPartition'))
+  assert.not.ok(existsSync(join(node.instanceRoot, 'slappart1/promise-ran')))
+})
+
+t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
+  const start = Date.now()
+  const r = await run(['--force', '--only-cp', 'slappart0', '--partition-timeout', '1'])
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.is(r.code, 1, r.stderr)
+  assert.ok(Date.now() - start < 20_000, 'did not wait for the 60 s sleep')
+  assert.match(readFileSync(join(node.instanceRoot, 'slappart0/.slapgrid-slappart0-error.log'), 'utf8'), /partition_timeout/)
+})
+
+t('instances requested during buildout are sent after success; the file goes at the next processing (checklist 81)', async () => {
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'transaction')
+  node.clearCalls()
+  const r = await run(['--force', '--only-cp', 'slappart0'])
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.is(r.code, 0, r.stderr)
+  const call = node.calls().find((c) => c.name === 'updateComputerPartitionRelatedInstanceList')
+  assert.ok(call, 'sent')
+  assert.equal(loads(call!.fields.instance_reference_xml ?? ''), ['inst-a', 'inst-b'])
+  // the proxy does not implement it (404): a warning, not a failure
+  assert.match(r.stderr, /WARNING/)
+  const file = join(node.instanceRoot, 'slappart0/.slapos-request-transaction-slappart0')
+  assert.ok(existsSync(file))
+  const again = await run([])
+  assert.is(again.code, 0, again.stderr)
+  assert.not.ok(existsSync(file), 'deleted at the start of the next processing')
+})
+
+t('a software release that is not installed fails only its partition (checklist 64)', async () => {
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'i1', partitionParameterKw: {}, state: 'destroyed' })
+  // the proxy frees slappart1 once it is reported destroyed; request a new instance of another SR
+  await node.client.destroyedComputerPartition(node.computerId, 'slappart1').catch(() => undefined)
+  await node.client.supplySupply(SR2, node.computerId, 'available')
+  await node.client.requestComputerPartition({ softwareRelease: SR2, partitionReference: 'other', partitionParameterKw: {}, state: 'started' })
+  node.clearCalls()
+  const r = await run(['--force'])
+  assert.is(r.code, 1, r.stderr)
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError')
+  assert.is(err?.fields.error_log, `Software Release ${SR2} is not present on system.`)
+  assert.ok(node.calls().some((c) => c.name === 'startedComputerPartition' && c.fields.computer_partition_id === 'slappart0'))
+})
+
+t('the master lost in the middle of a run: offline mode, exit 3 (checklist 98)', async () => {
+  // talk to the proxy directly and stop it while the first partition's buildout runs
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
+  const running = run(['--force', '--master-url', node.proxy.url, '--partition-timeout', '3'])
+  await new Promise((r) => setTimeout(r, 1500))
+  await node.proxy.stop()
+  const r = await running
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.is(r.code, 3, r.stderr)
+  assert.match(r.stderr, /offline mode/)
+})
+
+t.run()
+
+// --- helpers ---
+
+function run(extra: string[]) {
+  return node.run(['node', 'instance', '--now', '--buildout', script, ...extra], { timeoutMs: 120_000 })
+}
+
+async function groups(): Promise<string[]> {
+  const list = await new Supervisor(supervisorPaths(node.instanceRoot), quiet).processInfo()
+  return [...new Set(list.map((p) => p.group))]
+}
+
+function md5(s: string): string {
+  return createHash('md5').update(s, 'utf8').digest('hex')
+}
