@@ -225,6 +225,22 @@ destroy('a failure while removing services leaves the marker, so the next run fi
   assert.equal(readdirSync(f.path), [])
 })
 
+destroy('DATA/ links are removed and their storage emptied (the storage directory stays)', async () => {
+  const f = partition()
+  const storage = join(f.root, 'storage')
+  mkdirSync(join(storage, 'data1', 'slappart0', 'db'), { recursive: true })
+  writeFileSync(join(storage, 'data1', 'slappart0', 'db', 'table'), 'rows')
+  mkdirSync(join(storage, 'data1', 'slappart9'), { recursive: true })
+  writeFileSync(join(storage, 'data1', 'slappart9', 'other'), 'kept')
+  mkdirSync(join(f.path, 'DATA'))
+  symlinkSync(join(storage, 'data1', 'slappart0'), join(f.path, 'DATA', 'data1'))
+  const out = await destroyPartition({ ...target(f), instanceStorageHome: storage }, deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+  assert.equal(readdirSync(join(storage, 'data1', 'slappart0')), [])
+  assert.equal(readdirSync(join(storage, 'data1', 'slappart9')), ['other'])
+})
+
 destroy.run()
 
 const usage = suite('usage reports')

@@ -8,9 +8,9 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { DESTROY_MARKER, RETENTION_DATE_FILE, RETENTION_DELAY_FILE } from '../src/grid-report.ts'
+import { DESTROY_MARKER, RETENTION_DATE_FILE, RETENTION_DELAY_FILE, WAIT_LIST_FILE } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
-import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writeSupervisordConf } from '../src/supervisor.ts'
+import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writePartitionGroup, writeSupervisordConf } from '../src/supervisor.ts'
 import { SLAPOS } from './helpers.ts'
 import { baseEnv, makeNode, type MasterCall, type TestNode } from './node-helpers.ts'
 
@@ -289,6 +289,46 @@ report('usage that cannot be sent keeps the partition for the next run (checklis
     assert.equal(readdirSync(path), [])
   } finally {
     faulty.server.close()
+    await node.stop()
+  }
+})
+
+report('a wait list keeps the partition while a listed service runs; then it goes with all its groups (<id>-*.conf)', async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'draining')
+    const path = fillPartition(node, id, (p) => writeFileSync(join(p, WAIT_LIST_FILE), `${id}-prerm:drain\n`))
+    // a pre-delete service in its own group, as the prerm manager would run it
+    const prerm = join(node.dir, 'prerm')
+    mkdirSync(join(prerm, 'etc', 'run'), { recursive: true })
+    writeFileSync(join(prerm, 'etc', 'run', 'drain'), '#!/bin/sh\nexec sleep 300\n', { mode: 0o755 })
+    const sup = await startServices(node, id)
+    const group = `${id}-prerm`
+    writePartitionGroup(node.instanceRoot, { id: group, path: prerm, uid: NOBODY, gid: NOBODY, user: 'nobody', home: '/nonexistent' })
+    await sup.applyChanges()
+    await sup.startGroup(group)
+    await waitFor('the pre-delete service', async () => (await sup.processInfo()).some((i) => i.group === group && i.statename === 'RUNNING'))
+    await requestState(node, 'draining', 'destroyed')
+    node.clearCalls()
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(names(node.calls()), ['getFullComputerInformation', `getComputerPartitionCertificate ${id}`, `stoppedComputerPartition ${id}`])
+    assert.match(r.stderr, 'wait until they finish')
+    assert.ok(existsSync(join(path, 'buildout.cfg')))
+    const groupFile = join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${group}.conf`)
+    assert.ok(existsSync(groupFile), 'node report stops the partition group, not its manager groups')
+    assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}.conf`)))
+    // the service finishes: the next run destroys, manager groups included
+    await sup.stopGroup(group)
+    node.clearCalls()
+    const r2 = await node.run(['node', 'report', '--now'])
+    assert.is(r2.code, 0, r2.stderr)
+    assert.ok(names(node.calls()).includes(`destroyedComputerPartition ${id}`))
+    assert.equal(readdirSync(path), [])
+    assert.not.ok(existsSync(groupFile))
+    assert.not.ok((await sup.processInfo()).some((i) => i.group === group), 'supervisord forgot the manager group')
+  } finally {
     await node.stop()
   }
 })
