@@ -15,12 +15,15 @@ dist/slapos.cjs: build.ts package.json $(shell find src -name '*.ts')
 	$(NODE_BIN) build.ts
 
 dist/slapos: dist/slapos.cjs sea-config.json
-	$(NODE_BIN) --experimental-sea-config sea-config.json
-	cp $(NODE_BIN) $@.tmp && chmod u+w $@.tmp
-	strip $@.tmp
-	postject $@.tmp NODE_SEA_BLOB dist/slapos.blob --sentinel-fuse $(SEA_FUSE) > dist/postject.log 2>&1 || { cat dist/postject.log; exit 1; }
-	test "$$(./$@.tmp --version)" = "slapos $(VERSION)"
-	mv $@.tmp $@
+	# one temporary name per build, so that builds running at the same time never collide
+	set -e; t=$@.tmp.$$$$; b=dist/slapos.blob.$$$$; \
+	sed "s|dist/slapos.blob|$$b|" sea-config.json > $$b.json; \
+	$(NODE_BIN) --experimental-sea-config $$b.json; rm -f $$b.json; \
+	cp $(NODE_BIN) $$t && chmod u+w $$t; strip $$t; \
+	postject $$t NODE_SEA_BLOB $$b --sentinel-fuse $(SEA_FUSE) > $$t.log 2>&1 || { cat $$t.log; rm -f $$t $$t.log $$b; exit 1; }; \
+	rm -f $$t.log $$b; \
+	test "$$(./$$t --version)" = "slapos $(VERSION)" || { rm -f $$t; exit 1; }; \
+	mv $$t $@
 
 deps: ## Install the Debian and npm packages the node and the tests need (when missing)
 	sh scripts/deps.sh
