@@ -4,6 +4,7 @@
 // the node; configureLocal() writes them and, unless told not to, brings the node up.
 // Called by src/commands/configure-local.ts.
 import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs'
+import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { COMMANDS } from './commands/index.ts'
 import type { Ctx } from './context.ts'
@@ -169,7 +170,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
  * Writes the plan. A second run with the same options changes nothing and succeeds; an
  * existing slapos.cfg with other content is never replaced (the original's refusal, exit 1).
  */
-export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: boolean }): Promise<number> {
+export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: boolean; quiet?: boolean }): Promise<number> {
   const log = ctx.log
   const [nodeFile, ...others] = plan.files
   if (!nodeFile) throw new Error('plan without node configuration')
@@ -193,7 +194,7 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
   }
   if (plan.clientLink) linkClientConfig(plan.clientLink, log)
   if (!again) log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
-  if (opts.start) await bringUp(plan, ctx)
+  if (opts.start) await bringUp(plan, ctx, opts.quiet === true)
   const cfg = shellWord(plan.nodeCfg)
   log.info(again ? 'Nothing to change: the node is configured.' : 'The node is configured.')
   if (plan.standalone) {
@@ -307,18 +308,40 @@ function linkClientConfig(link: { path: string; target: string }, log: Ctx['log'
  * The original then runs `node format --now`, starts supervisord (which starts the proxy)
  * and formats again. Each step runs only when this build has the command.
  */
-async function bringUp(plan: LocalPlan, ctx: Ctx): Promise<void> {
+async function bringUp(plan: LocalPlan, ctx: Ctx, quiet: boolean): Promise<void> {
   const has = (name: string) => COMMANDS.some((c) => c.name === name)
   if (has('node supervisord')) {
     const r = await ctx.runner.run([...ctx.self, 'node', 'supervisord', '--cfg', plan.nodeCfg], { env: ctx.env, timeoutMs: 60_000 })
     if (r.code !== 0) ctx.log.warning(`supervisord did not start: ${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}`)
+    // supervisord starts the local master in the background: give it a moment to listen,
+    // so that the first format can post the computer
+    else if (!(await masterAnswers(plan.masterUrl, 10_000))) ctx.log.warning(`the local master does not answer at ${plan.masterUrl}/ yet`)
   } else {
     ctx.log.warning(`supervisord is not started by this build: start the local master with \`slapos proxy start --cfg ${shellWord(plan.proxyCfg)}\``)
   }
   if (has('node format')) {
     ctx.log.info('Formatting the node (slapos node format --now)')
-    const r = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
+    const r = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg, ...(quiet ? ['-q'] : [])], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
     // like the original, a failed format (e.g. the master not up yet) does not fail configure
     if (r.code !== 0) ctx.log.warning(`slapos node format exited with ${r.code}: run it again once the local master is up`)
   }
+}
+
+/** True once something accepts TCP connections at the master's address (polled every 100 ms). */
+async function masterAnswers(masterUrl: string, limitMs: number): Promise<boolean> {
+  const { hostname, port } = new URL(masterUrl)
+  const host = hostname.replace(/^\[|\]$/g, '')
+  const deadline = Date.now() + limitMs
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect({ host, port: Number(port) || 80 }, () => {
+        sock.destroy()
+        resolve(true)
+      })
+      sock.on('error', () => resolve(false))
+    })
+    if (ok) return true
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return false
 }

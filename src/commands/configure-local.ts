@@ -70,7 +70,7 @@ const configureLocalCommand: CommandModule = {
       home: ctx.env.HOME || homedir(),
       self: ctx.self,
     })
-    return configureLocal(plan, ctx, { start: args.start !== false })
+    return configureLocal(plan, ctx, { start: args.start !== false, quiet: args.global.verbosity === 0 })
   },
 }
 export default configureLocalCommand
