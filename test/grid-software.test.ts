@@ -266,6 +266,13 @@ test('configuration errors: a missing mandatory key exits 1 with one line and no
     const s = await node.run(['node', 'software', '--now'])
     assert.is(s.code, 1)
     assert.match(s.stderr, `${node.dir}/no-such-dir does not exist.`)
+    // the master cannot be reached: exit 1, one line, pid file removed
+    writeFileSync(node.cfgPath, text.replace(/^master_url = .*$/m, 'master_url = http://127.0.0.1:9/'))
+    const u = await node.run(['node', 'software', '--now'])
+    assert.is(u.code, 1)
+    assert.is(u.stderr.trim().split('\n').length, 1, u.stderr)
+    assert.match(u.stderr, "Couldn't connect to the master")
+    assert.not.ok(existsSync(node.pidfiles.software))
     // no configuration file at all
     const m = await node.run(['node', 'software', '--now', '--cfg', join(node.dir, 'missing.cfg')], { noCfg: true })
     assert.is(m.code, 1)
