@@ -47,9 +47,17 @@ function partition(root: string, id: string, run: Record<string, string>, servic
 
 const SLEEP = 'exec sleep 300'
 
+/** Temp dirs of this file, removed when it ends (after each supervisord is stopped). */
+const scratchDirs: string[] = []
+function scratch(): string {
+  const d = tempDir('slapos-sv-')
+  scratchDirs.push(d)
+  return d
+}
+
 /** A fresh instance root with its structure and a supervisord.conf (empty watchdog). */
 function instanceRoot(): string {
-  const root = join(tempDir('slapos-sv-'), 'inst')
+  const root = join(scratch(), 'inst')
   createInstanceRootStructure(root)
   writeSupervisordConf(root, '')
   return root
@@ -91,7 +99,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
 const files = suite('supervisor files')
 
 files('instance root structure: directories and modes, repaired on the next run', () => {
-  const root = join(tempDir('slapos-sv-'), 'inst')
+  const root = join(scratch(), 'inst')
   createInstanceRootStructure(root)
   assert.is(mode(join(root, 'etc')), 0o700)
   assert.is(mode(join(root, 'etc', 'supervisord.conf.d')), 0o700)
@@ -106,7 +114,7 @@ files('instance root structure: directories and modes, repaired on the next run'
 })
 
 files('supervisord.conf: include, socket, listener for EXITED and FATAL, 0600, rewritten only on change', () => {
-  const root = join(tempDir('slapos-sv-'), 'inst')
+  const root = join(scratch(), 'inst')
   createInstanceRootStructure(root)
   const cmd = watchdogCommand({
     watchdogCommand: '/opt/slapos/bin/slapos-watchdog',
@@ -142,7 +150,7 @@ files('supervisord.conf: include, socket, listener for EXITED and FATAL, 0600, r
 })
 
 files('socket: sv.sock, or the legacy supervisord.socket when it exists', () => {
-  const root = join(tempDir('slapos-sv-'), 'inst')
+  const root = join(scratch(), 'inst')
   createInstanceRootStructure(root)
   assert.is(supervisorPaths(root).socket, join(root, 'sv.sock'))
   writeFileSync(join(root, 'supervisord.socket'), '')
@@ -231,6 +239,10 @@ files('XML-RPC: call encoding and answers (values, structs, arrays, faults, enti
     "<?xml version='1.0'?>\n<methodResponse>\n<fault>\n<value><struct>\n<member>\n<name>faultCode</name>\n<value><int>10</int></value>\n</member>\n<member>\n<name>faultString</name>\n<value><string>BAD_NAME: nope</string></value>\n</member>\n</struct></value>\n</fault>\n</methodResponse>\n",
   )
   assert.equal(fault, { fault: { code: 10, string: 'BAD_NAME: nope' } })
+})
+
+files.after(() => {
+  for (const d of scratchDirs.splice(0)) rmSync(d, { recursive: true, force: true })
 })
 
 files.run()
@@ -477,6 +489,10 @@ live('forbid: no supervisord is started', async () => {
   } catch (e) {
     assert.match((e as Error).message, /cannot talk to supervisord/)
   }
+})
+
+live.after(() => {
+  for (const d of scratchDirs.splice(0)) rmSync(d, { recursive: true, force: true })
 })
 
 live.run()

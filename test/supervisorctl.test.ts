@@ -1,7 +1,7 @@
 // slapos node supervisord, node supervisorctl and the verbs node status|start|stop|restart|tail
 // through the built binary, with the real supervisord and supervisorctl.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -83,9 +83,11 @@ ctl('node supervisorctl passes every word; --cfg may come after them; slapos nod
   assert.is(r.code, 0, r.stderr)
   assert.match(r.stdout, /slappart0:daemon-on-watch\s+RUNNING/)
   // the 0.35.1 program name with the configuration as first argument
-  const link = join(tempDir(), 'slapgrid-supervisorctl')
+  const linkDir = tempDir()
+  const link = join(linkDir, 'slapgrid-supervisorctl')
   symlinkSync(SLAPOS, link)
   const legacy = spawnSync(link, [node.cfgPath, 'pid'], { encoding: 'utf8', env: baseEnv(), timeout: 60_000 })
+  rmSync(linkDir, { recursive: true, force: true })
   assert.is(legacy.status, 0, legacy.stderr)
   assert.is(legacy.stdout.trim(), pid)
 })

@@ -3,7 +3,7 @@
 // supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
 // exactly once, an etc/run one never. Also node bang (computerBang).
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -142,11 +142,15 @@ listener('a master that cannot be reached: the event is still acknowledged, the 
   const dir = tempDir()
   mkdirSync(join(dir, 'slappart0'))
   const crash: Event = { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' }
-  const r = await runListener(['--master-url', 'http://127.0.0.1:9/', '--computer-id', 'c', '--instance-root', dir], [crash])
-  assert.is(r.code, 0)
-  assert.is(r.stdout, expectedStdout(1))
-  assert.match(r.stderr, /Couldn't connect to the master/)
-  assert.ok(!existsSync(join(dir, 'slappart0', '.slapos_latest_bang_timestamp')), 'a failed bang is not recorded')
+  try {
+    const r = await runListener(['--master-url', 'http://127.0.0.1:9/', '--computer-id', 'c', '--instance-root', dir], [crash])
+    assert.is(r.code, 0)
+    assert.is(r.stdout, expectedStdout(1))
+    assert.match(r.stderr, /Couldn't connect to the master/)
+    assert.ok(!existsSync(join(dir, 'slappart0', '.slapos_latest_bang_timestamp')), 'a failed bang is not recorded')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 listener('missing --master-url or --computer-id: usage error, exit 2', async () => {
