@@ -17,11 +17,13 @@ interface Event {
   eventname: string
   processname: string
   groupname: string
+  /** supervisord's flag for an exit code listed in exitcodes (default 0) */
+  expected?: 0 | 1
 }
 
 /** One event as supervisord writes it: a header line, then exactly `len` bytes of payload. */
 function frame(e: Event, serial: number): Buffer {
-  const payload = Buffer.from(`processname:${e.processname} groupname:${e.groupname} from_state:RUNNING expected:0 pid:${1000 + serial}`)
+  const payload = Buffer.from(`processname:${e.processname} groupname:${e.groupname} from_state:RUNNING expected:${e.expected ?? 0} pid:${1000 + serial}`)
   const header = `ver:3.0 server:supervisor serial:${serial} pool:watchdog poolserial:${serial} eventname:${e.eventname} len:${payload.length}\n`
   return Buffer.concat([Buffer.from(header), payload])
 }
@@ -85,6 +87,7 @@ listener('protocol: READY, header + len bytes, RESULT 2\\nOK; only EXITED/FATAL 
     { eventname: 'PROCESS_STATE_FATAL', processname: 'wrapper', groupname: 'slappart0' },
     { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' },
     { eventname: 'PROCESS_STATE_FATAL', processname: 'db-on-watch', groupname: 'slappart1' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'job-on-watch', groupname: 'slappart1', expected: 1 },
   ]
   // no instance root: no de-duplication, each qualifying event bangs
   const r = await runListener(['--master-url', node.masterUrl, '--computer-id', node.computerId, '--certificate-repository-path', node.certificateRepository], events)
@@ -96,6 +99,8 @@ listener('protocol: READY, header + len bytes, RESULT 2\\nOK; only EXITED/FATAL 
     [
       { computer_id: node.computerId, computer_partition_id: 'slappart0', message: 'web-on-watch process in partition slappart0 encountered a problem' },
       { computer_id: node.computerId, computer_partition_id: 'slappart1', message: 'db-on-watch process in partition slappart1 encountered a problem' },
+      // an expected exit (code in exitcodes) bangs too, like the original
+      { computer_id: node.computerId, computer_partition_id: 'slappart1', message: 'job-on-watch process in partition slappart1 encountered a problem' },
     ],
   )
   assert.ok(b.every((c) => c.verb === 'POST' && c.status === 200))
