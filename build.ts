@@ -1,6 +1,6 @@
 // Bundles src/main.ts into one CommonJS file that Node's SEA embeds (see Makefile).
 import { build } from 'esbuild'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }
 await build({
@@ -16,3 +16,12 @@ await build({
   legalComments: 'none',
   logLevel: 'warning',
 })
+
+// esbuild escapes non-ASCII characters in code but keeps them in comments (§, →). One of
+// them is enough for V8 to hold the whole bundle source as a two-byte string: 2.7 MB of
+// heap instead of 1.3 MB in every slapos process. Escaped, the comments stay readable and
+// the source stays one-byte (string literals and identifiers are already escaped).
+const out = readFileSync('dist/slapos.cjs', 'utf8')
+if (/[^\x00-\x7f]/.test(out)) {
+  writeFileSync('dist/slapos.cjs', out.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))
+}

@@ -1,5 +1,6 @@
 // slapos proxy start (old name slapproxy): run the local SlapOS master until SIGTERM/SIGINT.
 // The work is in proxy-server.ts and proxy-db.ts; this file reads the configuration.
+import { setFlagsFromString } from 'node:v8'
 import type { CommandModule } from '../cli.ts'
 import { readConfig } from '../cli.ts'
 import { loadProxyConfig } from '../config.ts'
@@ -24,6 +25,16 @@ const proxyStart: CommandModule = {
       .option('local-software-release-root', { type: 'string', describe: 'root of local-path software release URLs (default /)' })
       .option('console', { alias: 'c', type: 'boolean', hidden: true, describe: 'obsolete, ignored' }),
   async run(args, ctx) {
+    // A long-running daemon serving a few nodes: trade peak speed for memory (see
+    // docs/compatibility.md, Proxy). --optimize-for-size keeps the V8 heap small (small young
+    // generation, eager old-generation collection, pooled pages given back); without the
+    // optimizing compilers (Maglev, Turbofan) their code is never paged in from the
+    // executable nor compiled into the heap: the interpreter and Sparkplug baseline code are
+    // fast enough here, because the big answers are cached bytes. Set before the proxy
+    // allocates anything; these flags are read by V8 as it goes, not only at start-up.
+    setFlagsFromString('--optimize-for-size')
+    setFlagsFromString('--no-opt')
+    setFlagsFromString('--no-maglev')
     const file = readConfig('node', args.cfg, ctx.env)
     const config = loadProxyConfig(file, {
       database_uri: args.databaseUri as string | undefined,
