@@ -480,7 +480,10 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
       }
     }
   }
-  log.info('Finished usage reports.')
+  const parts = [`${summary.destroyed.length} destroyed`]
+  if (summary.kept.length) parts.push(`${summary.kept.length} kept for now (${summary.kept.join(', ')})`)
+  if (summary.failed.length) parts.push(`${summary.failed.length} failed (${summary.failed.join(', ')})`)
+  log.info(`Finished usage reports: ${parts.join(', ')}.`)
   return { exitCode: summary.failed.length ? EXIT.FAIL : EXIT.OK, summary }
 }
 

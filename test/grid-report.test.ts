@@ -110,7 +110,7 @@ report('destroys a destroyed partition: calls in order, directory emptied and ke
     let info = await sup.processInfo()
     const vpid = info.find((i) => i.group === victim)?.pid ?? 0
     const spid = info.find((i) => i.group === survivor)?.pid ?? 0
-    await waitFor('services running', async () => (await sup.processInfo()).filter((i) => i.statename === 'RUNNING').length === 2)
+    await waitFor('services running', async () => (await sup.processInfo()).filter((i) => (i.group === victim || i.group === survivor) && i.statename === 'RUNNING').length === 2)
     info = await sup.processInfo()
     assert.ok(vpid > 0 && alive(vpid) && spid > 0)
     await requestState(node, 'victim', 'destroyed')
@@ -160,26 +160,32 @@ report('destroys a destroyed partition: calls in order, directory emptied and ke
   }
 })
 
-report('a failing sbin/destroy reports the error, keeps the partition and exits 1; it is retried next run', async () => {
-  const node = await makeNode({ partitions: 1 })
+report('a failing sbin/destroy reports the error, keeps the partition and exits 1; the next partition is still destroyed; retried next run', async () => {
+  const node = await makeNode({ partitions: 2 })
   try {
     await node.supply()
     const id = await allocate(node, 'inst')
+    const other = await allocate(node, 'other')
     const path = fillPartition(node, id, (p) => {
       mkdirSync(join(p, 'sbin'))
       writeFileSync(join(p, 'sbin', 'destroy'), `#!/bin/sh\necho "volume busy" >&2\n[ -e ${p}/allow ] || exit 4\n`, { mode: 0o755 })
     })
+    const otherPath = fillPartition(node, other)
     await requestState(node, 'inst', 'destroyed')
+    await requestState(node, 'other', 'destroyed')
     const before = readdirSync(path).sort()
     node.clearCalls()
     const r = await node.run(['node', 'report', '--now'])
     assert.is(r.code, 1, r.stderr)
-    const calls = node.calls()
+    const calls = node.calls().filter((c) => c.name === 'getFullComputerInformation' || c.fields.computer_partition_id === id)
     assert.equal(names(calls), ['getFullComputerInformation', `getComputerPartitionCertificate ${id}`, `stoppedComputerPartition ${id}`, `softwareInstanceError ${id}`])
     assert.match(calls[3]?.fields.error_log ?? '', `Failed to destroy Computer Partition in '${path}'.`)
     assert.match(calls[3]?.fields.error_log ?? '', 'volume busy')
     assert.equal(readdirSync(path).sort(), before)
     assert.ok(existsSync(join(node.certificateRepository, `${id}.crt`)))
+    // the failure of the first did not stop the second
+    assert.ok(names(node.calls()).includes(`destroyedComputerPartition ${other}`))
+    assert.equal(readdirSync(otherPath), [])
     // once the script succeeds, the next run destroys it
     writeFileSync(join(path, 'allow'), '')
     node.clearCalls()
@@ -358,13 +364,14 @@ report('master down: exit 1 with one clear line, nothing destroyed', async () =>
 report('killed with SIGKILL in the middle of a wipe, the next run finishes it and reports destroyed once', async () => {
   const node = await makeNode({ partitions: 1 })
   try {
-    // enough files for the wipe to take a while, written before any master call (the
-    // synchronous writes would leave the client's idle connection to the proxy stale)
+    // enough files for the wipe to take a while
     for (let d = 0; d < 200; d++) {
       const dir = join(node.instanceRoot, 'slappart0', 'srv', 'many', `d${d}`)
       mkdirSync(dir, { recursive: true })
       for (let f = 0; f < 150; f++) writeFileSync(join(dir, `f${f}`), '')
     }
+    // let the client see a connection the proxy closed while these writes held the loop
+    await new Promise((r) => setTimeout(r, 200))
     await node.supply()
     const id = await allocate(node, 'big')
     assert.is(id, 'slappart0')
