@@ -54,6 +54,8 @@ export interface GlobalOptions {
   logTime: boolean
   logColor: boolean
   help: boolean
+  /** where -h/--help was among the remaining words (a pass-through command hands a later one on) */
+  helpAt?: number | undefined
   version: boolean
 }
 
@@ -105,7 +107,10 @@ export function splitGlobal(argv: string[]): { global: GlobalOptions; rest: stri
     else if (a === '--log-color') global.logColor = true
     else if (a === '--no-log-color') global.logColor = false
     else if (a === '--debug') continue
-    else if (a === '-h' || a === '--help') global.help = true
+    else if (a === '-h' || a === '--help') {
+      global.help = true
+      global.helpAt ??= rest.length
+    }
     else if (a === '--version') global.version = true
     else rest.push(a)
   }
@@ -246,11 +251,17 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
       return EXIT.OK
     }
     const { spec, args } = lookup(rest)
+    const { default: mod } = await spec.load()
+    // `slapos node supervisorctl status -h`: a help flag after the command's own words is theirs
+    const consumed = rest.length - args.length
+    if (global.help && mod.passThrough && global.helpAt !== undefined && global.helpAt > consumed) {
+      args.splice(global.helpAt - consumed, 0, '-h')
+      global.help = false
+    }
     if (global.help) {
       io.out(await commandHelp(spec))
       return EXIT.OK
     }
-    const { default: mod } = await spec.load()
     const parsed = (await (await commandParser(spec, mod, args)).parseAsync()) as unknown as RunArgs
     parsed.global = global
     const ctx: Ctx = {

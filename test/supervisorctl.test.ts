@@ -92,6 +92,19 @@ ctl('node supervisorctl passes every word; --cfg may come after them; slapos nod
   assert.is(legacy.stdout.trim(), pid)
 })
 
+ctl('-h after the words of supervisorctl is supervisorctl\'s; right after the command it is ours', async () => {
+  let r = await node.run(['node', 'supervisorctl', 'help', 'status'])
+  const supervisorHelp = r.stdout.trim()
+  assert.match(supervisorHelp, /status <name>/)
+  r = await node.run(['node', 'supervisorctl', 'status', '-h'])
+  // supervisorctl 4.2 takes it as a process name: what matters is that it got it
+  assert.match(r.stdout + r.stderr, /-h: ERROR \(no such process\)|status <name>/, `supervisorctl got -h: ${r.stdout}${r.stderr}`)
+  assert.not.match(r.stdout, /Usage: slapos node supervisorctl/)
+  r = await node.run(['node', 'supervisorctl', '-h'])
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stdout, /slapos node supervisorctl/)
+})
+
 ctl('supervisorctl exit status is passed on', async () => {
   const r = await node.run(['node', 'start', 'slappart0:nothing-here'])
   assert.is.not(r.code, 0)
