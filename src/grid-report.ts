@@ -12,14 +12,14 @@
 //              └─ marker written, content wiped, groups removed, marker removed
 //                    └─> /destroyedComputerPartition ──> the master frees the partition
 //
-// The marker (.slapos-destroy-in-progress) makes the wipe restartable: a run killed in the
-// middle leaves it behind, and the next run skips the retention check and sbin/destroy
+// The marker (<instance_root>/var/run/<id>.destroying) makes the wipe restartable: a run
+// killed in the middle leaves it behind, and the next run skips the retention check and sbin/destroy
 // (they already passed), wipes what is left and only then tells the master. Nothing is
 // reported before the directory is empty, so the master frees the partition at most once.
 import { randomBytes } from 'node:crypto'
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
 import type { Ctx } from './context.ts'
 import { NotFoundError, ServerError, SlapError } from './errors.ts'
@@ -43,8 +43,15 @@ import type { Runner } from './system.ts'
 export const RETENTION_DELAY_FILE = '.slapos-retention-lock-delay'
 export const RETENTION_DATE_FILE = '.slapos-retention-lock-date'
 export const WAIT_LIST_FILE = '.slapos-report-wait-service-list'
-/** Ours: present only while a destruction is between sbin/destroy and the end of the wipe. */
-export const DESTROY_MARKER = '.slapos-destroy-in-progress'
+
+/**
+ * Ours: `<instance_root>/var/run/<id>.destroying`, present only while a destruction is
+ * between sbin/destroy and the end of the wipe. It lives outside the partition, in a
+ * directory only root writes, so an instance cannot fake it to skip its retention lock.
+ */
+export function destroyMarkerPath(p: { id: string; path: string }): string {
+  return join(dirname(p.path), 'var', 'run', `${p.id}.destroying`)
+}
 
 export interface PartitionToDestroy {
   id: string
@@ -91,7 +98,7 @@ export class DestroyError extends SlapError {
  */
 export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps): Promise<DestroyOutcome> {
   const log = deps.log
-  const marker = join(p.path, DESTROY_MARKER)
+  const marker = destroyMarkerPath(p)
   const resuming = existsSync(marker)
   if (resuming) {
     log.info(`Resuming the destruction of ${p.id} (a previous run stopped in the middle)`)
@@ -103,6 +110,7 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
       return { done: false, retainedUntil: until }
     }
     await runDestroyScript(p, deps)
+    mkdirSync(dirname(marker), { recursive: true, mode: 0o700 })
     writeFileSync(marker, `${deps.now().toISOString()}\n`)
   }
 
@@ -112,7 +120,7 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
   const srLink = join(p.path, 'software_release')
   if (isSymlink(srLink)) unlinkSync(srLink)
   await cleanStorage(p)
-  await emptyDirectory(p.path, new Set([DESTROY_MARKER]))
+  await emptyDirectory(p.path)
   await deps.removeServices(p.id)
   // the directory itself stays as format made it: owner of the partition, mode 0750
   chmodSync(p.path, 0o750)
@@ -422,7 +430,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
         plog.debug(`supervisord is not running: ${describe(err)}`)
       })
       const owner = ownerOf(p.path)
-      if (cfg.certificateRepositoryPath && !existsSync(join(p.path, DESTROY_MARKER))) {
+      if (cfg.certificateRepositoryPath && !existsSync(destroyMarkerPath(p))) {
         await refreshCertificate(client, cfg.computerId, p.id, cfg.certificateRepositoryPath, owner)
       } else if (cfg.certificateRepositoryPath) {
         // the certificate call keeps the original's order of master calls

@@ -12,7 +12,7 @@ import {
   checkComputerUsage,
   checkPartitionUsage,
   collectUsage,
-  DESTROY_MARKER,
+  destroyMarkerPath,
   DestroyError,
   destroyPartition,
   emptyDirectory,
@@ -159,7 +159,7 @@ destroy('a failing sbin/destroy keeps the partition, its certificates and servic
   }
   assert.equal(readdirSync(f.path).sort(), before)
   assert.ok(existsSync(join(f.repo, 'slappart0.crt')))
-  assert.ok(!existsSync(join(f.path, DESTROY_MARKER)))
+  assert.ok(!existsSync(destroyMarkerPath(target(f))))
   assert.equal(f.removed, [])
 })
 
@@ -199,7 +199,8 @@ destroy('an interrupted destruction resumes: no retention, no second sbin/destro
   const f = partition()
   // state left by a run killed in the middle of the wipe: marker present, some content gone,
   // a retention delay that would lock it again, and an sbin/destroy that would now fail
-  writeFileSync(join(f.path, DESTROY_MARKER), 'x')
+  mkdirSync(join(f.root, 'var', 'run'), { recursive: true })
+  writeFileSync(destroyMarkerPath(target(f)), 'x')
   writeFileSync(join(f.path, RETENTION_DELAY_FILE), '5.0')
   mkdirSync(join(f.path, 'sbin'))
   writeFileSync(join(f.path, 'sbin', 'destroy'), '#!/bin/sh\nexit 1\n', { mode: 0o755 })
@@ -207,6 +208,17 @@ destroy('an interrupted destruction resumes: no retention, no second sbin/destro
   assert.equal(out, { done: true })
   assert.equal(readdirSync(f.path), [])
   assert.equal(f.removed, ['slappart0'])
+  assert.not.ok(existsSync(destroyMarkerPath(target(f))))
+})
+
+destroy('a marker written by the instance inside its partition changes nothing: retention still holds', async () => {
+  const f = partition()
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '3.0')
+  writeFileSync(join(f.path, '.slapos-destroy-in-progress'), 'x')
+  writeFileSync(join(f.path, 'slappart0.destroying'), 'x')
+  const out = await destroyPartition(target(f), deps(f))
+  assert.is(out.done, false)
+  assert.ok(existsSync(join(f.path, 'buildout.cfg')))
 })
 
 destroy('a failure while removing services leaves the marker, so the next run finishes the job', async () => {
@@ -219,7 +231,8 @@ destroy('a failure while removing services leaves the marker, so the next run fi
     () => assert.unreachable('should throw'),
     (e: Error) => assert.match(e.message, 'supervisord went away'),
   )
-  assert.equal(readdirSync(f.path), [DESTROY_MARKER])
+  assert.equal(readdirSync(f.path), [])
+  assert.ok(existsSync(destroyMarkerPath(target(f))), 'the marker stays outside the partition')
   const out = await destroyPartition(target(f), deps(f))
   assert.equal(out, { done: true })
   assert.equal(readdirSync(f.path), [])

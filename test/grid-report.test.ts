@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { DESTROY_MARKER, RETENTION_DATE_FILE, RETENTION_DELAY_FILE, WAIT_LIST_FILE } from '../src/grid-report.ts'
+import { destroyMarkerPath, RETENTION_DATE_FILE, RETENTION_DELAY_FILE, WAIT_LIST_FILE } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
 import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writePartitionGroup, writeSupervisordConf } from '../src/supervisor.ts'
 import { SLAPOS } from './helpers.ts'
@@ -382,7 +382,7 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
     node.clearCalls()
     const child = spawn(SLAPOS, ['node', 'report', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
     const exited = new Promise<void>((res) => child.once('exit', () => res()))
-    const marker = join(path, DESTROY_MARKER)
+    const marker = destroyMarkerPath({ id, path })
     // the wipe of these 30,000 files takes about a second here: look often so the kill lands in it
     await waitFor('the wipe to start', () => existsSync(marker), 60_000, 2)
     child.kill('SIGKILL')
@@ -395,6 +395,7 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
     assert.is(r.code, 0, r.stderr)
     assert.equal(readdirSync(path), [])
     assert.is(statSync(path).mode & 0o7777, 0o750)
+    assert.not.ok(existsSync(marker))
     assert.is(names(node.calls()).filter((c) => c === `destroyedComputerPartition ${id}`).length, 1)
     const r2 = await node.run(['node', 'report', '--now'])
     assert.is(r2.code, 0, r2.stderr)
