@@ -119,8 +119,8 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
   }
   const srLink = join(p.path, 'software_release')
   if (isSymlink(srLink)) unlinkSync(srLink)
-  await cleanStorage(p)
-  await emptyDirectory(p.path)
+  await cleanStorage(p, deps)
+  await wipe(p.path, deps)
   await deps.removeServices(p.id)
   // the directory itself stays as format made it: owner of the partition, mode 0750
   chmodSync(p.path, 0o750)
@@ -562,13 +562,40 @@ async function runDestroyScript(p: PartitionToDestroy, deps: DestroyDeps): Promi
   }
 }
 
-async function cleanStorage(p: PartitionToDestroy): Promise<void> {
+async function cleanStorage(p: PartitionToDestroy, deps: DestroyDeps): Promise<void> {
   const data = join(p.path, 'DATA')
   if (!p.instanceStorageHome || !isDirectory(data)) return
   for (const name of readdirSync(data)) {
     removeIfExists(join(data, name))
     const target = join(p.instanceStorageHome, name, p.id)
-    if (isDirectory(target)) await emptyDirectory(target)
+    if (isDirectory(target)) await wipe(target, deps)
+  }
+}
+
+/**
+ * Empties a directory of the partition. As root this is GNU `rm -rf --one-file-system` on
+ * each entry: rm walks the tree with openat/unlinkat and never follows a symbolic link, so
+ * an instance process swapping a directory for a link in the middle of the walk cannot make
+ * root delete anything outside (Node has no such calls: a walk by path names could be
+ * misled). It stays on the partition's file system; whatever cannot be deleted (a mount, an
+ * immutable file) fails the destruction, naming it, and the next run finishes the job.
+ * Without root we are the partition user already and delete in-process.
+ */
+async function wipe(dir: string, deps: DestroyDeps): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    await emptyDirectory(dir)
+    return
+  }
+  const rm = await deps.runner.run(['find', dir, '-mindepth', '1', '-maxdepth', '1', '-exec', 'rm', '-rf', '--one-file-system', '--', '{}', '+'], {
+    cwd: dir,
+    env: { PATH: deps.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' },
+  })
+  const left = readdirSync(dir)
+  if (left.length) {
+    throw new SlapError(`Could not empty ${dir}: ${left.slice(0, 5).join(', ')}${left.length > 5 ? ', ...' : ''} remain${rm.stderr ? ` (${lastLines(rm.stderr, 3)})` : ''}`, {
+      code: 'E_WIPE',
+      hint: 'a mount point or an immutable file? remove it by hand; the next node report finishes the destruction',
+    })
   }
 }
 

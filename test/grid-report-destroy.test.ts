@@ -2,6 +2,7 @@
 // (grid.md §5.1, §5.2): retention lock, sbin/destroy as the partition user and its failure,
 // the wipe (directory kept with owner and mode, read-only content, links not followed),
 // resuming an interrupted destruction, report scripts and usage XML checks.
+import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -233,6 +234,30 @@ destroy('a failure while removing services leaves the marker, so the next run fi
   )
   assert.equal(readdirSync(f.path), [])
   assert.ok(existsSync(destroyMarkerPath(target(f))), 'the marker stays outside the partition')
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true })
+  assert.equal(readdirSync(f.path), [])
+})
+
+destroy('as root the wipe stays on the partition file system: a mount inside fails the destruction, the next run finishes', async () => {
+  const f = partition()
+  const mnt = join(f.path, 'srv', 'volume')
+  mkdirSync(mnt, { recursive: true })
+  const mount = spawnSync('mount', ['-t', 'tmpfs', 'none', mnt])
+  if (mount.status !== 0) return // no mount rights here: nothing to show
+  try {
+    writeFileSync(join(mnt, 'on-the-volume'), 'kept')
+    try {
+      await destroyPartition(target(f), deps(f))
+      assert.unreachable('should have thrown')
+    } catch (err) {
+      assert.match((err as Error).message, `Could not empty ${f.path}: srv remain`)
+    }
+    assert.is(readFileSync(join(mnt, 'on-the-volume'), 'utf8'), 'kept', 'nothing deleted across the mount')
+    assert.ok(existsSync(destroyMarkerPath(target(f))))
+  } finally {
+    spawnSync('umount', [mnt])
+  }
   const out = await destroyPartition(target(f), deps(f))
   assert.equal(out, { done: true })
   assert.equal(readdirSync(f.path), [])

@@ -388,7 +388,7 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
     child.kill('SIGKILL')
     await exited
     assert.ok(existsSync(marker), 'killed during the wipe: the marker is still there')
-    assert.ok(existsSync(join(path, 'srv')), 'and some content is left')
+    // (the rm the killed run had started may still be finishing its part as an orphan)
     assert.not.ok(names(node.calls()).some((c) => c.startsWith('destroyedComputerPartition')), 'nothing reported before the wipe is complete')
     // the pid file of the killed run names a dead process: the next run takes over
     const r = await node.run(['node', 'report', '--now'])
