@@ -7,6 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import type { MultimasterEntry } from './config.ts'
 import { NotFoundError, ResourceNotReadyError } from './errors.ts'
+import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
 import type { Logger } from './log.ts'
 import { ProxyDb, type PartitionRow, type AddressRow } from './proxy-db.ts'
 import type { SlapClient } from './slap-client.ts'
@@ -113,6 +114,14 @@ export class ProxyApp {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    if (req.url?.startsWith('/http_proxy/')) {
+      serveHttpProxy(req, res, req.url.slice('/http_proxy/'.length)).catch((err: unknown) => {
+        this.log.error(`${req.method} ${req.url ?? ''}: ${(err as Error).message}`)
+        if (!res.headersSent) send(res, errorPage(500))
+        else res.destroy()
+      })
+      return
+    }
     const url = new URL(req.url ?? '/', 'http://proxy')
     const name = url.pathname.replace(/^\/+/, '')
     const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
@@ -338,7 +347,7 @@ export class ProxyApp {
       this.db.transaction(() => {
         req.requestedBy = requestedBy()
         if (req.shared) {
-          const bypass = frontendBypass(req)
+          const bypass = frontendBypass(req, httpsBase(httpReq))
           if (bypass) return dumps(bypass)
         }
         const guid = req.filter.computer_guid
@@ -348,7 +357,7 @@ export class ProxyApp {
     // Multimaster (proxy.md §8): only a request that matches nothing local may be forwarded.
     const masterUrl = req.filter.master_url
     if (masterUrl === undefined && !this.multimaster.some((m) => m.softwareReleaseList.includes(req.softwareRelease))) return local()
-    if (req.shared && frontendBypass(req)) return local()
+    if (req.shared && frontendBypass(req, undefined)) return local()
     if (this.hasLocalInstance(req, requestedBy())) return local()
     return this.forwardTarget(masterUrl, req.softwareRelease, httpReq).then((target) =>
       target ? this.forward(target, req, requesterPartition ?? 'user') : local(),
@@ -920,6 +929,17 @@ function pyStrRepr(s: string): string {
   return out + quote
 }
 
+/**
+ * `https://<Host><X-Forwarded-Prefix>` when the request came over HTTPS (a TLS front that
+ * sets `X-Forwarded-Proto: https`; one hop, like the original), else undefined.
+ */
+function httpsBase(req: IncomingMessage): string | undefined {
+  const first = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h)?.split(',')[0]?.trim()
+  if (first(req.headers['x-forwarded-proto']) !== 'https') return undefined
+  const prefix = (first(req.headers['x-forwarded-prefix']) ?? '').replace(/\/+$/, '')
+  return `https://${req.headers.host ?? 'localhost'}${prefix}`
+}
+
 function trimSlash(url: string): string {
   return url.replace(/\/+$/, '')
 }
@@ -987,21 +1007,26 @@ function serviceDocument(
 const APACHE_FRONTEND = 'http://git.erp5.org/gitweb/slapos.git/blob_plain/HEAD:/software/apache-frontend/software.cfg'
 const KVM_FRONTEND = 'http://git.erp5.org/gitweb/slapos.git/blob_plain/refs/tags/slapos-0.92:/software/kvm/software.cfg'
 
-/** The two "fake frontend" answers of the original for well-known frontend SRs (proxy.md §4.2). */
-function frontendBypass(r: InstanceRequest): SlapObject | undefined {
+/**
+ * The two "fake frontend" answers of the original for well-known frontend SRs (proxy.md §4.2).
+ * `httpsBase` is the proxy's own URL when it was reached over HTTPS: the browser then gets
+ * the site through the proxy's /http_proxy/ (no mixed content), under the proxy's domain.
+ */
+function frontendBypass(r: InstanceRequest, httpsBase: string | undefined): SlapObject | undefined {
   if (r.softwareRelease === APACHE_FRONTEND && ['', 'RootSoftwareInstance', 'default'].includes(r.softwareType) && typeof r.parameters.url === 'string') {
     const url = r.parameters.url
-    let domain = ''
+    let target: URL | undefined
     try {
-      domain = new URL(url).host
+      target = new URL(url)
     } catch {
-      domain = ''
+      target = undefined
     }
+    const viaProxy = httpsBase !== undefined && target !== undefined && (target.protocol === 'http:' || target.protocol === 'https:')
     return new SlapObject('ComputerPartition', ['', `Fake frontend for ${url}`], {
       slap_computer_id: '',
       slap_computer_partition_id: '',
       _parameter_dict: {},
-      _connection_dict: { secure_access: url, domain },
+      _connection_dict: viaProxy ? { secure_access: httpProxyUrl(httpsBase, target!), domain: new URL(httpsBase).host } : { secure_access: url, domain: target?.host ?? '' },
     })
   }
   if (r.softwareRelease === KVM_FRONTEND && r.softwareType === 'frontend' && r.parameters.host !== undefined && r.parameters.port !== undefined) {
