@@ -10,7 +10,9 @@
 import { chmodSync, lstatSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigFile } from './config.ts'
+import { SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { runSync } from './system.ts'
 
 export interface PruneOptions {
   /** the writable shared root: last line of shared_part_list */
@@ -67,7 +69,7 @@ function prunePass(o: PruneOptions, ignored: ReadonlySet<string>): string[] {
       o.log.debug(`${part} is used in ${user}`)
       continue
     }
-    if (!o.dryRun) removeTree(part)
+    if (!o.dryRun) removePart(part)
     o.log.warning(`Unused shared parts at ${part}${o.dryRun ? '' : ' ... removed'}`)
     found.push(part)
   }
@@ -159,6 +161,16 @@ function findFiles(root: string, name: string): string[] {
   }
   walk(root)
   return out
+}
+
+/**
+ * As root, GNU rm (it walks with openat/unlinkat and never follows a link swapped in by the
+ * software user meanwhile); otherwise in-process, making read-only directories writable.
+ */
+function removePart(part: string): void {
+  if (process.getuid?.() !== 0) return removeTree(part)
+  const r = runSync(['rm', '-rf', '--one-file-system', '--', part], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
+  if (r.code !== 0) throw new SlapError(`Could not remove ${part}: ${r.stderr.trim()}`, { code: 'E_PRUNE' })
 }
 
 /** Recursive delete that also goes through read-only directories (built parts often are). */

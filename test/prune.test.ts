@@ -2,7 +2,7 @@
 // (grid.md §9.2, checklist 122-124): what keeps a part, chains removed pass after pass,
 // --dry-run, --additional-software-directory, nested nodes, and the 255 refusals.
 import { spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -139,6 +139,16 @@ prune('exit 255 without shared_part_list, or while the software pid file exists 
   assert.ok(existsSync(t.part('zlib', 'Z0')))
 })
 
+prune('a node kept by an unprivileged user (root_check = false): its parts, read-only ones included, are pruned by that user', () => {
+  const t = tree()
+  chownTree(t.dir, 65534)
+  chmodSync(t.dir, 0o755)
+  const r = spawnSync(SLAPOS, ['node', 'prune', '--cfg', t.cfg], { encoding: 'utf8', uid: 65534, gid: 65534, env: { PATH: '/usr/bin:/bin' }, timeout: 60_000 })
+  assert.is(r.status, 0, r.stderr)
+  for (const [n, h] of [...CHAIN, ['zlib', 'Z0'], ['ro', 'R1']] as const) assert.not.ok(existsSync(t.part(n, h)), `${n}/${h} removed`)
+  for (const [n, h] of KEPT) assert.ok(existsSync(t.part(n, h)))
+})
+
 prune('root check: refused (5) as a user when root_check is on', () => {
   const t = tree()
   writeFileSync(t.cfg, `[slapos]\nsoftware_root = /x\ninstance_root = /y\nshared_part_list = /z\n`)
@@ -149,3 +159,9 @@ prune('root check: refused (5) as a user when root_check is on', () => {
 })
 
 prune.run()
+
+function chownTree(p: string, uid: number): void {
+  const st = lstatSync(p)
+  if (st.isDirectory()) for (const n of readdirSync(p)) chownTree(join(p, n), uid)
+  lchownSync(p, uid, uid)
+}
