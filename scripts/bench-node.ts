@@ -3,7 +3,7 @@
 // stay light):
 //   - median wall time of an idle run (every partition up to date) with 10 and 100 partitions;
 //   - wall time of a first deployment of 20 partitions with --jobs 1 and with --jobs 2.
-// Usage: node scripts/bench-node.ts [idle runs per size, default 15]
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs (default both)]
 import { spawn } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
@@ -15,6 +15,7 @@ const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import(
 type TestNode = Awaited<ReturnType<typeof makeNode>>
 
 const RUNS = Number(process.argv[2] ?? 15)
+const ONLY = process.argv[3]
 const SLAPOS = resolve(import.meta.dirname, '..', 'dist', 'slapos')
 
 /** A node with `n` partitions, the software release installed and `n` instances requested. */
@@ -76,7 +77,7 @@ const out: string[] = []
   console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
 }
 
-for (const n of [10, 100]) {
+for (const n of ONLY === 'jobs' ? [] : [10, 100]) {
   const node = await prepare(n)
   try {
     const first = await timed(node, ['--jobs', '2'])
@@ -97,7 +98,7 @@ for (const n of [10, 100]) {
 }
 
 const first: Record<number, number> = {}
-for (const jobs of [1, 2]) {
+for (const jobs of ONLY === 'idle' ? [] : [1, 2]) {
   const node = await prepare(20)
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
@@ -107,6 +108,6 @@ for (const jobs of [1, 2]) {
   out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms`)
   console.log(out.at(-1))
 }
-console.log(`jobs 2 / jobs 1 = ${((first[2] ?? 0) / (first[1] ?? 1)).toFixed(2)}`)
+if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
 console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')

@@ -130,9 +130,14 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
       try {
         summaries.push(await handlePartition(env, p))
       } catch (e) {
-        // only a lost master gets here: the other errors stay inside their partition
+        // a lost master ends the online run; anything else (the partition directory vanished
+        // under us, ...) fails this partition only
         if (e instanceof ConnectionError) lostMaster ??= e
-        else throw e
+        else {
+          const message = e instanceof Error ? e.message : String(e)
+          log.error(`[${p._partition_id}] ${message}`)
+          summaries.push({ id: p._partition_id ?? '', state: p._requested_state ?? 'destroyed', softwareType: undefined, result: 'failed', message, durationMs: 0 })
+        }
       }
     }
   }
