@@ -17,7 +17,7 @@
 // (they already passed), wipes what is left and only then tells the master. Nothing is
 // reported before the directory is empty, so the master frees the partition at most once.
 import { randomBytes } from 'node:crypto'
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
@@ -175,21 +175,16 @@ export async function runReportScripts(
   const scripts = readdirSync(reportDir).sort()
   if (scripts.length === 0) return []
   const xmlDir = join(p.path, 'var', 'xml_report')
-  if (!existsSync(xmlDir)) {
-    mkdirSync(xmlDir, { recursive: true, mode: 0o750 })
-    if (process.getuid?.() === 0) {
-      chownSync(join(p.path, 'var'), p.owner.uid, p.owner.gid)
-      chownSync(xmlDir, p.owner.uid, p.owner.gid)
-    }
-  }
+  const as = { env: cleanEnv(deps.env, p.owner.home), ...asUser(p.owner, deps.rootCheck) }
+  // made by the partition user: as root, a path inside the partition may lead anywhere
+  if (!existsSync(xmlDir)) await deps.runner.run(['mkdir', '-p', '--', xmlDir], { ...as, cwd: p.path }).catch(() => undefined)
   const failed: string[] = []
   for (const script of scripts) {
     const out = join(xmlDir, freshName(xmlDir))
     deps.log.debug(`Running report script ${script} -> ${out}`)
     const r = await deps.runner.run([join(reportDir, script), out], {
       cwd: reportDir,
-      env: cleanEnv(deps.env, p.owner.home),
-      ...asUser(p.owner, deps.rootCheck),
+      ...as,
       timeoutMs: deps.timeoutSec ? deps.timeoutSec * 1000 : undefined,
       processGroup: true,
     }).catch((err: unknown) => ({ code: null, signal: null, stdout: '', stderr: err instanceof Error ? err.message : String(err), timedOut: false }))
@@ -218,7 +213,8 @@ export function collectUsage(instanceRoot: string, partitionId: string, log: Log
     if (!isDirectory(dir)) continue
     for (const name of readdirSync(dir).sort()) {
       const file = join(dir, name)
-      if (!isFile(file)) continue
+      // a link could make root read (and send) any file of the machine
+      if (!isRegularFile(file)) continue
       const xml = readFileSync(file, 'utf8')
       const problem = checkPartitionUsage(xml)
       if (problem) {
@@ -564,8 +560,10 @@ async function runDestroyScript(p: PartitionToDestroy, deps: DestroyDeps): Promi
 
 async function cleanStorage(p: PartitionToDestroy, deps: DestroyDeps): Promise<void> {
   const data = join(p.path, 'DATA')
-  if (!p.instanceStorageHome || !isDirectory(data)) return
+  // DATA itself a link (to /etc, say) must not be listed and emptied as root: lstat
+  if (!p.instanceStorageHome || !lstatOrUndefined(data)?.isDirectory()) return
   for (const name of readdirSync(data)) {
+    if (!lstatOrUndefined(join(data, name))?.isSymbolicLink()) continue
     removeIfExists(join(data, name))
     const target = join(p.instanceStorageHome, name, p.id)
     if (isDirectory(target)) await wipe(target, deps)
@@ -625,13 +623,25 @@ function removeIfExists(path: string): void {
   }
 }
 
+/**
+ * Temp file + rename. The temp file is created exclusively (O_EXCL: never through a link an
+ * instance left at that name, since this may write as root inside its partition).
+ */
 function writeAtomic(file: string, text: string, owner: Owner, mode = 0o644): void {
   const tmp = `${file}.tmp-${process.pid}`
-  writeFileSync(tmp, text, { mode })
-  if (process.getuid?.() === 0) chownSync(tmp, owner.uid, owner.gid)
+  removeIfExists(tmp)
+  writeFileSync(tmp, text, { mode, flag: 'wx' })
+  if (process.getuid?.() === 0) lchownSync(tmp, owner.uid, owner.gid)
   renameSync(tmp, file)
 }
 
+function lstatOrUndefined(p: string): ReturnType<typeof lstatSync> | undefined {
+  try {
+    return lstatSync(p)
+  } catch {
+    return undefined
+  }
+}
 function isSymlink(p: string): boolean {
   try {
     return lstatSync(p).isSymbolicLink()
@@ -642,6 +652,13 @@ function isSymlink(p: string): boolean {
 function isDirectory(p: string): boolean {
   try {
     return statSync(p).isDirectory()
+  } catch {
+    return false
+  }
+}
+function isRegularFile(p: string): boolean {
+  try {
+    return lstatSync(p).isFile()
   } catch {
     return false
   }

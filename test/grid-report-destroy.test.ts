@@ -279,6 +279,28 @@ destroy('DATA/ links are removed and their storage emptied (the storage director
   assert.equal(readdirSync(join(storage, 'data1', 'slappart9')), ['other'])
 })
 
+destroy('links planted by the instance lead nowhere: DATA as a link, a link in DATA, the retention temp file', async () => {
+  const f = partition()
+  const storage = join(f.root, 'storage')
+  mkdirSync(storage)
+  // DATA itself a link to a directory outside: neither listed nor emptied
+  writeFileSync(join(f.outside, 'a'), 'kept')
+  symlinkSync(f.outside, join(f.path, 'DATA'))
+  // the temp name of the retention date file pointing at a file outside
+  writeFileSync(join(f.outside, 'victim'), 'original')
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '1.0')
+  symlinkSync(join(f.outside, 'victim'), join(f.path, `${RETENTION_DATE_FILE}.tmp-${process.pid}`))
+  const first = await destroyPartition({ ...target(f), instanceStorageHome: storage }, deps(f))
+  assert.is(first.done, false)
+  assert.is(readFileSync(join(f.outside, 'victim'), 'utf8'), 'original')
+  assert.ok(lstatSync(join(f.path, RETENTION_DATE_FILE)).isFile())
+  const later = await destroyPartition({ ...target(f), instanceStorageHome: storage }, deps(f, new Date('2030-01-01T00:00:00Z')))
+  assert.equal(later, { done: true })
+  assert.equal(readdirSync(f.path), [])
+  assert.is(readFileSync(join(f.outside, 'a'), 'utf8'), 'kept')
+  assert.is(readFileSync(join(f.outside, 'victim'), 'utf8'), 'original')
+})
+
 destroy.run()
 
 const usage = suite('usage reports')
@@ -329,11 +351,15 @@ usage('report scripts run as the partition user with a fresh path; valid XML col
     assert.match(name, /^slapreport\.\w+$/)
     assert.is(statSync(join(xmlDir, name)).uid, NOBODY.uid, 'written by the partition user')
   }
+  assert.is(statSync(xmlDir).uid, NOBODY.uid, 'var/xml_report made by the partition user')
+  // a link to a file outside is not read (root could be made to send any file)
+  writeFileSync(join(f.outside, 'secret.xml'), `<journal>${MOVEMENT('s', '9')}</journal>`)
+  symlinkSync(join(f.outside, 'secret.xml'), join(xmlDir, 'zz-link'))
   const found = collectUsage(f.root, 'slappart0', log)
   assert.is(found.length, 1)
   assert.match(found[0]?.xml ?? '', '<quantity>1</quantity>')
   // nothing deleted yet: the caller deletes once the master has the journal
-  assert.is(readdirSync(xmlDir).length, 2)
+  assert.is(readdirSync(xmlDir).length, 3)
 })
 
 usage.run()
