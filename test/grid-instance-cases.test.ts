@@ -53,13 +53,17 @@ t.after(async () => {
   await node?.stop()
 })
 
-t('a scripted deployment works (baseline) and the CLI refuses bad combinations (checklist 11)', async () => {
+t('a scripted deployment works (baseline), legacy slapgrid-cp, and the CLI refuses bad combinations (checklist 11)', async () => {
   const r = await run([])
   assert.is(r.code, 0, r.stderr)
   assert.is((await groups()).filter((g) => g === 'slappart0' || g === 'slappart1').length, 2)
   assert.is(slapos(['node', 'instance', '--all', '--only-cp', 'slappart0', '--cfg', node.cfgPath]).code, 2)
   assert.is(slapos(['node', 'instance', '--jobs', '0', '--cfg', node.cfgPath]).code, 2)
   assert.match(slapos(['grid', 'instance', '--help']).stdout, /--only-cp/)
+  // the 0.35.1 program name with the configuration as a positional argument
+  const legacy = await node.run(['--now', '--buildout', script, node.cfgPath], { noCfg: true, argv0: 'slapgrid-cp' })
+  assert.is(legacy.code, 0, legacy.stderr)
+  assert.match(legacy.stderr, /Processing computer partitions/)
 })
 
 t('the certificate is rewritten when it differs from the master (checklist 50)', async () => {
