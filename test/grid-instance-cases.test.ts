@@ -34,6 +34,8 @@ t.before(async () => {
       '  fail) echo "step one"; echo "boom: cannot build" >&2; exit 1 ;;',
       '  sleep) sleep 60 ;;',
       '  transaction) printf "inst-a\\n\\ninst-b\\n" > ".slapos-request-transaction-$id" ;;',
+      '  env) env > buildout-env.txt ;;',
+      '  noservice) rm -rf etc/service etc/run; exit 0 ;;',
       'esac',
       'mkdir -p etc/service',
       'printf "#!/bin/sh\\nexec sleep 100000\\n" > etc/service/svc',
@@ -107,6 +109,34 @@ t('a stopped partition whose buildout fails is still stopped and not reported st
   assert.is(again.code, 0, again.stderr)
   assert.ok(node.calls().some((c) => c.name === 'stoppedComputerPartition'))
   assert.not.ok(existsSync(join(node.instanceRoot, 'slappart1/promise-ran')))
+})
+
+t('the instance buildout gets a clean environment with HOME = the partition (checklist 68)', async () => {
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'env')
+  const r = await node.run(['node', 'instance', '--now', '--buildout', script, '--force', '--only-cp', 'slappart0'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/root', LANG: 'C.UTF-8', LC_ALL: 'C', TMPDIR: '/tmp', PYTHONPATH: '/x' },
+  })
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.is(r.code, 0, r.stderr)
+  const env = Object.fromEntries(readFileSync(join(node.instanceRoot, 'slappart0/buildout-env.txt'), 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+  assert.is(env.HOME, join(node.instanceRoot, 'slappart0'))
+  assert.is(env.PYTHONNOUSERSITE, 'true')
+  assert.is(env.SLAPGRID_INSTANCE_ROOT, node.instanceRoot)
+  for (const k of ['LANG', 'LC_ALL', 'TMPDIR', 'PYTHONPATH']) assert.is(env[k], undefined, k)
+})
+
+t('a started partition without services gets a warning and is still reported started (checklist 26)', async () => {
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'noservice')
+  node.clearCalls()
+  const r = await run(['--force', '--only-cp', 'slappart0'])
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stderr, /WARNING.*No service to run in slappart0/)
+  assert.ok(node.calls().some((c) => c.name === 'startedComputerPartition' && c.fields.computer_partition_id === 'slappart0'))
+  assert.not.ok((await groups()).includes('slappart0'))
+  const back = await run(['--force', '--only-cp', 'slappart0'])
+  assert.is(back.code, 0, back.stderr)
+  assert.ok((await groups()).includes('slappart0'))
 })
 
 t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
