@@ -832,14 +832,25 @@ function json(v: unknown): Reply {
 
 function send(res: ServerResponse, reply: Reply, head = false): void {
   const r = typeof reply === 'string' ? { status: 200, body: reply } : reply
-  res.statusCode = r.status
-  res.statusMessage = (STATUS_CODES[r.status] ?? '').toUpperCase()
-  const contentType = typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)
-  res.setHeader('Content-Type', contentType)
-  for (const [k, v] of Object.entries(typeof reply === 'string' ? {} : (reply.headers ?? {}))) res.setHeader(k, v)
   const buf = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body
-  res.setHeader('Content-Length', buf.length)
+  // one flat list for writeHead: the cheapest way through node:http, this runs per request
+  const headers: string[] = ['Content-Type', typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)]
+  if (typeof reply !== 'string' && reply.headers) for (const [k, v] of Object.entries(reply.headers)) headers.push(k, v)
+  headers.push('Content-Length', String(buf.length))
+  res.writeHead(r.status, statusMessage(r.status), headers)
   res.end(head ? undefined : buf)
+}
+
+const STATUS_MESSAGES = new Map<number, string>()
+
+/** werkzeug's reason phrases are upper case (`200 OK`, `404 NOT FOUND`). */
+function statusMessage(status: number): string {
+  let m = STATUS_MESSAGES.get(status)
+  if (m === undefined) {
+    m = (STATUS_CODES[status] ?? '').toUpperCase()
+    STATUS_MESSAGES.set(status, m)
+  }
+  return m
 }
 
 function redirect(res: ServerResponse, to: string): void {
