@@ -11,7 +11,7 @@
 // Usage: node scripts/bench-proxy.ts [seconds per run, default 5] [path/to/slapos, default dist/slapos]
 // (it registers tsx itself to import src)
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -145,6 +145,8 @@ agent.destroy()
 await new Promise((r) => setTimeout(r, 1000))
 const after = memory()
 child.kill('SIGTERM')
+await new Promise((r) => child.once('exit', r))
+rmSync(dir, { recursive: true, force: true })
 
 const f = (x: number) => x.toFixed(2)
 const mb = (m: Memory) => `${m.rss.toFixed(1)} MB (private ${m.anon.toFixed(1)}, executable file ${m.file.toFixed(1)})`
