@@ -3,7 +3,7 @@
 // certificate required, certificates made with openssl) stands in front of it for the
 // key/cert case. Test names start with the checklist numbers they cover.
 import { spawnSync } from 'node:child_process'
-import { request as httpRequest } from 'node:http'
+import { createServer as createHttpServer, request as httpRequest } from 'node:http'
 import { createServer as createHttpsServer, type Server } from 'node:https'
 import type { TLSSocket } from 'node:tls'
 import { readFileSync } from 'node:fs'
@@ -209,6 +209,28 @@ t('an unreachable remote master is a server error (500), logged with the reason;
     await p.stop()
   }
   assert.ok(local)
+})
+
+t('a remote 408 (not ready yet) is answered 408 and the request is recorded as forwarded', async () => {
+  // a stand-in master that is never ready: our proxy never answers 408 itself
+  const seen: string[] = []
+  const master = createHttpServer((req, res) => {
+    seen.push(req.url ?? '')
+    req.resume()
+    res.writeHead(408, { 'Content-Type': 'text/html; charset=utf-8' }).end('<p>Resource not ready</p>')
+  })
+  await new Promise<void>((r) => master.listen(0, '127.0.0.1', r))
+  const url = `http://127.0.0.1:${(master.address() as { port: number }).port}/`
+  const p = await startProxy({ extraCfg: `[multimaster/${url}]\n` })
+  try {
+    const r = await request(p.url, { title: 'later', filter: { master_url: url } })
+    assert.is(r.status, 408, r.text)
+    assert.ok(seen.includes('/requestComputerPartition'), seen.join(', '))
+    assert.equal(forwarded(p), [['user_later', url]])
+  } finally {
+    await p.stop()
+    await new Promise<void>((r) => master.close(() => r()))
+  }
 })
 
 const https = suite<Ctx & { tls: Tls; front: Server; frontUrl: string; seen: string[] }>('proxy multimaster over https')
