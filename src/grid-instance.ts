@@ -442,10 +442,8 @@ async function install(env: Env, w: Work): Promise<void> {
       baseEnv: { ...ctx.env, SLAPGRID_INSTANCE_ROOT: cfg.instanceRoot },
       interactive: opts.buildoutDebug,
     })
-    if (!r.ok) {
-      const why = r.timedOut ? `buildout did not finish within partition_timeout (${cfg.partitionTimeout} s) and was killed\n` : ''
-      throw new SlapError(buildoutFailure(w.path, why + r.output), { code: 'E_BUILDOUT' })
-    }
+    // the output ends with why buildout stopped when it was killed (partition_timeout)
+    if (!r.ok) throw new SlapError(buildoutFailure(w.path, r.output), { code: 'E_BUILDOUT' })
   } finally {
     env.progress.end(w.id)
   }
@@ -640,7 +638,7 @@ class Progress {
   private draw(): void {
     if (this.running.size === 0) return
     const width = (process.stderr.columns || 80) - 1
-    const parts = [...this.running].map(([id, r]) => `${id} ${Math.round((Date.now() - r.since) / 1000)}s`)
+    const parts = [...this.running].map(([id, r]) => `${id} ${Math.floor((Date.now() - r.since) / 1000)}s`)
     const last = [...this.running.values()].at(-1)?.last ?? ''
     const text = `buildout: ${parts.join(', ')}${last ? ` | ${last}` : ''}`
     process.stderr.write('\r\x1b[K' + text.slice(0, width))

@@ -3,6 +3,7 @@
 // a changed certificate, a master that goes away mid-run. Real proxy (through the recording
 // tap), real supervisord; the configured buildout is a small shell script (the node runs
 // whatever `buildout` slapos.cfg names) whose behaviour each test picks per partition.
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -11,7 +12,7 @@ import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
 import { loads } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
-import { slapos } from './helpers.ts'
+import { SLAPOS, slapos } from './helpers.ts'
 import { makeNode, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance, edge cases (2 partitions, scripted buildout)')
@@ -139,6 +140,28 @@ t('a started partition without services gets a warning and is still reported sta
   assert.ok((await groups()).includes('slappart0'))
 })
 
+t('on a terminal, a progress line shows the running buildout, cleared before log lines', async () => {
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
+  const cmd = [SLAPOS, 'node', 'instance', '--now', '--buildout', script, '--force', '--only-cp', 'slappart0', '--partition-timeout', '2', '--cfg', node.cfgPath].join(' ')
+  // script(1) gives the run a terminal; its stdin stays open (an EOF there would hang the session up)
+  const r = await new Promise<{ stdout: string }>((res) => {
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/root', TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'inherit'] })
+    let stdout = ''
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.on('close', () => {
+      clearTimeout(timer)
+      child.stdin.destroy()
+      res({ stdout })
+    })
+  })
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  assert.match(r.stdout, /\r\x1b\[Kbuildout: slappart0 \d+s/, JSON.stringify(r.stdout.slice(0, 3000)))
+  assert.match(r.stdout, /\r\x1b\[K[^\r]*ERROR/, 'line cleared before the error')
+  const fixed = await run(['--force', '--only-cp', 'slappart0'])
+  assert.is(fixed.code, 0, fixed.stderr)
+})
+
 t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
   writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
   const start = Date.now()
@@ -146,7 +169,7 @@ t('partition_timeout kills a buildout that runs too long (checklist 78)', async 
   rmSync(join(node.instanceRoot, 'slappart0.action'))
   assert.is(r.code, 1, r.stderr)
   assert.ok(Date.now() - start < 20_000, 'did not wait for the 60 s sleep')
-  assert.match(readFileSync(join(node.instanceRoot, 'slappart0/.slapgrid-slappart0-error.log'), 'utf8'), /partition_timeout/)
+  assert.match(readFileSync(join(node.instanceRoot, 'slappart0/.slapgrid-slappart0-error.log'), 'utf8'), /killed after 1 s \(timeout\)/)
 })
 
 t('instances requested during buildout are sent after success; the file goes at the next processing (checklist 81)', async () => {
