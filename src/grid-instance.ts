@@ -26,6 +26,7 @@ import {
   readlinkSync,
   renameSync,
   rmSync,
+  statfsSync,
   statSync,
   symlinkSync,
   unlinkSync,
@@ -393,6 +394,7 @@ async function dispatch(env: Env, w: Work): Promise<void> {
 /** §4.5 (`Partition.install`): checks, buildout.cfg, then the instance buildout as the partition owner. */
 async function install(env: Env, w: Work): Promise<void> {
   const { cfg, opts, ctx } = env
+  checkFreeSpace(w.path, env.settings.get('instance_min_free_space') ?? '1000M')
   if (!isDirectory(w.path)) throw new SlapError(`Please create partition directory ${w.path}`)
   if (w.softwarePath) ensureSoftwareLink(w.path, w.softwarePath, w.owner)
   const mode = statSync(w.path).mode & 0o7777
@@ -643,6 +645,25 @@ class Progress {
     const text = `buildout: ${parts.join(', ')}${last ? ` | ${last}` : ''}`
     process.stderr.write('\r\x1b[K' + text.slice(0, width))
     this.shown = true
+  }
+}
+
+/** `instance_min_free_space` (§4.5 step 1): sizes like 1000M, 2G, 512KB (powers of 1024), or bytes. */
+function checkFreeSpace(path: string, wanted: string): void {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$/i.exec(wanted)
+  if (!m) throw new SlapError(`instance_min_free_space = ${wanted} is not a size`, { code: 'E_CONFIG', hint: 'use e.g. 1000M or 2G' })
+  const need = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
+  let free: number
+  try {
+    const fs = statfsSync(path)
+    free = fs.bavail * fs.bsize
+  } catch {
+    return // no directory: the next check says so
+  }
+  if (free < need) {
+    throw new SlapError(`Not enough free space in ${path}: ${Math.floor(free / 1024 / 1024)}M available, instance_min_free_space asks for ${wanted.trim()}`, {
+      code: 'E_NO_SPACE',
+    })
   }
 }
 

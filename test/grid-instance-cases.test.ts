@@ -162,6 +162,16 @@ t('on a terminal, a progress line shows the running buildout, cleared before log
   assert.is(fixed.code, 0, fixed.stderr)
 })
 
+t('instance_min_free_space: not enough room fails the partition before its buildout', async () => {
+  const cfg = join(node.dir, 'slapos-full.cfg')
+  writeFileSync(cfg, readFileSync(node.cfgPath, 'utf8').replace('[slapos]\n', '[slapos]\ninstance_min_free_space = 1000T\n'))
+  node.clearCalls()
+  const r = await node.run(['node', 'instance', '--now', '--buildout', script, '--force', '--only-cp', 'slappart0', '--cfg', cfg], { noCfg: true })
+  assert.is(r.code, 1, r.stderr)
+  const err = node.calls().find((c) => c.name === 'softwareInstanceError')
+  assert.match(err?.fields.error_log ?? '', /^Not enough free space in .*slappart0: \d+M available, instance_min_free_space asks for 1000T$/)
+})
+
 t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
   writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
   const start = Date.now()
