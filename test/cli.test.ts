@@ -1,5 +1,5 @@
 // The command-line frame, through the built binary: help, version, exit codes, legacy names.
-import { symlinkSync } from 'node:fs'
+import { symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -53,6 +53,25 @@ test('legacy program names run the matching command', () => {
   const r = spawnSync(link, ['--help'], { encoding: 'utf8' })
   assert.is(r.status, 0)
   assert.ok(r.stdout.startsWith('usage: slapos proxy start'), r.stdout.slice(0, 80))
+})
+
+test('complete: a bash script (COMPREPLY) that completes command words, fish with __fish_seen_subcommand_from', () => {
+  const bash = slapos(['complete'])
+  assert.is(bash.code, 0, bash.stderr)
+  assert.match(bash.stdout, 'COMPREPLY')
+  const script = join(tempDir(), 'slapos.bash')
+  writeFileSync(script, bash.stdout)
+  const ask = (words: string[]) =>
+    spawnSync('bash', ['-c', `source ${script}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _slapos_complete; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8' }).stdout.trim()
+  assert.is(ask(['slapos', 'node', 'in']), 'instance')
+  assert.is(ask(['slapos', 'proxy', 's']), 'show start')
+  assert.ok(ask(['slapos', '']).split(' ').includes('node'))
+  assert.is(ask(['slapos', '-v', 'node', 'sup']), 'supervisorctl supervisord')
+  const fish = slapos(['complete', '--shell=fish'])
+  assert.is(fish.code, 0)
+  assert.match(fish.stdout, '__fish_seen_subcommand_from')
+  const none = slapos(['complete', '--shell', 'none']).stdout.split('\n')
+  for (const c of COMMANDS) assert.ok(none.includes(c.name), c.name)
 })
 
 test.run()

@@ -5,6 +5,12 @@ import type { CommandSpec } from '../cli.ts'
 
 export const COMMANDS: CommandSpec[] = [
   {
+    name: 'complete',
+    group: 'other',
+    summary: 'Generate shell completions.',
+    load: () => import('./complete.ts'),
+  },
+  {
     name: 'computer info',
     group: 'client',
     summary: 'get information of an computer',
