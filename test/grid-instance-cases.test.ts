@@ -172,6 +172,24 @@ t('instance_min_free_space: not enough room fails the partition before its build
   assert.match(err?.fields.error_log ?? '', /^Not enough free space in .*slappart0: \d+M available, instance_min_free_space asks for 1000T$/)
 })
 
+t('one bin/bootstrap* of the software release makes sbin/buildout, which then runs; two are refused (checklist 69)', async () => {
+  const bin = join(node.softwareRoot, md5(node.srUrl), 'bin')
+  mkdirSync(bin, { recursive: true })
+  writeFileSync(join(bin, 'bootstrap-buildout'), "#!/bin/sh\nmkdir -p sbin\nprintf '#!/bin/sh\\ntouch sbin-buildout-ran\\n' > sbin/buildout\nchmod 755 sbin/buildout\n", { mode: 0o755 })
+  try {
+    const r = await run(['--force', '--only-cp', 'slappart0'])
+    assert.is(r.code, 0, r.stderr)
+    assert.ok(existsSync(join(node.instanceRoot, 'slappart0/sbin-buildout-ran')))
+    writeFileSync(join(bin, 'bootstrap-other'), '#!/bin/sh\n', { mode: 0o755 })
+    node.clearCalls()
+    const two = await run(['--force', '--only-cp', 'slappart0'])
+    assert.is(two.code, 1, two.stderr)
+    assert.match(node.calls().find((c) => c.name === 'softwareInstanceError')?.fields.error_log ?? '', /More than one bootstrap candidate/)
+  } finally {
+    rmSync(bin, { recursive: true, force: true })
+  }
+})
+
 t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
   writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
   const start = Date.now()
