@@ -105,12 +105,17 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log, ctx.runner)
   await sup.launch({ forbid: cfg.forbidSupervisordAutomaticLaunch })
 
+  const offlineRun = async (why: ConnectionError): Promise<number> => {
+    const code = await offline(cfg, sup, log, why)
+    if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, offline: true, durationMs: Date.now() - started, partitions: [] }, null, 2) + '\n')
+    return code
+  }
   log.info('Processing computer partitions...')
   let partitions: ComputerPartition[]
   try {
     partitions = (await client.getFullComputerInformation(cfg.computerId))._computer_partition_list
   } catch (e) {
-    if (e instanceof ConnectionError) return offline(cfg, sup, log, e)
+    if (e instanceof ConnectionError) return offlineRun(e)
     throw e
   }
   const unknown = unknownPartitionsMessage(
@@ -144,7 +149,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   }
   await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.jobs, partitions.length || 1)) }, worker))
   progress.clear()
-  if (lostMaster) return offline(cfg, sup, log, lostMaster)
+  if (lostMaster) return offlineRun(lostMaster)
 
   const order = new Map(partitions.map((p, i) => [p._partition_id ?? '', i]))
   summaries.sort((a, b) => (order.get(a.id) ?? 0) - (order.get(b.id) ?? 0))

@@ -324,8 +324,9 @@ t('master unreachable: offline mode starts every supervised process, exit 3 (che
   const p1 = S.where.inst1!
   writeFileSync(join(node.instanceRoot, p1, '.requested_state'), 'stopped')
   node.clearCalls()
-  const r = await instance(['--master-url', 'http://127.0.0.1:9/'])
+  const r = await instance(['--master-url', 'http://127.0.0.1:9/', '--json'])
   assert.is(r.code, 3, r.stderr)
+  assert.equal(JSON.parse(r.stdout).offline, true)
   assert.match(r.stderr, /offline mode/)
   assert.not.match(r.stderr, /Running buildout/)
   await sleep(500)
