@@ -379,7 +379,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
   if (isDirectory(computerDir)) {
     for (const name of readdirSync(computerDir).sort()) {
       const file = join(computerDir, name)
-      if (!isFile(file)) continue
+      if (!isRegularFile(file)) continue
       const xml = readFileSync(file, 'utf8')
       const problem = checkComputerUsage(xml)
       if (problem) {
@@ -523,7 +523,7 @@ async function refreshCertificate(client: NodeRun['client'], computerId: string,
 /** `.slapos-report-wait-service-list`: supervisord names that must stop before destruction. */
 async function waitListBusy(sup: Supervisor, path: string): Promise<boolean> {
   const file = join(path, WAIT_LIST_FILE)
-  if (!isFile(file)) return false
+  if (!isRegularFile(file)) return false
   const names = readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean)
   if (!names.length) return false
   let info
@@ -659,13 +659,6 @@ function isDirectory(p: string): boolean {
 function isRegularFile(p: string): boolean {
   try {
     return lstatSync(p).isFile()
-  } catch {
-    return false
-  }
-}
-function isFile(p: string): boolean {
-  try {
-    return statSync(p).isFile()
   } catch {
     return false
   }
