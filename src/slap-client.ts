@@ -551,7 +551,10 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
     new Headers(init?.headers).forEach((v, k) => (headers[k] = v))
     const body = typeof init?.body === 'string' ? init.body : undefined
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body))
-    return new Promise<Response>((resolve, reject) => {
+    // A kept-alive connection the master closed while we were idle fails at once with
+    // ECONNRESET on reuse: the request never reached the master, so it is sent again once
+    // on a new connection (Node's documented pattern, req.reusedSocket).
+    const attempt = (again: boolean): Promise<Response> => new Promise<Response>((resolve, reject) => {
       const req = mod.request(
         url,
         {
@@ -577,9 +580,13 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
           })
         },
       )
-      req.on('error', reject)
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (again && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) resolve(attempt(false))
+        else reject(err)
+      })
       req.end(body)
     })
+    return attempt(true)
   }
 }
 

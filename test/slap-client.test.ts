@@ -515,4 +515,46 @@ test('https: a master requiring a client certificate accepts ours and refuses no
   }
 })
 
+test('a kept-alive connection the master dropped is retried once on a new connection', async () => {
+  // A raw server: the first request of each connection is answered with keep-alive; a second
+  // request on the same connection is dropped (reset) without an answer, as a master whose
+  // idle timeout closed the connection while the node was busy.
+  const { createServer } = await import('node:net')
+  let connections = 0
+  let answered = 0
+  const server = createServer((sock) => {
+    connections += 1
+    let requests = 0
+    let buffered = ''
+    sock.on('data', (d) => {
+      buffered += d.toString('latin1')
+      while (buffered.includes('\r\n\r\n')) {
+        const head = buffered.slice(0, buffered.indexOf('\r\n\r\n') + 4)
+        const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+        if (buffered.length < head.length + length) return
+        buffered = buffered.slice(head.length + length)
+        requests += 1
+        if (requests > 1) {
+          sock.resetAndDestroy()
+          return
+        }
+        answered += 1
+        sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nOK')
+      }
+    })
+    sock.on('error', () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+  try {
+    const client = new SlapClient({ masterUrl: url })
+    assert.is(await client.post('stoppedComputerPartition', [['computer_id', 'c'], ['computer_partition_id', 'p']]), 'OK')
+    assert.is(await client.post('startedComputerPartition', [['computer_id', 'c'], ['computer_partition_id', 'p']]), 'OK')
+    assert.is(answered, 2)
+    assert.is(connections, 2, 'the second call went out again on a new connection')
+  } finally {
+    server.close()
+  }
+})
+
 test.run()
