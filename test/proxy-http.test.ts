@@ -1,5 +1,6 @@
 // The HTTPS frontend bypass (proxy.md §4.2, checklist 81-82) and the /http_proxy/ route
 // behind it (§10.3), against the built proxy and a small upstream HTTP server made here.
+import { rmSync } from 'node:fs'
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -32,6 +33,7 @@ t.before.each(async (c) => {
 })
 t.after.each(async (c) => {
   await c.p.stop()
+  rmSync(c.p.dir, { recursive: true, force: true })
   c.up.closeAllConnections()
   await new Promise<void>((r) => c.up.close(() => r()))
 })

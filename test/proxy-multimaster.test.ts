@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { createServer as createHttpServer, request as httpRequest } from 'node:http'
 import { createServer as createHttpsServer, type Server } from 'node:https'
 import type { TLSSocket } from 'node:tls'
-import { readFileSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -47,6 +47,7 @@ t.before.each(async (c) => {
 t.after.each(async (c) => {
   await c.local?.stop()
   await c.remote?.stop()
+  for (const p of [c.local, c.remote]) if (p) rmSync(p.dir, { recursive: true, force: true })
 })
 
 t('94 95 96 an explicit master_url is forwarded: nothing allocated here, one bookkeeping row, the remote has the instance', async ({ local, remote }) => {
@@ -207,6 +208,7 @@ t('an unreachable remote master is a server error (500), logged with the reason;
     assert.equal(forwarded(p), [])
   } finally {
     await p.stop()
+    rmSync(p.dir, { recursive: true, force: true })
   }
   assert.ok(local)
 })
@@ -229,6 +231,7 @@ t('a remote 408 (not ready yet) is answered 408 and the request is recorded as f
     assert.equal(forwarded(p), [['user_later', url]])
   } finally {
     await p.stop()
+    rmSync(p.dir, { recursive: true, force: true })
     await new Promise<void>((r) => master.close(() => r()))
   }
 })
@@ -249,6 +252,7 @@ https.after.each(async (c) => {
   await c.local?.stop()
   await c.remote?.stop()
   await new Promise<void>((r) => (c.front ? c.front.close(() => r()) : r()))
+  for (const dir of [c.local?.dir, c.remote?.dir, c.tls?.dir]) if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
 https('an https master gets the configured client certificate', async ({ local, remote, frontUrl, seen }) => {
