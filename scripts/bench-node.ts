@@ -12,6 +12,8 @@ import { join, resolve } from 'node:path'
 const { register } = await import('tsx/esm/api')
 register()
 const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import('../test/node-helpers.ts')
+const { Supervisor, supervisorPaths } = (await import('../src/supervisor.ts')) as typeof import('../src/supervisor.ts')
+const { createLogger } = (await import('../src/log.ts')) as typeof import('../src/log.ts')
 type TestNode = Awaited<ReturnType<typeof makeNode>>
 
 const RUNS = Number(process.argv[2] ?? 15)
@@ -58,6 +60,23 @@ function runMeasured(argv: string[]): Promise<{ code: number | null; stderr: str
   })
 }
 
+/**
+ * Stops the node, and kills whatever service supervisord did not stop in time (shutting down
+ * 100 services takes it longer than the test helper waits before its SIGKILL).
+ */
+async function teardown(node: TestNode): Promise<void> {
+  const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'critical', write: () => undefined }))
+  const pids = (await sup.processInfo().catch(() => [])).map((p) => p.pid).filter((pid) => pid > 0)
+  await node.stop()
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   return s[Math.floor(s.length / 2)] ?? 0
@@ -92,7 +111,7 @@ for (const n of ONLY === 'jobs' ? [] : [10, 100]) {
         `(min ${f(Math.min(...idle))}, max ${f(Math.max(...idle))}, ${RUNS} runs; first deployment with --jobs 2 took ${f(first)} ms)`,
     )
   } finally {
-    await node.stop()
+    await teardown(node)
   }
   console.log(out.at(-1))
 }
@@ -103,7 +122,7 @@ for (const jobs of ONLY === 'idle' ? [] : [1, 2]) {
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
   } finally {
-    await node.stop()
+    await teardown(node)
   }
   out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms`)
   console.log(out.at(-1))
