@@ -174,7 +174,8 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
     for (const s of promiseFailed) log.error(`  ${s.id}[${s.softwareType ?? '(not ready)'}]: ${firstLine(s.message)}`)
   }
   const code = runExitCode(failed.length, promiseFailed.length)
-  const shown = summaries.filter((s) => s.result !== 'not-selected')
+  // the table only when something was done: an idle cron run stays quiet
+  const shown = summaries.filter((s) => s.result !== 'not-selected' && s.result !== 'free')
   if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, partitions: summaries }, null, 2) + '\n')
   else if (shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
   log.info(`Finished computer partitions (${summaries.length} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)

@@ -118,6 +118,7 @@ t('a second run changes nothing: no buildout, no status call, same pids, exit 0 
   assert.is(r.code, 0, r.stderr)
   assert.equal(node.calls().map((c) => c.name), ['getFullComputerInformation'])
   assert.not.match(r.stderr, /Running buildout/)
+  assert.not.match(r.stderr, /partition\s+state\s+result/, 'an idle run prints no summary table')
   assert.equal(timestampMtimes(), stamps)
   assert.equal(pids(await processes()), pids(before))
 })
