@@ -41,7 +41,7 @@ import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
-import { firstFailure, promiseFailureMessage, runPromises } from './promise.ts'
+import { firstFailure, promiseFailureMessage, runPromises, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import {
   createInstanceRootStructure,
@@ -341,7 +341,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     if (state === 'started' && !opts.forceStop) {
       // refresh the promise results, as the original does; their failure does not count here
       try {
-        await runPromises({ path, id, owner, timeoutSec: cfg.promiseTimeout, runner: env.ctx.runner, log: plog, rootCheck: cfg.rootCheck })
+        await runPromises(promiseRun(env, { id, path, owner, log: plog, softwarePath: softwarePath ?? '' }))
       } catch {
         /* the partition already failed */
       }
@@ -362,6 +362,25 @@ interface Work {
   params: ComputerPartition
 }
 
+/** What the promise runner needs to know about a partition (grid.md §7.2). */
+function promiseRun(env: Env, w: Pick<Work, 'id' | 'path' | 'owner' | 'log' | 'softwarePath'>): PromiseRun {
+  const repo = env.cfg.certificateRepositoryPath
+  return {
+    path: w.path,
+    id: w.id,
+    owner: w.owner,
+    timeoutSec: env.cfg.promiseTimeout,
+    runner: env.ctx.runner,
+    log: w.log,
+    rootCheck: env.cfg.rootCheck,
+    softwarePath: w.softwarePath || undefined,
+    masterUrl: env.cfg.masterUrl,
+    computerId: env.cfg.computerId,
+    certFile: repo ? join(repo, `${w.id}.crt`) : undefined,
+    keyFile: repo ? join(repo, `${w.id}.key`) : undefined,
+  }
+}
+
 /** §4.4 step 4: what each requested state means. */
 async function dispatch(env: Env, w: Work): Promise<void> {
   const { cfg, client, sup, opts } = env
@@ -375,7 +394,7 @@ async function dispatch(env: Env, w: Work): Promise<void> {
         return
       }
       await startPartitionServices(sup, cfg.instanceRoot, processes, w.log)
-      const results = await runPromises({ path: w.path, id: w.id, owner: w.owner, timeoutSec: cfg.promiseTimeout, runner: env.ctx.runner, log: w.log, rootCheck: cfg.rootCheck })
+      const results = await runPromises(promiseRun(env, w))
       const failure = firstFailure(results)
       if (failure) throw new PromiseFailedError(promiseFailureMessage(failure))
       await client.startedComputerPartition(cfg.computerId, w.id)

@@ -4,16 +4,21 @@
 // `.slapgrid/promise/result/<title>.status.json` like slapos.grid.promise does.
 // Called by grid-instance.ts after the services of a started partition were started.
 //
-// Promise plugins (`etc/plugin/*.py`) are Python classes that the original loads into its
-// own promise framework (slapos.grid.promise with GenericPromise); this program has no
-// Python runtime of its own, so plugins are not run: a warning is logged once per run.
-import { chownSync, mkdirSync, readdirSync, renameSync, statSync, writeFileSync, appendFileSync } from 'node:fs'
+// Promise plugins (`etc/plugin/*.py`) are Python classes of slapos.core's promise framework.
+// Like the original when the software release has its own Python (grid.md §7.4), they are
+// run by slapos.core's `runpromises.py` with that Python, found in the slapos.core egg the
+// plugins themselves import (the `sys.path[0:0] = [...]` line of the first plugin); that
+// runner then checks the legacy promises too. Without that Python or that egg, plugins are
+// not run (a warning, once per run) and only the legacy executables are checked here.
+import { appendFileSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { extname, join } from 'node:path'
+import { SlapError } from './errors.ts'
+import { cleanEnv } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
 
 export interface PromiseResult {
-  /** file name in etc/promise */
+  /** file name in etc/promise (or etc/plugin) */
   name: string
   /** name without its extension: names the result and log files */
   title: string
@@ -21,6 +26,8 @@ export interface PromiseResult {
   /** output of the promise (stdout and stderr merged), or why it failed */
   message: string
   durationMs: number
+  /** the whole error text when it comes ready-made (from slapos.core's plugin runner) */
+  reportText?: string
 }
 
 /** The partition owner, as grid-common.ts `Owner` gives it (only these fields are used). */
@@ -45,6 +52,13 @@ export interface PromiseRun {
   rootCheck: boolean
   /** clock, for the result dates (tests pass a fixed one) */
   now?: () => Date
+  /** the partition's software release directory: its Python runs the plugins */
+  softwarePath?: string | undefined
+  /** passed to the plugin runner (bang, partition certificate) */
+  masterUrl?: string | undefined
+  computerId?: string | undefined
+  certFile?: string | undefined
+  keyFile?: string | undefined
 }
 
 /**
@@ -54,7 +68,12 @@ export interface PromiseRun {
  */
 export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
   const now = p.now ?? (() => new Date())
-  warnPlugins(p)
+  const plugins = listDir(join(p.path, 'etc', 'plugin')).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
+  if (plugins.length > 0) {
+    const runner = pluginRunner(p, plugins)
+    if (runner) return runWithSoftwarePython(p, runner, plugins.length)
+    warnPlugins(p, plugins)
+  }
   const dir = join(p.path, 'etc', 'promise')
   const names = listDir(dir)
   if (names.length === 0) {
@@ -114,7 +133,36 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
 
 /** The error text sent to the master for a failed promise (grid.md §7.2 step 6). */
 export function promiseFailureMessage(r: PromiseResult): string {
-  return `Promise '${r.name}' failed with output: ${r.message}`
+  return r.reportText ?? `Promise '${r.name}' failed with output: ${r.message}`
+}
+
+/**
+ * The Python of a software release, as slapos.core's getPythonExecutableFromSoftwarePath
+ * finds it: the interpreter of `<software>/bin/buildout`'s `#!` line, or, for a `/bin/sh`
+ * script, the program of a second line `exec <python> ...` (shell quoting allowed).
+ */
+export function softwarePython(softwarePath: string): string | undefined {
+  let head: string
+  try {
+    const fd = openSync(join(softwarePath, 'bin', 'buildout'), 'r')
+    try {
+      const buf = Buffer.alloc(4096)
+      head = buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8')
+    } finally {
+      closeSync(fd)
+    }
+  } catch {
+    return undefined
+  }
+  const [first = '', second = ''] = head.split('\n')
+  if (!first.startsWith('#!')) return undefined
+  const executable = first.slice(2).trim().split(/\s+/)[0]
+  if (!executable) return undefined
+  if (executable === '/bin/sh') {
+    const words = shellWords(second)
+    if (words.length >= 2 && words[0] === 'exec') return words[1]
+  }
+  return executable
 }
 
 /** First failure of a run, or undefined when every promise succeeded. */
@@ -126,14 +174,87 @@ export function firstFailure(results: PromiseResult[]): PromiseResult | undefine
 
 let pluginWarningGiven = false
 
-function warnPlugins(p: PromiseRun): void {
+function warnPlugins(p: PromiseRun, plugins: string[]): void {
   if (pluginWarningGiven) return
-  const plugins = listDir(join(p.path, 'etc', 'plugin')).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
-  if (plugins.length === 0) return
   pluginWarningGiven = true
   p.log.warning(
-    `promise plugins (etc/plugin/*.py, e.g. ${plugins[0]}) are not run by this version: only etc/promise executables are checked`,
+    `promise plugins (etc/plugin/*.py, e.g. ${plugins[0]}) are not run: the software release has no Python of its own ` +
+      `(bin/buildout) or its plugins name no slapos.core with slapos/grid/promise/runpromises.py; only etc/promise executables are checked`,
   )
+}
+
+/** The software release's Python and slapos.core's runpromises.py, when both are there. */
+function pluginRunner(p: PromiseRun, plugins: string[]): { python: string; script: string } | undefined {
+  const python = p.softwarePath ? softwarePython(p.softwarePath) : undefined
+  if (!python) return undefined
+  // like runpromises.py itself: the import path is the `sys.path[0:0] = [...]` of the first plugin
+  let text = ''
+  try {
+    text = readFileSync(join(p.path, 'etc', 'plugin', plugins[0] ?? ''), 'utf8')
+  } catch {
+    return undefined
+  }
+  const m = /^sys\.path\[0:0\]\s*=\s*\[([^\]]*)\]/m.exec(text)
+  if (!m) return undefined
+  for (const q of (m[1] ?? '').matchAll(/'([^']*)'|"([^"]*)"/g)) {
+    const dir = q[1] ?? q[2] ?? ''
+    const script = join(dir, 'slapos', 'grid', 'promise', 'runpromises.py')
+    if (existsSync(script)) return { python, script }
+  }
+  return undefined
+}
+
+/**
+ * slapgrid.py `_checkPromiseList` with an instance Python: runpromises.py as the partition
+ * owner (clean environment, HOME = the owner's home), all promises of the partition within
+ * (plugins + legacy) x timeout + 10 s. Exit 2 is a promise failure whose text is the runner's
+ * stderr; any other failure is not a promise failure and is thrown.
+ */
+async function runWithSoftwarePython(p: PromiseRun, r: { python: string; script: string }, plugins: number): Promise<PromiseResult[]> {
+  const legacy = listDir(join(p.path, 'etc', 'promise')).length
+  const argv = [
+    r.python,
+    r.script,
+    '--promise-folder', join(p.path, 'etc', 'plugin'),
+    '--legacy-promise-folder', join(p.path, 'etc', 'promise'),
+    '--promise-timeout', String(p.timeoutSec),
+    '--partition-folder', p.path,
+    '--log-folder', join(p.path, '.slapgrid', 'promise', 'log'),
+    '--force',
+    ...(p.masterUrl ? ['--master-url', p.masterUrl] : []),
+    ...(p.certFile ? ['--partition-cert', p.certFile] : []),
+    ...(p.keyFile ? ['--partition-key', p.keyFile] : []),
+    '--partition-id', p.id,
+    ...(p.computerId ? ['--computer-id', p.computerId] : []),
+  ]
+  p.log.info(`Checking promises of ${p.id} with the software release's Python at ${r.python}`)
+  const start = Date.now()
+  const res = await p.runner.run(argv, {
+    cwd: p.path,
+    env: cleanEnv(process.env, p.owner.home),
+    ...dropTo(p.owner, p.rootCheck),
+    timeoutMs: ((plugins + legacy) * p.timeoutSec + 10) * 1000,
+    processGroup: true,
+  })
+  if (res.stdout.trim()) for (const line of res.stdout.trimEnd().split('\n')) p.log.info(line)
+  const error = res.stderr.trim()
+  if (res.code === 2) {
+    const result: PromiseResult = { name: 'runpromises.py', title: 'runpromises', failed: true, message: error, durationMs: Date.now() - start, reportText: error }
+    p.log.error(error)
+    return [result]
+  }
+  if (res.code !== 0 || res.timedOut) {
+    throw new SlapError(`Failed to run the promises of ${p.id}: ${res.timedOut ? 'timed out' : `exit ${res.code ?? res.signal}`}\n${error}`, { code: 'E_PROMISE_RUNNER' })
+  }
+  if (error) p.log.warning(`Unexpected promise runner output:\n${error}`)
+  return []
+}
+
+/** Words of a shell line, with single and double quotes (enough for buildout's exec line). */
+function shellWords(line: string): string[] {
+  const out: string[] = []
+  for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g)) out.push(m[1] ?? m[2] ?? m[3] ?? '')
+  return out
 }
 
 function listDir(dir: string): string[] {

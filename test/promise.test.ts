@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
-import { firstFailure, promiseFailureMessage, runPromises } from '../src/promise.ts'
+import { firstFailure, promiseFailureMessage, runPromises, softwarePython } from '../src/promise.ts'
 import { realRunner } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 
@@ -113,6 +113,77 @@ t('promise plugins are not run; one warning', async () => {
   await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
   await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
   assert.is(lines.filter((l) => l.includes('promise plugins')).length, 1)
+})
+
+t('the Python of a software release, read from its bin/buildout like the original', () => {
+  const sw = tempDir('slapos-sr-')
+  assert.is(softwarePython(sw), undefined)
+  mkdirSync(join(sw, 'bin'))
+  writeFileSync(join(sw, 'bin/buildout'), '#!/opt/sr/bin/python3 -S\nimport sys\n')
+  assert.is(softwarePython(sw), '/opt/sr/bin/python3')
+  writeFileSync(join(sw, 'bin/buildout'), '#!/bin/sh\n"exec" "/opt/long/path/bin/python3" "-S" "$0" "$@"\n')
+  assert.is(softwarePython(sw), '/opt/long/path/bin/python3')
+  // a shell script without the exec line: the shell itself, as getPythonExecutableFromSoftwarePath answers
+  writeFileSync(join(sw, 'bin/buildout'), '#!/bin/sh\necho hi\n')
+  assert.is(softwarePython(sw), '/bin/sh')
+  writeFileSync(join(sw, 'bin/buildout'), 'no shebang\n')
+  assert.is(softwarePython(sw), undefined)
+})
+
+// A STAND-IN for slapos.core's slapos/grid/promise/runpromises.py (the real one needs
+// slapos.core and its dependencies, absent here): it records its arguments and answers
+// like the real runner would (exit 2 + message on stderr for a failing promise).
+const FAKE_RUNPROMISES = `import os, sys, json
+with open('runner-argv.json', 'w') as f:
+    json.dump(sys.argv[1:], f)
+mode = open('runner-mode').read().strip() if os.path.exists('runner-mode') else ''
+print('checking 2 promises')
+if mode == 'fail':
+    sys.stderr.write("Promise 'check-site' failed with output: site is down")
+    sys.exit(2)
+if mode == 'crash':
+    sys.stderr.write('Traceback: ImportError')
+    sys.exit(1)
+`
+
+t('plugins run through slapos.core runpromises.py with the software release Python (grid.md 7.4)', async () => {
+  const egg = tempDir('slapos-egg-')
+  mkdirSync(join(egg, 'slapos/grid/promise'), { recursive: true })
+  writeFileSync(join(egg, 'slapos/grid/promise/runpromises.py'), FAKE_RUNPROMISES)
+  const sw = tempDir('slapos-sr-')
+  mkdirSync(join(sw, 'bin'))
+  writeFileSync(join(sw, 'bin/buildout'), '#!/bin/sh\n"exec" "/usr/bin/python3" "$0" "$@"\n')
+  const dir = partition({ legacy: '#!/bin/sh\nexit 1\n' })
+  mkdirSync(join(dir, 'etc/plugin'))
+  writeFileSync(join(dir, 'etc/plugin/check-site.py'), `import sys\nsys.path[0:0] = [\n  '/nonexistent/egg',\n  '${egg}',\n  ]\n\nextra_config_dict = {}\n`)
+  const base = { path: dir, id: 'slappart7', owner: ROOT_OWNER, timeoutSec: 7, runner: realRunner, log, rootCheck: false, softwarePath: sw, masterUrl: 'http://master/', computerId: 'COMP-1', certFile: '/c/slappart7.crt', keyFile: '/c/slappart7.key' }
+  const ok = await runPromises(base)
+  assert.equal(ok, [], 'the runner checked everything (the legacy promise included): nothing failed')
+  assert.equal(JSON.parse(readFileSync(join(dir, 'runner-argv.json'), 'utf8')), [
+    '--promise-folder', join(dir, 'etc/plugin'),
+    '--legacy-promise-folder', join(dir, 'etc/promise'),
+    '--promise-timeout', '7',
+    '--partition-folder', dir,
+    '--log-folder', join(dir, '.slapgrid/promise/log'),
+    '--force',
+    '--master-url', 'http://master/',
+    '--partition-cert', '/c/slappart7.crt',
+    '--partition-key', '/c/slappart7.key',
+    '--partition-id', 'slappart7',
+    '--computer-id', 'COMP-1',
+  ])
+  writeFileSync(join(dir, 'runner-mode'), 'fail')
+  const failed = await runPromises(base)
+  assert.is(failed.length, 1)
+  assert.is(promiseFailureMessage(failed[0]!), "Promise 'check-site' failed with output: site is down")
+  writeFileSync(join(dir, 'runner-mode'), 'crash')
+  let err: unknown
+  try {
+    await runPromises(base)
+  } catch (e) {
+    err = e
+  }
+  assert.match(String(err), /Failed to run the promises of slappart7: exit 1\nTraceback: ImportError/)
 })
 
 t.run()
