@@ -14,13 +14,9 @@
 // release): stop services, /stopped; the files stay until `node report` destroys them.
 // Errors are caught at the partition boundary: one failing partition never stops the others.
 import {
-  appendFileSync,
-  chmodSync,
-  chownSync,
   existsSync,
   lchownSync,
   lstatSync,
-  mkdirSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -30,7 +26,6 @@ import {
   statSync,
   symlinkSync,
   unlinkSync,
-  writeFileSync,
 } from 'node:fs'
 import { join } from 'node:path'
 import { buildoutFailure, runBuildout } from './buildout.ts'
@@ -41,7 +36,7 @@ import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
-import { firstFailure, promiseFailureMessage, runPromises, type PromiseRun } from './promise.ts'
+import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import {
   createInstanceRootStructure,
@@ -286,7 +281,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   const periodicityFile = softwarePath ? join(softwarePath, 'periodicity') : undefined
   const decision: PartitionDecision = planPartition(
     { id, state, softwareReleaseUrl: srUrl, timestamp },
-    { dirExists, timestamp: dirExists ? readTimestamp(timestampFile) : undefined, periodicityFile: periodicityFile ? readOptional(periodicityFile) : undefined },
+    { dirExists, timestamp: dirExists ? readTimestamp(timestampFile) : undefined, periodicityFile: periodicityFile ? readPartitionFile(periodicityFile) : undefined },
     { force: opts.force, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() },
   )
 
@@ -324,7 +319,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     await fetchCertificate(env, id, owner)
     removeIfExists(join(path, `.slapgrid-${id}-error.log`))
     await dispatch(env, { id, path, state, srUrl: srUrl ?? '', softwarePath: softwarePath ?? '', owner, log: plog, params: p })
-    if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) writeFileSync(timestampFile, decision.writeTimestamp)
+    if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) writePartitionFile(timestampFile, decision.writeTimestamp, 0o644)
     plog.info(`Partition ${id} ${state === 'started' && !opts.forceStop ? 'deployed and started' : 'processed'}`)
     return summary('deployed')
   } catch (e) {
@@ -337,7 +332,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     }
     plog.error(message)
     if (!(e instanceof SlapError) && e instanceof Error && e.stack) plog.debug(e.stack)
-    writeFileSync(join(path, `.slapgrid-${id}-error.log`), message + '\n')
+    writePartitionFile(join(path, `.slapgrid-${id}-error.log`), message + '\n', 0o644)
     if (state === 'started' && !opts.forceStop) {
       // refresh the promise results, as the original does; their failure does not count here
       try {
@@ -454,7 +449,7 @@ async function install(env: Env, w: Work): Promise<void> {
     ipv4GlobalNetwork: env.settings.get('ipv4_global_network')?.trim() ?? '',
   })
   const profile = join(w.path, 'buildout.cfg')
-  writeAtomic(profile, readFileSync(template, 'utf8') + '\n\n' + tail, 0o640, { gid: w.owner.gid })
+  writePartitionFile(profile, readFileSync(template, 'utf8') + '\n\n' + tail, 0o640, { gid: w.owner.gid })
 
   const binary = await chooseBuildout(env, w)
   w.log.info(`Running buildout in ${w.path}${opts.buildoutDebug ? ' (debug)' : ''}`)
@@ -486,7 +481,7 @@ async function install(env: Env, w: Work): Promise<void> {
   if (!existsSync(retention)) {
     const filter = w.params.raw.state._filter_dict
     const delay = filter && typeof filter === 'object' && !Array.isArray(filter) && 'retention_delay' in filter ? Number((filter as Record<string, unknown>).retention_delay) || 0 : 0
-    writeFileSync(retention, String(delay))
+    writePartitionFile(retention, String(delay), 0o644)
   }
 }
 
@@ -524,15 +519,15 @@ async function fetchCertificate(env: Env, id: string, owner: Owner): Promise<voi
     [join(repo, `${id}.crt`), cert.certificate],
     [join(repo, `${id}.key`), cert.key],
   ] as const) {
-    if (readOptional(file) === text) continue
-    writeAtomic(file, text, 0o400, { uid: owner.uid, gid: owner.gid })
+    if (readPartitionFile(file) === text) continue
+    writePartitionFile(file, text, 0o400, { uid: owner.uid, gid: owner.gid })
   }
 }
 
 /** §4.9: instances requested by this partition's buildout, sent after a successful processing. */
 async function sendTransaction(env: Env, w: Work): Promise<void> {
   const file = join(w.path, `.slapos-request-transaction-${w.id}`)
-  const text = readOptional(file)
+  const text = readPartitionFile(file)
   if (text === undefined) return
   const refs = text.split('\n').map((l) => l.trim()).filter(Boolean)
   try {
@@ -560,7 +555,7 @@ async function offline(cfg: NodeConfig, sup: Supervisor, log: Logger, why: Conne
   try {
     for (const entry of safeReaddir(cfg.instanceRoot)) {
       const f = join(cfg.instanceRoot, entry, '.requested_state')
-      const wanted = readOptional(f)
+      const wanted = readPartitionFile(f)
       if (wanted === undefined) continue
       unlinkSync(f)
       if (wanted.trim() === 'stopped') await stopPartitionServices(sup, cfg.instanceRoot, entry)
@@ -606,18 +601,18 @@ function ensureSoftwareLink(path: string, softwarePath: string, owner: Owner): v
 function partitionLogger(base: Logger, path: string, owner: Owner, progress: Progress): Logger {
   const dir = join(path, '.slapgrid', 'log')
   const file = join(dir, 'instance.log')
+  const own = { uid: owner.uid, gid: owner.gid }
   try {
-    mkdirSync(dir, { recursive: true })
-    for (const d of [join(path, '.slapgrid'), dir]) chownSync(d, owner.uid, owner.gid)
-    if ((statSync(file, { throwIfNoEntry: false })?.size ?? 0) >= 20 * 1024 * 1024) renameSync(file, file + '.1')
+    for (const d of [join(path, '.slapgrid'), dir]) partitionDir(d, own)
+    if ((lstatSync(file, { throwIfNoEntry: false })?.size ?? 0) >= 20 * 1024 * 1024) renameSync(file, file + '.1')
   } catch {
     /* logging to the partition is best effort */
   }
   const write = (level: string, msg: string) => {
     try {
-      appendFileSync(file, `${logStamp(new Date())} - ${level} - ${msg}\n`)
+      appendPartitionFile(file, `${logStamp(new Date())} - ${level} - ${msg}\n`, own)
     } catch {
-      /* best effort */
+      /* best effort (a link planted there is not followed) */
     }
   }
   const make = (b: Logger): Logger => ({
@@ -705,29 +700,10 @@ function logStamp(d: Date): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())},${p(d.getMilliseconds(), 3)}`
 }
 
-function writeAtomic(file: string, text: string, mode: number, own: { uid?: number; gid?: number }): void {
-  const tmp = `${file}.${process.pid}.tmp`
-  writeFileSync(tmp, text, { mode })
-  chmodSync(tmp, mode)
-  if (own.uid !== undefined || own.gid !== undefined) chownSync(tmp, own.uid ?? -1, own.gid ?? -1)
-  renameSync(tmp, file)
-}
-
 function readTimestamp(file: string): { content: string; mtimeMs: number } | undefined {
-  try {
-    const st = statSync(file)
-    return { content: readFileSync(file, 'utf8'), mtimeMs: st.mtimeMs }
-  } catch {
-    return undefined
-  }
-}
-
-function readOptional(file: string): string | undefined {
-  try {
-    return readFileSync(file, 'utf8')
-  } catch {
-    return undefined
-  }
+  const st = lstatSync(file, { throwIfNoEntry: false })
+  const content = st?.isFile() ? readPartitionFile(file) : undefined
+  return st && content !== undefined ? { content, mtimeMs: st.mtimeMs } : undefined
 }
 
 function removeIfExists(file: string): void {

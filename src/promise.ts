@@ -10,7 +10,7 @@
 // plugins themselves import (the `sys.path[0:0] = [...]` line of the first plugin); that
 // runner then checks the legacy promises too. Without that Python or that egg, plugins are
 // not run (a warning, once per run) and only the legacy executables are checked here.
-import { appendFileSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import { cleanEnv } from './grid-common.ts'
@@ -188,12 +188,8 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { python: string; scrip
   const python = p.softwarePath ? softwarePython(p.softwarePath) : undefined
   if (!python) return undefined
   // like runpromises.py itself: the import path is the `sys.path[0:0] = [...]` of the first plugin
-  let text = ''
-  try {
-    text = readFileSync(join(p.path, 'etc', 'plugin', plugins[0] ?? ''), 'utf8')
-  } catch {
-    return undefined
-  }
+  const text = readPartitionFile(join(p.path, 'etc', 'plugin', plugins[0] ?? ''))
+  if (text === undefined) return undefined
   const m = /^sys\.path\[0:0\]\s*=\s*\[([^\]]*)\]/m.exec(text)
   if (!m) return undefined
   for (const q of (m[1] ?? '').matchAll(/'([^']*)'|"([^"]*)"/g)) {
@@ -282,10 +278,7 @@ function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, u
   const base = join(p.path, '.slapgrid', 'promise')
   const resultDir = join(base, 'result')
   const logDir = join(base, 'log')
-  for (const d of [join(p.path, '.slapgrid'), base, resultDir, logDir]) {
-    mkdirSync(d, { recursive: true })
-    if (user.uid !== undefined) chownSync(d, user.uid, user.gid ?? user.uid)
-  }
+  for (const d of [join(p.path, '.slapgrid'), base, resultDir, logDir]) partitionDir(d, user)
   // like the original, long messages keep their end
   const message = r.message.length > 5000 ? '...' + r.message.slice(-5000) : r.message
   const json = pyJson({
@@ -295,16 +288,10 @@ function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, u
     'execution-time': r.durationMs / 1000,
     result: { type: 'Test Result', failed: r.failed, date: isoDate(date), message },
   })
-  const target = join(resultDir, `${r.title}.status.json`)
-  const tmp = `${target}.${process.pid}.tmp`
-  writeFileSync(tmp, json)
-  if (user.uid !== undefined) chownSync(tmp, user.uid, user.gid ?? user.uid)
-  renameSync(tmp, target)
+  writePartitionFile(join(resultDir, `${r.title}.status.json`), json, 0o644, user)
   const txn = `${Math.floor(date.getTime() / 1000)}-${String(Math.floor(Math.random() * 1000)).padStart(3, '0')}`
   const line = `${isoDate(date).slice(0, 19).replace('T', ' ')} - ${r.failed ? 'ERROR' : 'INFO'} - ${txn} - ${r.message || 'OK'}\n`
-  const logFile = join(logDir, `${r.title}.log`)
-  appendFileSync(logFile, line)
-  if (user.uid !== undefined) chownSync(logFile, user.uid, user.gid ?? user.uid)
+  appendPartitionFile(join(logDir, `${r.title}.log`), line, user)
 }
 
 function isoDate(d: Date): string {
@@ -319,4 +306,63 @@ function pyJson(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
   if (Array.isArray(v)) return '[' + v.map(pyJson).join(', ') + ']'
   return '{' + Object.entries(v as Record<string, unknown>).map(([k, x]) => `${pyJson(k)}: ${pyJson(x)}`).join(', ') + '}'
+}
+
+// --- files inside a partition (also used by grid-instance.ts) ---
+//
+// We run as root and a partition belongs to its user, who may plant symbolic links where we
+// are about to write, read or chown (`.timestamp` -> /etc/shadow). These helpers never follow
+// a link at the last path component, and create files with O_EXCL before setting their owner
+// and mode through the open descriptor.
+
+/** Writes `file` through a fresh temp file (O_EXCL, mode and owner set on the descriptor), then renames it over. */
+export function writePartitionFile(file: string, text: string, mode: number, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
+  const tmp = `${file}.${process.pid}.tmp`
+  rmSync(tmp, { force: true })
+  const fd = openSync(tmp, 'wx', mode)
+  try {
+    writeSync(fd, text)
+    fchmodSync(fd, mode)
+    if (own.uid !== undefined || own.gid !== undefined) fchownSync(fd, own.uid ?? -1, own.gid ?? -1)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(tmp, file)
+}
+
+/** Appends to `file` unless it is a symbolic link (created 0640 when missing). */
+export function appendPartitionFile(file: string, text: string, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
+  const fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640)
+  try {
+    writeSync(fd, text)
+    if (own.uid !== undefined) fchownSync(fd, own.uid, own.gid ?? -1)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Content of a regular file, not through a symbolic link; undefined when absent or anything else. */
+export function readPartitionFile(file: string): string | undefined {
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW)
+  } catch {
+    return undefined
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return undefined
+    return readFileSync(fd, 'utf8')
+  } catch {
+    return undefined
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** Makes `dir` a real directory (a link or file in its way is removed) owned by `own`. */
+export function partitionDir(dir: string, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
+  const st = lstatSync(dir, { throwIfNoEntry: false })
+  if (st && !st.isDirectory()) rmSync(dir, { force: true })
+  if (!st || !st.isDirectory()) mkdirSync(dir, { mode: 0o750 })
+  if (own.uid !== undefined) lchownSync(dir, own.uid, own.gid ?? -1)
 }

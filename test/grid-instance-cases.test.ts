@@ -5,7 +5,7 @@
 // whatever `buildout` slapos.cfg names) whose behaviour each test picks per partition.
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -37,6 +37,7 @@ t.before(async () => {
       '  transaction) printf "inst-a\\n\\ninst-b\\n" > ".slapos-request-transaction-$id" ;;',
       '  env) env > buildout-env.txt ;;',
       '  noservice) rm -rf etc/service etc/run; exit 0 ;;',
+      '  linktransaction) ln -sf "$(cat ../secret-path)" ".slapos-request-transaction-$id" ;;',
       'esac',
       'mkdir -p etc/service',
       'printf "#!/bin/sh\\nexec sleep 100000\\n" > etc/service/svc',
@@ -188,6 +189,37 @@ t('one bin/bootstrap* of the software release makes sbin/buildout, which then ru
   } finally {
     rmSync(bin, { recursive: true, force: true })
   }
+})
+
+t('links an instance plants in its partition are not followed by root (written, read, chowned)', async () => {
+  const p0 = join(node.instanceRoot, 'slappart0')
+  const victim = join(node.dir, 'victim')
+  writeFileSync(victim, 'precious\n')
+  const victimDir = join(node.dir, 'victim-dir')
+  mkdirSync(victimDir, { recursive: true })
+  writeFileSync(join(node.instanceRoot, 'secret-path'), victim)
+  writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'linktransaction')
+  rmSync(join(p0, '.timestamp'), { force: true })
+  symlinkSync(victim, join(p0, '.timestamp'))
+  rmSync(join(p0, '.slapgrid/log/instance.log'), { force: true })
+  symlinkSync(victim, join(p0, '.slapgrid/log/instance.log'))
+  rmSync(join(p0, '.slapgrid/promise'), { recursive: true, force: true })
+  symlinkSync(victimDir, join(p0, '.slapgrid/promise'))
+  mkdirSync(join(p0, 'etc/promise'), { recursive: true })
+  writeFileSync(join(p0, 'etc/promise/fine'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
+  node.clearCalls()
+  // --force: the old .timestamp (here the link) is kept until it is replaced after success
+  const r = await run(['--force', '--only-cp', 'slappart0'])
+  rmSync(join(node.instanceRoot, 'slappart0.action'))
+  rmSync(join(p0, 'etc/promise/fine'))
+  assert.is(r.code, 0, r.stderr)
+  assert.is(readFileSync(victim, 'utf8'), 'precious\n', 'nothing written through the links')
+  assert.equal(readdirSync(victimDir), [], 'no promise result written through a linked directory')
+  assert.ok(lstatSync(join(p0, '.timestamp')).isFile(), '.timestamp replaced by a real file')
+  assert.ok(lstatSync(join(p0, '.slapgrid/promise')).isDirectory())
+  assert.ok(existsSync(join(p0, '.slapgrid/promise/result/fine.status.json')))
+  assert.not.ok(node.calls().some((c) => c.name === 'updateComputerPartitionRelatedInstanceList'), 'a linked transaction file is not read')
+  rmSync(join(p0, `.slapos-request-transaction-slappart0`), { force: true })
 })
 
 t('partition_timeout kills a buildout that runs too long (checklist 78)', async () => {
