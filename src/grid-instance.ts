@@ -62,6 +62,8 @@ export interface InstanceOptions {
   jobs: number
   /** --json: the summary as JSON on stdout */
   json: boolean
+  /** -q: no summary table on stderr */
+  quiet?: boolean
 }
 
 /** How one partition ended in this run (the summary table and --json). */
@@ -172,7 +174,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   // the table only when something was done: an idle cron run stays quiet
   const shown = summaries.filter((s) => s.result !== 'not-selected' && s.result !== 'free')
   if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, partitions: summaries }, null, 2) + '\n')
-  else if (shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
+  else if (!opts.quiet && shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
   log.info(`Finished computer partitions (${summaries.length} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
   return code
 }

@@ -68,6 +68,9 @@ t('a scripted deployment works (baseline), legacy slapgrid-cp, and the CLI refus
   const legacy = await node.run(['--now', '--buildout', script, node.cfgPath], { noCfg: true, argv0: 'slapgrid-cp' })
   assert.is(legacy.code, 0, legacy.stderr)
   assert.match(legacy.stderr, /Processing computer partitions/)
+  // the summary table after work, except with -q
+  assert.match((await run(['--force'])).stderr, /partition\s+state\s+result\s+duration\nslappart0\s+started\s+deployed/)
+  assert.is((await run(['--force', '-q'])).stderr, '')
 })
 
 t('the certificate is rewritten when it differs from the master (checklist 50)', async () => {

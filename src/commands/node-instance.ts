@@ -40,6 +40,7 @@ const nodeInstance: CommandModule = {
           buildoutDebug: args.buildoutDebug === true,
           jobs: Number(jobsText),
           json: args.json === true,
+          quiet: args.global.verbosity <= 0,
         },
         ctx,
       )
