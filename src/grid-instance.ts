@@ -183,7 +183,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
 export function summaryTable(rows: PartitionSummary[]): string {
   if (rows.length === 0) return ''
   const head = ['partition', 'state', 'result', 'duration']
-  const cells = rows.map((r) => [r.id, r.state, r.result.replace('-', ' '), `${(r.durationMs / 1000).toFixed(1)} s`])
+  const cells = rows.map((r) => [r.id, r.state, r.result.replaceAll('-', ' '), `${(r.durationMs / 1000).toFixed(1)} s`])
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
   const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i] ?? 0)).join('  ').trimEnd()
   return [line(head), ...cells.map(line)].join('\n') + '\n'
