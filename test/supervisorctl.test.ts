@@ -40,6 +40,8 @@ ctl('node status / start / stop / restart / tail act on <partition>:<program>', 
   const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'warning' }))
   await startPartitionServices(sup, node.instanceRoot, { id: 'slappart0', path: part, uid: 0, gid: 0, user: 'root', home: '/root' }, createLogger({ level: 'warning' }))
   await waitFor(async () => (await sup.processInfo()).some((p) => p.name === 'daemon-on-watch' && p.statename === 'RUNNING'))
+  // an event listener stays STARTING for its first second (supervisord's startsecs)
+  await waitFor(async () => (await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING'))
 
   let r = await node.run(['node', 'status'])
   assert.is(r.code, 0, r.stderr)
