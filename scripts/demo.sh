@@ -20,6 +20,8 @@ stop() {
   if [ -f "$conf" ] && command -v supervisorctl >/dev/null; then
     supervisorctl -c "$conf" shutdown >/dev/null 2>&1 || true
   fi
+  # as `slapos node boot` does after a reboot: the next run redeploys and starts every partition
+  rm -f "$work"/srv/slapgrid/slappart*/.timestamp
   say "stopped (data kept in $work; remove it to start from scratch)"
 }
 [ "${1:-}" = stop ] && { stop; exit 0; }

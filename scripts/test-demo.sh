@@ -28,6 +28,8 @@ check "demo run again reuses the node and still answers 200" demo_run "$work/sec
 echo "  second run: $(( $(date +%s) - start )) s"
 check "second run did not rebuild the Software Release" test -n "$before" -a "$before" = "$(completed)"
 sh "$top/scripts/demo.sh" stop > /dev/null 2>&1
+check "after scripts/demo.sh stop, the demo brings the service back" demo_run "$work/third.log"
+sh "$top/scripts/demo.sh" stop > /dev/null 2>&1
 rm -rf "$work"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
