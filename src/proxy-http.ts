@@ -70,7 +70,7 @@ function fail(res: ServerResponse, status: number, reason: string, text: string)
 async function fetchFollowing(method: string, first: URL, headers: Record<string, string>): Promise<IncomingMessage> {
   let url = first
   for (let hops = 0; ; hops++) {
-    const mod = url.protocol === 'https:' ? await import('node:https') : await import('node:http')
+    const mod = url.protocol === 'https:' ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http')
     const target = url
     const answer = await new Promise<IncomingMessage>((resolve, reject) => {
       // like the original's `timeout=5`: no byte for 5 s (connecting or reading) ends it

@@ -159,7 +159,7 @@ export async function masterWebRequest(
   url: string,
   opts: { method: 'GET' | 'POST'; headers?: Record<string, string>; form?: Record<string, string>; auth?: { login: string; password: string } },
 ): Promise<{ status: number; body: string }> {
-  const { request } = url.startsWith('https:') ? await import('node:https') : await import('node:http')
+  const { request } = url.startsWith('https:') ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http')
   const body = opts.form ? new URLSearchParams(opts.form).toString() : opts.method === 'POST' ? '' : undefined
   const headers: Record<string, string> = { ...opts.headers }
   if (body !== undefined) {

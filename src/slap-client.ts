@@ -499,7 +499,7 @@ type Transport = (verb: 'GET' | 'POST', url: string, body: string | undefined) =
 async function makeTransport(opts: SlapClientOptions, timeoutMs: number): Promise<Transport> {
   const { createFetch } = await import('ofetch')
   const tls = readTls(opts)
-  const $fetch = createFetch({ fetch: nodeFetch(tls), Headers: globalThis.Headers, AbortController: globalThis.AbortController })
+  const $fetch = createFetch({ fetch: nodeFetch(tls), Headers: PlainHeaders as unknown as typeof globalThis.Headers, AbortController: globalThis.AbortController })
   return async (verb, url, body) => {
     const headers: Record<string, string> = { Accept: '*/*', 'User-Agent': `slapos/${VERSION}` }
     if (verb === 'POST') headers['Content-Type'] = 'application/x-www-form-urlencoded'
@@ -542,13 +542,60 @@ function readTls(opts: SlapClientOptions): TlsMaterial {
   return tls
 }
 
+/**
+ * Headers and Response as far as ofetch uses them. Node's own classes come with its fetch
+ * implementation, whose loading costs every node run tens of milliseconds of start-up.
+ */
+type HeaderInit = Iterable<[string, string]> | Record<string, string>
+
+class PlainHeaders {
+  private readonly map = new Map<string, string>()
+  constructor(init?: HeaderInit) {
+    if (!init) return
+    const entries: Iterable<[string, string]> = Symbol.iterator in Object(init) ? (init as Iterable<[string, string]>) : Object.entries(init as Record<string, string>)
+    for (const [k, v] of entries) this.set(k, v)
+  }
+  get(k: string): string | null {
+    return this.map.get(k.toLowerCase()) ?? null
+  }
+  set(k: string, v: string): void {
+    this.map.set(k.toLowerCase(), String(v))
+  }
+  has(k: string): boolean {
+    return this.map.has(k.toLowerCase())
+  }
+  delete(k: string): void {
+    this.map.delete(k.toLowerCase())
+  }
+  forEach(fn: (v: string, k: string) => void): void {
+    for (const [k, v] of this.map) fn(v, k)
+  }
+  [Symbol.iterator](): IterableIterator<[string, string]> {
+    return this.map.entries()
+  }
+}
+
+function plainResponse(body: Buffer | null, status: number, statusText: string, headers: PlainHeaders): Response {
+  const r = {
+    status,
+    statusText,
+    ok: status >= 200 && status < 300,
+    headers,
+    body,
+    text: async () => (body ? body.toString('utf8') : ''),
+  }
+  return r as unknown as Response
+}
+
 /** The subset of fetch ofetch needs, over node:http(s) so that TLS client certificates work. */
 function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
   return async (input, init) => {
     const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)
-    const mod = url.protocol === 'https:' ? await import('node:https') : await import('node:http')
+    // loaded on first use; getBuiltinModule is synchronous, whereas import() of a builtin
+    // from this bundle starts the ES module loader (tens of milliseconds)
+    const mod = url.protocol === 'https:' ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http')
     const headers: Record<string, string> = {}
-    new Headers(init?.headers).forEach((v, k) => (headers[k] = v))
+    for (const [k, v] of new PlainHeaders(init?.headers as HeaderInit | undefined)) headers[k] = v
     const body = typeof init?.body === 'string' ? init.body : undefined
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body))
     // A kept-alive connection the master closed while we were idle fails at once with
@@ -569,11 +616,11 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
           res.on('error', reject)
           res.on('end', () => {
             const status = res.statusCode ?? 0
-            const h = new Headers()
+            const h = new PlainHeaders()
             for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v)
             const nullBody = status === 204 || status === 304 || status < 200
             try {
-              resolve(new Response(nullBody ? null : Buffer.concat(chunks), { status: status < 200 || status > 599 ? 500 : status, statusText: res.statusMessage ?? '', headers: h }))
+              resolve(plainResponse(nullBody ? null : Buffer.concat(chunks), status < 200 || status > 599 ? 500 : status, res.statusMessage ?? '', h))
             } catch (e) {
               reject(e instanceof Error ? e : new Error(String(e)))
             }

@@ -521,7 +521,9 @@ export class Supervisor {
 
   /** One XML-RPC call over the unix socket (POST /RPC2). */
   private async rpc(method: string, params: XmlRpcValue[], timeoutMs = 60_000): Promise<XmlRpcValue> {
-    const { request } = await import('node:http')
+    // loaded on first use; getBuiltinModule is synchronous, whereas import() of a builtin
+    // from this bundle starts the ES module loader (tens of milliseconds)
+    const { request } = process.getBuiltinModule('node:http')
     const body = encodeCall(method, params)
     const text = await new Promise<string>((resolve, reject) => {
       const req = request(
