@@ -454,10 +454,19 @@ export class Supervisor {
    * the listener re-added.
    */
   private async reviveWatchdog(): Promise<void> {
-    const running = (list: ProcessInfo[]) => list.some((p) => p.group === 'watchdog' && (p.statename === 'RUNNING' || p.statename === 'STARTING'))
-    if (running(await this.allProcessInfo())) return
+    // one process asked about, not all of them: a node with many partitions answers faster
+    const running = async (): Promise<boolean> => {
+      try {
+        const v = await this.rpc('supervisor.getProcessInfo', ['watchdog'])
+        return isStruct(v) && (v.statename === 'RUNNING' || v.statename === 'STARTING')
+      } catch (e) {
+        if (e instanceof SupervisorFault) return false
+        throw e
+      }
+    }
+    if (await running()) return
     await this.apply()
-    if (running(await this.allProcessInfo())) return
+    if (await running()) return
     await this.stopAndRemove('watchdog')
     await this.add('watchdog')
   }
