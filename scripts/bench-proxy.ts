@@ -141,6 +141,7 @@ cold.sort((a, b) => a - b)
 
 const one = await run(1)
 const eight = await run(8)
+const wrk = await runWrk(8)
 agent.destroy()
 await new Promise((r) => setTimeout(r, 1000))
 const after = memory()
@@ -150,16 +151,41 @@ rmSync(dir, { recursive: true, force: true })
 
 const f = (x: number) => x.toFixed(2)
 const mb = (m: Memory) => `${m.rss.toFixed(1)} MB (private ${m.anon.toFixed(1)}, executable file ${m.file.toFixed(1)})`
-const peak = [one.peak, eight.peak].reduce((a, b) => (b.rss > a.rss ? b : a))
+const peak = [one.peak, eight.peak, ...(wrk ? [wrk.peak] : [])].reduce((a, b) => (b.rss > a.rss ? b : a))
 console.log(`proxy getFullComputerInformation, ${PARTITIONS} busy partitions, answer ${size} bytes, ${SECONDS} s per run`)
 console.log(`  1 connection : ${one.rps.toFixed(0)} req/s, p50 ${f(one.p50)} ms, p99 ${f(one.p99)} ms, proxy CPU ${f(one.cpu)} ms/request`)
 console.log(`  8 connections: ${eight.rps.toFixed(0)} req/s, p50 ${f(eight.p50)} ms, p99 ${f(eight.p99)} ms, proxy CPU ${f(eight.cpu)} ms/request`)
+if (wrk) console.log(`  8 connections, wrk as the client: ${wrk.rps.toFixed(0)} req/s, p99 ${wrk.p99} (this client costs less CPU on a machine shared with the proxy)`)
+else console.log('  (install wrk to also measure with a load generator that costs less CPU than this script)')
 console.log(`  fresh answer after a write: median ${f(cold[25] ?? 0)} ms, max ${f(cold[cold.length - 1] ?? 0)} ms`)
 console.log(`  proxy RSS idle         : ${mb(idle)}`)
 console.log(`  proxy RSS after set-up : ${mb(loaded)}`)
 console.log(`  proxy RSS under load   : ${mb(peak)} at most (sampled every 20 ms)`)
 console.log(`  proxy RSS 1 s after    : ${mb(after)}; VmHWM (kernel peak, set-up included) ${after.hwm.toFixed(1)} MB`)
 console.log(`targets: >= 900 req/s with 8 connections, RSS <= 60 MB`)
+
+/** The same load from wrk (a C load generator), when it is installed; undefined otherwise. */
+async function runWrk(connections: number): Promise<{ rps: number; p99: string; peak: Memory } | undefined> {
+  if (spawnSync('wrk', ['--version']).error) return undefined
+  let peak = memory()
+  const sampler = setInterval(() => {
+    const m = memory()
+    if (m.rss > peak.rss) peak = m
+  }, 20)
+  const out = await new Promise<string>((res) => {
+    const c = spawn('wrk', ['-t', '2', '-c', String(connections), '-d', `${SECONDS}s`, '--latency', `${base}getFullComputerInformation?computer_id=computer`], { stdio: ['ignore', 'pipe', 'ignore'] })
+    let text = ''
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (text += d))
+    c.on('close', () => res(text))
+  })
+  clearInterval(sampler)
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
+  const p99 = /99%\s+(\S+)/.exec(out)?.[1] ?? '?'
+  // only whole, successful answers count
+  if (/Non-2xx|Socket errors/.test(out)) throw new Error(`wrk saw failed requests:\n${out}`)
+  const transfer = /Transfer\/sec:\s+(\S+)/.exec(out)?.[1] ?? '?'
+  return rps > 0 ? { rps, p99: `${p99}, ${transfer}/s`, peak } : undefined
+}
 
 interface Memory {
   rss: number
