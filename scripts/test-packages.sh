@@ -73,7 +73,9 @@ host = 127.0.0.1
 port = 0
 database_uri = /var/lib/slapos-proxy.db
 CFG
-in_root slapos proxy start --cfg /etc/opt/slapos/slapos.cfg > "$work/tmp/proxy.log" 2>&1 &
+# not through in_root: a function in the background is a subshell, and killing it would leave
+# the proxy running; chroot and env exec, so this pid is the proxy's
+chroot "$work" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root slapos proxy start --cfg /etc/opt/slapos/slapos.cfg > "$work/tmp/proxy.log" 2>&1 &
 proxy_pid=$!
 url=""
 for _ in $(seq 1 50); do
@@ -89,6 +91,7 @@ else
   ko "slapos proxy start in the root: $(tail -3 "$work/tmp/proxy.log")"
 fi
 kill "$proxy_pid" 2>/dev/null; wait "$proxy_pid" 2>/dev/null; proxy_pid=""
+check "nothing is left running in the root after SIGTERM" sh -c 'for p in /proc/[0-9]*; do [ "$(readlink "$p/root" 2>/dev/null)" = "$1" ] && exit 1; done; exit 0' sh "$work"
 
 in_root dpkg -r slapos > "$top/build/dpkg-remove.log" 2>&1 && ok "dpkg -r slapos" || ko "dpkg -r slapos"
 check "removal took the binary" test ! -e "$work/usr/bin/slapos"
