@@ -74,4 +74,11 @@ test('complete: a bash script (COMPREPLY) that completes command words, fish wit
   for (const c of COMMANDS) assert.ok(none.includes(c.name), c.name)
 })
 
+test('slapos help lists node instance with the original description (cli.md checklist 2)', () => {
+  const r = slapos(['help'])
+  assert.is(r.code, 0)
+  assert.is(r.stderr, '')
+  assert.match(r.stdout, /node instance\s+run instance deployment/)
+})
+
 test.run()

@@ -37,7 +37,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'console',
     group: 'client',
-    summary: 'open python console with slap library imported',
+    summary: 'open a console (JavaScript) with the slap library loaded',
     load: () => import('./console.ts'),
   },
   {
@@ -69,7 +69,7 @@ export const COMMANDS: CommandSpec[] = [
   {
     name: 'node instance',
     group: 'node',
-    summary: 'deploy, start and stop the partitions the master asks for',
+    summary: 'run instance deployment',
     aliases: ['grid instance'],
     load: () => import('./node-instance.ts'),
   },
