@@ -282,7 +282,8 @@ function startTap(target: string): Promise<Tap> {
 }
 
 /** Kills the supervisord a node run may have started in `instanceRoot` and waits for it to go. */
-async function stopSupervisord(instanceRoot: string): Promise<void> {
+/** Stops the supervisord of an instance root (its pid file), SIGKILL after 10 s. */
+export async function stopSupervisord(instanceRoot: string): Promise<void> {
   const pidFile = join(instanceRoot, 'var', 'run', 'supervisord.pid')
   if (!existsSync(pidFile)) return
   const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10)
@@ -305,4 +306,17 @@ async function stopSupervisord(instanceRoot: string): Promise<void> {
   } catch {
     /* gone */
   }
+}
+
+/** Runs dist/slapos as another user (uid = gid), e.g. 65534 for the non-root paths. */
+export function runAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(SLAPOS, args, { env: baseEnv({ HOME: '/tmp' }), uid, gid: uid, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+  })
 }

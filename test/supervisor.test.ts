@@ -20,6 +20,7 @@ import {
   type PartitionProcesses,
 } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
+import { stopSupervisord } from './node-helpers.ts'
 
 const uid = process.getuid?.() ?? 0
 const gid = process.getgid?.() ?? 0
@@ -63,26 +64,6 @@ function instanceRoot(): string {
   return root
 }
 
-/** Stops the supervisord of `root` (pid file), waiting until it is gone. */
-async function killSupervisord(root: string): Promise<void> {
-  const pidFile = join(root, 'var', 'run', 'supervisord.pid')
-  if (!existsSync(pidFile)) return
-  const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10)
-  try {
-    process.kill(pid, 'SIGTERM')
-  } catch {
-    return
-  }
-  for (let i = 0; i < 100; i++) {
-    await new Promise((r) => setTimeout(r, 100))
-    try {
-      process.kill(pid, 0)
-    } catch {
-      return
-    }
-  }
-  process.kill(pid, 'SIGKILL')
-}
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
   const end = Date.now() + timeoutMs
@@ -311,7 +292,7 @@ live('launch, partition services started, unchanged list keeps processes, stop r
     assert.ok(existsSync(file))
     await waitFor('slappart0 running again', async () => ((await sup.processInfo()).filter((p) => p.group === 'slappart0' && p.statename === 'RUNNING').length === 2 ? true : undefined))
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -332,7 +313,7 @@ live('stopGroup stops a group, startAll starts every process again', async () =>
     await sup.startAll()
     await waitFor('both running again', async () => ((await sup.processInfo()).filter((q) => q.statename === 'RUNNING' && q.group !== 'watchdog').length === 2 ? true : undefined))
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -348,7 +329,7 @@ live('a group file written by an earlier run but never applied is applied and st
     await startPartitionServices(sup, root, p, log)
     await waitFor('a running', async () => ((await sup.processInfo()).some((q) => q.group === 'slappart0' && q.statename === 'RUNNING') ? true : undefined))
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -368,7 +349,7 @@ live('a changed service list is applied: the new service runs', async () => {
     })
     assert.equal(l.map((q) => q.name).sort(), ['a', 'b-on-watch'])
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -388,7 +369,7 @@ live('partitions started in parallel go through one queue', async () => {
     await Promise.all(parts.slice(0, 4).map((p) => stopPartitionServices(sup, root, p.id)))
     assert.is((await sup.processInfo()).filter((q) => q.group !== 'watchdog').length, 8)
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -404,7 +385,7 @@ live('a partition without services: warning, no group file, nothing started', as
     assert.ok(!existsSync(join(root, 'etc', 'supervisord.conf.d', 'slappart0.conf')))
     assert.ok(!(await sup.processInfo()).some((q) => q.group === 'slappart0'))
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -420,7 +401,7 @@ live('a running supervisord whose watchdog listener is not running gets it re-ad
     await waitFor('listener running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') ? true : undefined))
     assert.is(readFileSync(join(root, 'var', 'run', 'supervisord.pid'), 'utf8'), daemonPid, 'same supervisord')
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -457,7 +438,7 @@ live('legacy supervisord.socket: a second supervisord on sv.sock is stopped with
     assert.ok(pid !== strayPid && alive(pid), 'the pid file names the new supervisord')
     assert.ok(log.lines.some((l) => l.includes('a second supervisord listens on')))
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 
@@ -473,7 +454,7 @@ live('launch failure: "Failed to launch supervisord:" and its output', async () 
     assert.ok(msg.startsWith('Failed to launch supervisord:\n'), msg)
     assert.match(msg, /section header/i)
   } finally {
-    await killSupervisord(root)
+    await stopSupervisord(root)
   }
 })
 

@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
 import { startPartitionServices, Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+import { baseEnv, makeNode, runAs, type TestNode } from './node-helpers.ts'
 
 const ctl = suite('node supervisorctl')
 let node: TestNode
@@ -171,14 +171,3 @@ async function waitFor(fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<
   }
 }
 
-function runAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(SLAPOS, args, { env: baseEnv({ HOME: '/tmp' }), uid, gid: uid, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}

@@ -11,7 +11,7 @@ import { ConfigFile, loadNodeConfig } from '../src/config.ts'
 import { createLogger } from '../src/log.ts'
 import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writeSupervisordConf } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+import { baseEnv, makeNode, runAs, type TestNode } from './node-helpers.ts'
 
 interface Event {
   eventname: string
@@ -292,14 +292,3 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
-function runAs(uid: number, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(SLAPOS, args, { env: baseEnv({ HOME: '/tmp' }), uid, gid: uid, stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s))
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, stdout, stderr }))
-  })
-}
