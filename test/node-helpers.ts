@@ -320,3 +320,14 @@ export function runAs(uid: number, args: string[]): Promise<{ code: number | nul
     child.on('close', (code) => resolve({ code, stdout, stderr }))
   })
 }
+
+/** Polls `fn` every 100 ms until it returns something other than undefined (or throws after `timeoutMs`). */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    const v = await fn()
+    if (v !== undefined) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}

@@ -20,7 +20,7 @@ import {
   type PartitionProcesses,
 } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { stopSupervisord } from './node-helpers.ts'
+import { stopSupervisord, waitFor } from './node-helpers.ts'
 
 const uid = process.getuid?.() ?? 0
 const gid = process.getgid?.() ?? 0
@@ -65,15 +65,6 @@ function instanceRoot(): string {
 }
 
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
 // --- files, no supervisord ---
 

@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
 import { startPartitionServices, Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { baseEnv, makeNode, runAs, type TestNode } from './node-helpers.ts'
+import { baseEnv, makeNode, runAs, waitFor, type TestNode } from './node-helpers.ts'
 
 const ctl = suite('node supervisorctl')
 let node: TestNode
@@ -39,9 +39,9 @@ ctl('node status / start / stop / restart / tail act on <partition>:<program>', 
   writeFileSync(join(part, 'etc', 'service', 'daemon'), '#!/bin/sh\necho daemon says hello\nexec sleep 300\n', { mode: 0o755 })
   const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'warning' }))
   await startPartitionServices(sup, node.instanceRoot, { id: 'slappart0', path: part, uid: 0, gid: 0, user: 'root', home: '/root' }, createLogger({ level: 'warning' }))
-  await waitFor(async () => (await sup.processInfo()).some((p) => p.name === 'daemon-on-watch' && p.statename === 'RUNNING'))
+  await waitFor('daemon-on-watch running', async () => ((await sup.processInfo()).some((p) => p.name === 'daemon-on-watch' && p.statename === 'RUNNING') || undefined))
   // an event listener stays STARTING for its first second (supervisord's startsecs)
-  await waitFor(async () => (await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING'))
+  await waitFor('watchdog running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') || undefined))
 
   let r = await node.run(['node', 'status'])
   assert.is(r.code, 0, r.stderr)
@@ -131,7 +131,7 @@ fg('runs supervisord in the foreground until it stops', async () => {
     const child = spawn(SLAPOS, ['node', 'supervisord', '-n', '--cfg', n.cfgPath], { env: baseEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
     const exited = new Promise<number | null>((res) => child.on('close', (code) => res(code)))
     const pidFile = join(n.instanceRoot, 'var', 'run', 'supervisord.pid')
-    await waitFor(async () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '')
+    await waitFor('supervisord pid file', async () => (existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '') || undefined)
     const pid = readFileSync(pidFile, 'utf8').trim()
     const ppid = /PPid:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
     assert.is(ppid, String(child.pid), 'supervisord is our child, not a daemon')
@@ -163,11 +163,4 @@ forbid.run()
 
 // --- internal ---
 
-async function waitFor(fn: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!(await fn())) {
-    if (Date.now() > end) throw new Error('timed out')
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 

@@ -11,7 +11,7 @@ import { ConfigFile, loadNodeConfig } from '../src/config.ts'
 import { createLogger } from '../src/log.ts'
 import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writeSupervisordConf } from '../src/supervisor.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { baseEnv, makeNode, runAs, type TestNode } from './node-helpers.ts'
+import { baseEnv, makeNode, runAs, waitFor, type TestNode } from './node-helpers.ts'
 
 interface Event {
   eventname: string
@@ -282,13 +282,4 @@ bang.run()
 
 // --- internal ---
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
 
