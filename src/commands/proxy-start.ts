@@ -30,11 +30,14 @@ const proxyStart: CommandModule = {
     // generation, eager old-generation collection, pooled pages given back); without the
     // optimizing compilers (Maglev, Turbofan) their code is never paged in from the
     // executable nor compiled into the heap: the interpreter and Sparkplug baseline code are
-    // fast enough here, because the big answers are cached bytes. Set before the proxy
-    // allocates anything; these flags are read by V8 as it goes, not only at start-up.
+    // fast enough here, because the big answers are cached bytes. A young generation of 1 MB
+    // that never grows: request garbage is small and short-lived (~8 MB less under load).
+    // Set before the proxy allocates anything; these flags are read by V8 as it goes.
     setFlagsFromString('--optimize-for-size')
     setFlagsFromString('--no-opt')
     setFlagsFromString('--no-maglev')
+    setFlagsFromString('--semi-space-growth-factor=1')
+    setFlagsFromString('--max-semi-space-size=1')
     const file = readConfig('node', args.cfg, ctx.env)
     const config = loadProxyConfig(file, {
       database_uri: args.databaseUri as string | undefined,
