@@ -163,6 +163,7 @@ export class ProxyApp {
       getFullComputerInformation: get((f) => this.getFullComputerInformation(f)),
       registerComputerPartition: get((f) => this.registerComputerPartition(f)),
       getComputerPartitionCertificate: get(() => dumps({ certificate: '', key: '' })),
+      // the original proxy's answer, byte for byte (fixture client/37): masters that track status answer more
       getComputerPartitionStatus: get(() => dumps('Not implemented.')),
       getSoftwareReleaseListFromSoftwareProduct: get((f) => this.getSoftwareReleaseListFromSoftwareProduct(f)),
       getRunId: get(() => this.runId),

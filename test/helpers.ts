@@ -4,6 +4,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { dumps, type PyDict } from '../src/slap-protocol.ts'
 
 export const ROOT = resolve(import.meta.dirname, '..')
 export const SLAPOS = join(ROOT, 'dist', 'slapos')
@@ -120,4 +121,34 @@ export function startProxy(opts: { dir?: string; extraCfg?: string; computerId?:
       reject(new Error(`proxy exited (${code}) before listening:\n${stderr}`))
     })
   })
+}
+
+/** A requestComputerPartition as the slap library sends it (form fields, marshalled values). */
+export interface RequestForm {
+  title: string
+  sr: string
+  type?: string | undefined
+  params?: PyDict | undefined
+  filter?: PyDict | undefined
+  state?: string | null | undefined
+  shared?: boolean | undefined
+  /** [computer id, partition id] of the requesting partition */
+  from?: [string, string] | undefined
+}
+
+export function requestForm(r: RequestForm): Record<string, string> {
+  const form: Record<string, string> = {
+    software_release: r.sr,
+    software_type: r.type ?? 'default',
+    partition_reference: r.title,
+    partition_parameter_xml: dumps(r.params ?? {}),
+    filter_xml: dumps(r.filter ?? {}),
+    state: dumps(r.state ?? null),
+    shared_xml: dumps(r.shared ?? false),
+  }
+  if (r.from) {
+    form.computer_id = r.from[0]
+    form.computer_partition_id = r.from[1]
+  }
+  return form
 }

@@ -13,7 +13,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { SlapClient } from '../src/slap-client.ts'
 import { dumps, loads, SlapObject, type PyDict, type PyValue } from '../src/slap-protocol.ts'
-import { startProxy, tempDir, type StartedProxy } from './helpers.ts'
+import { startProxy, tempDir, type StartedProxy, requestForm } from './helpers.ts'
 
 const SR = 'http://sr.example/local/software.cfg'
 const AUTO_SR = 'http://sr.example/auto/software.cfg'
@@ -280,19 +280,7 @@ interface Req {
 }
 
 async function request(base: string, r: Req): Promise<{ status: number; text: string }> {
-  const form: Record<string, string> = {
-    software_release: r.sr ?? SR,
-    software_type: 'default',
-    partition_reference: r.title,
-    partition_parameter_xml: dumps(r.params ?? {}),
-    filter_xml: dumps(r.filter ?? {}),
-    state: dumps(r.state ?? null),
-    shared_xml: dumps(r.shared ?? false),
-  }
-  if (r.from) {
-    form.computer_id = r.from[0]
-    form.computer_partition_id = r.from[1]
-  }
+  const form = requestForm({ ...r, sr: r.sr ?? SR })
   const res = await fetch(`${base}requestComputerPartition`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/x-www-form-urlencoded' },

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { dumps, loads, SlapObject, Tuple, type PyDict, type PyValue } from '../src/slap-protocol.ts'
-import { slapos, startProxy, type StartedProxy } from './helpers.ts'
+import { slapos, startProxy, type StartedProxy, requestForm } from './helpers.ts'
 
 const SR = 'http://sr.example/a/software.cfg'
 const SR2 = 'http://sr.example/b/software.cfg'
@@ -64,19 +64,7 @@ interface Req {
   from?: [string, string]
 }
 async function request(p: StartedProxy, r: Req) {
-  const form: Record<string, string> = {
-    software_release: r.sr ?? SR,
-    software_type: r.type ?? 'default',
-    partition_reference: r.title,
-    partition_parameter_xml: dumps(r.params ?? {}),
-    filter_xml: dumps(r.filter ?? {}),
-    state: dumps(r.state ?? null),
-    shared_xml: dumps(r.shared ?? false),
-  }
-  if (r.from) {
-    form.computer_id = r.from[0]
-    form.computer_partition_id = r.from[1]
-  }
+  const form = requestForm({ ...r, sr: r.sr ?? SR })
   const res = await post(p, 'requestComputerPartition', form)
   return { status: res.status, text: res.text, state: res.status === 200 ? (loads(res.text) as SlapObject).state : ({} as PyDict) }
 }
