@@ -3,13 +3,14 @@
 // wire format in slap-protocol.ts. Started by commands/proxy-start.ts and by tests.
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { randomBytes } from 'node:crypto'
-import { existsSync, writeFileSync } from 'node:fs'
+import { renameSync, statSync, writeFileSync } from 'node:fs'
+import { relative as pathRelative, resolve as pathResolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import type { MultimasterEntry } from './config.ts'
 import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
 import type { Logger } from './log.ts'
-import { ProxyDb, type PartitionRow, type AddressRow } from './proxy-db.ts'
+import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
 import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
@@ -1056,48 +1057,78 @@ function frontendBypass(r: InstanceRequest, httpsBase: string | undefined): Slap
 }
 
 /**
- * Local software-release root (proxy.md §7): when the configured root differs from the one
- * the URLs were stored under, remember the new one and move local-path URLs under the old
- * root to the new root (unless one root contains the other). Called once at start-up.
+ * Local software-release root (proxy.md §7). The `config` row remembers the root the stored
+ * local-path URLs were written under (no row = `/`). When the configured root differs (as
+ * written, like the original), the new root is stored; unless one root contains the other,
+ * the database is dumped to `<database>-backup-<ISO time>.sql` and every `software.url` and
+ * `partition.software_release` that is a path under the old root moves to the same place
+ * under the new root - except a path whose old file exists while the new one does not.
+ * All of it in one transaction: a backup that cannot be written changes nothing. Called
+ * once at start-up, after the schema migration (the original does both on the first request).
  */
-export function applyLocalSoftwareReleaseRoot(db: ProxyDb, root: string, log: Logger, now: Date = new Date(), fs = { exists: existsSync, write: writeFileSync }): void {
-  const newRoot = normalizeRoot(root)
-  const stored = db.getConfig('local_software_release_root')
-  const oldRoot = normalizeRoot(stored ?? '/')
-  if (stored !== undefined && oldRoot === newRoot) return
-  db.setConfig('local_software_release_root', newRoot)
-  if (oldRoot === newRoot) return
-  if (isUnder(newRoot, oldRoot) || isUnder(oldRoot, newRoot)) {
-    log.info(`Local software release root changed from ${oldRoot} to ${newRoot}, one contains the other: URLs are kept`)
-    return
-  }
-  const backup = `${db.path}-backup-${isoLocal(now)}.sql`
-  log.info(`Backuping database to ${backup}`)
-  fs.write(backup, db.dump())
-  log.info('Rebase URLs on local software release root path')
-  log.info(`Old root path: ${oldRoot}`)
-  log.info(`New root path: ${newRoot}`)
-  db.rewriteSoftwareUrls((url) => {
-    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(url) || !isUnder(url, oldRoot)) return null
-    const to = joinPath(newRoot, url.slice(oldRoot.length))
-    if (fs.exists(url) && !fs.exists(to)) return null
-    return to
+export function applyLocalSoftwareReleaseRoot(db: ProxyDb, root: string, log: Logger, now: Date = new Date(), fs = { isFile, write: writeFileAtomic }): void {
+  const oldRoot = db.getConfig('local_software_release_root') ?? '/'
+  if (oldRoot === root) return
+  // like os.path.relpath: both made absolute (from the current directory) and normalised
+  const up = pathRelative(pathResolve(oldRoot), pathResolve(root)).split('/')
+  db.transaction(() => {
+    db.setConfig('local_software_release_root', root)
+    if (up[0] !== '..') {
+      log.info(`Do not rebase any URLs because ${root} is a subpath of ${oldRoot}`)
+      return
+    }
+    if (up.every((s) => s === '..')) {
+      log.info(`Do not rebase any URLs because ${root} is a superpath of ${oldRoot}`)
+      return
+    }
+    const backup = `${db.path}-backup-${isoLocal(now)}.sql`
+    log.info(`Backuping database to ${backup}`)
+    try {
+      fs.write(backup, db.dump())
+    } catch (err) {
+      throw new ProxyDbError(
+        // the reason without the path node appends (", open '<backup>.tmp'")
+        `cannot write the backup ${backup} before rebasing software release URLs: ${(err as Error).message.replace(/, \w+ '.*'$/, '')}`,
+        'check that the directory of database_uri is writable and has room; nothing was changed',
+      )
+    }
+    log.info('Rebase URLs on local software release root path')
+    log.info(`Old root path: ${oldRoot}`)
+    log.info(`New root path: ${root}`)
+    const absOld = pathResolve(oldRoot)
+    db.rewriteSoftwareUrls((url) => {
+      log.debug(`Examining URL ${url}`)
+      if (url === '' || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(url)) {
+        log.debug('  Do not rebase because it is not a path')
+        return null
+      }
+      const rel = pathRelative(absOld, pathResolve(url)) || '.'
+      if (rel === '..' || rel.startsWith('../')) {
+        log.debug(`  Do not rebase because it is not a subpath of ${oldRoot}`)
+        return null
+      }
+      const to = root.endsWith('/') ? `${root}${rel}` : `${root}/${rel}`
+      if (!fs.isFile(to) && fs.isFile(url)) {
+        log.debug(`  Do not rebase because it refers to an existing file but ${to} does not`)
+        return null
+      }
+      log.debug(`  Migrate to rebased URL ${to}`)
+      return to
+    })
   })
 }
 
-function normalizeRoot(p: string): string {
-  const r = p.replace(/\/+$/, '')
-  return r === '' ? '/' : r
+function isFile(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false
+  } catch {
+    return false
+  }
 }
 
-function isUnder(path: string, root: string): boolean {
-  if (root === '/') return path.startsWith('/')
-  return path === root || path.startsWith(`${root}/`)
-}
-
-function joinPath(root: string, rest: string): string {
-  if (root === '/') return rest.startsWith('/') ? rest : `/${rest}`
-  return rest.startsWith('/') ? `${root}${rest}` : `${root}/${rest}`
+function writeFileAtomic(path: string, text: string): void {
+  writeFileSync(`${path}.tmp`, text)
+  renameSync(`${path}.tmp`, path)
 }
 
 function isoLocal(d: Date): string {

@@ -71,16 +71,16 @@ export interface StartedProxy {
 /**
  * Starts the built `slapos proxy start` on 127.0.0.1, port 0, with a SQLite file in `dir`
  * (a new temp dir by default) and resolves once it listens. `extraCfg` is appended to the
- * configuration file (e.g. more [slapproxy] keys, or [multimaster/...] sections);
- * `computerId` defaults to `computer`.
+ * configuration file (e.g. more [slapproxy] keys, or [multimaster/...] sections),
+ * `slaposCfg` goes at the end of [slapos]; `computerId` defaults to `computer`.
  */
-export function startProxy(opts: { dir?: string; extraCfg?: string; computerId?: string; args?: string[] } = {}): Promise<StartedProxy> {
+export function startProxy(opts: { dir?: string; extraCfg?: string; slaposCfg?: string; computerId?: string; args?: string[] } = {}): Promise<StartedProxy> {
   const dir = opts.dir ?? tempDir('slapos-proxy-')
   const cfgPath = join(dir, 'slapos-proxy.cfg')
   const dbPath = join(dir, 'proxy.db')
   writeFileSync(
     cfgPath,
-    `[slapos]\ncomputer_id = ${opts.computerId ?? 'computer'}\n\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${dbPath}\n${opts.extraCfg ?? ''}\n`,
+    `[slapos]\ncomputer_id = ${opts.computerId ?? 'computer'}\n${opts.slaposCfg ?? ''}\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${dbPath}\n${opts.extraCfg ?? ''}\n`,
   )
   const child = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfgPath, '--log-time', ...(opts.args ?? [])], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },

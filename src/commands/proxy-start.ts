@@ -51,7 +51,12 @@ const proxyStart: CommandModule = {
         ? createLogger({ level: g.logLevel ?? levelFromVerbosity(g.verbosity), file: config.logFile, noTime: g.logTime, color: g.logColor })
         : ctx.log
     const db = ProxyDb.open({ path: config.databaseUri, computerId: config.computerId, log })
-    applyLocalSoftwareReleaseRoot(db, config.localSoftwareReleaseRoot, log)
+    try {
+      applyLocalSoftwareReleaseRoot(db, config.localSoftwareReleaseRoot, log)
+    } catch (err) {
+      db.close()
+      throw err
+    }
     const proxy = await startProxyServer({
       db,
       host: config.host,
