@@ -290,18 +290,27 @@ export class ProxyApp {
   private destroyedComputerPartition(f: Form): Reply {
     const partitionId = f.need('computer_partition_id')
     const computerId = f.need('computer_id')
+    return this.freePartition(partitionId, computerId).message
+  }
+
+  /**
+   * freePartitionFromDB (proxy.md §5.1), for SLAP and the JSON-RPC API: the partition is
+   * free again, unless it is unknown or a root whose tree still has members (those are
+   * then asked to be destroyed); `message` is the SLAP answer.
+   */
+  private freePartition(partitionId: string, computerId: string): { freed: boolean; message: string } {
     return this.db.transaction(() => {
       const p = this.db.getPartition(partitionId, computerId)
-      if (!p) return `Unknown partition ${pyStrRepr(partitionId)} on ${pyStrRepr(computerId)}`
+      if (!p) return { freed: false, message: `Unknown partition ${pyStrRepr(partitionId)} on ${pyStrRepr(computerId)}` }
       if (!p.requestedBy) {
         const children = this.db.treeMemberTitles(p.partitionReference ?? '')
         if (children.length && p.partitionReference !== null) {
           this.db.setTreeState(p.partitionReference, 'destroyed')
-          return `Not destroying yet because this partition has child partitions: ${children.join(', ')}`
+          return { freed: false, message: `Not destroying yet because this partition has child partitions: ${children.join(', ')}` }
         }
       }
       this.db.freePartition(partitionId, computerId)
-      return 'OK'
+      return { freed: true, message: 'OK' }
     })
   }
 
@@ -309,12 +318,14 @@ export class ProxyApp {
   private softwareInstanceBang(f: Form): Reply {
     const computerId = f.need('computer_id')
     const partitionId = f.need('computer_partition_id')
-    this.db.transaction(() => {
-      const p = this.db.getPartition(partitionId, computerId)
-      const root = p ? p.requestedBy || p.partitionReference : null
-      if (root) this.db.bumpTree(root, this.now())
-    })
+    this.db.transaction(() => this.bangTree(this.db.getPartition(partitionId, computerId)))
     return 'OK'
+  }
+
+  /** The root of this instance's tree and all its members get a new timestamp (unknown: nothing). */
+  private bangTree(p: PartitionRow | undefined): void {
+    const root = p ? p.requestedBy || p.partitionReference : null
+    if (root) this.db.bumpTree(root, this.now())
   }
 
   /** proxy.md §5.2 */
@@ -345,16 +356,26 @@ export class ProxyApp {
       const p = this.db.getPartition(requesterPartition, computerId)
       return p ? p.requestedBy || p.partitionReference || '' : ''
     }
-    const local = (): Reply =>
+    return this.requestInstance(req, requestedBy, requesterPartition ?? 'user', httpReq, dumps)
+  }
+
+  /**
+   * requestInstanceFromDB, for SLAP and the JSON-RPC API: allocate or update here (or answer
+   * a frontend bypass), or forward to another master. `requestedBy` names the requester's
+   * tree, `requesterId` the requester in a forwarded reference; `encode` turns the answer
+   * into the reply (inside the transaction when allocating here).
+   */
+  private requestInstance<T>(req: InstanceRequest, requestedBy: () => string, requesterId: string, httpReq: IncomingMessage, encode: (answer: SlapObject) => T): T | Promise<T> {
+    const local = (): T =>
       this.db.transaction(() => {
         req.requestedBy = requestedBy()
         if (req.shared) {
           const bypass = frontendBypass(req, httpsBase(httpReq))
-          if (bypass) return dumps(bypass)
+          if (bypass) return encode(bypass)
         }
         const guid = req.filter.computer_guid
         if (typeof guid !== 'string') req.filter.computer_guid = this.computerId
-        return dumps(req.shared ? this.requestShared(req) : this.requestRegular(req))
+        return encode(req.shared ? this.requestShared(req) : this.requestRegular(req))
       })
     // Multimaster (proxy.md §8): only a request that matches nothing local may be forwarded.
     const masterUrl = req.filter.master_url
@@ -362,7 +383,7 @@ export class ProxyApp {
     if (req.shared && frontendBypass(req, undefined)) return local()
     if (this.hasLocalInstance(req, requestedBy())) return local()
     return this.forwardTarget(masterUrl, req.softwareRelease, httpReq).then((target) =>
-      target ? this.forward(target, req, requesterPartition ?? 'user') : local(),
+      target ? this.forward(target, req, requesterId).then(encode) : local(),
     )
   }
 
@@ -413,7 +434,7 @@ export class ProxyApp {
    * source_instance_id, or as the configured remote partition; the answer is the remote
    * instance as a ComputerPartition that remembers its master (proxy.md §8).
    */
-  private async forward(m: MultimasterEntry, r: InstanceRequest, requesterId: string): Promise<Reply> {
+  private async forward(m: MultimasterEntry, r: InstanceRequest, requesterId: string): Promise<SlapObject> {
     if (m.url.startsWith('https') && (!m.key || !m.cert)) {
       throw new HttpFault(404, `External master ${m.url} configuration did not specify key or certificate.`)
     }
@@ -452,7 +473,7 @@ export class ProxyApp {
       _software_release_document: r.softwareRelease,
     }
     if (r.shared) state._synced = true
-    return dumps(new SlapObject('ComputerPartition', [answer.slap_computer_id, answer.slap_computer_partition_id, null], state))
+    return new SlapObject('ComputerPartition', [answer.slap_computer_id, answer.slap_computer_partition_id, null], state)
   }
 
   /** forwarded_partition_request: a destroyed instance is forgotten, any other one (re)recorded. */
@@ -481,7 +502,7 @@ export class ProxyApp {
     const update: Partial<PartitionRow> = { slapState: 'busy' }
     if (!p) {
       p = this.db.firstFreePartition(computer)
-      if (!p) throw new HttpFault(404, `No free computer partition found for: ${r.title}`)
+      if (!p) throw new AllocationFailure(`No free computer partition found for: ${r.title}`)
       if (r.title) update.partitionReference = r.title
       if (r.requestedBy) update.requestedBy = r.requestedBy
       if (!softwareType) softwareType = 'default'
@@ -530,7 +551,7 @@ export class ProxyApp {
     const host = this.db.findSlaveHost(r.softwareRelease, computer, r.softwareType, hostId)
     if (!host) {
       const args = [r.softwareRelease, computer, ...(r.softwareType ? [r.softwareType] : []), ...(hostId !== undefined ? [hostId] : [])]
-      throw new HttpFault(404, `No partition corresponding to slave request: [${args.map(pyStrRepr).join(', ')}]`)
+      throw new AllocationFailure(`No partition corresponding to slave request: [${args.map(pyStrRepr).join(', ')}]`)
     }
     const reference = `${r.requestedBy}_${r.title}`
     const entry: PyDict = { slave_title: reference, slap_software_type: r.softwareType, slave_reference: reference }
@@ -769,7 +790,7 @@ interface Route {
 
 type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
 
-interface InstanceRequest {
+export interface InstanceRequest {
   softwareRelease: string
   softwareType: string
   title: string
@@ -787,6 +808,13 @@ class HttpFault extends Error {
     message: string,
   ) {
     super(message)
+  }
+}
+
+/** No partition for a request (the original's AllocationFailure): 404 on SLAP, 403 in JSON-RPC. */
+class AllocationFailure extends HttpFault {
+  constructor(message: string) {
+    super(404, message)
   }
 }
 
