@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net'
 import type { MultimasterEntry } from './config.ts'
 import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
+import { JsonRpcApi, JsonRpcError } from './proxy-jsonrpc.ts'
 import type { Logger } from './log.ts'
 import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
 import type { SlapClient } from './slap-client.ts'
@@ -102,6 +103,7 @@ export class ProxyApp {
   private readonly remoteClients = new Map<string, Promise<SlapClient>>()
   /** master URLs already found to be (true) or not to be (false) this very proxy */
   private readonly selfUrls = new Map<string, boolean>()
+  private jsonRpc: JsonRpcApi | undefined
 
   constructor(opts: ProxyServerOptions) {
     this.db = opts.db
@@ -125,6 +127,7 @@ export class ProxyApp {
     }
     const url = new URL(req.url ?? '/', 'http://proxy')
     const name = url.pathname.replace(/^\/+/, '')
+    if (name.startsWith('slapos.')) return this.jsonRpcApi().handle(req, res, name)
     const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
     if (!route) {
       // drain the body so keep-alive connections stay usable
@@ -188,6 +191,27 @@ export class ProxyApp {
       softwareInstanceError: ignored,
       useComputer: ignored,
     }
+  }
+
+  /** The JSON-RPC API (proxy.md §10.1), made on first use; it acts through this master's logic. */
+  private jsonRpcApi(): JsonRpcApi {
+    this.jsonRpc ??= new JsonRpcApi({
+      db: this.db,
+      log: this.log,
+      readBody: (req) => readBody(req, this.maxBody),
+      now: () => this.now(),
+      requestInstance: async (r, httpReq, encode) => {
+        try {
+          // a person's request: no requester tree; forwarded as `user_<title>` like a SLAP person
+          return await this.requestInstance(r, () => '', 'user', httpReq, encode)
+        } catch (err) {
+          throw err instanceof AllocationFailure ? new JsonRpcError(403, err.message) : err
+        }
+      },
+      freePartition: (partitionId, computerId) => this.freePartition(partitionId, computerId),
+      bangTree: (p) => this.bangTree(p),
+    })
+    return this.jsonRpc
   }
 
   /** proxy.md §3.2; the answer is cached until the database changes. */
