@@ -1,42 +1,9 @@
 // Bundles src/main.ts into one CommonJS file that Node's SEA embeds (see Makefile).
-import { build, type Plugin } from 'esbuild'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { resolve } from 'node:path'
-
-// The SLAP client gives ofetch its own fetch over node:http(s). ofetch's Node entry point
-// loads node-fetch-native and Node's fetch implementation anyway, tens of milliseconds at
-// every start of a node command: bundle only its core (createFetch), which needs neither.
-const ofetchCore: Plugin = {
-  name: 'ofetch-core',
-  setup(b) {
-    const dir = resolve('node_modules/ofetch/dist/shared')
-    const chunk = readdirSync(dir).find((f) => /^ofetch\..*\.mjs$/.test(f))
-    if (!chunk) throw new Error(`ofetch: no shared chunk in ${dir}`)
-    b.onResolve({ filter: /^ofetch$/ }, () => ({ path: 'ofetch-core', namespace: 'ofetch-core' }))
-    b.onLoad({ filter: /.*/, namespace: 'ofetch-core' }, () => ({
-      contents: `export { c as createFetch } from ${JSON.stringify(resolve(dir, chunk))}`,
-      resolveDir: dir,
-    }))
-  },
-}
+import { build } from 'esbuild'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { lazyAssert, lazyStringWidth, ofetchCore } from './scripts/esbuild-plugins.ts'
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }
-// string-width (used by yargs for help layout) makes an Intl.Segmenter when it is loaded,
-// which loads ICU's break data: ~15 ms at every start, although a command line that is not
-// asking for help never measures a string. Make it on first use instead.
-const lazySegmenter: Plugin = {
-  name: 'lazy-segmenter',
-  setup(b) {
-    b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, (args) => {
-      const text = readFileSync(args.path, 'utf8')
-      const eager = 'const segmenter = new Intl.Segmenter();'
-      if (!text.includes(eager)) return undefined
-      const lazy = 'let segmenter$; const segmenter = { segment: (s) => (segmenter$ ??= new Intl.Segmenter()).segment(s) };'
-      return { contents: text.replace(eager, lazy), loader: 'js' }
-    })
-  },
-}
-
 await build({
   entryPoints: ['src/main.ts'],
   outfile: 'dist/slapos.cjs',
@@ -48,7 +15,9 @@ await build({
   banner: { js: 'const __slapos_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
   define: { 'import.meta.url': '__slapos_import_meta_url', SLAPOS_VERSION: JSON.stringify(pkg.version) },
   legalComments: 'none',
-  plugins: [ofetchCore, lazySegmenter],
+  minifyWhitespace: true,
+  minifySyntax: true,
+  plugins: [ofetchCore, lazyStringWidth, lazyAssert],
   logLevel: 'warning',
 })
 

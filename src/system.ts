@@ -2,7 +2,11 @@
 // Runner so that tests can record the exact command list (format) while the real one
 // runs everything else. No shell: argv arrays only, so configuration values are never
 // interpreted by a shell.
-import { spawn, spawnSync } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+
+// loaded on first use: `slapos --version`, the client commands and the proxy never start a
+// process, and node:child_process (with net and dgram behind it) costs milliseconds to load
+const childProcess = (): typeof import('node:child_process') => process.getBuiltinModule('node:child_process')
 
 export interface RunOptions {
   cwd?: string
@@ -52,9 +56,9 @@ export const realRunner: Runner = {
       }
       // spawn forks synchronously: the child inherits this umask, then ours is restored
       const savedUmask = opts.umask === undefined ? undefined : process.umask(opts.umask)
-      let child: ReturnType<typeof spawn>
+      let child: ChildProcess
       try {
-        child = spawn(cmd, args, {
+        child = childProcess().spawn(cmd, args, {
           cwd: opts.cwd,
           env: opts.env ?? process.env,
           uid: opts.uid,
@@ -123,6 +127,6 @@ function killGroup(pgid: number, signal: NodeJS.Signals): void {
 /** Synchronous variant for the few start-up checks that cannot be async. */
 export function runSync(argv: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): RunResult {
   const [cmd, ...args] = argv
-  const r = spawnSync(cmd ?? '', args, { input: opts.input, env: opts.env ?? process.env, encoding: 'utf8' })
+  const r = childProcess().spawnSync(cmd ?? '', args, { input: opts.input, env: opts.env ?? process.env, encoding: 'utf8' })
   return { code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '', timedOut: false }
 }

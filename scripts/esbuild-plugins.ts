@@ -1,0 +1,67 @@
+// esbuild plugins of build.ts: each trims what every start of the executable pays for.
+// Each one checks that the text it changes is still there, and leaves the file alone if not.
+import type { Plugin } from 'esbuild'
+import { readdirSync, readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+
+// The SLAP client gives ofetch its own fetch over node:http(s). ofetch's Node entry point
+// loads node-fetch-native and Node's fetch implementation anyway, tens of milliseconds at
+// every start of a node command: bundle only its core (createFetch), which needs neither.
+export const ofetchCore: Plugin = {
+  name: 'ofetch-core',
+  setup(b) {
+    const dir = resolve('node_modules/ofetch/dist/shared')
+    const chunk = readdirSync(dir).find((f) => /^ofetch\..*\.mjs$/.test(f))
+    if (!chunk) throw new Error(`ofetch: no shared chunk in ${dir}`)
+    b.onResolve({ filter: /^ofetch$/ }, () => ({ path: 'ofetch-core', namespace: 'ofetch-core' }))
+    b.onLoad({ filter: /.*/, namespace: 'ofetch-core' }, () => ({
+      contents: `export { c as createFetch } from ${JSON.stringify(resolve(dir, chunk))}`,
+      resolveDir: dir,
+    }))
+  },
+}
+
+// string-width (used by yargs for help layout) makes an Intl.Segmenter and five Unicode
+// property regular expressions when it is loaded: ICU's break data and character sets, ~20 ms
+// at every start, although a command line that is not asking for help never measures a
+// string, and help text (ASCII) takes string-width's fast path. Make each on first use.
+export const lazyStringWidth: Plugin = {
+  name: 'lazy-string-width',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]string-width[\\/]index\.js$/ }, (args) => {
+      let text = readFileSync(args.path, 'utf8')
+      const eager = 'const segmenter = new Intl.Segmenter();'
+      if (!text.includes(eager)) return undefined
+      text = text.replace(eager, 'let segmenter$; const segmenter = { segment: (s) => (segmenter$ ??= new Intl.Segmenter()).segment(s) };')
+      // `const fooRegex = /.../flags;` -> a function making it once; every use calls it
+      const names: string[] = []
+      text = text.replace(/^const (\w+Regex) = (\/.+\/[a-z]*);$/gm, (_, name: string, literal: string) => {
+        const re = new Function(`return ${literal}`)() as RegExp
+        names.push(name)
+        return `let ${name}$; const ${name}_ = () => (${name}$ ??= new RegExp(${JSON.stringify(re.source)}, ${JSON.stringify(re.flags)}));`
+      })
+      for (const name of names) text = text.replace(new RegExp(`\\b${name}\\b(?![$_])`, 'g'), `${name}_()`)
+      return { contents: text, loader: 'js' }
+    })
+  },
+}
+
+// yargs' platform shim imports node:assert (with its diff and colour helpers) for two checks
+// it makes on every parse: make the comparison here (assert's strict equality is Object.is)
+// and load node:assert only to throw its error when a check fails.
+export const lazyAssert: Plugin = {
+  name: 'lazy-assert',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8')
+      const eager = "import { notStrictEqual, strictEqual } from 'assert'"
+      if (!text.includes(eager)) return undefined
+      const lazy = [
+        "const assert$ = () => process.getBuiltinModule('node:assert')",
+        'const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) assert$().notStrictEqual(a, b, m) }',
+        'const strictEqual = (a, b, m) => { if (!Object.is(a, b)) assert$().strictEqual(a, b, m) }',
+      ].join('\n')
+      return { contents: text.replace(eager, lazy), loader: 'js' }
+    })
+  },
+}

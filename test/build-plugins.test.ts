@@ -1,0 +1,49 @@
+// The esbuild plugins of build.ts change third-party code to make it cheaper to load: the
+// code they produce must still apply (the upstream text is still there) and behave as the
+// original does.
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { build, type Plugin } from 'esbuild'
+import stringWidth from 'string-width'
+import { test } from 'uvu'
+import * as assert from 'uvu/assert'
+import { lazyAssert, lazyStringWidth } from '../scripts/esbuild-plugins.ts'
+import { tempDir } from './helpers.ts'
+
+/** Bundles `code` (resolved from the project) with `plugin`; returns the output path and text. */
+async function bundle(code: string, plugin: Plugin): Promise<{ path: string; text: string }> {
+  const path = join(tempDir('slapos-plugins-'), 'out.mjs')
+  const r = await build({ stdin: { contents: code, resolveDir: process.cwd() }, bundle: true, platform: 'node', format: 'esm', write: false, plugins: [plugin], logLevel: 'error' })
+  const text = r.outputFiles[0]?.text ?? ''
+  writeFileSync(path, text)
+  return { path, text }
+}
+
+test('lazy-string-width: applies, creates nothing when loaded, and measures as string-width does', async () => {
+  const { path, text } = await bundle("export { default } from 'string-width'", lazyStringWidth)
+  assert.not.match(text, /const segmenter = new Intl\.Segmenter\(\);/)
+  assert.not.match(text, /^\s*const \w+Regex = \//m, 'every regular expression is made on first use')
+  assert.match(text, /rgiEmojiRegex_\(\)/)
+  const { default: lazy } = (await import(path)) as { default: (s: string) => number }
+  const samples = ['', 'abc', 'slapos node instance', '日本語', 'ｶﾞ', '한국어', 'e\u0301', '👍', '👍🏽', '1\u20E3', '👨‍👩‍👧', '\u001b[31mred\u001b[0m', '\t', 'a\u200bb', '☺\ufe0f', '🇫🇷']
+  for (const s of samples) assert.is(lazy(s), stringWidth(s), JSON.stringify(s))
+})
+
+test('lazy-assert: applies, and the bundled yargs still parses and rejects', async () => {
+  const { path, text } = await bundle("export { default } from 'yargs'", lazyAssert)
+  assert.not.match(text, /from "assert"|require\("assert"\)/)
+  const { default: yargs } = (await import(path)) as { default: typeof import('yargs').default }
+  const argv = await yargs(['--jobs', '3']).option('jobs', { type: 'number' }).strict().exitProcess(false).parseAsync()
+  assert.is(argv.jobs, 3)
+  let failed = ''
+  await yargs(['--nope'])
+    .strict()
+    .exitProcess(false)
+    .fail((msg) => {
+      failed = msg
+    })
+    .parseAsync()
+  assert.match(failed, /Unknown argument: nope/)
+})
+
+test.run()
