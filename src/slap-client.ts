@@ -471,7 +471,8 @@ export function formEncode(fields: Fields): string {
 export function normalizeMasterUrl(url: string): string {
   const m = /^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)([^/?#]*)(.*)$/.exec(url)
   let out = url
-  if (m && !m[2]!.startsWith('[') && m[2]!.includes(':')) {
+  // an IPv6 address has at least two colons: `host:port` never needs net's (costly) IPv6 check
+  if (m && !m[2]!.startsWith('[') && m[2]!.indexOf(':') !== m[2]!.lastIndexOf(':')) {
     const netloc = m[2]!
     if (isIPv6(netloc)) out = `${m[1]}[${netloc}]${m[3]}`
     else {

@@ -471,11 +471,33 @@ interface XmlHandler {
   text(s: string): void
 }
 
-const NAME = /[A-Za-z_:][A-Za-z0-9_.:-]*/y
+const SLASH = 0x2f
+const QUESTION = 0x3f
+const BANG = 0x21
+const GT = 0x3e
+/** Attributes of an element that has none (shared, never written). */
+const NO_ATTRS: Record<string, string> = Object.freeze(Object.create(null) as Record<string, string>)
 const ATTR = /\s+([A-Za-z_:][A-Za-z0-9_.:-]*)\s*=\s*(?:"([^"<]*)"|'([^'<]*)')/y
 const TAG_END = /\s*(\/?)>/y
 const CLOSE = /<\/([A-Za-z_:][A-Za-z0-9_.:-]*)\s*>/y
 const BAD_TEXT_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u
+
+/** End of the XML name (`[A-Za-z_:][A-Za-z0-9_.:-]*`) starting at `i`, or -1 if none starts there. */
+function scanName(src: string, i: number): number {
+  const c = src.charCodeAt(i)
+  if (!((c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c === 0x5f || c === 0x3a)) return -1
+  let j = i + 1
+  for (;;) {
+    const d = src.charCodeAt(j)
+    if ((d >= 0x61 && d <= 0x7a) || (d >= 0x41 && d <= 0x5a) || (d >= 0x30 && d <= 0x39) || d === 0x5f || d === 0x2e || d === 0x3a || d === 0x2d) j++
+    else return j
+  }
+}
+
+/** `\s` of a regular expression, for the characters XML allows between attributes. */
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d
+}
 
 function scanXml(src: string, h: XmlHandler, limits: LoadLimits): void {
   const maxLength = limits.maxLength ?? 64 * 1024 * 1024
@@ -504,10 +526,13 @@ function scanXml(src: string, h: XmlHandler, limits: LoadLimits): void {
     }
     if (lt < 0) break
     pos = lt
-    if (src.startsWith('<?', pos)) {
+    const next = src.charCodeAt(pos + 1)
+    if (next === QUESTION) {
       const e = src.indexOf('?>', pos + 2)
       if (e < 0) fail('unterminated processing instruction', pos)
       pos = e + 2
+    } else if (next !== BANG) {
+      // an element: below
     } else if (src.startsWith('<!--', pos)) {
       const e = src.indexOf('-->', pos + 4)
       if (e < 0) fail('unterminated comment', pos)
@@ -518,40 +543,58 @@ function scanXml(src: string, h: XmlHandler, limits: LoadLimits): void {
       if (e < 0) fail('unterminated CDATA section', pos)
       h.text(src.slice(pos + 9, e).replace(/\r\n?/g, '\n'))
       pos = e + 3
-    } else if (src.startsWith('<!', pos)) {
+    } else {
       throw new MarshalError(`DOCTYPE and entity declarations are refused (offset ${pos})`)
-    } else if (src.startsWith('</', pos)) {
+    }
+    if (next === QUESTION || next === BANG) continue
+    if (next === SLASH) {
+      const open = stack.pop()
+      // the common case, `</name>` closing the open element, needs no regular expression
+      if (open !== undefined && src.startsWith(open, pos + 2) && src.charCodeAt(pos + 2 + open.length) === GT) {
+        h.end(open)
+        pos += open.length + 3
+        continue
+      }
       CLOSE.lastIndex = pos
       const m = CLOSE.exec(src)
       if (!m) fail('bad end tag', pos)
       const name = m![1]!
-      const open = stack.pop()
       if (open !== name) fail(open === undefined ? `end tag </${name}> without start` : `</${name}> closes <${open}>`, pos)
       h.end(name)
       pos = CLOSE.lastIndex
     } else {
-      NAME.lastIndex = pos + 1
-      const m = NAME.exec(src)
-      if (!m) fail('bad tag', pos)
-      const name = m![0]
+      const nameEnd = scanName(src, pos + 1)
+      if (nameEnd < 0) fail('bad tag', pos)
+      const name = src.slice(pos + 1, nameEnd)
       if (stack.length === 0 && rootSeen) fail('a second root element', pos)
-      let p = NAME.lastIndex
-      const attrs: Record<string, string> = Object.create(null) as Record<string, string>
-      for (;;) {
+      let p = nameEnd
+      let attrs = NO_ATTRS
+      while (isSpace(src.charCodeAt(p))) {
         ATTR.lastIndex = p
         const a = ATTR.exec(src)
         if (!a) break
         const an = a[1]!
+        if (attrs === NO_ATTRS) attrs = Object.create(null) as Record<string, string>
         if (an in attrs) fail(`duplicate attribute ${an}`, p)
         attrs[an] = decodeText(a[2] ?? a[3] ?? '', p, fail).replace(/[\t\n]/g, ' ')
         p = ATTR.lastIndex
       }
-      TAG_END.lastIndex = p
-      const t = TAG_END.exec(src)
-      if (!t) fail(`bad attribute or unterminated tag <${name}>`, p)
-      pos = TAG_END.lastIndex
+      let selfClosing: boolean
+      // `>` or `/>` right after the name or the last attribute: no regular expression either
+      if (src.charCodeAt(p) === GT) {
+        selfClosing = false
+        pos = p + 1
+      } else if (src.charCodeAt(p) === SLASH && src.charCodeAt(p + 1) === GT) {
+        selfClosing = true
+        pos = p + 2
+      } else {
+        TAG_END.lastIndex = p
+        const t = TAG_END.exec(src)
+        if (!t) fail(`bad attribute or unterminated tag <${name}>`, p)
+        pos = TAG_END.lastIndex
+        selfClosing = t![1] === '/'
+      }
       rootSeen = true
-      const selfClosing = t![1] === '/'
       if (!selfClosing) {
         stack.push(name)
         if (stack.length > maxDepth) throw new MarshalError(`XML nested deeper than ${maxDepth} elements`)

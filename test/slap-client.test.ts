@@ -317,6 +317,8 @@ test('master URL: final slash, path prefix kept, bare IPv6 gets brackets, bad UR
   assert.is(normalizeMasterUrl('http://fd00:1:2:3:4:5:6:7:5000/x'), 'http://[fd00:1:2:3:4:5:6:7]:5000/x/')
   assert.is(normalizeMasterUrl('http://fd00::1'), 'http://[fd00::1]/')
   assert.is(normalizeMasterUrl('https://host/erp5/portal_slap'), 'https://host/erp5/portal_slap/')
+  assert.is(normalizeMasterUrl('http://127.0.0.1:8080'), 'http://127.0.0.1:8080/')
+  assert.is(normalizeMasterUrl('http://[::1]:8080/x'), 'http://[::1]:8080/x/')
   assert.throws(() => normalizeMasterUrl('ftp://x'), (e: unknown) => e instanceof ConfigError)
   assert.throws(() => normalizeMasterUrl('not a url'), (e: unknown) => e instanceof ConfigError)
   const s = await httpServer()
