@@ -588,6 +588,17 @@ function plainResponse(body: Buffer | null, status: number, statusText: string, 
   return r as unknown as Response
 }
 
+/**
+ * The TLS server name (SNI) Node's agent would derive: the host name, none for an address or
+ * plain http. Given explicitly, the agent skips its own derivation, whose IPv6 regular
+ * expression costs 5-10 ms the first time a node command meets a host name.
+ */
+export function serverName(url: URL): string {
+  if (url.protocol !== 'https:') return ''
+  const h = url.hostname
+  return h.startsWith('[') || /^\d{1,3}(\.\d{1,3}){3}$/.test(h) ? '' : h
+}
+
 /** The subset of fetch ofetch needs, over node:http(s) so that TLS client certificates work. */
 function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
   return async (input, init) => {
@@ -609,6 +620,7 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
           method: init?.method ?? 'GET',
           headers,
           signal: init?.signal ?? undefined,
+          servername: serverName(url),
           ...(url.protocol === 'https:' ? { ...tls, rejectUnauthorized: tls.ca !== undefined } : {}),
         },
         (res) => {

@@ -10,6 +10,7 @@
 //        --startGroup-->  RUNNING ... EXITED/FATAL  --event-->  watchdog (watchdog.ts)
 //   stop: <id>.conf deleted --applyChanges--> group stopped and removed
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import type { RequestOptions } from 'node:http'
 import { delimiter, join } from 'node:path'
 import type { ConfigFile, NodeConfig } from './config.ts'
 import { NODE_DEFAULTS } from './config.ts'
@@ -534,16 +535,19 @@ export class Supervisor {
     // from this bundle starts the ES module loader (tens of milliseconds)
     const { request } = process.getBuiltinModule('node:http')
     const body = encodeCall(method, params)
+    // no TLS here: an empty server name spares the agent its IPv6 check of 'localhost'
+    const options: RequestOptions & { servername: string } = {
+      socketPath: this.paths.socket,
+      path: '/RPC2',
+      method: 'POST',
+      agent: false,
+      servername: '',
+      headers: { 'content-type': 'text/xml', 'content-length': Buffer.byteLength(body), host: 'localhost' },
+      timeout: timeoutMs,
+    }
     const text = await new Promise<string>((resolve, reject) => {
       const req = request(
-        {
-          socketPath: this.paths.socket,
-          path: '/RPC2',
-          method: 'POST',
-          agent: false,
-          headers: { 'content-type': 'text/xml', 'content-length': Buffer.byteLength(body), host: 'localhost' },
-          timeout: timeoutMs,
-        },
+        options,
         (res) => {
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))

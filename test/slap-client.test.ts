@@ -11,7 +11,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { AuthorizationError, ConfigError, ConnectionError, NotFoundError, ResourceNotReadyError, ServerError } from '../src/errors.ts'
 import { EXIT } from '../src/exit-codes.ts'
-import { formEncode, normalizeMasterUrl, SlapClient, type Computer, type ComputerPartition, type SoftwareInstance } from '../src/slap-client.ts'
+import { formEncode, normalizeMasterUrl, serverName, SlapClient, type Computer, type ComputerPartition, type SoftwareInstance } from '../src/slap-client.ts'
 import { dumps, isPyDict, loads, PyFloat, PyMap, SlapObject, Tuple, type PyDict, type PyValue } from '../src/slap-protocol.ts'
 import { SHARED_FIXTURES, tempDir } from './helpers.ts'
 
@@ -319,6 +319,11 @@ test('master URL: final slash, path prefix kept, bare IPv6 gets brackets, bad UR
   assert.is(normalizeMasterUrl('https://host/erp5/portal_slap'), 'https://host/erp5/portal_slap/')
   assert.is(normalizeMasterUrl('http://127.0.0.1:8080'), 'http://127.0.0.1:8080/')
   assert.is(normalizeMasterUrl('http://[::1]:8080/x'), 'http://[::1]:8080/x/')
+  // the TLS server name given to Node's agent: what it would derive itself (SNI only for names)
+  assert.is(serverName(new URL('https://slap.example.com:443/erp5/')), 'slap.example.com')
+  assert.is(serverName(new URL('https://10.0.0.1:8443/')), '')
+  assert.is(serverName(new URL('https://[fd00::1]:8443/')), '')
+  assert.is(serverName(new URL('http://slap.example.com/')), '')
   assert.throws(() => normalizeMasterUrl('ftp://x'), (e: unknown) => e instanceof ConfigError)
   assert.throws(() => normalizeMasterUrl('not a url'), (e: unknown) => e instanceof ConfigError)
   const s = await httpServer()
