@@ -57,7 +57,7 @@ $(DEB): dist/slapos $(wildcard packaging/*)
 	sh packaging/layout.sh build/deb dist/slapos
 	printf '%s\n' /etc/opt/slapos/slapos.cfg.example /etc/cron.d/slapos-node /etc/logrotate.d/slapos-node > build/deb/DEBIAN/conffiles
 	install -m 0755 packaging/postinst.sh build/deb/DEBIAN/postinst
-	printf 'Package: slapos\nVersion: $(VERSION)\nArchitecture: amd64\nMaintainer: SlapOS node tools <slapos@localhost>\nDepends: libc6 (>= 2.28), libstdc++6 (>= 6), supervisor, iproute2, procps, python3-zc.buildout\nRecommends: cron, logrotate\nSection: admin\nPriority: optional\nDescription: SlapOS node tools in one executable\n Local SlapOS Master (proxy), node (software, instance, report),\n machine preparation (format) and client commands, compatible with slapos.core.\n' > build/deb/DEBIAN/control
+	printf 'Package: slapos\nVersion: $(VERSION)\nArchitecture: amd64\nMaintainer: SlapOS node tools <slapos@localhost>\nDepends: libc6 (>= 2.28), libstdc++6 (>= 6), supervisor, iproute2, procps, util-linux, python3-zc.buildout\nRecommends: cron, logrotate\nSection: admin\nPriority: optional\nDescription: SlapOS node tools in one executable\n Local SlapOS Master (proxy), node (software, instance, report),\n machine preparation (format) and client commands, compatible with slapos.core.\n' > build/deb/DEBIAN/control
 	dpkg-deb --root-owner-group -Zxz --build build/deb $@
 
 rpm: $(RPM) ## Build the RPM package

@@ -161,14 +161,15 @@ export function cleanEnv(base: NodeJS.ProcessEnv, home: string): NodeJS.ProcessE
 }
 
 /**
- * Who a child runs as (§3.4 step 9). Not root: ourselves ({}). Root: the owner, unless the
- * owner is root (uid or gid 0), which the original refuses as too dangerous; we refuse too,
- * except with root_check = false (a standalone or development node kept by root), where the
- * child then runs as root. Supplementary groups are not set: node's spawn clears them.
+ * Who a child runs as (§3.4 step 9). Not root: ourselves ({}). Root: the owner with its
+ * supplementary groups (a partition user reads the software through the software user's
+ * group), unless the owner is root (uid or gid 0), which the original refuses as too
+ * dangerous; we refuse too, except with root_check = false (a standalone or development node
+ * kept by root), where the child then runs as root.
  */
-export function asUser(owner: Owner, rootCheck: boolean): { uid?: number; gid?: number } {
+export function asUser(owner: Owner, rootCheck: boolean): { uid?: number; gid?: number; groups?: number[] } {
   if (process.getuid?.() !== 0) return {}
-  if (owner.uid !== 0 && owner.gid !== 0) return { uid: owner.uid, gid: owner.gid }
+  if (owner.uid !== 0 && owner.gid !== 0) return { uid: owner.uid, gid: owner.gid, groups: owner.groups }
   if (!rootCheck) return {}
   throw new SlapError(`Refusing to run as root (uid ${owner.uid}, gid ${owner.gid}): too dangerous`, {
     code: 'E_ROOT_OWNER',

@@ -36,6 +36,8 @@ export interface PromiseOwner {
   gid: number
   name: string
   home: string
+  /** primary group first, then the supplementary ones (grid-common.ts Owner) */
+  groups?: number[]
 }
 
 export interface PromiseRun {
@@ -267,9 +269,9 @@ function titleOf(name: string): string {
 }
 
 /** Privileges of the promise: the partition owner when we are root (grid-common.ts asUser rules). */
-function dropTo(owner: PromiseOwner, rootCheck: boolean): { uid?: number; gid?: number } {
+function dropTo(owner: PromiseOwner, rootCheck: boolean): { uid?: number; gid?: number; groups?: number[] } {
   if (process.getuid?.() !== 0) return {}
-  if (owner.uid !== 0) return { uid: owner.uid, gid: owner.gid }
+  if (owner.uid !== 0) return { uid: owner.uid, gid: owner.gid, ...(owner.groups ? { groups: owner.groups } : {}) }
   if (!rootCheck) return {}
   throw new Error(`partition owned by root: refusing to run its promises as root (set root_check = false for a node owned by root)`)
 }

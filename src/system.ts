@@ -13,6 +13,12 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv
   uid?: number
   gid?: number
+  /**
+   * supplementary groups of the child, with uid/gid when we are root (node's spawn can only
+   * clear them: the child is started through util-linux `setpriv`, which sets them, then
+   * execs the command)
+   */
+  groups?: number[]
   /** bytes written to the child's stdin */
   input?: string
   /** kill the child after this many milliseconds */
@@ -54,15 +60,16 @@ export const realRunner: Runner = {
         reject(new Error('empty command'))
         return
       }
+      const drop = privilegeDrop(opts)
       // spawn forks synchronously: the child inherits this umask, then ours is restored
       const savedUmask = opts.umask === undefined ? undefined : process.umask(opts.umask)
       let child: ChildProcess
       try {
-        child = childProcess().spawn(cmd, args, {
+        child = childProcess().spawn(drop.argv[0] ?? cmd, [...drop.argv.slice(1), ...(drop.argv.length ? [cmd] : []), ...args], {
           cwd: opts.cwd,
           env: opts.env ?? process.env,
-          uid: opts.uid,
-          gid: opts.gid,
+          uid: drop.uid,
+          gid: drop.gid,
           detached: opts.processGroup === true,
           stdio: opts.interactive ? 'inherit' : [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
         })
@@ -114,6 +121,38 @@ export const realRunner: Runner = {
       })
     })
   },
+}
+
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv']
+let setprivPath: string | null | undefined
+
+/**
+ * How to become opts.uid/gid with opts.groups: spawn's own uid/gid when there is no
+ * supplementary group to set (or we are not root, or setpriv is missing: the groups are then
+ * cleared, as node does), else a `setpriv` prefix that sets all three and execs the command.
+ */
+export function privilegeDrop(opts: Pick<RunOptions, 'uid' | 'gid' | 'groups'>, setpriv: () => string | null = findSetpriv): { argv: string[]; uid?: number; gid?: number } {
+  const { uid, gid, groups } = opts
+  const extra = (groups ?? []).filter((g) => g !== gid)
+  if (uid === undefined || gid === undefined || extra.length === 0 || process.getuid?.() !== 0) return { argv: [], uid, gid }
+  const path = setpriv()
+  if (path === null) return { argv: [], uid, gid }
+  return { argv: [path, `--reuid=${uid}`, `--regid=${gid}`, `--groups=${[gid, ...extra].join(',')}`, '--'] }
+}
+
+function findSetpriv(): string | null {
+  if (setprivPath === undefined) {
+    const { accessSync, constants } = process.getBuiltinModule('node:fs')
+    setprivPath = SETPRIV.find((p) => {
+      try {
+        accessSync(p, constants.X_OK)
+        return true
+      } catch {
+        return false
+      }
+    }) ?? null
+  }
+  return setprivPath
 }
 
 function killGroup(pgid: number, signal: NodeJS.Signals): void {

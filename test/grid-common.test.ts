@@ -10,7 +10,7 @@ import { ConfigFile, loadNodeConfig } from '../src/config.ts'
 import { LockedError, SlapError } from '../src/errors.ts'
 import { asUser, cleanEnv, md5hex, ownerOf, type Owner } from '../src/grid-common.ts'
 import { acquirePidfile } from '../src/pidfile.ts'
-import { realRunner } from '../src/system.ts'
+import { privilegeDrop, realRunner } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 import { buildoutShim, renderSoftwareRelease } from './node-helpers.ts'
 
@@ -78,10 +78,42 @@ test('asUser: root drops to the owner; root-owned refused unless root_check = fa
     assert.equal(asUser(nobody, true), {})
     return
   }
-  assert.equal(asUser(nobody, true), { uid: 65534, gid: 65534 })
+  assert.equal(asUser(nobody, true), { uid: 65534, gid: 65534, groups: [65534] })
+  assert.equal(asUser({ ...nobody, groups: [65534, 4242] }, true), { uid: 65534, gid: 65534, groups: [65534, 4242] })
   assert.equal(asUser(root, false), {})
   assert.throws(() => asUser(root, true), (e: unknown) => e instanceof SlapError && /too dangerous/.test(e.message))
   assert.throws(() => asUser({ ...nobody, gid: 0 }, true), /too dangerous/)
+})
+
+test('privilegeDrop: setpriv only for supplementary groups, as root, when it is there', () => {
+  const found = () => '/usr/bin/setpriv'
+  const drop = { uid: 1001, gid: 1001, groups: [1001, 1000, 27] }
+  if (isRoot) {
+    assert.equal(privilegeDrop(drop, found), { argv: ['/usr/bin/setpriv', '--reuid=1001', '--regid=1001', '--groups=1001,1000,27', '--'] })
+    // no supplementary group: spawn's own uid/gid (which clears them) is the same thing
+    assert.equal(privilegeDrop({ uid: 1001, gid: 1001, groups: [1001] }, found), { argv: [], uid: 1001, gid: 1001 })
+    // no setpriv on this system: the groups are cleared, as before
+    assert.equal(privilegeDrop(drop, () => null), { argv: [], uid: 1001, gid: 1001 })
+  } else assert.equal(privilegeDrop(drop, found), { argv: [], uid: 1001, gid: 1001 })
+  assert.equal(privilegeDrop({}, found), { argv: [], uid: undefined, gid: undefined })
+})
+
+test('as root, a child gets the uid, gid and supplementary groups it is given (setpriv), cwd and umask kept', async () => {
+  if (!isRoot) return
+  const dir = tempDir()
+  try {
+    chmodSync(dir, 0o755)
+    const r = await realRunner.run(['/bin/sh', '-c', 'id -u; id -g; id -G; pwd; umask'], { uid: 65534, gid: 65534, groups: [65534, 4242, 4343], cwd: dir, umask: 0o027 })
+    assert.is(r.code, 0, r.stderr)
+    const [uid, gid, groups, cwd, umask] = r.stdout.trim().split('\n')
+    assert.equal([uid, gid, cwd, umask], ['65534', '65534', dir, '0027'])
+    assert.equal((groups ?? '').split(' ').sort(), ['4242', '4343', '65534'])
+    // without supplementary groups: none at all (not root's)
+    const plain = await realRunner.run(['id', '-G'], { uid: 65534, gid: 65534, groups: [65534] })
+    assert.is(plain.stdout.trim(), '65534')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 test('pidfile: written without newline, released at the end; a live slapos holder gives LockedError (exit 10)', async () => {
