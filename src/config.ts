@@ -224,6 +224,71 @@ export interface NodeConfig {
   watchdogCommand: string
   /** [slapformat] partition_base_name, used by boot and report */
   partitionBaseName: string
+  /** the binary cache keys (grid.md §1.3), [networkcache] over [slapos] */
+  networkcache: NetworkcacheConfig
+}
+
+/**
+ * `[networkcache]` keys of the binary cache (grid.md §1.3, §3.3). They are read from the
+ * merged [slapos] + [networkcache] keys, [networkcache] winning, as the original's
+ * merged_options. Empty values count as unset.
+ */
+export interface NetworkcacheConfig {
+  downloadBinaryCacheUrl?: string | undefined
+  downloadBinaryDirUrl?: string | undefined
+  uploadBinaryCacheUrl?: string | undefined
+  uploadBinaryDirUrl?: string | undefined
+  /** signs uploaded entries (also spelt signature_private_key_file, and --signature_private_key_file) */
+  signaturePrivateKeyFile?: string | undefined
+  /** PEM texts of the trusted certificates; undefined when the key is absent */
+  signatureCertificateList?: string[] | undefined
+  shacacheCaFile?: string | undefined
+  shacacheCertFile?: string | undefined
+  shacacheKeyFile?: string | undefined
+  shadirCaFile?: string | undefined
+  shadirCertFile?: string | undefined
+  shadirKeyFile?: string | undefined
+  /** URL prefixes never downloaded from the binary cache (binary-cache-url-blacklist as fallback) */
+  downloadBlacklist: string[]
+  /** URL prefixes never uploaded */
+  uploadBlacklist: string[]
+  /** URL prefixes that must come from the binary cache: never built here */
+  forceUrlList: string[]
+}
+
+/** The binary cache view of merged [slapos] + [networkcache] keys (see NetworkcacheConfig). */
+export function networkcacheConfig(flat: Map<string, string>): NetworkcacheConfig {
+  const str = (k: string) => flat.get(k)?.trim() || undefined
+  const lines = (k: string) => (flat.get(k) ?? '').split('\n').map((l) => l.trim()).filter(Boolean)
+  const certs = flat.get('signature-certificate-list')
+  const downloadBlacklist = lines('download-from-binary-cache-url-blacklist')
+  return {
+    downloadBinaryCacheUrl: str('download-binary-cache-url'),
+    downloadBinaryDirUrl: str('download-binary-dir-url'),
+    uploadBinaryCacheUrl: str('upload-binary-cache-url'),
+    uploadBinaryDirUrl: str('upload-binary-dir-url'),
+    signaturePrivateKeyFile: str('signature-private-key-file') ?? str('signature_private_key_file'),
+    signatureCertificateList: certs === undefined ? undefined : splitCertificates(certs),
+    shacacheCaFile: str('shacache-ca-file'),
+    shacacheCertFile: str('shacache-cert-file'),
+    shacacheKeyFile: str('shacache-key-file'),
+    shadirCaFile: str('shadir-ca-file'),
+    shadirCertFile: str('shadir-cert-file'),
+    shadirKeyFile: str('shadir-key-file'),
+    downloadBlacklist: downloadBlacklist.length ? downloadBlacklist : lines('binary-cache-url-blacklist'),
+    uploadBlacklist: lines('upload-to-binary-cache-url-blacklist'),
+    forceUrlList: lines('download-from-binary-cache-force-url-list'),
+  }
+}
+
+/** `signature-certificate-list`: split on the BEGIN marker, each piece given the marker back. */
+export function splitCertificates(text: string): string[] {
+  const marker = '-----BEGIN CERTIFICATE-----'
+  return text
+    .split(marker)
+    .map((q) => q.trim())
+    .filter(Boolean)
+    .map((q) => `${marker}\n${q}`)
 }
 
 export const NODE_DEFAULTS = {
@@ -286,6 +351,7 @@ export function loadNodeConfig(file: ConfigFile, overrides: Record<string, strin
     buildTimePartList: view.list('slapos', 'build_time_part_list'),
     watchdogCommand: view.get('slapos', 'watchdog_command')?.trim() || NODE_DEFAULTS.watchdogCommand,
     partitionBaseName: file.str('slapformat', 'partition_base_name', NODE_DEFAULTS.partitionBaseName),
+    networkcache: networkcacheConfig(flat),
   }
 }
 

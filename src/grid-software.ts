@@ -5,23 +5,27 @@
 // One software release, as the master asks (state) and as the disk says (.completed):
 //
 //   available, no .completed (or --force)
-//       building ──> buildout ──ok──> available ──> write .completed      result: installed
-//                        └─fails──> softwareReleaseError (the output)      result: failed
+//       building ──> binary cache ──ok─────────────> available ──> write .completed
+//                     (directory absent)                                   result: installed
+//                        └─not there──> buildout ──ok──> upload ──> available ──> .completed
+//                        └─forced URL──> softwareReleaseError               result: failed
+//                                           └─fails──> softwareReleaseError result: failed
 //   available, .completed ──> nothing, no master call at all               result: up-to-date
 //   destroyed ──> remove <software_root>/<md5>/ ──> destroyed              result: destroyed
 //   not in --only-sr ──> nothing                                           result: skipped
 //
 // Failures stay per software release (the original's "bulletproof" loop): one that fails is
-// reported and counted, the next one is still processed. Not implemented: the binary cache
-// (§3.3; every software release is built), the git revision comment in buildout.cfg, managers.
+// reported and counted, the next one is still processed. The binary cache is networkcache.ts.
+// Not implemented: the git revision comment in buildout.cfg, managers.
 import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { BuildoutError, buildoutFailure, runBuildout } from './buildout.ts'
 import type { Ctx } from './context.ts'
 import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun } from './grid-common.ts'
 import type { Logger } from './log.ts'
+import { downloadSoftware, uploadSoftware } from './networkcache.ts'
 import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
 
 export interface SoftwareOptions {
@@ -206,11 +210,39 @@ interface InstallJob {
   abort?: AbortSignal | undefined
 }
 
-/** §3.2 and §3.4 without the binary cache: directories, .netrc, buildout.cfg, then buildout as the owner. */
+/**
+ * §3.2: the binary cache when the directory is absent, else (unless the URL must come from
+ * the cache) buildout, then the upload of what was built.
+ */
 async function installSoftware(run: NodeRun, job: InstallJob): Promise<void> {
   const { cfg } = run
-  const { path } = job
+  const { path, url } = job
+  const nc = cfg.networkcache
   checkFreeSpace(path, run.settings.get('software_min_free_space') ?? '1000M')
+  const forced = nc.forceUrlList.find((p) => url.startsWith(p))
+  if (forced !== undefined) job.log.debug(`Binary cache forced for '${url}' because of match '${forced}'`)
+  const cacheJob = { cfg: nc, url, hash: basename(path), softwareRoot: cfg.softwareRoot, runner: job.ctx.runner, env: job.ctx.env, log: job.log }
+  if (!existsSync(path) && (await downloadSoftware(cacheJob))) return
+  if (forced !== undefined) {
+    const message = existsSync(path)
+      ? `Binary cache forced for '${url}', but directory ${path} already exists, will retry again`
+      : `Binary cache forced for '${url}', but failed to download, will retry again`
+    job.log.error(message)
+    throw new SlapError(message, { code: 'E_BINARY_CACHE_FORCED' })
+  }
+  await buildSoftware(run, job)
+  if (!nc.uploadBinaryCacheUrl || !nc.uploadBinaryDirUrl || existsSync(join(path, '.shared'))) return
+  if (nc.uploadBlacklist.some((p) => url.startsWith(p))) {
+    job.log.info("Can't upload to binary cache: Software Release URL is blacklisted.")
+    return
+  }
+  await uploadSoftware({ ...cacheJob, abort: job.abort })
+}
+
+/** §3.4: directories, .netrc, buildout.cfg, then buildout as the owner. */
+async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
+  const { cfg } = run
+  const { path } = job
   const root = process.getuid?.() === 0
   const owner = ownerOf(cfg.softwareRoot)
   const own = (p: string) => {
