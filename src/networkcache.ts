@@ -272,14 +272,18 @@ export async function downloadSoftware(job: DownloadJob): Promise<boolean> {
       break
     }
     if (!found) {
-      log.info(`Failed to download from network cache ${url}: no trusted archive for ${machine.multiarch} ${JSON.stringify(machine.os)}`)
+      const why = rejected.length ? ` (${rejected.slice(0, 3).join('; ')}${rejected.length > 3 ? '; ...' : ''})` : ''
+      log.info(`Failed to download from network cache ${url}: no trusted archive for ${machine.multiarch} ${JSON.stringify(machine.os)}${why}`)
       return false
     }
     log.info('Extracting archive of cached software release...')
     await extractArchive(archive, job.softwareRoot, hash, work, job.runner, job.env)
     return true
   } catch (e) {
-    log.info(`Failed to download from network cache ${url}: ${e instanceof Error ? e.message : String(e)}`)
+    // a signed archive that tries to write elsewhere is worth an operator's attention
+    const line = `Failed to download from network cache ${url}: ${e instanceof Error ? e.message : String(e)}`
+    if (e instanceof RefusedArchive) log.warning(line)
+    else log.info(line)
     return false
   } finally {
     if (work) rmSync(work, { recursive: true, force: true })
@@ -300,7 +304,7 @@ export async function extractArchive(archive: string, softwareRoot: string, hash
   if (members.length === 0) throw new Error('the archive is empty')
   for (const m of members) {
     const bad = badMember(m, hash)
-    if (bad) throw new Error(`refused archive: ${bad}`)
+    if (bad) throw new RefusedArchive(`refused archive: ${bad}`)
   }
   const tree = join(work, 'tree')
   rmSync(tree, { recursive: true, force: true })
@@ -435,6 +439,9 @@ interface RequestOptions {
   /** a text sent as the body */
   data?: string
 }
+
+/** An archive with a member that would land outside `<software_root>/<md5>/`. */
+export class RefusedArchive extends Error {}
 
 export class HttpError extends Error {
   constructor(res: IncomingMessage, body: Buffer) {
