@@ -75,6 +75,13 @@ export function osMatches(a: readonly string[], b: readonly string[]): boolean {
 
 /** An entry's JSON text; entries older than `multiarch` (machine x86_64, os as a Python tuple string) are converted. Throws when unusable. */
 export function loadEntry(text: string): CacheEntry {
+  const entry = readEntry(text)
+  if (typeof entry.sha512 !== 'string' || entry.sha512 === '') throw new Error('entry has no sha512')
+  return entry
+}
+
+/** loadEntry without the sha512 check: what `cachelookup binary-sr` shows. */
+export function readEntry(text: string): CacheEntry {
   const entry = JSON.parse(text) as Record<string, unknown>
   if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw new Error('entry is not an object')
   if (!('multiarch' in entry) && entry.machine === 'x86_64') {
@@ -82,7 +89,6 @@ export function loadEntry(text: string): CacheEntry {
     entry.os = parsePythonTuple(String(entry.os))
   }
   if (typeof entry.multiarch !== 'string') throw new Error('entry has no multiarch')
-  if (typeof entry.sha512 !== 'string' || entry.sha512 === '') throw new Error('entry has no sha512')
   return entry as CacheEntry
 }
 
@@ -444,8 +450,10 @@ interface RequestOptions {
 export class RefusedArchive extends Error {}
 
 export class HttpError extends Error {
+  readonly status: number
   constructor(res: IncomingMessage, body: Buffer) {
     super(`HTTP Error ${res.statusCode}: ${res.statusMessage ?? ''}${body.length ? ` (${body.toString('utf8').slice(0, 200).trim()})` : ''}`)
+    this.status = res.statusCode ?? 0
   }
 }
 

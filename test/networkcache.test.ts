@@ -520,4 +520,28 @@ test('no upload for a .shared release, a blacklisted URL, or a key without its c
     ),
   ))
 
+test('slapos cachelookup binary-sr: every entry with compatible? and verified?, by URL or md5; 404 exits 1', () =>
+  withCacheNode(downloadKeys, async (c) => {
+    const archive = makeArchive(c.node.dir, c.hash)
+    c.publish(archive, c.other, (sha) => entryText(sha, { multiarch: LOCAL.multiarch, os: ['plan9', '4', ''] }, c.node.srUrl))
+    c.publish(archive, c.trusted)
+    for (const what of [c.node.srUrl, c.hash]) {
+      const r = await c.node.run(['cachelookup', 'binary-sr', what, '--log-time'])
+      assert.is(r.code, 0, r.stderr)
+      const lines = r.stderr.split('\n').map((l) => l.replace(/^slapos\[\d+\] INFO /, ''))
+      assert.ok(lines.includes(`Software URL: ${c.node.srUrl}`), r.stderr)
+      assert.ok(lines.includes(`MD5:          ${c.hash}`))
+      const rows = lines.filter((l) => / (yes|no) +(yes|no) *$/.test(l)).map((l) => l.trim().split(/ +/))
+      assert.equal(rows, [
+        [LOCAL.multiarch, 'plan9', '4', 'no', 'no'],
+        [LOCAL.multiarch, ...LOCAL.os.filter(Boolean), 'yes', 'yes'],
+      ].sort((a, b) => (a.join(' ') < b.join(' ') ? -1 : 1)))
+      assert.ok(lines.some((l) => /^ +multiarch +distribution +version +id +compatible\? +verified\? $/.test(l)), r.stderr)
+    }
+    c.reset()
+    const missing = await c.node.run(['cachelookup', 'binary-sr', c.node.srUrl])
+    assert.is(missing.code, 1)
+    assert.match(missing.stderr, `Software release not found in binary cache: ${c.node.srUrl}`)
+  }))
+
 test.run()

@@ -5,6 +5,12 @@ import type { CommandSpec } from '../cli.ts'
 
 export const COMMANDS: CommandSpec[] = [
   {
+    name: 'cachelookup binary-sr',
+    group: 'cachelookup',
+    summary: 'perform a query to the networkcache',
+    load: () => import('./cachelookup-binary-sr.ts'),
+  },
+  {
     name: 'complete',
     group: 'other',
     summary: 'Generate shell completions.',
