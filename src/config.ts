@@ -396,7 +396,9 @@ export function loadProxyConfig(
   need: ('port' | 'computer_id')[] = ['port', 'computer_id'],
 ): ProxyConfig {
   const flat = new Map<string, string>()
-  for (const section of ['slapproxy', 'slapos']) for (const [k, v] of file.section(section)) if (!flat.get(k)) flat.set(k, v)
+  // [slapproxy] and [slapos] in the order of the file: the first to give a key a value wins
+  const order = [...file.sections.keys()].filter((n) => n === 'slapproxy' || n === 'slapos')
+  for (const section of order) for (const [k, v] of file.section(section)) if (!flat.get(k)) flat.set(k, v)
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') flat.set(k, String(v))
   const view = new ConfigFile(file.path, new Map([['slapproxy', flat]]))
   const databaseUri = flat.get('database_uri')?.trim()

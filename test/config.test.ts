@@ -4,7 +4,7 @@ import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ConfigFile, configPath, loadNodeConfig, parseIni } from '../src/config.ts'
+import { ConfigFile, configPath, loadNodeConfig, loadProxyConfig, parseIni } from '../src/config.ts'
 import { ConfigError } from '../src/errors.ts'
 import { tempDir } from './helpers.ts'
 
@@ -32,6 +32,17 @@ test('multi-line values, comments, case of keys, [DEFAULT], interpolation', () =
   assert.is(p.get('pct'), '100%')
   assert.is(p.get('path'), '/srv/slapgrid')
   assert.is(p.get('root'), '/srv')
+})
+
+test('proxy view: [slapproxy] and [slapos] merged in file order, the first value of a key wins', () => {
+  const proxy = (text: string) => loadProxyConfig(new ConfigFile('/etc/p.cfg', parseIni(text)))
+  const slaposFirst = proxy('[slapos]\ncomputer_id = a\nport = 1000\n[slapproxy]\nport = 2000\ndatabase_uri = /tmp/p.db\ncomputer_id = b\n')
+  assert.equal([slaposFirst.port, slaposFirst.computerId], [1000, 'a'])
+  const proxyFirst = proxy('[slapproxy]\nport = 2000\ndatabase_uri = /tmp/p.db\ncomputer_id = b\n[slapos]\ncomputer_id = a\nport = 1000\n')
+  assert.equal([proxyFirst.port, proxyFirst.computerId], [2000, 'b'])
+  // an empty value does not count: the other section gives it
+  const empty = proxy('[slapproxy]\nport =\ndatabase_uri = /tmp/p.db\n[slapos]\ncomputer_id = a\nport = 1000\n')
+  assert.is(empty.port, 1000)
 })
 
 test('duplicates and a bad % are refused with the file and key named', () => {
