@@ -1,7 +1,7 @@
 // The binary cache of `slapos node software` (spec grid.md §3.3): instead of building a
 // Software Release for hours, download a pre-built archive of `<software_root>/<md5(url)>`
 // that a trusted builder signed; after a successful build, publish ours. Used by
-// grid-software.ts (and by `slapos cachelookup binary-sr`).
+// grid-software.ts (and, for the look-up and the signature check, by the `slapos cachelookup` commands).
 //
 // The wire is the one of the shadir/shacache servers:
 //
@@ -112,6 +112,27 @@ export function verifySignature(content: string, signature: string, certificates
     }
   }
   return false
+}
+
+/** A shadir entry as the `cachelookup` commands list it: its JSON text, and whether a trusted certificate signed it. */
+export interface ListedEntry {
+  text: string
+  verified: boolean
+}
+
+/**
+ * Every [entry, signature] pair of a directory answer, trusted or not, in its order, each with
+ * whether one of the certificates verifies its signature (libnetworkcache's unfiltered
+ * `select_generic`, as `download_entry_list` gives it). Throws when the answer is not a list of pairs.
+ */
+export function listEntries(answer: unknown, certificates: readonly X509Certificate[]): ListedEntry[] {
+  if (!Array.isArray(answer) || !answer.every((x) => Array.isArray(x) && typeof x[0] === 'string')) {
+    throw new Error('the directory answer is not a list of [entry, signature]')
+  }
+  return (answer as Array<[string, unknown]>).map(([text, signature]) => ({
+    text,
+    verified: verifySignature(text, typeof signature === 'string' ? signature : '', certificates),
+  }))
 }
 
 /**
