@@ -21,10 +21,11 @@ export const ofetchCore: Plugin = {
   },
 }
 
-// string-width (used by yargs for help layout) makes an Intl.Segmenter and five Unicode
-// property regular expressions when it is loaded: ICU's break data and character sets, ~20 ms
-// at every start, although a command line that is not asking for help never measures a
-// string, and help text (ASCII) takes string-width's fast path. Make each on first use.
+// string-width (used by yargs and cliui for help layout, in two versions) makes an
+// Intl.Segmenter and Unicode property regular expressions when it is loaded: ICU's break data
+// and character sets, ~20 ms at every start, although a command line that is not asking for
+// help never measures a string, and help text (ASCII) needs none of them. Make each on first
+// use, and give the older version the ASCII fast path of the newer one.
 export const lazyStringWidth: Plugin = {
   name: 'lazy-string-width',
   setup(b) {
@@ -41,6 +42,10 @@ export const lazyStringWidth: Plugin = {
         return `let ${name}$; const ${name}_ = () => (${name}$ ??= new RegExp(${JSON.stringify(re.source)}, ${JSON.stringify(re.flags)}));`
       })
       for (const name of names) text = text.replace(new RegExp(`\\b${name}\\b(?![$_])`, 'g'), `${name}_()`)
+      // string-width 7 (cliui's own copy) has no fast path: every help line went through the
+      // segmenter. Printable ASCII is one column per character there too.
+      const slow = '\tlet width = 0;\n\tconst eastAsianWidthOptions'
+      if (text.includes(slow)) text = text.replace(slow, `\tif (/^[\\x20-\\x7E]*$/.test(string)) {\n\t\treturn string.length;\n\t}\n\n${slow}`)
       return { contents: text, loader: 'js' }
     })
   },

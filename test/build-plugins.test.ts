@@ -10,6 +10,8 @@ import * as assert from 'uvu/assert'
 import { lazyAssert, lazyStringWidth } from '../scripts/esbuild-plugins.ts'
 import { tempDir } from './helpers.ts'
 
+const SAMPLES = ['', 'abc', 'slapos node instance', '日本語', 'ｶﾞ', '한국어', 'e\u0301', '👍', '👍🏽', '1\u20E3', '👨‍👩‍👧', '\u001b[31mred\u001b[0m', '\t', 'a\u200bb', '☺\ufe0f', '🇫🇷']
+
 /** Bundles `code` (resolved from the project) with `plugin`; returns the output path and text. */
 async function bundle(code: string, plugin: Plugin): Promise<{ path: string; text: string }> {
   const path = join(tempDir('slapos-plugins-'), 'out.mjs')
@@ -25,8 +27,21 @@ test('lazy-string-width: applies, creates nothing when loaded, and measures as s
   assert.not.match(text, /^\s*const \w+Regex = \//m, 'every regular expression is made on first use')
   assert.match(text, /rgiEmojiRegex_\(\)/)
   const { default: lazy } = (await import(path)) as { default: (s: string) => number }
-  const samples = ['', 'abc', 'slapos node instance', '日本語', 'ｶﾞ', '한국어', 'e\u0301', '👍', '👍🏽', '1\u20E3', '👨‍👩‍👧', '\u001b[31mred\u001b[0m', '\t', 'a\u200bb', '☺\ufe0f', '🇫🇷']
-  for (const s of samples) assert.is(lazy(s), stringWidth(s), JSON.stringify(s))
+  for (const s of SAMPLES) assert.is(lazy(s), stringWidth(s), JSON.stringify(s))
+})
+
+test("lazy-string-width: cliui's own string-width 7 gets the ASCII fast path and measures as before", async () => {
+  const path7 = join(process.cwd(), 'node_modules', 'cliui', 'node_modules', 'string-width', 'index.js')
+  const { path, text } = await bundle(`export { default } from ${JSON.stringify(path7)}`, lazyStringWidth)
+  assert.match(text, /return string\.length;/)
+  assert.not.match(text, /const segmenter = new Intl\.Segmenter\(\);/)
+  const { default: lazy } = (await import(path)) as { default: (s: string, o?: object) => number }
+  const { default: original } = (await import(path7)) as { default: (s: string, o?: object) => number }
+  for (const s of [...SAMPLES, '  --jobs  number of partitions processed at the same time  [number] [default: 1]', '\u007f', 'a\u0085b']) {
+    assert.is(lazy(s), original(s), JSON.stringify(s))
+    assert.is(lazy(s, { ambiguousIsNarrow: false }), original(s, { ambiguousIsNarrow: false }), JSON.stringify(s))
+    assert.is(lazy(s, { countAnsiEscapeCodes: true }), original(s, { countAnsiEscapeCodes: true }), JSON.stringify(s))
+  }
 })
 
 test('lazy-assert: applies, and the bundled yargs still parses and rejects', async () => {
