@@ -378,6 +378,25 @@ export interface ProxyConfig {
   logFile?: string | undefined
   publicDirectoryPath?: string | undefined
   multimaster: MultimasterEntry[]
+  /** the shacache/shadir proxy of /shacache/ (proxy.md §10.4) */
+  shacache: ShacacheConfig
+}
+
+/**
+ * `shacache_*` keys of the proxy configuration. The proxy works only with both directories;
+ * without an upstream URL, what is not stored locally is 404. Each key is also read in the
+ * dashed spelling (`shacache-content-directory`) that the original's example file and its
+ * `configure local --enable-shacache-proxy` write; the underscore spelling wins.
+ */
+export interface ShacacheConfig {
+  /** archives, one file per sha512 */
+  contentDirectory?: string | undefined
+  /** shadir entries, one JSON file per key */
+  metadataDirectory?: string | undefined
+  /** read and kept like the original's, which never uses it either */
+  signingKeyPath?: string | undefined
+  upstreamCacheUrl?: string | undefined
+  upstreamDirUrl?: string | undefined
 }
 
 export const PROXY_DEFAULTS = {
@@ -438,6 +457,22 @@ export function loadProxyConfig(
     logFile: flat.get('log_file')?.trim() || undefined,
     publicDirectoryPath: flat.get('public_directory_path')?.trim() || undefined,
     multimaster,
+    shacache: shacacheConfig(flat),
+  }
+}
+
+function shacacheConfig(flat: Map<string, string>): ShacacheConfig {
+  const get = (key: string) => flat.get(key)?.trim() || flat.get(key.replace(/_/g, '-'))?.trim() || undefined
+  const path = (key: string) => {
+    const v = get(key)
+    return v === undefined ? undefined : resolve(expandUser(v))
+  }
+  return {
+    contentDirectory: path('shacache_content_directory'),
+    metadataDirectory: path('shacache_metadata_directory'),
+    signingKeyPath: path('shacache_signing_key_path'),
+    upstreamCacheUrl: get('shacache_upstream_cache_url'),
+    upstreamDirUrl: get('shacache_upstream_dir_url'),
   }
 }
 
