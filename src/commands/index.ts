@@ -11,6 +11,18 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./cachelookup-binary-sr.ts'),
   },
   {
+    name: 'cachelookup pypi',
+    group: 'cachelookup',
+    summary: 'perform a query to the networkcache.',
+    load: () => import('./cachelookup-pypi.ts'),
+  },
+  {
+    name: 'cachelookup url',
+    group: 'cachelookup',
+    summary: 'perform a query to the networkcache.',
+    load: () => import('./cachelookup-url.ts'),
+  },
+  {
     name: 'complete',
     group: 'other',
     summary: 'Generate shell completions.',
