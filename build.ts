@@ -1,7 +1,7 @@
 // Bundles src/main.ts into one CommonJS file that Node's SEA embeds (see Makefile).
 import { build } from 'esbuild'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { lazyAssert, lazyStringWidth, ofetchCore } from './scripts/esbuild-plugins.ts'
+import { lazyStringWidth, ofetchCore, yargsShim } from './scripts/esbuild-plugins.ts'
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }
 await build({
@@ -17,7 +17,7 @@ await build({
   legalComments: 'none',
   minifyWhitespace: true,
   minifySyntax: true,
-  plugins: [ofetchCore, lazyStringWidth, lazyAssert],
+  plugins: [ofetchCore, lazyStringWidth, yargsShim],
   logLevel: 'warning',
 })
 

@@ -51,22 +51,28 @@ export const lazyStringWidth: Plugin = {
   },
 }
 
-// yargs' platform shim imports node:assert (with its diff and colour helpers) for two checks
-// it makes on every parse: make the comparison here (assert's strict equality is Object.is)
-// and load node:assert only to throw its error when a check fails.
-export const lazyAssert: Plugin = {
-  name: 'lazy-assert',
+// yargs' platform shim:
+// - imports node:assert (with its diff and colour helpers) for two checks it makes on every
+//   parse: make the comparison here (assert's strict equality is Object.is) and load
+//   node:assert only to throw its error when a check fails;
+// - looks for a package.json (its default --version and package.json settings, neither used
+//   here) by reading every directory from the executable's up to /: /usr/bin alone holds
+//   thousands of names. Look only next to the executable.
+export const yargsShim: Plugin = {
+  name: 'yargs-shim',
   setup(b) {
     b.onLoad({ filter: /[\\/]yargs[\\/]lib[\\/]platform-shims[\\/]esm\.mjs$/ }, (args) => {
-      const text = readFileSync(args.path, 'utf8')
+      let text = readFileSync(args.path, 'utf8')
       const eager = "import { notStrictEqual, strictEqual } from 'assert'"
-      if (!text.includes(eager)) return undefined
+      const scan = 'findUp: escalade,'
+      if (!text.includes(eager) || !text.includes(scan)) return undefined
       const lazy = [
         "const assert$ = () => process.getBuiltinModule('node:assert')",
         'const notStrictEqual = (a, b, m) => { if (Object.is(a, b)) assert$().notStrictEqual(a, b, m) }',
         'const strictEqual = (a, b, m) => { if (!Object.is(a, b)) assert$().strictEqual(a, b, m) }',
       ].join('\n')
-      return { contents: text.replace(eager, lazy), loader: 'js' }
+      text = text.replace(eager, lazy).replace(scan, "findUp: (dir) => join(dir, 'package.json'),")
+      return { contents: text, loader: 'js' }
     })
   },
 }

@@ -7,7 +7,7 @@ import { build, type Plugin } from 'esbuild'
 import stringWidth from 'string-width'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { lazyAssert, lazyStringWidth } from '../scripts/esbuild-plugins.ts'
+import { lazyStringWidth, yargsShim } from '../scripts/esbuild-plugins.ts'
 import { tempDir } from './helpers.ts'
 
 const SAMPLES = ['', 'abc', 'slapos node instance', '日本語', 'ｶﾞ', '한국어', 'e\u0301', '👍', '👍🏽', '1\u20E3', '👨‍👩‍👧', '\u001b[31mred\u001b[0m', '\t', 'a\u200bb', '☺\ufe0f', '🇫🇷']
@@ -44,9 +44,11 @@ test("lazy-string-width: cliui's own string-width 7 gets the ASCII fast path and
   }
 })
 
-test('lazy-assert: applies, and the bundled yargs still parses and rejects', async () => {
-  const { path, text } = await bundle("export { default } from 'yargs'", lazyAssert)
+test('yargs-shim: applies, and the bundled yargs still parses, rejects and renders help', async () => {
+  const { path, text } = await bundle("export { default } from 'yargs'", yargsShim)
   assert.not.match(text, /from "assert"|require\("assert"\)/)
+  // package.json is looked for next to the program only, not in every directory up to /
+  assert.match(text, /findUp: \(dir\) => join\d*\(dir, "package\.json"\)/)
   const { default: yargs } = (await import(path)) as { default: typeof import('yargs').default }
   const argv = await yargs(['--jobs', '3']).option('jobs', { type: 'number' }).strict().exitProcess(false).parseAsync()
   assert.is(argv.jobs, 3)
@@ -59,6 +61,8 @@ test('lazy-assert: applies, and the bundled yargs still parses and rejects', asy
     })
     .parseAsync()
   assert.match(failed, /Unknown argument: nope/)
+  const help = await yargs([]).scriptName('slapos x').option('jobs', { type: 'number', describe: 'partitions at a time' }).version(false).getHelp()
+  assert.match(help, /--jobs\s+partitions at a time\s+\[number\]/)
 })
 
 test.run()
