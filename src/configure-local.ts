@@ -3,6 +3,7 @@
 // or network changes). The pure part, planLocal(), says which files and directories make
 // the node; configureLocal() writes them and, unless told not to, brings the node up.
 // Called by src/commands/configure-local.ts.
+import { generateKeyPairSync } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs'
 import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
@@ -35,6 +36,12 @@ export interface LocalOptions {
   home: string
   /** how to run this program (written into the proxy's supervisord entry and cron lines) */
   self: string[]
+  /**
+   * --enable-shacache-proxy: the local master also serves /shacache/ from
+   * `<instance root>/shacache` (upstream: the public caches), and the node's [networkcache]
+   * downloads go through it
+   */
+  shacacheProxy?: boolean | undefined
 }
 
 export interface PlannedFile {
@@ -59,6 +66,8 @@ export interface LocalPlan {
   cronFile?: string | undefined
   /** symbolic link made only when nothing is at `path` */
   clientLink?: { path: string; target: string } | undefined
+  /** RSA private key made when missing (mode 0600): the shacache proxy's signing key */
+  signingKey?: string | undefined
 }
 
 /** Everything configure local writes, from its options. Pure. */
@@ -108,14 +117,35 @@ export function planLocal(o: LocalOptions): LocalPlan {
     ...(base ? { alter_user: 'false', alter_network: 'false', root_check: 'false' } : {}),
   })
   if (base) node = setKeys(node, 'collect', { pid_folder: join(instanceRoot, 'var', 'run') })
-  node = setKeys(node, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
+  // Like the original's --enable-shacache-proxy: the proxy's own cache under the instance root,
+  // filled from the public caches, and every download of the node through it.
+  const shacacheDir = join(instanceRoot, 'shacache')
+  const signingKey = o.shacacheProxy ? join(shacacheDir, 'signing-key.pem') : undefined
+  const shacache: Record<string, string> = signingKey
+    ? {
+        shacache_content_directory: join(shacacheDir, 'data'),
+        shacache_metadata_directory: join(shacacheDir, 'dir'),
+        shacache_signing_key_path: signingKey,
+        shacache_upstream_cache_url: UPSTREAM_CACHE_URL,
+        shacache_upstream_dir_url: UPSTREAM_DIR_URL,
+      }
+    : {}
+  if (signingKey) {
+    node = setKeys(node, 'networkcache', {
+      'download-binary-cache-url': `${masterUrl}/shacache/cache`,
+      'download-binary-dir-url': `${masterUrl}/shacache/dir`,
+      'download-cache-url': `${masterUrl}/shacache/cache`,
+      'download-dir-url': `${masterUrl}/shacache/dir`,
+    })
+  }
+  node = setKeys(node, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri, ...shacache })
 
   let proxy = setKeys(PROXY_CONFIG_EXAMPLE, 'slapos', {
     instance_root: instanceRoot,
     software_root: softwareRoot,
     computer_id: LOCAL_COMPUTER_ID,
   })
-  proxy = setKeys(proxy, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
+  proxy = setKeys(uncommentKeys(proxy, shacache), 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
 
   const logDir = join(home, 'log')
   const files: PlannedFile[] = [
@@ -148,6 +178,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
     { path: join(instanceRoot, 'var', 'run'), mode: 0o755 },
   ]
   if (cronFile) dirs.push({ path: dirname(cronFile), mode: 0o755 })
+  if (signingKey) for (const d of [shacacheDir, join(shacacheDir, 'data'), join(shacacheDir, 'dir')]) dirs.push({ path: d, mode: 0o755 })
   return {
     standalone: base !== undefined,
     nodeCfg,
@@ -163,6 +194,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
     // A standalone node leaves the home directory alone: its client commands use the
     // node configuration through --cfg or slapos.env.
     clientLink: base ? undefined : { path: join(o.home, '.slapos', 'slapos-client.cfg'), target: nodeCfg },
+    signingKey,
   }
 }
 
@@ -192,6 +224,7 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
     ensureDir(dirname(f.path), 0o755, log)
     writeAtomic(f, log)
   }
+  if (plan.signingKey && !existsSync(plan.signingKey)) writeSigningKey(plan.signingKey, log)
   if (plan.clientLink) linkClientConfig(plan.clientLink, log)
   if (!again) log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
   if (opts.start) await bringUp(plan, ctx, opts.quiet === true)
@@ -208,9 +241,19 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
 // --- internal ---
 
 const STANDALONE_NETWORK = '127.0.1.0/24'
+/** where the shacache proxy of --enable-shacache-proxy fetches what it does not have (the original's) */
+const UPSTREAM_CACHE_URL = 'http://shacache.nxdcdn.com'
+const UPSTREAM_DIR_URL = 'http://shadir.nxdcdn.com'
 
 function hostForUrl(ip: string): string {
   return ip.includes(':') && !ip.startsWith('[') ? `[${ip}]` : ip
+}
+
+/** `#key = example` lines of a template made `key = value` (keys the template lacks are left out). */
+function uncommentKeys(text: string, values: Record<string, string>): string {
+  let out = text
+  for (const [key, value] of Object.entries(values)) out = out.replace(new RegExp(`^#\\s*${key}\\s*=.*$`, 'm'), () => `${key} = ${value}`)
+  return out
 }
 
 /** Quotes a word for /bin/sh (and supervisord's shlex) only when it needs it. */
@@ -285,6 +328,12 @@ function writeAtomic(f: PlannedFile, log: Ctx['log']): void {
   chmodSync(tmp, f.mode)
   renameSync(tmp, f.path)
   log.info(`Wrote ${f.path}`)
+}
+
+/** A 2048-bit RSA key in PEM (PKCS#1, as the original's pyOpenSSL writes it), mode 0600. */
+function writeSigningKey(path: string, log: Ctx['log']): void {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs1', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } })
+  writeAtomic({ path, content: privateKey, mode: 0o600 }, log)
 }
 
 function linkClientConfig(link: { path: string; target: string }, log: Ctx['log']): void {

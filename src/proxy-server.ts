@@ -6,10 +6,11 @@ import { randomBytes } from 'node:crypto'
 import { renameSync, statSync, writeFileSync } from 'node:fs'
 import { relative as pathRelative, resolve as pathResolve } from 'node:path'
 import type { AddressInfo } from 'node:net'
-import type { MultimasterEntry } from './config.ts'
+import type { MultimasterEntry, ShacacheConfig } from './config.ts'
 import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
 import { JsonRpcApi, JsonRpcError } from './proxy-jsonrpc.ts'
+import { ShacacheProxy } from './proxy-shacache.ts'
 import type { Logger } from './log.ts'
 import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
 import type { SlapClient } from './slap-client.ts'
@@ -33,6 +34,8 @@ export interface ProxyServerOptions {
   computerId: string
   softwareProducts?: Map<string, string>
   multimaster?: MultimasterEntry[]
+  /** the /shacache/ proxy (proxy.md §10.4); without its directories it answers 503 */
+  shacache?: ShacacheConfig
   log: Logger
   /** largest request body accepted (bytes); larger ones get 413 */
   maxBodyBytes?: number
@@ -104,6 +107,7 @@ export class ProxyApp {
   /** master URLs already found to be (true) or not to be (false) this very proxy */
   private readonly selfUrls = new Map<string, boolean>()
   private jsonRpc: JsonRpcApi | undefined
+  private readonly shacache: ShacacheProxy
 
   constructor(opts: ProxyServerOptions) {
     this.db = opts.db
@@ -114,6 +118,7 @@ export class ProxyApp {
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY
     this.clock = opts.clock ?? (() => (performance.timeOrigin + performance.now()) / 1000)
     this.routes = this.makeRoutes()
+    this.shacache = new ShacacheProxy(opts.shacache ?? {}, opts.log)
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -125,6 +130,7 @@ export class ProxyApp {
       })
       return
     }
+    if (req.url?.startsWith('/shacache/')) return this.shacache.handle(req, res)
     const url = new URL(req.url ?? '/', 'http://proxy')
     const name = url.pathname.replace(/^\/+/, '')
     if (name.startsWith('slapos.')) return this.jsonRpcApi().handle(req, res, name)

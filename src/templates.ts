@@ -173,6 +173,15 @@ host = 127.0.0.1
 port = 5000
 database_uri = /opt/slapos/slapproxy.db
 
+# Shacache/shadir proxy of /shacache/cache and /shacache/dir: archives and directory entries
+# kept in two local directories, what is missing fetched from the upstream caches and kept.
+# \`slapos configure local --enable-shacache-proxy\` sets these.
+#shacache_content_directory = /opt/shacache/data
+#shacache_metadata_directory = /opt/shacache/dir
+#shacache_signing_key_path = /opt/shacache/signing-key.pem
+#shacache_upstream_cache_url = http://shacache.nxdcdn.com
+#shacache_upstream_dir_url = http://shadir.nxdcdn.com
+
 # Software products known by name, as a real master would list them.
 software_product_list =
   erp5 https://lab.node.vifib.com/nexedi/slapos/raw/1.0.48/software/erp5/software.cfg

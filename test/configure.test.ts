@@ -2,6 +2,7 @@
 // the files and directories they write, their refusals, and the whole local node
 // (configure local, then proxy start, node format, supply, request) working together.
 import { spawn, spawnSync } from 'node:child_process'
+import { createPrivateKey } from 'node:crypto'
 import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -197,6 +198,73 @@ local('standalone works for a user without root', () => {
   })
   assert.is(r.status, 0, r.stderr)
   assert.is(statSync(cfgOf(dir)).uid, 65534)
+})
+
+local('--enable-shacache-proxy: the proxy gets its cache directories, key and upstreams; the node downloads through it', async () => {
+  const dir = tempDir()
+  const port = await freePort()
+  const args = ['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--enable-shacache-proxy', '--no-start']
+  const r = slapos(args, { env: ENV })
+  assert.is(r.code, 0, r.stderr)
+  const base = `http://127.0.0.1:${port}/shacache`
+  const node = loadNodeConfig(ConfigFile.load(cfgOf(dir))).networkcache
+  assert.is(node.downloadBinaryCacheUrl, `${base}/cache`)
+  assert.is(node.downloadBinaryDirUrl, `${base}/dir`)
+  const file = ConfigFile.load(cfgOf(dir))
+  assert.is(file.get('networkcache', 'download-cache-url'), `${base}/cache`)
+  assert.is(file.get('networkcache', 'download-dir-url'), `${base}/dir`)
+  const shacacheDir = join(dir, 'srv', 'slapgrid', 'shacache')
+  const expected = {
+    contentDirectory: join(shacacheDir, 'data'),
+    metadataDirectory: join(shacacheDir, 'dir'),
+    signingKeyPath: join(shacacheDir, 'signing-key.pem'),
+    upstreamCacheUrl: 'http://shacache.nxdcdn.com',
+    upstreamDirUrl: 'http://shadir.nxdcdn.com',
+  }
+  const proxyCfgPath = join(dir, 'etc', 'opt', 'slapos', 'slapos-proxy.cfg')
+  assert.equal(loadProxyConfig(ConfigFile.load(proxyCfgPath)).shacache, expected)
+  assert.equal(loadProxyConfig(file).shacache, expected)
+  // the signing key: a 2048-bit RSA private key only its owner reads
+  assert.is(mode(expected.signingKeyPath), 0o600)
+  const key = readFileSync(expected.signingKeyPath, 'utf8')
+  assert.is(createPrivateKey(key).asymmetricKeyDetails?.modulusLength, 2048)
+  assert.ok(statSync(expected.contentDirectory).isDirectory() && statSync(expected.metadataDirectory).isDirectory())
+  // again: nothing changes, the key is kept
+  const again = slapos(args, { env: ENV })
+  assert.is(again.code, 0, again.stderr)
+  assert.is(readFileSync(expected.signingKeyPath, 'utf8'), key)
+  // without the option no cache of its own
+  const plain = tempDir()
+  assert.is(slapos(['configure', 'local', '--standalone', plain, '--no-start'], { env: ENV }).code, 0)
+  assert.equal(loadProxyConfig(ConfigFile.load(cfgOf(plain))).shacache, { contentDirectory: undefined, metadataDirectory: undefined, signingKeyPath: undefined, upstreamCacheUrl: undefined, upstreamDirUrl: undefined })
+  assert.is(loadNodeConfig(ConfigFile.load(cfgOf(plain))).networkcache.downloadBinaryCacheUrl, 'http://shacache.nxdcdn.com')
+
+  // the local master started with that configuration serves the node's cache URLs
+  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', proxyCfgPath], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  let proxyLog = ''
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${proxyLog}`)), 20_000)
+      proxy.stderr.setEncoding('utf8').on('data', (s: string) => {
+        proxyLog += s
+        if (proxyLog.includes('Listening on')) {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      proxy.once('exit', (code) => reject(new Error(`proxy exited (${code}):\n${proxyLog}`)))
+    })
+    const archive = 'an archive of the local cache'
+    const up = await fetch(node.downloadBinaryCacheUrl ?? '', { method: 'POST', body: archive })
+    assert.is(up.status, 201)
+    const hash = await up.text()
+    assert.ok(statSync(join(expected.contentDirectory, hash)).isFile())
+    const down = await fetch(`${node.downloadBinaryCacheUrl}/${hash}`)
+    assert.is(down.status, 200)
+    assert.is(await down.text(), archive)
+  } finally {
+    proxy.kill('SIGTERM')
+  }
 })
 
 local('bad option values: usage error (exit 2), nothing written', () => {

@@ -4,7 +4,7 @@
 import { homedir } from 'node:os'
 import type { CommandModule } from '../cli.ts'
 import { configureLocal, planLocal } from '../configure-local.ts'
-import { NotRootError, SlapError, UsageError } from '../errors.ts'
+import { NotRootError, UsageError } from '../errors.ts'
 
 const configureLocalCommand: CommandModule = {
   description:
@@ -40,16 +40,17 @@ const configureLocalCommand: CommandModule = {
       .option('standalone', { type: 'string', describe: 'Standalone node of the current user: every default path under this directory, no root' })
       .option('buildout', { type: 'string', describe: 'buildout executable written as [slapos] buildout (default: buildout from PATH)' })
       .option('start', { type: 'boolean', default: true, describe: 'Start supervisord and format the node once configured; --no-start only writes the configuration' })
-      .option('enable-shacache-proxy', { type: 'boolean', default: false, describe: 'Built-in shacache/shadir proxy of the local master (not available)' }),
+      .option('enable-shacache-proxy', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Enable the shacache/shadir proxy of the local master: its cache directories and signing key under <instance root>/shacache, ' +
+          'the public caches as upstream, and the node downloading through it (/shacache/cache and /shacache/dir)',
+      }),
   async run(args, ctx) {
     const standalone = typeof args.standalone === 'string' && args.standalone !== '' ? args.standalone : undefined
     // the original checks root before anything; a standalone node is made for a user
     if (!standalone && process.getuid?.() !== 0) throw new NotRootError()
-    if (args.enableShacacheProxy === true) {
-      throw new SlapError('--enable-shacache-proxy: the local master has no built-in shacache/shadir proxy', {
-        hint: 'leave the option out; the node uses the public caches of [networkcache]',
-      })
-    }
     const port = args.daemonListenPort as number
     const partitions = args.partitionNumber as number
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('slapos configure local: error: --daemon-listen-port must be a port number (0-65535)')
@@ -69,6 +70,7 @@ const configureLocalCommand: CommandModule = {
       buildout: str(args.buildout),
       home: ctx.env.HOME || homedir(),
       self: ctx.self,
+      shacacheProxy: args.enableShacacheProxy === true,
     })
     return configureLocal(plan, ctx, { start: args.start !== false, quiet: args.global.verbosity === 0 })
   },

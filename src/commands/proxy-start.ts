@@ -64,6 +64,7 @@ const proxyStart: CommandModule = {
       computerId: config.computerId,
       softwareProducts: config.softwareProductList,
       multimaster: config.multimaster,
+      shacache: config.shacache,
       log,
     }).catch((err: NodeJS.ErrnoException) => {
       db.close()
