@@ -99,7 +99,7 @@ export class ShacacheProxy {
     if (sha512 !== undefined && !SHA512.test(sha512)) return drainThen(req, () => page(res, 400, 'Checksum mismatch'))
     mkdirSync(dirs.content, { recursive: true })
     const got = await receiveFile(req, dirs.content, this.maxArchive)
-    if (got === 'too-large') return page(res, 413, `An archive is at most ${this.maxArchive} bytes.`, true)
+    if (got === 'too-large') return tooLarge(req, res, `An archive is at most ${this.maxArchive} bytes.`)
     if (sha512 !== undefined && got.sha512 !== sha512) {
       rmSync(got.tmp, { force: true })
       return page(res, 400, 'Checksum mismatch')
@@ -160,7 +160,7 @@ export class ShacacheProxy {
       return drainThen(req, () => page(res, 415, "Did not attempt to load JSON data because the request Content-Type was not 'application/json'."))
     }
     const body = await receiveText(req, this.maxEntry)
-    if (body === undefined) return page(res, 413, `An entry is at most ${this.maxEntry} bytes.`, true)
+    if (body === undefined) return tooLarge(req, res, `An entry is at most ${this.maxEntry} bytes.`)
     let entry: unknown
     try {
       entry = JSON.parse(body)
@@ -276,6 +276,8 @@ const HTML = 'text/html; charset=utf-8'
 const JSON_TYPE = 'application/json'
 const TIMEOUT_MS = 60_000
 const MAX_REDIRECTS = 10
+const DRAIN_LIMIT = 64 * 1024 ** 2
+const DRAIN_MS = 10_000
 
 const DEFAULT_TEXT: Record<number, string> = {
   404: 'The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.',
@@ -385,19 +387,54 @@ function receiveFile(body: IncomingMessage, dir: string, max: number): Promise<{
   })
 }
 
-/** The body as text, or undefined when it is larger than `max`. */
+/** The body as text, or undefined as soon as it is larger than `max` (the rest is left unread). */
 function receiveText(body: IncomingMessage, max: number): Promise<string | undefined> {
   if (Number(body.headers['content-length'] ?? 0) > max) return Promise.resolve(undefined)
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    body.on('data', (c: Buffer) => {
+    const onData = (c: Buffer) => {
       size += c.length
-      if (size <= max) chunks.push(c)
-    })
+      if (size <= max) return void chunks.push(c)
+      body.off('data', onData)
+      body.pause()
+      resolve(undefined)
+    }
+    body.on('data', onData)
     body.on('end', () => resolve(size > max ? undefined : Buffer.concat(chunks).toString('utf8')))
     body.on('error', reject)
   })
+}
+
+/**
+ * 413 while the client may still be sending. Closing at once (node closes after the answer when
+ * the client asked for `Connection: close`, as urllib does) would make the kernel answer the
+ * unread bytes with a reset, which can reach the client before the 413. So the whole answer is
+ * written but the response ends only once the rest of the body has been read and dropped, or
+ * after DRAIN_LIMIT bytes or DRAIN_MS, when the connection is cut.
+ */
+function tooLarge(req: IncomingMessage, res: ServerResponse, text: string): void {
+  if (req.readableEnded) return page(res, 413, text)
+  const body = Buffer.from(pageHtml(413, text), 'utf8')
+  res.writeHead(413, 'REQUEST ENTITY TOO LARGE', { 'Content-Type': HTML, 'Content-Length': String(body.length), Connection: 'close' })
+  res.write(body)
+  const timer = setTimeout(() => cut(), DRAIN_MS)
+  timer.unref()
+  let dropped = 0
+  const cut = () => {
+    clearTimeout(timer)
+    res.end()
+    req.socket.destroy()
+  }
+  req.on('data', (c: Buffer) => {
+    dropped += c.length
+    if (dropped > DRAIN_LIMIT) cut()
+  })
+  req.on('end', () => {
+    clearTimeout(timer)
+    res.end()
+  })
+  req.resume()
 }
 
 /** Answers once the request body has been read (so that a keep-alive connection stays usable). */
@@ -418,9 +455,13 @@ function reply(res: ServerResponse, status: number, body: string, type = HTML, h
 
 /** werkzeug's HTML error page; `close` when the request body was not read. */
 function page(res: ServerResponse, status: number, text?: string, close = false, headers: Record<string, string> = {}): void {
+  reply(res, status, pageHtml(status, text), HTML, close ? { ...headers, Connection: 'close' } : headers)
+}
+
+function pageHtml(status: number, text?: string): string {
   const reason = STATUS_CODES[status] ?? 'Error'
   const p = text === undefined ? (DEFAULT_TEXT[status] ?? '') : text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
-  reply(res, status, `<!doctype html>\n<html lang=en>\n<title>${status} ${reason}</title>\n<h1>${reason}</h1>\n<p>${p}</p>\n`, HTML, close ? { ...headers, Connection: 'close' } : headers)
+  return `<!doctype html>\n<html lang=en>\n<title>${status} ${reason}</title>\n<h1>${reason}</h1>\n<p>${p}</p>\n`
 }
 
 /** An archive as Flask's send_file sends an attachment: conditional GET and one byte range. */
@@ -475,7 +516,10 @@ async function fetchJson(upstream: string, key: string): Promise<unknown> {
   const status = answer.statusCode ?? 0
   const body = await receiveText(answer, MAX_DIRECTORY_BYTES)
   if (status < 200 || status >= 300) throw new UpstreamStatus(status)
-  if (body === undefined) throw new Error(`the answer is larger than ${MAX_DIRECTORY_BYTES} bytes`)
+  if (body === undefined) {
+    answer.destroy()
+    throw new Error(`the answer is larger than ${MAX_DIRECTORY_BYTES} bytes`)
+  }
   try {
     return JSON.parse(body)
   } catch {

@@ -32,18 +32,19 @@ function http(base: string, method: string, path: string, opts: { body?: string 
   })
 }
 
-/** A request the proxy answers before reading its body: the status, whatever happens to the writes. */
+/**
+ * A request the proxy answers before reading its whole body (`headers` may announce more than
+ * `body`): its status. The proxy must answer rather than reset the connection.
+ */
 function refusedEarly(base: string, method: string, path: string, headers: Record<string, string>, body: string): Promise<number> {
   const u = new URL(base)
   return new Promise((resolve, reject) => {
     const req = httpRequest({ host: u.hostname, port: u.port, method, path, headers, agent: false }, (res) => {
       res.resume()
       resolve(res.statusCode ?? 0)
+      req.destroy()
     })
-    // the proxy closes the connection once it has answered: writing more may fail
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE' && err.code !== 'ECONNRESET') reject(err)
-    })
+    req.on('error', reject)
     req.write(body)
   })
 }
