@@ -13,6 +13,7 @@ import { JsonRpcApi, JsonRpcError } from './proxy-jsonrpc.ts'
 import { ShacacheProxy } from './proxy-shacache.ts'
 import type { Logger } from './log.ts'
 import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
+import { servePanel } from './proxy-panel.ts'
 import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
@@ -41,6 +42,8 @@ export interface ProxyServerOptions {
   maxBodyBytes?: number
   /** clock in seconds (float), for instance timestamps */
   clock?: () => number
+  /** `public_directory_path`: what /panel/public/ serves (unset: 403) */
+  publicDirectoryPath?: string | undefined
 }
 
 export interface RunningProxy {
@@ -98,6 +101,7 @@ export class ProxyApp {
   private readonly log: Logger
   private readonly maxBody: number
   private readonly clock: () => number
+  private readonly publicDirectory: string | undefined
   private lastTimestamp = 0
   private readonly gfciCache = new Map<string, { gen: number; body: Buffer }>()
   private readonly routes: Record<string, Route>
@@ -117,6 +121,7 @@ export class ProxyApp {
     this.log = opts.log
     this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY
     this.clock = opts.clock ?? (() => (performance.timeOrigin + performance.now()) / 1000)
+    this.publicDirectory = opts.publicDirectoryPath
     this.routes = this.makeRoutes()
     this.shacache = new ShacacheProxy(opts.shacache ?? {}, opts.log)
   }
@@ -140,6 +145,7 @@ export class ProxyApp {
       req.resume()
       if (name.startsWith('hateoas')) return void this.respondSafely(req, res, () => this.hateoas(req, url))
       if (name === '' && (req.method === 'GET' || req.method === 'HEAD')) return redirect(res, '/panel/')
+      if (name === 'panel' || name.startsWith('panel/')) return servePanel(req, res, url, this.publicDirectory)
       return send(res, errorPage(404))
     }
     const method = req.method === 'HEAD' ? 'GET' : req.method

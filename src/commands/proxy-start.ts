@@ -64,6 +64,7 @@ const proxyStart: CommandModule = {
       computerId: config.computerId,
       softwareProducts: config.softwareProductList,
       multimaster: config.multimaster,
+      publicDirectoryPath: config.publicDirectoryPath,
       shacache: config.shacache,
       log,
     }).catch((err: NodeJS.ErrnoException) => {
