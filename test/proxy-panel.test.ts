@@ -341,7 +341,7 @@ class Browser {
 
   static async start(url: string): Promise<Browser> {
     const profile = tempDir('slapos-chromium-')
-    const child = spawn(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--remote-debugging-port=0', `--user-data-dir=${profile}`, url], {
+    const child = spawn(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--remote-debugging-port=0', `--user-data-dir=${profile}`, url], {
       stdio: ['ignore', 'ignore', 'pipe'],
     })
     try {
