@@ -11,8 +11,9 @@ const nodeSoftware: CommandModule = {
   description:
     'Install with buildout every software release the master supplies to this node (in <software_root>/<md5 of the URL>), ' +
     'remove the ones it marks destroyed, and report each result to the master. Installed software releases ' +
-    '(with a .completed file) are left alone unless --force. Not implemented: the binary cache ([networkcache] ' +
-    'download-binary-*): every software release is built. ' +
+    '(with a .completed file) are left alone unless --force. With a binary cache configured ([networkcache] ' +
+    'download-binary-*), a signed archive built for this system is installed instead of building; with ' +
+    'upload-binary-*, what was built is published. ' +
     'Exit status: 0 all done, 1 at least one software release failed (or a configuration error), 5 not root, ' +
     '10 another node software run holds the pid file.',
   options: (y) =>
