@@ -1,12 +1,13 @@
 // Tests of `slapos configure local` and `slapos configure client` through the built binary:
 // the files and directories they write, their refusals, and the whole local node
 // (configure local, then proxy start, node format, supply, request) working together.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
 import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import type { Readable } from 'node:stream'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ConfigFile, loadNodeConfig, loadProxyConfig } from '../src/config.ts'
@@ -38,6 +39,22 @@ function mode(p: string): number {
 }
 
 // --- templates ---
+
+/** Waits for a started `slapos proxy start` to log that it listens; returns what it logged. */
+function listening(proxy: ChildProcessByStdio<null, null, Readable>): Promise<string> {
+  let log = ''
+  return new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${log}`)), 20_000)
+    proxy.stderr.setEncoding('utf8').on('data', (s: string) => {
+      log += s
+      if (log.includes('Listening on')) {
+        clearTimeout(timer)
+        resolve(log)
+      }
+    })
+    proxy.once('exit', (code) => reject(new Error(`proxy exited (${code}):\n${log}`)))
+  })
+}
 
 const templates = suite('templates')
 
@@ -241,19 +258,8 @@ local('--enable-shacache-proxy: the proxy gets its cache directories, key and up
 
   // the local master started with that configuration serves the node's cache URLs
   const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', proxyCfgPath], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
-  let proxyLog = ''
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${proxyLog}`)), 20_000)
-      proxy.stderr.setEncoding('utf8').on('data', (s: string) => {
-        proxyLog += s
-        if (proxyLog.includes('Listening on')) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      proxy.once('exit', (code) => reject(new Error(`proxy exited (${code}):\n${proxyLog}`)))
-    })
+    const proxyLog = await listening(proxy)
     const archive = 'an archive of the local cache'
     const up = await fetch(node.downloadBinaryCacheUrl ?? '', { method: 'POST', body: archive })
     assert.is(up.status, 201)
@@ -294,19 +300,8 @@ e2e('a standalone node configured by configure local deploys a request', async (
   assert.is(conf.code, 0, conf.stderr)
 
   const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
-  let proxyLog = ''
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`proxy did not start:\n${proxyLog}`)), 20_000)
-      proxy.stderr.setEncoding('utf8').on('data', (s: string) => {
-        proxyLog += s
-        if (proxyLog.includes('Listening on')) {
-          clearTimeout(timer)
-          resolve()
-        }
-      })
-      proxy.once('exit', (code) => reject(new Error(`proxy exited (${code}):\n${proxyLog}`)))
-    })
+    const proxyLog = await listening(proxy)
     assert.match(proxyLog, `Listening on http://127.0.0.1:${port}/`)
 
     const format = await slaposAsync(['node', 'format', '--cfg', cfg, '--now'], { env: ENV })
