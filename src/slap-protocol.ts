@@ -48,6 +48,7 @@ export type PyValue =
   | Set<PyValue>
   | PyMap
   | SlapObject
+  | Preencoded
 
 /** Anything the marshaller refuses to write or the unmarshaller refuses to read. */
 export class MarshalError extends SlapError {
@@ -73,12 +74,42 @@ export interface LoadLimits {
  */
 export function dumps(v: PyValue, opts: { pretty?: boolean } = {}): string {
   const w = new Writer(opts.pretty === true)
-  w.line('<marshal>')
-  w.depth++
-  w.value(v, 'value')
-  w.depth--
-  w.line('</marshal>')
+  w.tag('<marshal>')
+  w.nest(v)
+  w.tag('</marshal>')
   return w.parts.join('')
+}
+
+/**
+ * A value written ahead of time by `preencode()`, placed as is wherever it appears in a later
+ * compact `dumps()`, its container ids renumbered to follow the ones written before it. The
+ * proxy keeps each partition of its largest answer this way and rewrites only the partitions
+ * that changed. Placed twice, it is written twice (never as a `<reference>`).
+ */
+export class Preencoded {
+  constructor(
+    readonly chunks: readonly string[],
+    /** the fragment's own ids (1, 2, ...) between chunks: chunks.length = ids.length + 1 */
+    readonly ids: readonly number[],
+    /** how many ids the fragment uses */
+    readonly count: number,
+  ) {}
+}
+
+/** Encodes a value for later placement in `dumps()` (see Preencoded). */
+export function preencode(v: PyValue): Preencoded {
+  const w = new Writer(false, true)
+  w.value(v)
+  const chunks: string[] = []
+  const ids: number[] = []
+  let from = 0
+  for (const slot of w.idSlots!) {
+    chunks.push(w.parts.slice(from, slot[0]).join(''))
+    ids.push(slot[1])
+    from = slot[0] + 1
+  }
+  chunks.push(w.parts.slice(from).join(''))
+  return new Preencoded(chunks, ids, w.count)
 }
 
 /** Unmarshals a document; throws MarshalError on anything malformed or not allowed. */
@@ -109,6 +140,7 @@ export function pyRepr(v: PyValue): string {
   if (v instanceof Set) return v.size === 0 ? 'set()' : `{${[...v].map(pyRepr).join(', ')}}`
   if (v instanceof PyMap) return `{${v.entries.map(([k, x]) => `${pyRepr(k)}: ${pyRepr(x)}`).join(', ')}}`
   if (v instanceof SlapObject) return `<${SLAP_MODULE}.${v.className} object>`
+  if (v instanceof Preencoded) return '<preencoded>'
   return `{${Object.keys(v).map((k) => `${reprString(k)}: ${pyRepr(v[k]!)}`).join(', ')}}`
 }
 
@@ -237,21 +269,99 @@ export function pyJsonDumps(obj: unknown, indent?: number): string {
 // |v| < 1e24 compared as a double, like xml_marshaller's int/long split.
 const LONG_BOUND = 999999999999999983222784n
 const INVALID_XML_CHAR = /[^\t\n\r\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/u
+/** anything but tab, newline and printable ASCII other than & < > */
+// eslint-disable-next-line no-control-regex
+const NEEDS_ESCAPE = /[^\t\n\x20-\x25\x27-\x3b\x3d\x3f-\x7e]/
 
+type LeafTag = 'string' | 'int' | 'long' | 'float' | 'bool'
+const LEAF_OPEN: Record<LeafTag, string> = { string: '<string>', int: '<int>', long: '<long>', float: '<float>', bool: '<bool>' }
+const LEAF_CLOSE: Record<LeafTag, string> = { string: '</string>', int: '</int>', long: '</long>', float: '</float>', bool: '</bool>' }
+
+/** Path segments of `Writer.where()` besides list indexes and dict keys. */
+const AT_INIT_ARGS = { segment: '.initArgs' }
+const AT_STATE = { segment: '.state' }
+type PathSegment = PyValue | typeof AT_INIT_ARGS
+
+// Writes into an array of small strings joined once at the end: constant tags and the
+// values' own texts, no per-element template strings (a 200 KB answer used to allocate 5 MB).
 class Writer {
-  parts: string[] = []
-  depth = 0
-  private counter = 1
-  private ids = new Map<object, number>()
-  private open = new Set<object>()
-  constructor(readonly pretty: boolean) {}
+  readonly parts: string[] = []
+  private depth = 0
+  private counter: number
+  private readonly ids = new Map<object, number>()
+  private readonly open = new Set<object>()
+  /** where the value being written sits (keys and indexes from the root), for messages only */
+  private readonly path: PathSegment[] = []
+  /** preencode(): ids are left as empty parts, renumbered when the fragment is placed */
+  readonly idSlots: Array<[part: number, id: number]> | undefined
 
-  line(s: string): void {
-    this.parts.push(this.pretty ? `${'  '.repeat(this.depth)}${s}\n` : s)
+  constructor(
+    readonly pretty: boolean,
+    fragment = false,
+  ) {
+    this.counter = fragment ? 0 : 1
+    this.idSlots = fragment ? [] : undefined
   }
 
-  leaf(tag: string, text: string): void {
-    this.line(text === '' && this.pretty ? `<${tag}/>` : `<${tag}>${text}</${tag}>`)
+  /** the root value, one level in (inside `<marshal>`) */
+  nest(v: PyValue): void {
+    this.depth++
+    this.value(v)
+    this.depth--
+  }
+
+  get count(): number {
+    return this.counter
+  }
+
+  /** `value.state["_parameter_dict"][2]`: computed only when a message needs it */
+  where(): string {
+    let s = 'value'
+    for (const seg of this.path) {
+      if (seg === AT_INIT_ARGS || seg === AT_STATE) s += seg.segment
+      else s += `[${typeof seg === 'string' ? JSON.stringify(seg) : pyRepr(seg as PyValue)}]`
+    }
+    return s
+  }
+
+  private indent(): void {
+    if (this.pretty) this.parts.push('  '.repeat(this.depth))
+  }
+
+  private newline(): void {
+    if (this.pretty) this.parts.push('\n')
+  }
+
+  /** A tag without id: `<marshal>`, `</list>`, `<none/>`. */
+  tag(t: string): void {
+    this.indent()
+    this.parts.push(t)
+    this.newline()
+  }
+
+  private leaf(tag: LeafTag, text: string): void {
+    this.indent()
+    if (text === '' && this.pretty) this.parts.push(`<${tag}/>`)
+    else this.parts.push(LEAF_OPEN[tag], text, LEAF_CLOSE[tag])
+    this.newline()
+  }
+
+  private id(n: number): void {
+    if (this.idSlots) {
+      this.idSlots.push([this.parts.length, n])
+      this.parts.push('')
+    } else {
+      this.parts.push(String(n))
+    }
+  }
+
+  /** `<before id><after>` on a line of its own */
+  private withId(before: string, id: number, after: string): void {
+    this.indent()
+    this.parts.push(before)
+    this.id(id)
+    this.parts.push(after)
+    this.newline()
   }
 
   /** Emits `<reference>` for an already written container; else gives it the next id. */
@@ -259,7 +369,7 @@ class Writer {
     const seen = this.ids.get(v)
     if (seen !== undefined) {
       if (this.open.has(v)) throw new MarshalError('cannot marshal a container that contains itself')
-      this.line(`<reference id="i${seen}"/>`)
+      this.withId('<reference id="i', seen, '"/>')
       return undefined
     }
     const id = ++this.counter
@@ -267,23 +377,40 @@ class Writer {
     return id
   }
 
-  private children(tag: string, attrs: string, items: Iterable<PyValue>, count: number, where: string): void {
+  private children(tag: string, id: number | undefined, items: PyValue[] | Set<PyValue>, count: number): void {
+    const open = `<${tag}`
     if (count === 0) {
-      this.line(`<${tag}${attrs}/>`)
+      if (id === undefined) this.tag(`${open}/>`)
+      else this.withId(`${open} id="i`, id, '"/>')
       return
     }
-    this.line(`<${tag}${attrs}>`)
+    if (id === undefined) this.tag(`${open}>`)
+    else this.withId(`${open} id="i`, id, '">')
     this.depth++
     let i = 0
-    for (const x of items) this.value(x, `${where}[${i++}]`)
+    const at = this.path.length
+    this.path.push(0)
+    if (Array.isArray(items)) {
+      // an index loop: for-of allocates an iterator result per item in the interpreter
+      for (; i < items.length; i++) {
+        this.path[at] = i
+        this.value(items[i]!)
+      }
+    } else {
+      for (const x of items) {
+        this.path[at] = i++
+        this.value(x)
+      }
+    }
+    this.path.pop()
     this.depth--
-    this.line(`</${tag}>`)
+    this.tag(`</${tag}>`)
   }
 
-  value(v: PyValue, where: string): void {
+  value(v: PyValue): void {
     switch (typeof v) {
       case 'string':
-        return this.leaf('string', wireString(v, where))
+        return this.leaf('string', this.text(v))
       case 'number':
         if (Number.isInteger(v)) return this.leaf(Math.abs(v) < 1e24 ? 'int' : 'long', intText(v))
         return this.leaf('float', pyFloatRepr(v))
@@ -294,69 +421,103 @@ class Writer {
       case 'object':
         break
       default:
-        throw new MarshalError(`cannot marshal ${typeof v} at ${where}`)
+        throw new MarshalError(`cannot marshal ${typeof v} at ${this.where()}`)
     }
-    if (v === null) return this.line('<none/>')
+    if (v === null) return this.tag('<none/>')
     if (v instanceof PyFloat) return this.leaf('float', pyFloatRepr(v.value))
-    if (v instanceof Tuple) return this.children('tuple', '', v.items, v.items.length, where)
-    if (v instanceof Uint8Array) return this.leaf('string', wireString(decodeUtf8(v, where), where))
+    if (v instanceof Tuple) return this.children('tuple', undefined, v.items, v.items.length)
+    if (v instanceof Uint8Array) return this.leaf('string', this.text(decodeUtf8(v, this.where())))
+    if (v instanceof Preencoded) return this.place(v)
     if (Array.isArray(v) || v instanceof Set || v instanceof PyMap || v instanceof SlapObject || isPyDict(v)) {
       const id = this.register(v)
       if (id === undefined) return
       this.open.add(v)
-      if (Array.isArray(v)) this.children('list', ` id="i${id}"`, v, v.length, where)
-      else if (v instanceof Set) this.children('set', ` id="i${id}"`, v, v.size, where)
-      else if (v instanceof SlapObject) this.object(v, id, where)
-      else this.dictionary(v instanceof PyMap ? v.entries : dictEntries(v, where), id, where)
+      if (Array.isArray(v)) this.children('list', id, v, v.length)
+      else if (v instanceof Set) this.children('set', id, v, v.size)
+      else if (v instanceof SlapObject) this.object(v, id)
+      else if (v instanceof PyMap) this.dictionary(v.entries, id, false)
+      else this.dictionary(dictEntries(v, this), id, true)
       this.open.delete(v)
       return
     }
     const name = (v as object).constructor?.name ?? 'object'
-    throw new MarshalError(`Refusing to marshall ${name} at ${where}`)
+    throw new MarshalError(`Refusing to marshall ${name} at ${this.where()}`)
   }
 
-  private object(o: SlapObject, id: number, where: string): void {
-    if (!SLAP_CLASSES.includes(o.className)) throw new MarshalError(`Refusing to marshall ${SLAP_MODULE}.${String(o.className)}`)
-    if (!isPyDict(o.state)) throw new MarshalError(`state of ${o.className} at ${where} must be a dict`)
-    this.line(`<object id="i${id}" module="${SLAP_MODULE}" class="${o.className}">`)
-    this.depth++
-    this.children('tuple', '', o.initArgs, o.initArgs.length, `${where}.initArgs`)
-    this.value(o.state, `${where}.state`)
-    this.depth--
-    this.line('</object>')
+  /** The wire text of a string: checked, then escaped (spec §3.3). */
+  private text(s: string): string {
+    // the common case, printable ASCII without & < > (one scan, no copy)
+    if (!NEEDS_ESCAPE.test(s)) return s
+    if (INVALID_XML_CHAR.test(s)) throw new MarshalError(`All strings must be XML compatible: ${this.where()} holds a control character or a lone surrogate`)
+    return escapeWire(s)
   }
 
-  private dictionary(entries: Array<[PyValue, PyValue]>, id: number, where: string): void {
-    const sorted = sortEntries(entries)
-    if (sorted.length === 0) return this.line(`<dictionary id="i${id}"/>`)
-    this.line(`<dictionary id="i${id}">`)
-    this.depth++
-    for (const [k, x] of sorted) {
-      const at = `${where}[${typeof k === 'string' ? JSON.stringify(k) : pyRepr(k)}]`
-      this.value(k, at)
-      this.value(x, at)
+  private place(v: Preencoded): void {
+    if (this.pretty) throw new MarshalError(`a preencoded value cannot be placed in an indented document (at ${this.where()})`)
+    const base = this.counter
+    for (let i = 0; i < v.ids.length; i++) {
+      this.parts.push(v.chunks[i]!)
+      this.id(base + v.ids[i]!)
     }
+    this.parts.push(v.chunks[v.ids.length]!)
+    this.counter += v.count
+  }
+
+  private object(o: SlapObject, id: number): void {
+    if (!SLAP_CLASSES.includes(o.className)) throw new MarshalError(`Refusing to marshall ${SLAP_MODULE}.${String(o.className)}`)
+    if (!isPyDict(o.state)) throw new MarshalError(`state of ${o.className} at ${this.where()} must be a dict`)
+    this.withId('<object id="i', id, `" module="${SLAP_MODULE}" class="${o.className}">`)
+    this.depth++
+    this.path.push(AT_INIT_ARGS)
+    this.children('tuple', undefined, o.initArgs, o.initArgs.length)
+    this.path[this.path.length - 1] = AT_STATE
+    this.value(o.state)
+    this.path.pop()
     this.depth--
-    this.line('</dictionary>')
+    this.tag('</object>')
+  }
+
+  /** owned: entries is a fresh array that may be sorted in place */
+  private dictionary(entries: Array<[PyValue, PyValue]>, id: number, owned: boolean): void {
+    const sorted = sortEntries(entries, owned)
+    if (sorted.length === 0) return this.withId('<dictionary id="i', id, '"/>')
+    this.withId('<dictionary id="i', id, '">')
+    this.depth++
+    const at = this.path.length
+    this.path.push(null)
+    for (let i = 0; i < sorted.length; i++) {
+      // no destructuring: it goes through the array iterator in the interpreter
+      const e = sorted[i]!
+      const k = e[0]
+      const x = e[1]
+      this.path[at] = k
+      this.value(k)
+      this.value(x)
+    }
+    this.path.pop()
+    this.depth--
+    this.tag('</dictionary>')
   }
 }
 
-function dictEntries(d: PyDict, where: string): Array<[PyValue, PyValue]> {
-  const out: Array<[PyValue, PyValue]> = []
-  for (const k of Object.keys(d)) {
+function dictEntries(d: PyDict, w: Writer): Array<[PyValue, PyValue]> {
+  const keys = Object.keys(d)
+  const out: Array<[PyValue, PyValue]> = new Array(keys.length)
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!
     const x = d[k]
-    if (x === undefined) throw new MarshalError(`cannot marshal undefined at ${where}[${JSON.stringify(k)}] (use null for None)`)
-    out.push([k, x])
+    if (x === undefined) throw new MarshalError(`cannot marshal undefined at ${w.where()}[${JSON.stringify(k)}] (use null for None)`)
+    out[i] = [k, x]
   }
   return out
 }
 
 /** Python `sorted(d.items())`, falling back to sorting by `repr(key)` when keys do not compare. */
-function sortEntries(entries: Array<[PyValue, PyValue]>): Array<[PyValue, PyValue]> {
-  const copy = entries.slice()
-  if (copy.every(([k]) => typeof k === 'string')) {
-    return copy.sort((a, b) => compareCodePoints(a[0] as string, b[0] as string))
-  }
+function sortEntries(entries: Array<[PyValue, PyValue]>, owned = false): Array<[PyValue, PyValue]> {
+  const copy = owned ? entries : entries.slice()
+  let strings = true
+  for (let i = 0; i < copy.length && strings; i++) strings = typeof copy[i]![0] === 'string'
+  if (strings) return copy.length <= 16 ? insertionSort(copy) : copy.sort((a, b) => compareCodePoints(a[0] as string, b[0] as string))
   try {
     return copy.sort((a, b) => pyCompare(a[0], b[0]))
   } catch (e) {
@@ -364,6 +525,20 @@ function sortEntries(entries: Array<[PyValue, PyValue]>): Array<[PyValue, PyValu
     const reprs = new Map(copy.map((e) => [e, pyRepr(e[0])]))
     return copy.sort((a, b) => compareCodePoints(reprs.get(a)!, reprs.get(b)!))
   }
+}
+
+/** In place and stable, without the work array of Array.prototype.sort (dicts are small). */
+function insertionSort(a: Array<[PyValue, PyValue]>): Array<[PyValue, PyValue]> {
+  for (let i = 1; i < a.length; i++) {
+    const e = a[i]!
+    let j = i - 1
+    while (j >= 0 && compareCodePoints(a[j]![0] as string, e[0] as string) > 0) {
+      a[j + 1] = a[j]!
+      j--
+    }
+    a[j + 1] = e
+  }
+  return a
 }
 
 class Incomparable extends Error {}
@@ -401,8 +576,8 @@ function intText(v: number): string {
 }
 
 /** The double escaping of xml_marshaller strings (spec §3.3), then ASCII character references. */
-function wireString(s: string, where: string): string {
-  if (INVALID_XML_CHAR.test(s)) throw new MarshalError(`All strings must be XML compatible: ${where} holds a control character or a lone surrogate`)
+/** The double escaping of xml_marshaller strings (spec §3.3), then ASCII character references. */
+function escapeWire(s: string): string {
   let t = s.replace(/&/g, '&amp;amp;').replace(/</g, '&amp;lt;').replace(/>/g, '&amp;gt;').replace(/\r/g, '&#13;')
   // eslint-disable-next-line no-control-regex
   if (/[^\x00-\x7f]/.test(t)) t = t.replace(/[^\x00-\x7f]/gu, (c) => `&#${c.codePointAt(0)};`)

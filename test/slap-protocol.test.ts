@@ -13,6 +13,7 @@ import {
   MarshalError,
   parseInstanceXml,
   parseJsonInXml,
+  preencode,
   pyFloatRepr,
   PyFloat,
   PyMap,
@@ -558,6 +559,28 @@ test('json-in-xml: wrapping like json.dumps(indent=2), unwrapping only a lone "_
   assert.is(parseJsonInXml({ _: 'not json' }), undefined)
   assert.is(parseJsonInXml({ _: '{}', other: 'x' }), undefined)
   assert.is(pyJsonDumps({ a: [1, 'x,y: z'] }), '{"a": [1, "x,y: z"]}')
+})
+
+test('preencode: a value placed later is written as dumps writes it, its ids following the ones before it', () => {
+  // a container written twice inside one fragment becomes a <reference> (across fragments it
+  // would be written twice: the proxy never shares containers between partitions)
+  const part = (i: number, shared = { inner: [1, 2] }): PyValue =>
+    new SlapObject('ComputerPartition', ['c', `p${i}`, null], {
+      _parameter_dict: { a: `<${i}> & \r`, 'cl\u00e9': '\u{1f600}', list: [shared, shared, new Tuple([1, 'x'])], empty: {}, none: null },
+      _f: new PyFloat(1),
+    })
+  const plain = { before: [{}], parts: [part(0), part(1), part(2)], after: { x: [] } }
+  const placed = { before: [{}], parts: [preencode(part(0)), preencode(part(1)), preencode(part(2))], after: { x: [] } }
+  const want = dumps(plain)
+  assert.ok(want.includes('<reference id="i'), 'the case has a reference inside a fragment')
+  assert.is(dumps(placed), want)
+  // fragments nest, and a fragment alone is the value alone
+  assert.is(dumps(preencode({ parts: [preencode(part(0))] })), dumps({ parts: [part(0)] }))
+  assert.is(dumps(preencode('x')), dumps('x'))
+  assert.throws(() => dumps(preencode(part(0)), { pretty: true }), /indented/)
+  // errors still say where, as before
+  assert.throws(() => preencode({ a: [1, { b: '\u0001' }] }), /value\["a"\]\[1\]\["b"\] holds a control character/)
+  assert.throws(() => dumps(new SlapObject('Computer', ['c'], { x: [undefined as unknown as PyValue] })), /value\.state\["x"\]\[0\]|undefined/)
 })
 
 test.run()
