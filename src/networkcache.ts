@@ -19,13 +19,17 @@
 // logged and the caller builds with buildout. Unlike it, members with absolute names or `..`
 // are refused, and the archive is extracted next to the software path then renamed into place,
 // so that a half-extracted release never looks installed.
-import { createHash, createPrivateKey, createPublicKey, sign, verify, X509Certificate } from 'node:crypto'
+import type { X509Certificate } from 'node:crypto'
 import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { NetworkcacheConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
+
+// node:crypto costs a process ~1.4 MB of private memory and ~1 MB of code pages, and time to
+// load: taken on first use only (the proxy imports this module for pythonJson)
+const nodeCrypto = (): typeof import('node:crypto') => process.getBuiltinModule('node:crypto')
 
 /** What an entry must match on this machine: `gcc -dumpmachine` and the distribution. */
 export interface MachineInfo {
@@ -106,7 +110,7 @@ export function verifySignature(content: string, signature: string, certificates
   const data = Buffer.from(content, 'utf8')
   for (const cert of certificates) {
     try {
-      if (verify('sha1', data, cert.publicKey, sig)) return true
+      if (nodeCrypto().verify('sha1', data, cert.publicKey, sig)) return true
     } catch {
       // a key type that cannot verify this signature: try the next certificate
     }
@@ -206,7 +210,7 @@ export function loadCertificates(pems: readonly string[] | undefined, log?: Logg
   const out: X509Certificate[] = []
   for (const pem of pems ?? []) {
     try {
-      out.push(new X509Certificate(pem))
+      out.push(new (nodeCrypto().X509Certificate)(pem))
     } catch (e) {
       log?.info(`Ignored wrong certificate in signature-certificate-list: ${e instanceof Error ? e.message : String(e)}`)
     }
@@ -388,13 +392,13 @@ async function uploadOnce(job: UploadJob, archive: string): Promise<'done' | 're
   const dirUrl = cfg.uploadBinaryDirUrl
   if (!cacheUrl || !dirUrl) return 'fatal'
   log.info(`Uploading ${url} binary into network cache.`)
-  let privateKey: ReturnType<typeof createPrivateKey> | undefined
+  let privateKey: ReturnType<typeof import('node:crypto').createPrivateKey> | undefined
   let machine: MachineInfo
   try {
     if (cfg.signaturePrivateKeyFile) {
-      privateKey = createPrivateKey(readFileSync(cfg.signaturePrivateKeyFile))
+      privateKey = nodeCrypto().createPrivateKey(readFileSync(cfg.signaturePrivateKeyFile))
       // an upload nobody could verify would be downloaded by no node, and rebuilt and uploaded again
-      const pub = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' })
+      const pub = nodeCrypto().createPublicKey(privateKey).export({ type: 'spki', format: 'pem' })
       const certs = loadCertificates(cfg.signatureCertificateList, log)
       if (!certs.some((c) => c.publicKey.export({ type: 'spki', format: 'pem' }) === pub)) {
         throw new Error('Invalid configuration: no matching certificate for private key (continuing would cause duplicate uploads because it would never manage to download these uploads)')
@@ -428,7 +432,7 @@ async function uploadOnce(job: UploadJob, archive: string): Promise<'done' | 're
       if (res.statusCode !== 201 || body !== sha512) throw new Error(`Failed to upload data to SHACACHE Server. Response code: ${res.statusCode}. Response data: ${body.slice(0, 200)}`)
     }
     const entry = pythonJson({ sha512, software_url: url, software_root: job.softwareRoot, multiarch: machine.multiarch, os: machine.os })
-    const signature = privateKey ? sign('sha1', Buffer.from(entry, 'utf8'), privateKey).toString('base64') : ''
+    const signature = privateKey ? nodeCrypto().sign('sha1', Buffer.from(entry, 'utf8'), privateKey).toString('base64') : ''
     const res = await request('PUT', joinUrl(dirUrl, hash), {
       timeoutMs: UPLOAD_TIMEOUT_MS,
       tls: tls('shadir'),
@@ -527,7 +531,7 @@ function readBody(res: IncomingMessage): Promise<Buffer> {
 /** Writes the body to `path` and returns its sha512 (hex). */
 function saveChecked(res: IncomingMessage, path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const hash = createHash('sha512')
+    const hash = nodeCrypto().createHash('sha512')
     const out = createWriteStream(path, { mode: 0o600 })
     res.on('data', (c: Buffer) => hash.update(c))
     res.on('error', (e) => {
@@ -542,7 +546,7 @@ function saveChecked(res: IncomingMessage, path: string): Promise<string> {
 
 function fileSha512(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const hash = createHash('sha512')
+    const hash = nodeCrypto().createHash('sha512')
     createReadStream(path)
       .on('data', (c) => hash.update(c))
       .on('end', () => resolve(hash.digest('hex')))
