@@ -2,7 +2,6 @@
 // start-up sequence of spec grid.md §1.7, and the helpers that decide who runs buildout and
 // with which environment (§3.4 step 9, §3.5). Used by grid-software.ts, grid-instance.ts,
 // grid-report.ts, buildout.ts and the node-* command files.
-import { createHash } from 'node:crypto'
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Argv } from 'yargs'
@@ -82,9 +81,8 @@ export function nodeCommonOptions(y: Argv): Argv {
 }
 
 /** Lowercase hex md5 of the UTF-8 text: the directory name of a software release (§2.1). */
-export function md5hex(s: string): string {
-  return createHash('md5').update(s, 'utf8').digest('hex')
-}
+export { md5hex } from './md5.ts'
+
 
 export interface Owner {
   uid: number

@@ -16,7 +16,6 @@
 // killed in the middle leaves it behind, and the next run skips the retention check and sbin/destroy
 // (they already passed), wipes what is left and only then tells the master. Nothing is
 // reported before the directory is empty, so the master frees the partition at most once.
-import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -676,7 +675,7 @@ function pyFloatText(v: number): string {
 
 function freshName(dir: string): string {
   for (;;) {
-    const name = `slapreport.${randomBytes(6).toString('base64url').replace(/[-_]/g, 'x')}`
+    const name = `slapreport.${process.getBuiltinModule('node:crypto').randomBytes(6).toString('base64url').replace(/[-_]/g, 'x')}`
     if (!existsSync(join(dir, name))) return name
   }
 }

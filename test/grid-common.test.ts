@@ -1,6 +1,7 @@
 // Unit tests of the node's shared pieces: pid file, md5 names, owners, clean environment,
 // privilege decision, and buildout runs (real buildout through the wrapper, real processes).
 import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'uvu'
@@ -21,6 +22,14 @@ test('md5hex: lowercase hex md5 of the UTF-8 URL (the software directory name)',
   assert.is(md5hex('http://example.com/software.cfg'), '91d5c3732524c019b6f1d313793d8809')
   assert.is(md5hex(''), 'd41d8cd98f00b204e9800998ecf8427e')
   assert.is(md5hex('http://x/\u00e9.cfg'), '2bb6f06106f9fcda12f78505bd853c7e')
+  // the JavaScript MD5 against OpenSSL's, across block boundaries and multi-byte characters
+  const lengths = [1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000]
+  const alphabet = 'a\u00e9\u65e5\u{1f44d}/:.'
+  for (const n of lengths) {
+    let text = ''
+    for (let i = 0; i < n; i++) text += [...alphabet][(i * 7 + n) % [...alphabet].length]
+    assert.is(md5hex(text), createHash('md5').update(text, 'utf8').digest('hex'), `length ${n}`)
+  }
 })
 
 test('cleanEnv: drops Python, locale and temp variables, sets HOME and PYTHONNOUSERSITE', () => {

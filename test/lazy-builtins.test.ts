@@ -32,6 +32,15 @@ test('--version and --help load neither node:crypto nor node:child_process', () 
   }
 })
 
+test('node instance --help and node software --help do not load node:crypto (the software directory md5 is ours)', () => {
+  for (const cmd of ['instance', 'software']) {
+    const r = recorder(tempDir('slapos-lazy-'))
+    const run = spawnSync(process.execPath, ['--require', r.preload, BUNDLE, 'node', cmd, '--help'], { encoding: 'utf8' })
+    assert.is(run.status, 0, run.stderr)
+    assert.not.ok(builtin(r.loaded(), 'crypto'), `node ${cmd} --help loaded node:crypto`)
+  }
+})
+
 test('proxy start serving getFullComputerInformation does not load node:crypto', async () => {
   const dir = tempDir('slapos-lazy-')
   const r = recorder(dir)
