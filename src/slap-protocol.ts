@@ -115,6 +115,16 @@ export function preencode(v: PyValue): Preencoded {
 /** Unmarshals a document; throws MarshalError on anything malformed or not allowed. */
 export function loads(xml: string, limits: LoadLimits = {}): PyValue {
   if (typeof xml !== 'string') throw new MarshalError('marshalled document must be a string')
+  // xml_marshaller's own compact output, read directly; anything else (indentation, comments,
+  // CDATA, other attribute spellings, every error) goes through the general scanner below
+  const fast = loadsCompact(xml, limits)
+  if (fast !== NOT_COMPACT) return fast
+  return loadsGeneral(xml, limits)
+}
+
+/** The general decoder: any well-formed document, every error with its message. */
+export function loadsGeneral(xml: string, limits: LoadLimits = {}): PyValue {
+  if (typeof xml !== 'string') throw new MarshalError('marshalled document must be a string')
   const d = new Decoder(limits)
   scanXml(xml, d, limits)
   return d.result()
@@ -647,6 +657,7 @@ interface XmlHandler {
 }
 
 const SLASH = 0x2f
+const LT = 0x3c
 const QUESTION = 0x3f
 const BANG = 0x21
 const GT = 0x3e
@@ -918,23 +929,238 @@ class Decoder implements XmlHandler {
         return new Tuple(f.items)
       case 'list':
         return f.items
-      case 'set': {
-        for (const x of f.items) if (!hashable(x)) throw new MarshalError('unhashable value in <set>')
-        return new Set(f.items)
-      }
+      case 'set':
+        return buildSet(f.items)
       case 'dictionary':
         return buildDict(f.items)
-      case 'object': {
-        const [args, state, ...rest] = f.items
-        if (!(args instanceof Tuple) || !isPyDict(state) || rest.length > 0) {
-          throw new MarshalError(`<object class="${f.className}"> must hold an init-args <tuple> and a state <dictionary>`)
-        }
-        const [min, max] = INIT_ARGS[f.className]
-        if (args.items.length < min || args.items.length > max) {
-          throw new MarshalError(`${f.className} takes ${min}..${max} init args, not ${args.items.length}`)
-        }
-        return new SlapObject(f.className, args.items, state)
+      case 'object':
+        return buildObject(f.className, f.items)
+    }
+  }
+}
+
+function buildSet(items: PyValue[]): Set<PyValue> {
+  for (const x of items) if (!hashable(x)) throw new MarshalError('unhashable value in <set>')
+  return new Set(items)
+}
+
+function buildObject(className: SlapClassName, items: PyValue[]): SlapObject {
+  const [args, state, ...rest] = items
+  if (!(args instanceof Tuple) || !isPyDict(state) || rest.length > 0) {
+    throw new MarshalError(`<object class="${className}"> must hold an init-args <tuple> and a state <dictionary>`)
+  }
+  const [min, max] = INIT_ARGS[className]
+  if (args.items.length < min || args.items.length > max) {
+    throw new MarshalError(`${className} takes ${min}..${max} init args, not ${args.items.length}`)
+  }
+  return new SlapObject(className, args.items, state)
+}
+
+// --- internal: the compact decoder ------------------------------------------------------
+// What xml_marshaller writes (and dumps() above): no text between elements, attributes in
+// its order with double quotes. Read with indexOf and startsWith, without the SAX frames of
+// the general decoder (a 200 KB computer answer: 25 ms -> a few ms on a cold start). Same
+// values, same limits; on anything it does not expect it gives up and the general decoder
+// reads the document from the start.
+
+const NOT_COMPACT: unique symbol = Symbol('not compact')
+class NotCompact extends Error {}
+type CompactTag = 'string' | 'int' | 'none' | 'bool' | 'float' | 'long' | 'unicode' | 'dictionary' | 'list' | 'tuple' | 'set' | 'object' | 'reference'
+
+/** The element name at `p` when it is one xml_marshaller writes and a name ends right after it. */
+function tagAt(src: string, p: number): CompactTag | undefined {
+  let tag: CompactTag | undefined
+  switch (src.charCodeAt(p)) {
+    case 0x73: // s
+      tag = src.startsWith('string', p) ? 'string' : src.startsWith('set', p) ? 'set' : undefined
+      break
+    case 0x69: // i
+      tag = src.startsWith('int', p) ? 'int' : undefined
+      break
+    case 0x6e: // n
+      tag = src.startsWith('none', p) ? 'none' : undefined
+      break
+    case 0x64: // d
+      tag = src.startsWith('dictionary', p) ? 'dictionary' : undefined
+      break
+    case 0x6c: // l
+      tag = src.startsWith('list', p) ? 'list' : src.startsWith('long', p) ? 'long' : undefined
+      break
+    case 0x74: // t
+      tag = src.startsWith('tuple', p) ? 'tuple' : undefined
+      break
+    case 0x6f: // o
+      tag = src.startsWith('object', p) ? 'object' : undefined
+      break
+    case 0x72: // r
+      tag = src.startsWith('reference', p) ? 'reference' : undefined
+      break
+    case 0x62: // b
+      tag = src.startsWith('bool', p) ? 'bool' : undefined
+      break
+    case 0x66: // f
+      tag = src.startsWith('float', p) ? 'float' : undefined
+      break
+    case 0x75: // u
+      tag = src.startsWith('unicode', p) ? 'unicode' : undefined
+      break
+  }
+  if (tag === undefined) return undefined
+  const c = src.charCodeAt(p + tag.length)
+  return c === GT || c === SLASH || c === 0x20 ? tag : undefined
+}
+
+function isLeafTag(tag: CompactTag): boolean {
+  return tag === 'string' || tag === 'int' || tag === 'none' || tag === 'bool' || tag === 'float' || tag === 'long' || tag === 'unicode'
+}
+
+function loadsCompact(src: string, limits: LoadLimits): PyValue | typeof NOT_COMPACT {
+  if (src.length > (limits.maxLength ?? 64 * 1024 * 1024) || BAD_TEXT_CHAR.test(src)) return NOT_COMPACT
+  let start = 0
+  if (src.startsWith('<?xml')) {
+    const e = src.indexOf('?>')
+    if (e < 0) return NOT_COMPACT
+    start = e + 2
+    while (isSpace(src.charCodeAt(start))) start++
+  }
+  if (!src.startsWith('<marshal>', start)) return NOT_COMPACT
+  const r = new CompactReader(src, start + 9, limits)
+  try {
+    const value = r.value(1)
+    if (!src.startsWith('</marshal>', r.pos)) return NOT_COMPACT
+    for (let i = r.pos + 10; i < src.length; i++) if (!isSpace(src.charCodeAt(i))) return NOT_COMPACT
+    return value
+  } catch (e) {
+    if (e instanceof NotCompact || e instanceof MarshalError) return NOT_COMPACT
+    throw e
+  }
+}
+
+class CompactReader {
+  pos: number
+  /** what every value read so far expands to, as the general decoder counts it */
+  private expanded = 0
+  /** size of the last value read (itself + what it holds, references expanded) */
+  private size = 0
+  private readonly ids = new Map<string, { value: PyValue; size: number }>()
+  private readonly open = new Set<string>()
+  private readonly maxDepth: number
+  private readonly maxExpanded: number
+
+  constructor(
+    private readonly src: string,
+    pos: number,
+    limits: LoadLimits,
+  ) {
+    this.pos = pos
+    this.maxDepth = limits.maxDepth ?? 256
+    this.maxExpanded = limits.maxExpanded ?? 5_000_000
+  }
+
+  private count(n: number): void {
+    this.expanded += n
+    if (this.expanded > this.maxExpanded) throw new NotCompact()
+  }
+
+  /** The element at pos, `depth` deep (the root <marshal> is 1). */
+  value(depth: number): PyValue {
+    const src = this.src
+    if (src.charCodeAt(this.pos) !== LT || depth + 1 > this.maxDepth) throw new NotCompact()
+    const p = this.pos + 1
+    const tag = tagAt(src, p)
+    if (tag === undefined) throw new NotCompact()
+    if (isLeafTag(tag)) {
+      const after = p + tag.length
+      const c = src.charCodeAt(after)
+      this.count(1)
+      this.size = 1
+      if (c === SLASH && src.charCodeAt(after + 1) === GT) {
+        this.pos = after + 2
+        return leafValue(tag, '')
       }
+      if (c !== GT) throw new NotCompact()
+      const close = src.indexOf('<', after + 1)
+      if (close < 0 || src.charCodeAt(close + 1) !== SLASH || !src.startsWith(tag, close + 2) || src.charCodeAt(close + 2 + tag.length) !== GT) throw new NotCompact()
+      let text = src.slice(after + 1, close)
+      if (text.includes('&') || text.includes('\r')) text = decodeText(text, after + 1, () => { throw new NotCompact() })
+      this.pos = close + tag.length + 3
+      return leafValue(tag, text)
+    }
+    if (tag === 'dictionary' || tag === 'list' || tag === 'tuple' || tag === 'set') {
+      let q = p + tag.length
+      let id: string | undefined
+      if (src.startsWith(' id="', q)) {
+        const e = src.indexOf('"', q + 5)
+        if (e < 0) throw new NotCompact()
+        id = src.slice(q + 5, e)
+        if (id.includes('&') || id.includes('<')) throw new NotCompact()
+        q = e + 1
+      }
+      if (tag === 'tuple') id = undefined
+      this.count(1)
+      const items = this.children(tag, q, id, depth)
+      const size = this.size
+      const value = tag === 'dictionary' ? buildDict(items) : tag === 'list' ? items : tag === 'tuple' ? new Tuple(items) : buildSet(items)
+      if (id !== undefined) {
+        this.open.delete(id)
+        this.ids.set(id, { value, size })
+      }
+      this.size = size
+      return value
+    }
+    if (tag === 'object' && src.startsWith('object id="', p)) {
+      const e = src.indexOf('"', p + 11)
+      const id = src.slice(p + 11, e)
+      const m = ' module="' + SLAP_MODULE + '" class="'
+      if (e < 0 || id.includes('&') || id.includes('<') || !src.startsWith(m, e + 1)) throw new NotCompact()
+      const ce = src.indexOf('"', e + 1 + m.length)
+      const className = src.slice(e + 1 + m.length, ce) as SlapClassName
+      if (ce < 0 || !SLAP_CLASSES.includes(className)) throw new NotCompact()
+      this.count(1)
+      const items = this.children('object', ce + 1, id, depth)
+      const size = this.size
+      const value = buildObject(className, items)
+      this.open.delete(id)
+      this.ids.set(id, { value, size })
+      this.size = size
+      return value
+    }
+    if (tag === 'reference' && src.startsWith('reference id="', p)) {
+      const e = src.indexOf('"', p + 14)
+      if (e < 0 || src.charCodeAt(e + 1) !== SLASH || src.charCodeAt(e + 2) !== GT) throw new NotCompact()
+      const id = src.slice(p + 14, e)
+      const target = this.ids.get(id)
+      if (target === undefined || this.open.has(id)) throw new NotCompact()
+      this.count(1 + target.size)
+      this.pos = e + 3
+      this.size = target.size
+      return target.value
+    }
+    throw new NotCompact()
+  }
+
+  /** After a start tag's attributes (at `q`: `>` or `/>`), the children up to the end tag. */
+  private children(tag: string, q: number, id: string | undefined, depth: number): PyValue[] {
+    const src = this.src
+    const items: PyValue[] = []
+    let size = 1
+    if (src.charCodeAt(q) === SLASH && src.charCodeAt(q + 1) === GT) {
+      this.pos = q + 2
+      this.size = size
+      return items
+    }
+    if (src.charCodeAt(q) !== GT) throw new NotCompact()
+    if (id !== undefined) this.open.add(id)
+    this.pos = q + 1
+    for (;;) {
+      if (src.charCodeAt(this.pos) === LT && src.charCodeAt(this.pos + 1) === SLASH) {
+        if (!src.startsWith(tag, this.pos + 2) || src.charCodeAt(this.pos + 2 + tag.length) !== GT) throw new NotCompact()
+        this.pos += tag.length + 3
+        this.size = size
+        return items
+      }
+      items.push(this.value(depth + 1))
+      size += this.size
     }
   }
 }

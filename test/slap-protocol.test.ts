@@ -10,6 +10,7 @@ import {
   isPyDict,
   jsonInXmlParameters,
   loads,
+  loadsGeneral,
   MarshalError,
   parseInstanceXml,
   parseJsonInXml,
@@ -20,6 +21,7 @@ import {
   pyJsonDumps,
   SlapObject,
   Tuple,
+  type LoadLimits,
   type PyDict,
   type PyValue,
 } from '../src/slap-protocol.ts'
@@ -470,6 +472,108 @@ test('property: 3000 random values round-trip (compact and pretty), seeded', () 
     const pretty = dumps(v, { pretty: true })
     assert.is(dumps(loads(pretty)), xml, `value ${i}: pretty form decodes to the same value`)
   }
+})
+
+// --- the compact decoder against the general one ----------------------------------------
+
+/** Everything about a decoded value: types, values, and which containers are the same object. */
+function typed(v: PyValue, seen = new Map<object, number>()): string {
+  if (typeof v === 'string') return `s${JSON.stringify(v)}`
+  if (typeof v === 'number') return `n${Object.is(v, -0) ? '-0' : String(v)}`
+  if (typeof v === 'bigint') return `b${v}`
+  if (typeof v === 'boolean') return `B${v}`
+  if (v === null) return 'N'
+  if (v instanceof PyFloat) return `F${Object.is(v.value, -0) ? '-0' : String(v.value)}`
+  if (seen.has(v)) return `@${seen.get(v)}`
+  seen.set(v, seen.size)
+  if (v instanceof Tuple) return `T(${v.items.map((x) => typed(x, seen)).join(',')})`
+  if (Array.isArray(v)) return `L[${v.map((x) => typed(x, seen)).join(',')}]`
+  if (v instanceof Set) return `S{${[...v].map((x) => typed(x, seen)).join(',')}}`
+  if (v instanceof PyMap) return `M{${v.entries.map(([k, x]) => `${typed(k, seen)}:${typed(x, seen)}`).join(',')}}`
+  if (v instanceof SlapObject) return `O<${v.className}>(${typed(v.initArgs, seen)};${typed(v.state, seen)})`
+  const d = v as PyDict
+  return `D{${Object.keys(d).map((k) => `${JSON.stringify(k)}:${typed(d[k]!, seen)}`).join(',')}}`
+}
+
+function outcome(decode: (xml: string, limits?: LoadLimits) => PyValue, xml: string, limits?: LoadLimits): string {
+  try {
+    return typed(decode(xml, limits))
+  } catch (e) {
+    return `error ${e instanceof MarshalError ? 'MarshalError' : String(e)}: ${(e as Error).message}`
+  }
+}
+
+test('compact decoder: every recorded document, and odd or broken ones, decode as the general decoder decodes them', () => {
+  const docs: string[] = [...ENCODING.map((c) => c.xml)]
+  for (const c of CLIENT) {
+    if (c.fx.response.body.startsWith('<marshal')) docs.push(c.fx.response.body)
+    for (const v of Object.values(c.fx.request.form ?? {})) if (typeof v === 'string' && v.startsWith('<marshal')) docs.push(v)
+  }
+  for (const dir of ['format-1-partitions', 'format-10-partitions']) docs.push(readFileSync(join(WIRE, 'computer-definitions', dir, 'slapos.xml'), 'utf8'))
+  const odd = [
+    '<?xml version="1.0"?>\n<marshal><int>1</int></marshal>\n',
+    '\ufeff<marshal><int>1</int></marshal>',
+    '<marshal><list id="i2"><string>x</string><reference id="i2"/></list></marshal>',
+    '<marshal><list id="i2"><string>x</string></list><reference id="i2"/></marshal>',
+    '<marshal><tuple id="i5"><int>1</int></tuple></marshal>',
+    '<marshal><list id="i2"><tuple id="i5"><int>1</int></tuple><reference id="i5"/></list></marshal>',
+    '<marshal><string>&amp;amp;lt;&#233;&#13;</string></marshal>',
+    '<marshal><string>a\r\nb</string></marshal>',
+    '<marshal><string><![CDATA[<x>]]></string></marshal>',
+    '<marshal><string>a<!-- c -->b</string></marshal>',
+    '<marshal><string id="i1">a</string></marshal>',
+    '<marshal><string/></marshal>',
+    '<marshal><none/></marshal>',
+    '<marshal><none>x</none></marshal>',
+    '<marshal><int>x</int></marshal>',
+    '<marshal><int/></marshal>',
+    '<marshal><dictionary id="i2"><string>a</string></dictionary></marshal>',
+    '<marshal><dictionary id="i2"><int>1</int><string>a</string><float>1.0</float><string>b</string></dictionary></marshal>',
+    '<marshal><object id="i2" module="os" class="system"><tuple/><dictionary id="i3"/></object></marshal>',
+    '<marshal><object id="i2" class="Computer" module="slapos.slap.slap"><tuple><string>c</string></tuple><dictionary id="i3"/></object></marshal>',
+    '<marshal><object id="i2" module="slapos.slap.slap" class="Computer"><tuple/><dictionary id="i3"/></object></marshal>',
+    '<marshal><set id="i2"><int>1</int><int>1</int></set></marshal>',
+    '<marshal><set id="i2"><list id="i3"/></set></marshal>',
+    '<marshal><float>1.0</float></marshal>',
+    '<marshal><long>123456789012345678901234567890</long></marshal>',
+    '<marshal><bool>1</bool></marshal>',
+    '<marshal><unicode>x</unicode></marshal>',
+    '<marshal><list><int>1</int></list></marshal>',
+    '<marshal><listing/></marshal>',
+    '<marshal><string>x</string></marshal><x/>',
+    '<marshal><string>x</string>',
+    '<marshal> <int>1</int></marshal>',
+    '<marshal><m:int xmlns:m="x">1</m:int></marshal>',
+    `<marshal>${'<list id="i9">'.repeat(300)}${'</list>'.repeat(300)}</marshal>`,
+  ]
+  for (const xml of [...docs, ...odd]) assert.is(outcome(loads, xml), outcome(loadsGeneral, xml), JSON.stringify(xml.slice(0, 200)))
+  // limits give the same refusals
+  const bomb = '<marshal><list id="i2"><list id="i3"><int>1</int><int>2</int></list><reference id="i3"/><reference id="i3"/></list></marshal>'
+  for (const limits of [{ maxExpanded: 4 }, { maxExpanded: 5 }, { maxExpanded: 9 }, { maxDepth: 2 }, { maxDepth: 3 }, { maxLength: 20 }]) {
+    assert.is(outcome(loads, bomb, limits), outcome(loadsGeneral, bomb, limits), JSON.stringify(limits))
+  }
+  assert.ok(docs.length >= 40, `${docs.length} recorded documents`)
+})
+
+test('compact decoder: 12,000 mutated documents decode or fail exactly as with the general decoder', () => {
+  const seeds = [...ENCODING.map((c) => c.xml), ...CLIENT.map((c) => c.fx.response.body).filter((b) => b.startsWith('<marshal'))]
+  const snippets = ['<', '>', '&', '&#0;', '&#x1F600;', '&amp;', '<![CDATA[', ']]>', '<!--', '</list>', '<list id="i2">', '<reference id="i2"/>', '<reference id="i3"/>', '<reference id="i99"/>', '<tuple>', '</tuple>', '<none/>', '<string/>', '"', ' ', '\r', 'id=', '<int>', '</int>', '<float>x</float>', '<dictionary id="i7">', '</dictionary>']
+  const r = prng(11)
+  let decoded = 0
+  for (let i = 0; i < 12000; i++) {
+    let s = seeds[Math.floor(r() * seeds.length)]!
+    for (let m = Math.floor(r() * 3); m > 0; m--) {
+      const at = Math.floor(r() * (s.length + 1))
+      const op = Math.floor(r() * 3)
+      if (op === 0) s = s.slice(0, at) + s.slice(at + 1 + Math.floor(r() * 12))
+      else if (op === 1) s = s.slice(0, at) + snippets[Math.floor(r() * snippets.length)] + s.slice(at)
+      else s = s.slice(0, at) + String.fromCharCode(32 + Math.floor(r() * 95)) + s.slice(at + 1)
+    }
+    const want = outcome(loadsGeneral, s)
+    if (!want.startsWith('error')) decoded++
+    if (outcome(loads, s) !== want) assert.unreachable(`input ${i} differs: ${JSON.stringify(s.slice(0, 300))}\n  compact: ${outcome(loads, s)}\n  general: ${want}`)
+  }
+  assert.ok(decoded > 2000, `enough mutations still decode (${decoded})`)
 })
 
 // --- fuzz test: mutated fixture documents only ever give MarshalError -----------------
