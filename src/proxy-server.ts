@@ -282,7 +282,7 @@ export class ProxyApp {
       ),
       _computer_partition_list: partitions,
     })
-    const body = Buffer.from(dumps(computer), 'latin1')
+    const body = Buffer.from(dumps(computer), 'utf8')
     if (this.gfciCache.size > 1000) this.gfciCache.clear()
     this.gfciCache.set(computerId, { gen, body })
     return { status: 200, body }
