@@ -1,7 +1,7 @@
 // Shared by the tests: run the built binary, make temp dirs. Fakes, when a test needs one,
 // live here and say so in their name.
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { dumps, type PyDict } from '../src/slap-protocol.ts'
@@ -11,8 +11,29 @@ export const SLAPOS = join(ROOT, 'dist', 'slapos')
 export const SHARED_FIXTURES = resolve(ROOT, '..', 'shared', 'fixtures')
 export const FIXTURES = join(ROOT, 'test', 'fixtures')
 
+const madeDirs: string[] = []
+
+/**
+ * A new directory under the system's temporary directory, removed when this test file's
+ * process exits with success (kept after a failure, or with SLAPOS_KEEP_TEST_DIRS=1, to look
+ * at what the test left).
+ */
 export function tempDir(prefix = 'slapos-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix))
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  if (madeDirs.length === 0) {
+    process.once('exit', (code) => {
+      if (code !== 0 || process.exitCode || process.env.SLAPOS_KEEP_TEST_DIRS) return
+      for (const d of madeDirs) {
+        try {
+          rmSync(d, { recursive: true, force: true })
+        } catch {
+          // a file still in use: the system's temporary directory cleaning will take it
+        }
+      }
+    })
+  }
+  madeDirs.push(dir)
+  return dir
 }
 
 export interface Result {
