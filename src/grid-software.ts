@@ -16,7 +16,8 @@
 //
 // Failures stay per software release (the original's "bulletproof" loop): one that fails is
 // reported and counted, the next one is still processed. The binary cache is networkcache.ts.
-// Not implemented: the git revision comment in buildout.cfg, managers.
+// Differences listed in docs/compatibility.md (grid rows 33, 45): buildout.cfg has no git
+// revision comment, and there are no managers.
 import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { BuildoutError, buildoutFailure, runBuildout } from './buildout.ts'

@@ -967,47 +967,22 @@ const NOT_COMPACT: unique symbol = Symbol('not compact')
 class NotCompact extends Error {}
 type CompactTag = 'string' | 'int' | 'none' | 'bool' | 'float' | 'long' | 'unicode' | 'dictionary' | 'list' | 'tuple' | 'set' | 'object' | 'reference'
 
+const COMPACT_TAGS: readonly CompactTag[] = ['string', 'int', 'none', 'dictionary', 'list', 'tuple', 'object', 'reference', 'bool', 'float', 'long', 'unicode', 'set']
+/** the candidate names by their first character code */
+const TAGS_BY_FIRST = new Map<number, CompactTag[]>()
+for (const t of COMPACT_TAGS) TAGS_BY_FIRST.set(t.charCodeAt(0), [...(TAGS_BY_FIRST.get(t.charCodeAt(0)) ?? []), t])
+
 /** The element name at `p` when it is one xml_marshaller writes and a name ends right after it. */
 function tagAt(src: string, p: number): CompactTag | undefined {
-  let tag: CompactTag | undefined
-  switch (src.charCodeAt(p)) {
-    case 0x73: // s
-      tag = src.startsWith('string', p) ? 'string' : src.startsWith('set', p) ? 'set' : undefined
-      break
-    case 0x69: // i
-      tag = src.startsWith('int', p) ? 'int' : undefined
-      break
-    case 0x6e: // n
-      tag = src.startsWith('none', p) ? 'none' : undefined
-      break
-    case 0x64: // d
-      tag = src.startsWith('dictionary', p) ? 'dictionary' : undefined
-      break
-    case 0x6c: // l
-      tag = src.startsWith('list', p) ? 'list' : src.startsWith('long', p) ? 'long' : undefined
-      break
-    case 0x74: // t
-      tag = src.startsWith('tuple', p) ? 'tuple' : undefined
-      break
-    case 0x6f: // o
-      tag = src.startsWith('object', p) ? 'object' : undefined
-      break
-    case 0x72: // r
-      tag = src.startsWith('reference', p) ? 'reference' : undefined
-      break
-    case 0x62: // b
-      tag = src.startsWith('bool', p) ? 'bool' : undefined
-      break
-    case 0x66: // f
-      tag = src.startsWith('float', p) ? 'float' : undefined
-      break
-    case 0x75: // u
-      tag = src.startsWith('unicode', p) ? 'unicode' : undefined
-      break
+  const candidates = TAGS_BY_FIRST.get(src.charCodeAt(p))
+  if (candidates === undefined) return undefined
+  for (let i = 0; i < candidates.length; i++) {
+    const tag = candidates[i]!
+    if (!src.startsWith(tag, p)) continue
+    const c = src.charCodeAt(p + tag.length)
+    if (c === GT || c === SLASH || c === 0x20) return tag
   }
-  if (tag === undefined) return undefined
-  const c = src.charCodeAt(p + tag.length)
-  return c === GT || c === SLASH || c === 0x20 ? tag : undefined
+  return undefined
 }
 
 function isLeafTag(tag: CompactTag): boolean {
