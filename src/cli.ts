@@ -3,12 +3,14 @@
 // then the command's own options through yargs, and errors turned into one line.
 // Called only by main.ts; returns an exit status and never exits the process.
 import type { Argv } from 'yargs'
+import { declarations, fastParse } from './argv-fast.ts'
 import { COMMANDS } from './commands/index.ts'
 import { configPath, ConfigFile, type Family } from './config.ts'
 import type { Ctx } from './context.ts'
 import { describeError, SlapError, UsageError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { createLogger, levelFromVerbosity, type Level } from './log.ts'
+import { isTTY, writeOut } from './stdio.ts'
 import { realRunner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
@@ -233,9 +235,11 @@ function legacyArgs(argv: string[], command: string): string[] {
 
 export async function run(argv: string[], opts: RunOptions = {}): Promise<number> {
   const io = opts.ctx?.io ?? {
-    out: (s: string) => void process.stdout.write(s),
-    err: (s: string) => void process.stderr.write(s),
-    isTTY: process.stdout.isTTY === true,
+    out: (s: string) => writeOut(1, s),
+    err: (s: string) => writeOut(2, s),
+    get isTTY() {
+      return isTTY(1)
+    },
   }
   let log = createLogger({ level: 'info' })
   try {
@@ -263,7 +267,10 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
       io.out(await commandHelp(spec))
       return EXIT.OK
     }
-    const parsed = (await (await commandParser(spec, mod, args)).parseAsync()) as unknown as RunArgs
+    // plain lines (what cron runs) without yargs; anything else, and every error, through it
+    const decl = declarations(mod)
+    const quick = decl && fastParse(decl, args, `slapos ${spec.name}`)
+    const parsed = (quick ?? (await (await commandParser(spec, mod, args)).parseAsync())) as unknown as RunArgs
     parsed.global = global
     const ctx: Ctx = {
       io,

@@ -36,8 +36,9 @@ import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
-import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
+import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, readRegularFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
+import { isTTY } from './stdio.ts'
 import {
   createInstanceRootStructure,
   startPartitionServices,
@@ -129,8 +130,8 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   )
   if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
 
-  const progress = new Progress(process.stderr.isTTY === true && !opts.buildoutDebug)
-  const env: Env = { cfg, client, sup, log, ctx, opts, progress, settings: run.settings }
+  const progress = new Progress(!opts.buildoutDebug && isTTY(2))
+  const env: Env = { cfg, client, sup, log, ctx, opts, progress, settings: run.settings, periodicity: new Map(), softwarePaths: new Map() }
   const summaries: PartitionSummary[] = []
   let lostMaster: ConnectionError | undefined
   let next = 0
@@ -259,6 +260,21 @@ interface Env {
   opts: InstanceOptions
   progress: Progress
   settings: Map<string, string>
+  /** periodicity files read in this run: every partition of a software release shares one */
+  periodicity: Map<string, string | undefined>
+  softwarePaths: Map<string, string>
+}
+
+/** <software_root>/<md5 of the URL>, computed once per software release and run. */
+function softwarePathOf(env: Env, url: string): string {
+  let path = env.softwarePaths.get(url)
+  if (path === undefined) env.softwarePaths.set(url, (path = join(env.cfg.softwareRoot, md5hex(url))))
+  return path
+}
+
+function periodicityOf(env: Env, file: string): string | undefined {
+  if (!env.periodicity.has(file)) env.periodicity.set(file, readPartitionFile(file))
+  return env.periodicity.get(file)
 }
 
 /** One partition, from the master's description to its summary. Throws only ConnectionError. */
@@ -274,16 +290,17 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   const softwareType = typeof params.slap_software_type === 'string' ? params.slap_software_type : undefined
   const rawTimestamp = params.timestamp
   const timestamp = rawTimestamp === undefined || rawTimestamp === null ? undefined : String(rawTimestamp)
-  const softwarePath = srUrl ? join(cfg.softwareRoot, md5hex(srUrl)) : undefined
+  const softwarePath = srUrl ? softwarePathOf(env, srUrl) : undefined
   const log = env.log.child(id)
   const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
 
   const dirExists = isDirectory(path)
-  const timestampFile = join(path, '.timestamp')
-  const periodicityFile = softwarePath ? join(softwarePath, 'periodicity') : undefined
+  // (path and softwarePath are normalised: these names need no join)
+  const timestampFile = `${path}/.timestamp`
+  const periodicityFile = softwarePath ? `${softwarePath}/periodicity` : undefined
   const decision: PartitionDecision = planPartition(
     { id, state, softwareReleaseUrl: srUrl, timestamp },
-    { dirExists, timestamp: dirExists ? readTimestamp(timestampFile) : undefined, periodicityFile: periodicityFile ? readPartitionFile(periodicityFile) : undefined },
+    { dirExists, timestamp: dirExists ? readRegularFile(timestampFile) : undefined, periodicityFile: periodicityFile ? periodicityOf(env, periodicityFile) : undefined },
     { force: opts.force, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() },
   )
 
@@ -301,11 +318,12 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
       break
   }
   // §4.3 step 1: what the previous buildout requested is forgotten before anything else
-  removeIfExists(join(path, `.slapos-request-transaction-${id}`))
+  removeIfExists(`${path}/.slapos-request-transaction-${id}`)
   if (decision.kind === 'not-selected') return summary('not-selected')
   if (decision.deletePeriodicityFile && periodicityFile) {
     log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
     removeIfExists(periodicityFile)
+    env.periodicity.set(periodicityFile, undefined)
   }
   if (decision.kind === 'up-to-date') {
     log.debug('up to date: nothing to do')
@@ -702,14 +720,9 @@ function logStamp(d: Date): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())},${p(d.getMilliseconds(), 3)}`
 }
 
-function readTimestamp(file: string): { content: string; mtimeMs: number } | undefined {
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  const content = st?.isFile() ? readPartitionFile(file) : undefined
-  return st && content !== undefined ? { content, mtimeMs: st.mtimeMs } : undefined
-}
-
+/** Removes a file that is usually absent (an lstat answers that without the exception of a failed unlink). */
 function removeIfExists(file: string): void {
-  rmSync(file, { force: true })
+  if (lstatSync(file, { throwIfNoEntry: false })) rmSync(file, { force: true })
 }
 
 function isDirectory(p: string): boolean {

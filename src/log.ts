@@ -3,6 +3,7 @@
 // working; colour only when stderr is a terminal.
 import { appendFileSync, mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
+import { isTTY, writeOut } from './stdio.ts'
 
 export type Level = 'debug' | 'info' | 'warning' | 'error' | 'critical'
 const RANK: Record<Level, number> = { debug: 10, info: 20, warning: 30, error: 40, critical: 50 }
@@ -41,9 +42,10 @@ function stamp(d: Date): string {
 }
 
 export function createLogger(opts: LogOptions): Logger {
-  const write = opts.write ?? ((line: string) => process.stderr.write(line))
-  const tty = opts.isTTY ?? process.stderr.isTTY === true
-  const color = tty && opts.color !== false
+  const write = opts.write ?? ((line: string) => writeOut(2, line))
+  // asked only when a line is written in colour or not (a logger made and not used asks nothing)
+  let color: boolean | undefined = opts.color === false ? false : opts.isTTY
+  const colored = (): boolean => (color ??= isTTY(2))
   const name = opts.name ?? 'slapos'
   const threshold = RANK[opts.level]
   let fileReady = false
@@ -54,7 +56,7 @@ export function createLogger(opts: LogOptions): Logger {
     if (RANK[level] >= threshold) {
       const head = `${name}[${process.pid}] ${level.toUpperCase()}`
       const time = opts.noTime ? '' : stamp(now) + ' '
-      const line = color
+      const line = colored()
         ? `${opts.noTime ? '' : `\x1b[32m${stamp(now)}\x1b[0m `}\x1b[34m${name}\x1b[0m[${process.pid}] \x1b[1m${level.toUpperCase()}\x1b[0m \x1b[${COLOR[level]}m${text}\x1b[0m\n`
         : `${time}${head} ${text}\n`
       write(line)
