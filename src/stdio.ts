@@ -11,19 +11,34 @@ type Mode = 'direct' | 'stream' | 'closed'
 const modes: { 1?: Mode; 2?: Mode } = {}
 const ttys: { 1?: boolean; 2?: boolean } = {}
 
-const stream = (fd: Fd): NodeJS.WriteStream => (fd === 1 ? process.stdout : process.stderr)
+const listening: { 1?: boolean; 2?: boolean } = {}
 
-/** Whether fd is a terminal. A terminal is a character device: anything else is answered without loading node:tty. */
+/** process.stdout or process.stderr; a reader gone away (EPIPE) ends the output there too, instead of an unhandled error. */
+function stream(fd: Fd): NodeJS.WriteStream {
+  const s = fd === 1 ? process.stdout : process.stderr
+  if (!listening[fd]) {
+    listening[fd] = true
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e
+      modes[fd] = 'closed'
+    })
+  }
+  return s
+}
+
+/** Whether fd is a terminal. A terminal is a character device: anything else (and /dev/null) is answered without loading node:tty. */
 export function isTTY(fd: Fd): boolean {
   let tty = ttys[fd]
   if (tty === undefined) {
-    let chr = false
+    let maybe = false
     try {
-      chr = fstatSync(fd).isCharacterDevice()
+      const st = fstatSync(fd)
+      // memory devices (major 1: /dev/null, /dev/zero, /dev/full) are character devices too
+      maybe = st.isCharacterDevice() && Math.floor(st.rdev / 256) % 4096 !== 1
     } catch {
       /* closed: not a terminal */
     }
-    tty = ttys[fd] = chr && stream(fd).isTTY === true
+    tty = ttys[fd] = maybe && stream(fd).isTTY === true
   }
   return tty
 }

@@ -233,7 +233,7 @@ export class SupervisorConnectionError extends SlapError {
 }
 
 /** supervisord's fault codes we act on (supervisor/xmlrpc.py Faults). */
-export const FAULT = { SHUTDOWN_STATE: 6, BAD_NAME: 10, NOT_RUNNING: 70, ALREADY_ADDED: 90, STILL_RUNNING: 91 } as const
+export const FAULT = { UNKNOWN_METHOD: 1, SHUTDOWN_STATE: 6, BAD_NAME: 10, NOT_RUNNING: 70, ALREADY_ADDED: 90, STILL_RUNNING: 91 } as const
 
 export interface ProcessInfo {
   name: string
@@ -273,8 +273,9 @@ export class Supervisor {
       if (existsSync(this.paths.socket)) {
         for (let attempt = 1; attempt <= 5; attempt++) {
           let state: string
+          let watchdog: boolean | undefined
           try {
-            state = await this.stateName(5_000)
+            ;({ state, watchdog } = await this.stateAndWatchdog(5_000))
           } catch (e) {
             if (e instanceof SupervisorFault && e.faultCode !== FAULT.SHUTDOWN_STATE) throw e
             if (e instanceof SupervisorFault) {
@@ -285,7 +286,7 @@ export class Supervisor {
           }
           if (state === 'RUNNING') {
             this.log.debug('supervisord already running')
-            await this.reviveWatchdog()
+            await this.reviveWatchdog(watchdog)
             return
           }
           if (state === 'SHUTDOWN') {
@@ -376,6 +377,25 @@ export class Supervisor {
     return next
   }
 
+  /**
+   * getState, and whether the watchdog listener runs, in one round trip (system.multicall):
+   * what every node run asks first. A supervisord without multicall is asked twice.
+   */
+  private async stateAndWatchdog(timeoutMs: number): Promise<{ state: string; watchdog: boolean | undefined }> {
+    let answers: XmlRpcValue
+    try {
+      answers = await this.rpc('system.multicall', [[{ methodName: 'supervisor.getState', params: [] }, { methodName: 'supervisor.getProcessInfo', params: ['watchdog'] }]], timeoutMs)
+    } catch (e) {
+      if (!(e instanceof SupervisorFault && e.faultCode === FAULT.UNKNOWN_METHOD)) throw e
+      return { state: await this.stateName(timeoutMs), watchdog: undefined }
+    }
+    // supervisord answers each call's value itself (the XML-RPC convention is [value]), or the struct of a fault
+    const [stateAnswer, watchdogAnswer] = (Array.isArray(answers) ? answers : []).map((a) => (Array.isArray(a) ? a[0] : a))
+    if (isStruct(stateAnswer) && 'faultCode' in stateAnswer) throw new SupervisorFault('supervisor.getState', Number(stateAnswer.faultCode), String(stateAnswer.faultString ?? ''))
+    const state = isStruct(stateAnswer) && typeof stateAnswer.statename === 'string' ? stateAnswer.statename : 'UNKNOWN'
+    return { state, watchdog: isStruct(watchdogAnswer) && (watchdogAnswer.statename === 'RUNNING' || watchdogAnswer.statename === 'STARTING') }
+  }
+
   private async stateName(timeoutMs?: number): Promise<string> {
     const v = await this.rpc('supervisor.getState', [], timeoutMs)
     return isStruct(v) && typeof v.statename === 'string' ? v.statename : 'UNKNOWN'
@@ -452,9 +472,9 @@ export class Supervisor {
   /**
    * HEAD's launchSupervisord: a running supervisord whose watchdog listener is not running
    * (its command was empty, or changed since) gets the current configuration applied and
-   * the listener re-added.
+   * the listener re-added. `known`: whether it runs, when the caller already asked.
    */
-  private async reviveWatchdog(): Promise<void> {
+  private async reviveWatchdog(known?: boolean): Promise<void> {
     // one process asked about, not all of them: a node with many partitions answers faster
     const running = async (): Promise<boolean> => {
       try {
@@ -465,7 +485,7 @@ export class Supervisor {
         throw e
       }
     }
-    if (await running()) return
+    if (known ?? (await running())) return
     await this.apply()
     if (await running()) return
     await this.stopAndRemove('watchdog')

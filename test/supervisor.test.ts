@@ -396,6 +396,45 @@ live('a running supervisord whose watchdog listener is not running gets it re-ad
   }
 })
 
+live('launch asks the state and the watchdog in one multicall; a supervisord without multicall is asked twice', async () => {
+  const root = instanceRoot()
+  const { createServer } = await import('node:http')
+  for (const multicall of [true, false]) {
+    // a recording XML-RPC server in supervisord's place (the real one has multicall: the test above)
+    const calls: string[] = []
+    const server = createServer((req, res) => {
+      let body = ''
+      req.on('data', (c: Buffer) => (body += c.toString()))
+      req.on('end', () => {
+        const method = /<methodName>([^<]+)<\/methodName>/.exec(body)?.[1] ?? ''
+        calls.push(method)
+        const state = '<struct><member><name>statename</name><value><string>RUNNING</string></value></member></struct>'
+        const value =
+          method === 'system.multicall' && !multicall
+            ? null
+            : method === 'system.multicall'
+              ? `<array><data><value>${state}</value><value>${state}</value></data></array>`
+              : state
+        res.setHeader('content-type', 'text/xml')
+        res.end(
+          value === null
+            ? '<?xml version="1.0"?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>1</int></value></member><member><name>faultString</name><value><string>UNKNOWN_METHOD</string></value></member></struct></value></fault></methodResponse>'
+            : `<?xml version="1.0"?><methodResponse><params><param><value>${value}</value></param></params></methodResponse>`,
+        )
+      })
+    })
+    const socket = supervisorPaths(root).socket
+    rmSync(socket, { force: true })
+    await new Promise<void>((resolve) => server.listen(socket, resolve))
+    try {
+      await new Supervisor(supervisorPaths(root), memLog()).launch()
+      assert.equal(calls, multicall ? ['system.multicall'] : ['system.multicall', 'supervisor.getState', 'supervisor.getProcessInfo'])
+    } finally {
+      await new Promise((resolve) => server.close(resolve))
+    }
+  }
+})
+
 live('legacy supervisord.socket: a second supervisord on sv.sock is stopped with its processes', async () => {
   const root = instanceRoot()
   const log = memLog()
