@@ -500,7 +500,9 @@ type Transport = (verb: 'GET' | 'POST', url: string, body: string | undefined) =
 async function makeTransport(opts: SlapClientOptions, timeoutMs: number): Promise<Transport> {
   const { createFetch } = await import('ofetch')
   const tls = readTls(opts)
-  const $fetch = createFetch({ fetch: nodeFetch(tls), Headers: PlainHeaders as unknown as typeof globalThis.Headers, AbortController: globalThis.AbortController })
+  // the time limit is nodeFetch's own (a timer per request): ofetch's would build an
+  // AbortController and a signal for every request, which node:http then listens to
+  const $fetch = createFetch({ fetch: nodeFetch(tls, timeoutMs), Headers: PlainHeaders as unknown as typeof globalThis.Headers })
   return async (verb, url, body) => {
     const headers: Record<string, string> = { Accept: '*/*', 'User-Agent': `slapos/${VERSION}` }
     if (verb === 'POST') headers['Content-Type'] = 'application/x-www-form-urlencoded'
@@ -511,7 +513,6 @@ async function makeTransport(opts: SlapClientOptions, timeoutMs: number): Promis
       responseType: 'text',
       ignoreResponseError: true,
       retry: false,
-      timeout: timeoutMs,
     })
     return { status: res.status, body: res._data ?? '' }
   }
@@ -600,7 +601,7 @@ export function serverName(url: URL): string {
 }
 
 /** The subset of fetch ofetch needs, over node:http(s) so that TLS client certificates work. */
-function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
+function nodeFetch(tls: TlsMaterial, timeoutMs: number): typeof globalThis.fetch {
   return async (input, init) => {
     const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)
     // loaded on first use; getBuiltinModule is synchronous, whereas import() of a builtin
@@ -613,6 +614,9 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
     // A kept-alive connection the master closed while we were idle fails at once with
     // ECONNRESET on reuse: the request never reached the master, so it is sent again once
     // on a new connection (Node's documented pattern, req.reusedSocket).
+    // one limit for the whole exchange, connection and the answer's last byte included
+    let timer: NodeJS.Timeout | undefined
+    let current: { destroy(e: Error): void } | undefined
     const attempt = (again: boolean): Promise<Response> => new Promise<Response>((resolve, reject) => {
       const req = mod.request(
         url,
@@ -644,9 +648,15 @@ function nodeFetch(tls: TlsMaterial): typeof globalThis.fetch {
         if (again && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) resolve(attempt(false))
         else reject(err)
       })
+      current = req
+      timer ??= setTimeout(() => {
+        const err = new Error('The operation was aborted due to timeout')
+        err.name = 'TimeoutError'
+        current?.destroy(err)
+      }, timeoutMs)
       req.end(body)
     })
-    return attempt(true)
+    return attempt(true).finally(() => clearTimeout(timer))
   }
 }
 
