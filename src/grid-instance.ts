@@ -294,13 +294,15 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   const log = env.log.child(id)
   const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
 
-  const dirExists = isDirectory(path)
   // (path and softwarePath are normalised: these names need no join)
   const timestampFile = `${path}/.timestamp`
   const periodicityFile = softwarePath ? `${softwarePath}/periodicity` : undefined
+  // a .timestamp read there also says that the directory exists
+  const localTimestamp = readRegularFile(timestampFile)
+  const dirExists = localTimestamp !== undefined || isDirectory(path)
   const decision: PartitionDecision = planPartition(
     { id, state, softwareReleaseUrl: srUrl, timestamp },
-    { dirExists, timestamp: dirExists ? readRegularFile(timestampFile) : undefined, periodicityFile: periodicityFile ? periodicityOf(env, periodicityFile) : undefined },
+    { dirExists, timestamp: localTimestamp, periodicityFile: periodicityFile ? periodicityOf(env, periodicityFile) : undefined },
     { force: opts.force, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() },
   )
 

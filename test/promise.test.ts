@@ -1,12 +1,13 @@
 // Tests of promise.ts with real processes: legacy etc/promise executables, their results in
 // .slapgrid/promise/result/<title>.status.json, the timeout killing the whole process group,
 // the privilege drop to the partition owner (we run as root here), skipped entries.
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
-import { firstFailure, promiseFailureMessage, runPromises, softwarePython } from '../src/promise.ts'
+import { firstFailure, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
+import { spawnSync } from 'node:child_process'
 import { realRunner } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 
@@ -185,6 +186,17 @@ t('plugins run through slapos.core runpromises.py with the software release Pyth
     err = e
   }
   assert.match(String(err), /Failed to run the promises of slappart7: exit 1\nTraceback: ImportError/)
+})
+
+t('readRegularFile: a regular file and its mtime; a link, a directory, a FIFO, nothing or a file as parent: undefined', () => {
+  const dir = tempDir('slapos-read-')
+  const file = join(dir, '.timestamp')
+  writeFileSync(file, '1796033548.29952')
+  assert.equal(readRegularFile(file), { content: '1796033548.29952', mtimeMs: statSync(file).mtimeMs })
+  symlinkSync(file, join(dir, 'link'))
+  mkdirSync(join(dir, 'sub'))
+  assert.is(spawnSync('mkfifo', [join(dir, 'fifo')]).status, 0)
+  for (const name of ['link', 'sub', 'fifo', 'absent', '.timestamp/below']) assert.is(readRegularFile(join(dir, name)), undefined, name)
 })
 
 t.run()
