@@ -142,7 +142,8 @@ for (const jobs of ONLY === 'idle' ? [] : [1, 2]) {
   } finally {
     await teardown(node)
   }
-  out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms`)
+  // CPU of slapos and of the buildouts it waited for (supervisord and its services not included)
+  out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms (${f(lastCpu)} ms CPU)`)
   console.log(out.at(-1))
 }
 if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
