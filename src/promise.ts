@@ -10,7 +10,7 @@
 // plugins themselves import (the `sys.path[0:0] = [...]` line of the first plugin); that
 // runner then checks the legacy promises too. Without that Python or that egg, plugins are
 // not run (a warning, once per run) and only the legacy executables are checked here.
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import { cleanEnv } from './grid-common.ts'

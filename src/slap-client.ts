@@ -611,12 +611,12 @@ function nodeFetch(tls: TlsMaterial, timeoutMs: number): typeof globalThis.fetch
     for (const [k, v] of new PlainHeaders(init?.headers as HeaderInit | undefined)) headers[k] = v
     const body = typeof init?.body === 'string' ? init.body : undefined
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body))
+    // one time limit for the whole exchange, connection and the answer's last byte included
+    let timer: NodeJS.Timeout | undefined
+    let current: { destroy(e: Error): void } | undefined
     // A kept-alive connection the master closed while we were idle fails at once with
     // ECONNRESET on reuse: the request never reached the master, so it is sent again once
     // on a new connection (Node's documented pattern, req.reusedSocket).
-    // one limit for the whole exchange, connection and the answer's last byte included
-    let timer: NodeJS.Timeout | undefined
-    let current: { destroy(e: Error): void } | undefined
     const attempt = (again: boolean): Promise<Response> => new Promise<Response>((resolve, reject) => {
       const req = mod.request(
         url,

@@ -10,7 +10,6 @@ type Fd = 1 | 2
 type Mode = 'direct' | 'stream' | 'closed'
 const modes: { 1?: Mode; 2?: Mode } = {}
 const ttys: { 1?: boolean; 2?: boolean } = {}
-
 const listening: { 1?: boolean; 2?: boolean } = {}
 
 /** process.stdout or process.stderr; a reader gone away (EPIPE) ends the output there too, instead of an unhandled error. */
