@@ -1037,6 +1037,16 @@ class CompactReader {
     if (this.expanded > this.maxExpanded) throw new NotCompact()
   }
 
+  /** A container read whole: its id (if any) may now be referenced; `size` is its size again. */
+  private closed(id: string | undefined, value: PyValue, size: number): PyValue {
+    if (id !== undefined) {
+      this.open.delete(id)
+      this.ids.set(id, { value, size })
+    }
+    this.size = size
+    return value
+  }
+
   /** The element at pos, `depth` deep (the root <marshal> is 1). */
   value(depth: number): PyValue {
     const src = this.src
@@ -1075,13 +1085,7 @@ class CompactReader {
       this.count(1)
       const items = this.children(tag, q, id, depth)
       const size = this.size
-      const value = tag === 'dictionary' ? buildDict(items) : tag === 'list' ? items : tag === 'tuple' ? new Tuple(items) : buildSet(items)
-      if (id !== undefined) {
-        this.open.delete(id)
-        this.ids.set(id, { value, size })
-      }
-      this.size = size
-      return value
+      return this.closed(id, tag === 'dictionary' ? buildDict(items) : tag === 'list' ? items : tag === 'tuple' ? new Tuple(items) : buildSet(items), size)
     }
     if (tag === 'object' && src.startsWith('object id="', p)) {
       const e = src.indexOf('"', p + 11)
@@ -1094,11 +1098,7 @@ class CompactReader {
       this.count(1)
       const items = this.children('object', ce + 1, id, depth)
       const size = this.size
-      const value = buildObject(className, items)
-      this.open.delete(id)
-      this.ids.set(id, { value, size })
-      this.size = size
-      return value
+      return this.closed(id, buildObject(className, items), size)
     }
     if (tag === 'reference' && src.startsWith('reference id="', p)) {
       const e = src.indexOf('"', p + 14)
