@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { SlapClient } from '../src/slap-client.ts'
-import { SHARED_FIXTURES, startProxy, tempDir } from './helpers.ts'
+import { FIXTURES, startProxy, tempDir } from './helpers.ts'
 import { BASE_IPV6, canUseNamespaces, formatInNamespace } from './netns.ts'
 
 function hostSnapshot(): string {
@@ -65,7 +65,7 @@ netns('3 partitions: users, directories, addresses, slapos.json, proxy; second r
 
   // slapos.json: the same document as the original's, except random IPv4s, paths and versions
   const json = JSON.parse(readFileSync(join(dir, 'slapos.json'), 'utf8')) as Record<string, unknown> & { partition_list: { address_list: { addr: string; netmask: string }[]; ipv6_range: { network: string } }[] }
-  const fixture = JSON.parse(readFileSync(join(SHARED_FIXTURES, 'slap-wire', 'computer-definitions', 'format-3-partitions', 'slapos.json'), 'utf8')) as typeof json
+  const fixture = JSON.parse(readFileSync(join(FIXTURES, 'slap-wire', 'computer-definitions', 'format-3-partitions', 'slapos.json'), 'utf8')) as typeof json
   const normalise = (j: typeof json, root: string) =>
     JSON.parse(
       JSON.stringify({ ...j, reference: 'computer', os_type: '', python_version: '', slapos_version: '', interface: { ...(j.interface as object), ipv6_interface: 'eth', name: 'eth' } })

@@ -9,9 +9,9 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { SlapClient } from '../src/slap-client.ts'
 import { dumps, loads, isPyDict } from '../src/slap-protocol.ts'
-import { SHARED_FIXTURES, SLAPOS, slaposAsync, startProxy, tempDir, type StartedProxy } from './helpers.ts'
+import { FIXTURES, SLAPOS, slaposAsync, startProxy, tempDir, type StartedProxy } from './helpers.ts'
 
-const FIXTURE_DIR = join(SHARED_FIXTURES, 'slap-wire', 'computer-definitions')
+const FIXTURE_DIR = join(FIXTURES, 'slap-wire', 'computer-definitions')
 
 function nodeCfg(dir: string, masterUrl: string, extra: { slapos?: string; slapformat?: string } = {}): string {
   const cfg = join(dir, 'slapos.cfg')

@@ -8,7 +8,6 @@ import { dumps, type PyDict } from '../src/slap-protocol.ts'
 
 export const ROOT = resolve(import.meta.dirname, '..')
 export const SLAPOS = join(ROOT, 'dist', 'slapos')
-export const SHARED_FIXTURES = resolve(ROOT, '..', 'shared', 'fixtures')
 export const FIXTURES = join(ROOT, 'test', 'fixtures')
 
 const madeDirs: string[] = []

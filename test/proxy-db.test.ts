@@ -7,9 +7,9 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import type { Logger } from '../src/log.ts'
 import { DB_VERSION, ProxyDb } from '../src/proxy-db.ts'
-import { SHARED_FIXTURES, tempDir } from './helpers.ts'
+import { FIXTURES, tempDir } from './helpers.ts'
 
-const DUMPS = join(SHARED_FIXTURES, 'proxy-db')
+const DUMPS = join(FIXTURES, 'proxy-db')
 const TABLES17 = ['computer17', 'config17', 'forwarded_partition_request17', 'partition17', 'partition_network17', 'slave17', 'software17']
 
 function recordingLog(): Logger & { lines: string[] } {

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loads, PyFloat, SlapObject, Tuple, type PyValue } from '../src/slap-protocol.ts'
-import { SHARED_FIXTURES, startProxy } from './helpers.ts'
+import { FIXTURES, startProxy } from './helpers.ts'
 
 interface Exchange {
   label: string
@@ -13,7 +13,7 @@ interface Exchange {
   response: { status: number; body: string; body_decoded: unknown; content_type: string }
 }
 
-const DIR = join(SHARED_FIXTURES, 'slap-wire', 'client')
+const DIR = join(FIXTURES, 'slap-wire', 'client')
 
 /** The fixtures' JSON form of a decoded document (README of the fixtures). */
 export function toFixtureJson(v: PyValue): unknown {

@@ -13,7 +13,7 @@ import { AuthorizationError, ConfigError, ConnectionError, NotFoundError, Resour
 import { EXIT } from '../src/exit-codes.ts'
 import { formEncode, normalizeMasterUrl, serverName, SlapClient, type Computer, type ComputerPartition, type SoftwareInstance } from '../src/slap-client.ts'
 import { dumps, isPyDict, loads, PyFloat, PyMap, SlapObject, Tuple, type PyDict, type PyValue } from '../src/slap-protocol.ts'
-import { SHARED_FIXTURES, tempDir } from './helpers.ts'
+import { FIXTURES as FIXTURE_ROOT, tempDir } from './helpers.ts'
 
 interface ClientFixture {
   label: string
@@ -29,7 +29,7 @@ interface ClientFixture {
   response: { status: number; body: string; body_decoded: unknown; content_type: string }
 }
 
-const DIR = join(SHARED_FIXTURES, 'slap-wire', 'client')
+const DIR = join(FIXTURE_ROOT, 'slap-wire', 'client')
 const FIXTURES = readdirSync(DIR)
   .filter((f) => f.endsWith('.json'))
   .sort()

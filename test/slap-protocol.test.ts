@@ -26,9 +26,9 @@ import {
   type PyValue,
 } from '../src/slap-protocol.ts'
 import { SlapError } from '../src/errors.ts'
-import { SHARED_FIXTURES } from './helpers.ts'
+import { FIXTURES } from './helpers.ts'
 
-const WIRE = join(SHARED_FIXTURES, 'slap-wire')
+const WIRE = join(FIXTURES, 'slap-wire')
 
 interface EncodingCase {
   case: string
@@ -631,7 +631,7 @@ test('instanceXml: byte-identical to the connection_xml the original proxy sent 
 })
 
 test('instanceXml: every instance XML stored in the original proxy database re-encodes byte for byte', () => {
-  const sql = readFileSync(join(SHARED_FIXTURES, 'proxy-db', 'database_dump_version_current.sql'), 'utf8')
+  const sql = readFileSync(join(FIXTURES, 'proxy-db', 'database_dump_version_current.sql'), 'utf8')
   const docs = [...sql.matchAll(/'(<\?xml version=''1\.0''(?:[^']|'')*)'/g)].map((m) => m[1]!.replace(/''/g, "'"))
   assert.ok(docs.length > 0)
   let compared = 0
