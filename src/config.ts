@@ -380,6 +380,15 @@ export interface ProxyConfig {
   multimaster: MultimasterEntry[]
   /** the shacache/shadir proxy of /shacache/ (proxy.md §10.4) */
   shacache: ShacacheConfig
+  /** `allowed_hosts`: more names of this proxy that a request's Host may give */
+  allowedHosts: string[]
+  /** the request limits that the configuration sets (`max_request_body_size` ...) */
+  limits: {
+    maxRequestBodySize?: number | undefined
+    maxDocumentDepth?: number | undefined
+    maxDocumentValues?: number | undefined
+    maxParameterCount?: number | undefined
+  }
 }
 
 /**
@@ -458,7 +467,21 @@ export function loadProxyConfig(
     publicDirectoryPath: flat.get('public_directory_path')?.trim() || undefined,
     multimaster,
     shacache: shacacheConfig(flat),
+    allowedHosts: (flat.get('allowed_hosts') ?? '').split(/[\s,]+/).filter(Boolean),
+    limits: {
+      maxRequestBodySize: positiveInt(view, 'max_request_body_size'),
+      maxDocumentDepth: positiveInt(view, 'max_document_depth'),
+      maxDocumentValues: positiveInt(view, 'max_document_values'),
+      maxParameterCount: positiveInt(view, 'max_parameter_count'),
+    },
   }
+}
+
+function positiveInt(view: ConfigFile, key: string): number | undefined {
+  if (!view.get('slapproxy', key)?.trim()) return undefined
+  const n = view.int('slapproxy', key, 0)
+  if (n < 1) throw new ConfigError(`${view.path}: ${key} must be a positive number`, `remove ${key} from [slapproxy] for the default`)
+  return n
 }
 
 function shacacheConfig(flat: Map<string, string>): ShacacheConfig {

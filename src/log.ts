@@ -3,6 +3,7 @@
 // working; colour only when stderr is a terminal.
 import { appendFileSync, mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
+import { escapeControls } from './names.ts'
 import { isTTY, writeOut } from './stdio.ts'
 
 export type Level = 'debug' | 'info' | 'warning' | 'error' | 'critical'
@@ -87,4 +88,19 @@ export function createLogger(opts: LogOptions): Logger {
 /** Verbosity as the original counts it: 0 → warning, 1 (default) → info, 2+ → debug. */
 export function levelFromVerbosity(v: number): Level {
   return v <= 0 ? 'warning' : v === 1 ? 'info' : 'debug'
+}
+
+/**
+ * A logger that writes every message with its control characters escaped (`\n`, `\x1b` ...):
+ * for servers whose messages carry values from requests, which must never forge a line.
+ */
+export function escapingLogger(log: Logger): Logger {
+  return {
+    debug: (m) => log.debug(escapeControls(m)),
+    info: (m) => log.info(escapeControls(m)),
+    warning: (m) => log.warning(escapeControls(m)),
+    error: (m) => log.error(escapeControls(m)),
+    critical: (m) => log.critical(escapeControls(m)),
+    child: (p) => escapingLogger(log.child(escapeControls(p))),
+  }
 }

@@ -3,7 +3,7 @@
 // versions 10..16, and every query the proxy runs. Used by proxy-server.ts and proxy show.
 // This is the only module that imports node:sqlite.
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite'
-import { writeFileSync, renameSync } from 'node:fs'
+import { chmodSync, closeSync, constants, openSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
 
@@ -107,6 +107,9 @@ export class ProxyDb {
   static open(opts: OpenOptions): ProxyDb {
     let db: DatabaseSync
     try {
+      // the database holds connection parameters (passwords): only its owner may read it, and
+      // SQLite gives the -wal and -shm files the mode of the database file
+      ownerOnly(opts.path)
       db = new DatabaseSync(opts.path)
     } catch (err) {
       throw new ProxyDbError(`cannot open the proxy database ${opts.path}: ${(err as Error).message}`, 'check database_uri and that its directory exists and is writable')
@@ -226,10 +229,10 @@ export class ProxyDb {
   formatComputer(reference: string, address: string | null, netmask: string | null, partitions: FormatPartition[]): void {
     this.transaction(() => {
       this.stmt(`INSERT OR REPLACE INTO computer${DB_VERSION} (reference, address, netmask) VALUES (?, ?, ?)`).run(reference, address, netmask)
-      const ids = partitions.map((p) => p.id)
-      const marks = ids.map(() => '?').join(', ')
-      this.db.prepare(`DELETE FROM partition${DB_VERSION} WHERE computer_reference = ? AND reference NOT IN (${marks})`).run(reference, ...ids)
-      this.db.prepare(`DELETE FROM slave${DB_VERSION} WHERE computer_reference = ? AND hosted_by NOT IN (${marks})`).run(reference, ...ids)
+      // the kept references as one JSON parameter: any number of partitions in one statement
+      const ids = JSON.stringify(partitions.map((p) => p.id))
+      this.stmt(`DELETE FROM partition${DB_VERSION} WHERE computer_reference = ? AND reference NOT IN (SELECT value FROM json_each(?))`).run(reference, ids)
+      this.stmt(`DELETE FROM slave${DB_VERSION} WHERE computer_reference = ? AND hosted_by NOT IN (SELECT value FROM json_each(?))`).run(reference, ids)
       this.stmt(`DELETE FROM partition_network${DB_VERSION} WHERE computer_reference = ?`).run(reference)
       const addPartition = this.stmt(`INSERT OR IGNORE INTO partition${DB_VERSION} (reference, computer_reference) VALUES (?, ?)`)
       const addAddress = this.stmt(
@@ -679,4 +682,22 @@ function dumpDatabase(db: DatabaseSync): string {
 function isoLocal(d: Date): string {
   const p = (n: number, w = 2) => String(n).padStart(w, '0')
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}000`
+}
+
+/** Creates the database file 0600, or takes group and other access away from it and its -wal and -shm files. */
+function ownerOnly(path: string): void {
+  if (path === ':memory:' || path.startsWith('file:')) return
+  try {
+    closeSync(openSync(path, constants.O_CREAT | constants.O_WRONLY, 0o600))
+  } catch {
+    return // DatabaseSync says what is wrong with the path
+  }
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) {
+    try {
+      const st = statSync(f)
+      if (st.mode & 0o077) chmodSync(f, st.mode & 0o700)
+    } catch {
+      // absent, or not ours to change: SQLite opens it as it is
+    }
+  }
 }

@@ -20,8 +20,12 @@ export function httpProxyUrl(base: string, target: URL): string {
   return `${base}/http_proxy/${target.protocol.slice(0, -1)}/${netloc}${target.pathname}${target.search}${target.hash}`
 }
 
-/** Answers one /http_proxy/ request; `rawPath` is what follows `/http_proxy/`, query included. */
-export async function serveHttpProxy(req: IncomingMessage, res: ServerResponse, rawPath: string): Promise<void> {
+/**
+ * Answers one /http_proxy/ request; `rawPath` is what follows `/http_proxy/`, query included.
+ * Only URLs that `allowed` accepts are fetched (the first one and every redirect): anything
+ * else is 403 without a connection, so that the proxy relays nothing but the sites it handed out.
+ */
+export async function serveHttpProxy(req: IncomingMessage, res: ServerResponse, rawPath: string, allowed: (url: URL) => boolean): Promise<void> {
   const method = req.method ?? 'GET'
   req.resume()
   if (method !== 'GET' && method !== 'HEAD' && method !== 'OPTIONS') return fail(res, 405, 'Method Not Allowed', 'The method is not allowed for the requested URL.')
@@ -34,6 +38,7 @@ export async function serveHttpProxy(req: IncomingMessage, res: ServerResponse, 
   } catch {
     return fail(res, 400, 'Bad Request', 'The URL to fetch is not valid.')
   }
+  if (!allowed(target)) return fail(res, 403, 'Forbidden', `${target.origin} is not a frontend target handed out by this master.`)
   const headers: Record<string, string> = {}
   for (const h of FORWARDED_HEADERS) {
     const v = req.headers[h]
@@ -41,7 +46,7 @@ export async function serveHttpProxy(req: IncomingMessage, res: ServerResponse, 
   }
   let upstream: IncomingMessage
   try {
-    upstream = await fetchFollowing(method, target, headers)
+    upstream = await fetchFollowing(method, target, headers, allowed)
   } catch (err) {
     const e = err as Error & { code?: string }
     if (e.code === 'E_TOO_MANY_REDIRECTS') return fail(res, 520, 'Too Many Redirects', `More than ${MAX_REDIRECTS} redirects from ${target.href}.`)
@@ -67,7 +72,7 @@ function fail(res: ServerResponse, status: number, reason: string, text: string)
 }
 
 /** One request, following redirects like python-requests (at most 30); TLS is not verified. */
-async function fetchFollowing(method: string, first: URL, headers: Record<string, string>): Promise<IncomingMessage> {
+async function fetchFollowing(method: string, first: URL, headers: Record<string, string>, allowed: (url: URL) => boolean): Promise<IncomingMessage> {
   let url = first
   for (let hops = 0; ; hops++) {
     const mod = url.protocol === 'https:' ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http')
@@ -81,9 +86,16 @@ async function fetchFollowing(method: string, first: URL, headers: Record<string
     })
     const location = answer.headers.location
     if (!location || ![301, 302, 303, 307, 308].includes(answer.statusCode ?? 0)) return answer
+    let next: URL
+    try {
+      next = new URL(location, url)
+    } catch {
+      return answer
+    }
+    // a redirect elsewhere is handed to the browser, not followed
+    if ((next.protocol !== 'http:' && next.protocol !== 'https:') || !allowed(next)) return answer
     answer.resume()
     if (hops >= MAX_REDIRECTS) throw Object.assign(new Error('too many redirects'), { code: 'E_TOO_MANY_REDIRECTS' })
-    url = new URL(location, url)
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') return answer
+    url = next
   }
 }

@@ -4,6 +4,7 @@
 // bang logic through JsonRpcHost, so both APIs act alike on the same database (proxy-db.ts).
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Logger } from './log.ts'
+import { hasControl, idProblem, quote } from './names.ts'
 import type { PartitionRow, ProxyDb, SlaveRow } from './proxy-db.ts'
 import type { InstanceRequest } from './proxy-server.ts'
 import { instanceXml, isPyDict, loads, parseInstanceXml, pyJsonDumps, pyRepr, PyFloat, PyMap, SlapObject, Tuple, type PyDict, type PyValue } from './slap-protocol.ts'
@@ -14,6 +15,8 @@ export interface JsonRpcHost {
   log: Logger
   /** the request body, or undefined when it is over the size limit */
   readBody(req: IncomingMessage): Promise<string | undefined>
+  /** deepest nesting of a request's JSON document */
+  maxDepth: number
   /** seconds since the epoch, strictly increasing */
   now(): number
   /**
@@ -63,8 +66,12 @@ export class JsonRpcApi {
         } catch (err) {
           throw new JsonRpcError(400, `Failed to decode JSON object: ${(err as Error).message}`)
         }
+        const hostile = documentProblem(body, this.host.maxDepth)
+        if (hostile !== undefined) throw new JsonRpcError(400, hostile)
         const invalid = schemaError(body, route.input)
         if (invalid !== undefined) throw new JsonRpcError(400, invalid)
+        const unsafe = identifierProblem(body as Body)
+        if (unsafe !== undefined) throw new JsonRpcError(400, unsafe)
         const doc = await route.run({ host: this.host, body: body as Body, req })
         return checkOutput(doc, route.output)
       })
@@ -98,6 +105,50 @@ export function parseInstanceGuid(guid: string): { title: string; requestedBy: s
 }
 
 // --- internal ---
+
+/**
+ * A document nested deeper than `maxDepth`, or with a NUL anywhere (no XML can carry it to a
+ * node): refused before anything reads it. Iterative, so that depth costs no stack.
+ */
+function documentProblem(doc: unknown, maxDepth: number): string | undefined {
+  const stack: [unknown, number][] = [[doc, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (typeof v === 'string') {
+      if (v.includes('\0')) return 'the document has a NUL character'
+    } else if (v !== null && typeof v === 'object') {
+      if (depth >= maxDepth) return `the document is nested deeper than ${maxDepth} levels (max_document_depth)`
+      if (Array.isArray(v)) for (const x of v) stack.push([x, depth + 1])
+      else
+        for (const [k, x] of Object.entries(v)) {
+          if (k.includes('\0')) return 'the document has a NUL character'
+          stack.push([x, depth + 1])
+        }
+    }
+  }
+  return undefined
+}
+
+/** Identifiers that name paths on nodes are one safe path component; URLs have no control characters. */
+function identifierProblem(body: Body): string | undefined {
+  for (const key of ['computer_guid', 'compute_partition_id']) {
+    const v = body[key]
+    if (typeof v === 'string') {
+      const problem = idProblem(key, v)
+      if (problem) return problem
+    }
+  }
+  const list = body.compute_partition_list
+  if (Array.isArray(list)) {
+    for (const p of list as { partition_id?: unknown }[]) {
+      const problem = idProblem('partition_id', p.partition_id)
+      if (problem) return problem
+    }
+  }
+  const url = body.software_release_uri
+  if (typeof url === 'string' && hasControl(url)) return `software_release_uri ${quote(url)} has control characters`
+  return undefined
+}
 
 type Body = Record<string, unknown>
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json }

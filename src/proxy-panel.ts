@@ -204,9 +204,10 @@ function adler32(data: Buffer): number {
 /** `attachment; filename=<name>`, with werkzeug's ASCII fallback and RFC 5987 form for other names. */
 function contentDisposition(name: string): string {
   const quoted = (v: string) => (/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(v) ? v : `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`)
-  // eslint-disable-next-line no-control-regex
-  if (/^[\x00-\x7f]*$/.test(name)) return `attachment; filename=${quoted(name)}`
-  const simple = name.normalize('NFKD').replace(/[^\x00-\x7f]/g, '')
+  // printable ASCII as werkzeug; anything else (other characters, and control characters,
+  // which a header may not hold) in the RFC 5987 form, with a fallback of what is printable
+  if (/^[\x20-\x7e]*$/.test(name)) return `attachment; filename=${quoted(name)}`
+  const simple = name.normalize('NFKD').replace(/[^\x20-\x7e]/g, '')
   const star = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
   return `attachment; filename=${quoted(simple)}; filename*=UTF-8''${star}`
 }

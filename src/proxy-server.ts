@@ -10,7 +10,9 @@ import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
 import { JsonRpcApi, JsonRpcError } from './proxy-jsonrpc.ts'
 import { ShacacheProxy } from './proxy-shacache.ts'
-import type { Logger } from './log.ts'
+import { escapingLogger, type Logger } from './log.ts'
+import { hasControl, idProblem, quote } from './names.ts'
+import { firstHeader, hostAllowed, hostPolicy, localLocation, machineNames, originAllowed, parseTarget, type HostPolicy } from './proxy-guard.ts'
 import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
 import { servePanel } from './proxy-panel.ts'
 import type { SlapClient } from './slap-client.ts'
@@ -39,8 +41,12 @@ export interface ProxyServerOptions {
   /** the /shacache/ proxy (proxy.md §10.4); without its directories it answers 503 */
   shacache?: ShacacheConfig
   log: Logger
-  /** largest request body accepted (bytes); larger ones get 413 */
-  maxBodyBytes?: number
+  /** bounds on what one request may make the proxy do (defaults: PROXY_LIMITS) */
+  limits?: Partial<ProxyLimits> | undefined
+  /** the address the proxy listens on (default 127.0.0.1): which Host headers it answers */
+  bindHost?: string | undefined
+  /** more host names it answers to (`allowed_hosts`) */
+  allowedHosts?: string[] | undefined
   /** clock in seconds (float), for instance timestamps */
   clock?: () => number
   /** `public_directory_path`: what /panel/public/ serves (unset: 403) */
@@ -56,11 +62,32 @@ export interface RunningProxy {
   close(): Promise<void>
 }
 
-export const DEFAULT_MAX_BODY = 16 * 1024 * 1024
+/**
+ * What one request may ask of the proxy; `[slapproxy]` keys of the same names in
+ * snake_case (docs/operations.md, Security). The defaults are far above what the original's
+ * test suite and real Software Releases send.
+ */
+export interface ProxyLimits {
+  /** largest request body (bytes); larger: 413 (`max_request_body_size`) */
+  maxRequestBodySize: number
+  /** deepest nesting of an XML or JSON document in a request; deeper: 400 (`max_document_depth`) */
+  maxDocumentDepth: number
+  /** most values in one XML document of a request; more: 400 (`max_document_values`) */
+  maxDocumentValues: number
+  /** most parameters of one instance (request or connection parameters); more: 400 (`max_parameter_count`) */
+  maxParameterCount: number
+}
+
+export const PROXY_LIMITS: ProxyLimits = {
+  maxRequestBodySize: 8 * 1024 * 1024,
+  maxDocumentDepth: 64,
+  maxDocumentValues: 250_000,
+  maxParameterCount: 10_000,
+}
 
 /** Listens on host:port (0 = any free port) and resolves once listening. */
 export async function startProxyServer(opts: ProxyServerOptions & { host: string; port: number }): Promise<RunningProxy> {
-  const app = new ProxyApp(opts)
+  const app = new ProxyApp({ ...opts, bindHost: opts.bindHost ?? opts.host })
   const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => app.handle(req, res))
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -100,7 +127,10 @@ export class ProxyApp {
   private readonly computerId: string
   private readonly products: Map<string, string>
   private readonly log: Logger
-  private readonly maxBody: number
+  private readonly limits: ProxyLimits
+  private readonly hostPolicy: HostPolicy
+  /** origins handed out by the HTTPS frontend bypass: what /http_proxy/ may fetch */
+  private readonly frontTargets = new Set<string>()
   private readonly clock: () => number
   private readonly publicDirectory: string | undefined
   private lastTimestamp = 0
@@ -111,8 +141,6 @@ export class ProxyApp {
   private readonly multimaster: MultimasterEntry[]
   /** one client per remote master, made on first use */
   private readonly remoteClients = new Map<string, Promise<SlapClient>>()
-  /** master URLs already found to be (true) or not to be (false) this very proxy */
-  private readonly selfUrls = new Map<string, boolean>()
   private jsonRpc: JsonRpcApi | undefined
   private readonly shacache: ShacacheProxy
 
@@ -126,25 +154,67 @@ export class ProxyApp {
     this.computerId = opts.computerId
     this.products = opts.softwareProducts ?? new Map()
     this.multimaster = opts.multimaster ?? []
-    this.log = opts.log
-    this.maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY
+    // values from requests reach log lines: none may forge a line
+    this.log = escapingLogger(opts.log)
+    this.limits = { ...PROXY_LIMITS }
+    for (const [k, v] of Object.entries(opts.limits ?? {})) if (typeof v === 'number') this.limits[k as keyof ProxyLimits] = v
+    this.hostPolicy = hostPolicy(opts.bindHost ?? '127.0.0.1', opts.allowedHosts ?? [], machineNames)
     this.clock = opts.clock ?? (() => (performance.timeOrigin + performance.now()) / 1000)
     this.publicDirectory = opts.publicDirectoryPath
     this.routes = this.makeRoutes()
     this.shacache = new ShacacheProxy(opts.shacache ?? {}, opts.log)
   }
 
+  /**
+   * Every request goes through here: one error boundary, so that no request, header, body
+   * or stored value can end the process. Malformed input gets a 4xx; an error of our own is
+   * logged once with its trace and answered 500.
+   */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      this.route(req, res)
+    } catch (err) {
+      this.internalError(req, res, err)
+    }
+  }
+
+  /** Our own bug (an exception no route turned into an answer): logged with its trace, 500. */
+  internalError(req: IncomingMessage, res: ServerResponse, err: unknown): void {
+    this.log.error(`${req.method} ${req.url ?? ''}: ${err instanceof Error ? err.message : String(err)}`)
+    if (err instanceof Error && err.stack) for (const line of err.stack.split('\n')) this.log.debug(line)
+    if (res.headersSent) return void res.destroy()
+    try {
+      send(res, errorPage(500))
+    } catch {
+      res.destroy()
+    }
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
+    const host = firstHeader(req.headers.host)
+    if (!hostAllowed(host, this.hostPolicy)) {
+      req.resume()
+      this.log.warning(`${req.method} ${req.url ?? ''}: refused, Host ${host ?? ''} is not a name of this master (allowed_hosts)`)
+      return send(res, errorPage(403, 'This host name is not one of this master (see allowed_hosts in [slapproxy]).'))
+    }
+    const origin = firstHeader(req.headers.origin)
+    if (!originAllowed(origin, host)) {
+      req.resume()
+      this.log.warning(`${req.method} ${req.url ?? ''}: refused, cross-site request from ${origin ?? ''}`)
+      return send(res, errorPage(403, 'Cross-site requests are refused.'))
+    }
     if (req.url?.startsWith('/http_proxy/')) {
-      serveHttpProxy(req, res, req.url.slice('/http_proxy/'.length)).catch((err: unknown) => {
-        this.log.error(`${req.method} ${req.url ?? ''}: ${(err as Error).message}`)
-        if (!res.headersSent) send(res, errorPage(500))
-        else res.destroy()
-      })
+      serveHttpProxy(req, res, req.url.slice('/http_proxy/'.length), (url) => this.frontTargets.has(url.origin)).catch((err: unknown) =>
+        this.internalError(req, res, err),
+      )
       return
     }
     if (req.url?.startsWith('/shacache/')) return this.shacache.handle(req, res)
-    const url = new URL(req.url ?? '/', 'http://proxy')
+    const url = parseTarget(req.url)
+    if (!url) {
+      req.resume()
+      return send(res, errorPage(400))
+    }
     const name = url.pathname.replace(/^\/+/, '')
     if (name.startsWith('slapos.')) return this.jsonRpcApi().handle(req, res, name)
     const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
@@ -165,7 +235,7 @@ export class ProxyApp {
     if (route.method === 'GET') {
       return this.respondSafely(req, res, () => route.run(new Form(url.searchParams), req))
     }
-    readBody(req, this.maxBody).then(
+    readBody(req, this.limits.maxRequestBodySize).then(
       (body) => {
         if (body === undefined) return send(res, errorPage(413))
         const type = String(req.headers['content-type'] ?? '')
@@ -196,7 +266,7 @@ export class ProxyApp {
       requestComputerPartition: post((f, req) => this.requestComputerPartition(f, req)),
       setComputerPartitionConnectionXml: post((f) => this.setComputerPartitionConnectionXml(f)),
       destroyedSoftwareRelease: post((f) => {
-        this.db.deleteSoftware(f.need('url'), f.need('computer_id'))
+        this.db.deleteSoftware(f.need('url'), f.id('computer_id'))
         return 'OK'
       }),
       destroyedComputerPartition: post((f) => this.destroyedComputerPartition(f)),
@@ -218,14 +288,17 @@ export class ProxyApp {
     this.jsonRpc ??= new JsonRpcApi({
       db: this.db,
       log: this.log,
-      readBody: (req) => readBody(req, this.maxBody),
+      readBody: (req) => readBody(req, this.limits.maxRequestBodySize),
+      maxDepth: this.limits.maxDocumentDepth,
       now: () => this.now(),
       requestInstance: async (r, httpReq, encode) => {
         try {
           // a person's request: no requester tree; forwarded as `user_<title>` like a SLAP person
           return await this.requestInstance(r, () => '', 'user', httpReq, encode)
         } catch (err) {
-          throw err instanceof AllocationFailure ? new JsonRpcError(403, err.message) : err
+          if (err instanceof AllocationFailure) throw new JsonRpcError(403, err.message)
+          if (err instanceof BadRequest) throw new JsonRpcError(400, err.message)
+          throw err
         }
       },
       freePartition: (partitionId, computerId) => this.freePartition(partitionId, computerId),
@@ -236,7 +309,7 @@ export class ProxyApp {
 
   /** proxy.md §3.2; the answer is cached until the database changes. */
   private getFullComputerInformation(f: Form): Reply {
-    const computerId = f.need('computer_id')
+    const computerId = f.id('computer_id')
     const gen = this.db.generation()
     const hit = this.gfciCache.get(computerId)
     // the encoded answer is kept and sent as is: no per-request copy of a large body
@@ -289,8 +362,8 @@ export class ProxyApp {
   }
 
   private registerComputerPartition(f: Form): Reply {
-    const computerId = f.need('computer_reference')
-    const partitionId = f.need('computer_partition_reference')
+    const computerId = f.id('computer_reference')
+    const partitionId = f.id('computer_partition_reference')
     const p = this.db.getPartition(partitionId, computerId)
     if (!p) throw new ServerFault(`registerComputerPartition: no partition ${partitionId} on computer ${computerId}`)
     return dumps(this.partitionObject(p, this.db.partitionAddresses(partitionId, computerId)))
@@ -299,30 +372,32 @@ export class ProxyApp {
   private getSoftwareReleaseListFromSoftwareProduct(f: Form): Reply {
     const product = f.get('software_product_reference')
     const url = f.get('software_release_url')
-    if (url) throw new ServerFault('getSoftwareReleaseListFromSoftwareProduct: software_release_url is not supported')
-    if (product === undefined) throw new ServerFault('getSoftwareReleaseListFromSoftwareProduct: software_product_reference is required')
+    if (url) throw new BadRequest('getSoftwareReleaseListFromSoftwareProduct: software_release_url is not supported')
+    if (product === undefined) throw new BadRequest('getSoftwareReleaseListFromSoftwareProduct: software_product_reference is required')
     const sr = this.products.get(product)
     return dumps(sr === undefined ? [] : [sr])
   }
 
   /** proxy.md §3.1 */
   private loadComputerConfigurationFromXML(f: Form): Reply {
-    const dict = loadsField(f.need('xml'), 'xml')
-    if (!isPyDict(dict)) throw new ServerFault('loadComputerConfigurationFromXML: xml is not a dictionary')
+    const dict = this.loadsField(f.need('xml'), 'xml')
+    if (!isPyDict(dict)) throw new BadRequest('loadComputerConfigurationFromXML: xml is not a dictionary')
     const reference = dict.reference
-    if (typeof reference !== 'string' || !reference) throw new ServerFault('loadComputerConfigurationFromXML: the computer has no reference')
+    if (typeof reference !== 'string' || !reference) throw new BadRequest('loadComputerConfigurationFromXML: the computer has no reference')
+    checkId('computer reference', reference)
     const list = dict.partition_list ?? []
-    if (!Array.isArray(list)) throw new ServerFault('loadComputerConfigurationFromXML: partition_list is not a list')
+    if (!Array.isArray(list)) throw new BadRequest('loadComputerConfigurationFromXML: partition_list is not a list')
     const partitions = list.map((p, i) => {
-      if (!isPyDict(p) || typeof p.reference !== 'string') throw new ServerFault(`loadComputerConfigurationFromXML: partition ${i} has no reference`)
+      if (!isPyDict(p) || typeof p.reference !== 'string') throw new BadRequest(`loadComputerConfigurationFromXML: partition ${i} has no reference`)
       const id = p.reference
+      checkId('partition reference', id)
       const tap = isPyDict(p.tap) && typeof p.tap.name === 'string' ? p.tap.name : ''
       const iface = tap || id
       const addrs = Array.isArray(p.address_list) ? p.address_list : []
       return {
         id,
         addresses: addrs.map((a) => {
-          if (!isPyDict(a) || typeof a.addr !== 'string') throw new ServerFault(`loadComputerConfigurationFromXML: bad address of ${id}`)
+          if (!isPyDict(a) || typeof a.addr !== 'string') throw new BadRequest(`loadComputerConfigurationFromXML: bad address of ${id}`)
           return { iface, address: a.addr, netmask: textOrNull(a.netmask) }
         }),
       }
@@ -333,10 +408,10 @@ export class ProxyApp {
 
   /** proxy.md §6 */
   private supplySupply(f: Form): Reply {
-    const url = f.need('url')
-    const computerId = f.need('computer_id')
+    const url = f.text('url')
+    const computerId = f.id('computer_id')
     const state = f.need('state')
-    if (state !== 'available' && state !== 'destroyed') throw new ServerFault(`supplySupply: wrong state ${state}`)
+    if (state !== 'available' && state !== 'destroyed') throw new BadRequest(`supplySupply: wrong state ${state}`)
     this.db.supplySoftware(url, computerId, state)
     return `Supplied ${pyStrRepr(url)} to be ${state}`
   }
@@ -344,10 +419,11 @@ export class ProxyApp {
   /** proxy.md §5.3 */
   private setComputerPartitionConnectionXml(f: Form): Reply {
     const slaveReference = f.get('slave_reference')
-    const partitionId = f.need('computer_partition_id')
-    const computerId = f.need('computer_id')
-    const dict = loadsField(f.need('connection_xml'), 'connection_xml')
-    if (!isPyDict(dict)) throw new ServerFault('setComputerPartitionConnectionXml: connection_xml is not a dictionary')
+    const partitionId = f.id('computer_partition_id')
+    const computerId = f.id('computer_id')
+    const dict = this.loadsField(f.need('connection_xml'), 'connection_xml')
+    if (!isPyDict(dict)) throw new BadRequest('setComputerPartitionConnectionXml: connection_xml is not a dictionary')
+    this.checkParameterCount(dict, 'connection_xml')
     const xml = instanceXml(dict)
     if (!slaveReference || slaveReference === 'None') this.db.updatePartition(partitionId, computerId, { connectionXml: xml })
     else this.db.setSlaveConnection(slaveReference, xml, partitionId)
@@ -356,8 +432,8 @@ export class ProxyApp {
 
   /** proxy.md §5.1 */
   private destroyedComputerPartition(f: Form): Reply {
-    const partitionId = f.need('computer_partition_id')
-    const computerId = f.need('computer_id')
+    const partitionId = f.id('computer_partition_id')
+    const computerId = f.id('computer_id')
     return this.freePartition(partitionId, computerId).message
   }
 
@@ -384,8 +460,8 @@ export class ProxyApp {
 
   /** proxy.md §5 (softwareInstanceBang) */
   private softwareInstanceBang(f: Form): Reply {
-    const computerId = f.need('computer_id')
-    const partitionId = f.need('computer_partition_id')
+    const computerId = f.id('computer_id')
+    const partitionId = f.id('computer_partition_id')
     this.db.transaction(() => this.bangTree(this.db.getPartition(partitionId, computerId)))
     return 'OK'
   }
@@ -398,9 +474,9 @@ export class ProxyApp {
 
   /** proxy.md §5.2 */
   private softwareInstanceRename(f: Form): Reply {
-    const newName = f.need('new_name')
-    const partitionId = f.need('computer_partition_id')
-    const computerId = f.need('computer_id')
+    const newName = f.text('new_name')
+    const partitionId = f.id('computer_partition_id')
+    const computerId = f.id('computer_id')
     if (!this.db.renameInstance(partitionId, computerId, newName)) return `Unknown partition ${pyStrRepr(partitionId)} on ${pyStrRepr(computerId)}`
     return 'done'
   }
@@ -413,10 +489,10 @@ export class ProxyApp {
       softwareRelease: f.need('software_release'),
       softwareType: f.need('software_type'),
       title: f.need('partition_reference'),
-      parameters: dictField(f.get('partition_parameter_xml'), 'partition_parameter_xml'),
-      filter: dictField(f.get('filter_xml'), 'filter_xml'),
-      state: stateField(f.need('state')),
-      shared: f.get('shared_xml') === undefined ? false : truthy(loadsField(f.get('shared_xml') ?? '', 'shared_xml')),
+      parameters: this.dictField(f.get('partition_parameter_xml'), 'partition_parameter_xml'),
+      filter: this.dictField(f.get('filter_xml'), 'filter_xml'),
+      state: this.stateField(f.need('state')),
+      shared: f.get('shared_xml') === undefined ? false : truthy(this.loadsField(f.get('shared_xml') ?? '', 'shared_xml')),
       requestedBy: '',
     }
     const requestedBy = (): string => {
@@ -434,12 +510,17 @@ export class ProxyApp {
    * into the reply (inside the transaction when allocating here).
    */
   private requestInstance<T>(req: InstanceRequest, requestedBy: () => string, requesterId: string, httpReq: IncomingMessage, encode: (answer: SlapObject) => T): T | Promise<T> {
+    this.checkRequest(req)
     const local = (): T =>
       this.db.transaction(() => {
         req.requestedBy = requestedBy()
         if (req.shared) {
-          const bypass = frontendBypass(req, httpsBase(httpReq))
-          if (bypass) return encode(bypass)
+          const base = httpsBase(httpReq)
+          const bypass = frontendBypass(req, base)
+          if (bypass) {
+            if (base !== undefined) this.rememberFrontTarget(req.parameters.url)
+            return encode(bypass)
+          }
         }
         const guid = req.filter.computer_guid
         if (typeof guid !== 'string') req.filter.computer_guid = this.computerId
@@ -473,27 +554,45 @@ export class ProxyApp {
     if (masterUrl === undefined) return this.multimaster.find((m) => m.softwareReleaseList.includes(softwareRelease))
     const url = String(masterUrl)
     const entry = this.multimaster.find((m) => m.url === url) ?? this.multimaster.find((m) => trimSlash(m.url) === trimSlash(url))
-    if (await this.isSelf(url, httpReq)) return undefined
+    if (this.isSelf(url, httpReq)) return undefined
     if (!entry) throw new HttpFault(404, `External SlapOS Master URL ${url} is not listed in multimaster list.`)
     return entry
   }
 
-  /** Is this master URL this very proxy? Same address as the request reached, or same run id. */
-  private async isSelf(url: string, httpReq: IncomingMessage): Promise<boolean> {
+  /**
+   * Is this master URL this very proxy? Its own URL, the address the request reached, or a
+   * name this proxy answers to with its port. Decided without a connection: a request never
+   * makes the proxy reach a URL that the configuration does not name.
+   */
+  private isSelf(url: string, httpReq: IncomingMessage): boolean {
     const u = trimSlash(url)
     if (u === trimSlash(this.selfUrl) || (httpReq.headers.host !== undefined && u === `http://${httpReq.headers.host}`)) return true
-    const known = this.selfUrls.get(u)
-    if (known !== undefined) return known
-    let same = false
+    let parsed: URL
     try {
-      const { SlapClient } = await import('./slap-client.ts')
-      same = (await new SlapClient({ masterUrl: url, timeoutMs: 5000 }).get('getRunId', [])) === this.runId
+      parsed = new URL(url)
     } catch {
-      // not reachable or not a proxy: not us; do not remember, it may come up later
       return false
     }
-    this.selfUrls.set(u, same)
-    return same
+    const own = this.selfUrl ? new URL(this.selfUrl).port : ''
+    return parsed.protocol === 'http:' && own !== '' && parsed.port === own && hostAllowed(parsed.host, this.hostPolicy)
+  }
+
+  /** The origin of a frontend bypass's `url`, which /http_proxy/ may then fetch (at most 10,000 kept). */
+  private rememberFrontTarget(url: PyValue | undefined): void {
+    if (typeof url !== 'string') return
+    let origin: string
+    try {
+      const u = new URL(url)
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') return
+      origin = u.origin
+    } catch {
+      return
+    }
+    if (this.frontTargets.size >= 10_000 && !this.frontTargets.has(origin)) {
+      const oldest = this.frontTargets.values().next().value
+      if (oldest !== undefined) this.frontTargets.delete(oldest)
+    }
+    this.frontTargets.add(origin)
   }
 
   /**
@@ -510,6 +609,9 @@ export class ProxyApp {
     const asPartition = m.computer !== undefined && m.partition !== undefined
     this.log.info(`Forwarding request of ${reference} to ${m.url}${asPartition ? ` as ${m.computer}/${m.partition}` : ''}`)
     const client = await this.remoteClient(m)
+    // the request has reached the master it names: the remote one allocates it without
+    // having to recognise its own URL (which it may only know through a front)
+    const { master_url: _reached, ...filter } = r.filter
     let answer: Awaited<ReturnType<SlapClient['requestComputerPartition']>>
     try {
       answer = await client.requestComputerPartition({
@@ -517,7 +619,7 @@ export class ProxyApp {
         partitionReference: reference,
         softwareType: r.softwareType,
         partitionParameterKw: r.parameters,
-        filterKw: asPartition ? r.filter : { ...r.filter, source_instance_id: reference },
+        filterKw: asPartition ? filter : { ...filter, source_instance_id: reference },
         state: r.state,
         shared: r.shared,
         ...(asPartition ? { computerId: m.computer, partitionId: m.partition } : {}),
@@ -663,6 +765,50 @@ export class ProxyApp {
     })
   }
 
+  // --- input checks ---
+
+  /** An xml_marshaller document of a request, within the limits; malformed: 400. */
+  private loadsField(text: string, field: string): PyValue {
+    try {
+      return loads(text, { maxLength: this.limits.maxRequestBodySize, maxDepth: this.limits.maxDocumentDepth, maxExpanded: this.limits.maxDocumentValues })
+    } catch (err) {
+      throw new BadRequest(`${field} is not a valid marshalled document: ${(err as Error).message}`)
+    }
+  }
+
+  private dictField(text: string | undefined, field: string): PyDict {
+    if (text === undefined) return {}
+    const v = this.loadsField(text, field)
+    if (v === null) return {}
+    if (!isPyDict(v)) throw new BadRequest(`${field} is not a dictionary`)
+    return { ...v }
+  }
+
+  private stateField(text: string): string | null {
+    const v = this.loadsField(text, 'state')
+    if (v === null) return null
+    if (typeof v !== 'string') throw new BadRequest('state is not a string')
+    return v
+  }
+
+  private checkParameterCount(dict: PyDict, field: string): void {
+    const n = Object.keys(dict).length
+    if (n > this.limits.maxParameterCount) throw new BadRequest(`${field} has ${n} parameters, more than max_parameter_count (${this.limits.maxParameterCount})`)
+  }
+
+  /** What an instance request may hold, for SLAP and the JSON API alike (400 otherwise). */
+  private checkRequest(r: InstanceRequest): void {
+    checkText('software release', r.softwareRelease)
+    checkText('software type', r.softwareType)
+    checkText('title', r.title)
+    if (r.state !== null) checkText('state', r.state)
+    this.checkParameterCount(r.parameters, 'the instance parameters')
+    this.checkParameterCount(r.filter, 'the filter')
+    const guid = r.filter.computer_guid
+    if (typeof guid === 'string') checkId('computer_guid', guid)
+    if (isPyDict(r.parameters) && hasNul(r.parameters)) throw new BadRequest('the instance parameters have a NUL character')
+  }
+
   // --- hateoas subset (proxy.md §9) ---
 
   private hateoas(req: IncomingMessage, url: URL): Reply {
@@ -680,13 +826,23 @@ export class ProxyApp {
         })
       }
       if (mode === 'search') return this.hateoasSearch(url.searchParams.get('query') ?? '')
-      if (mode === 'traverse') return { status: 302, body: '', headers: { Location: url.searchParams.get('relative_url') ?? '/' } }
+      if (mode === 'traverse') {
+        // only a path of this proxy may be a Location (no open redirect, no header injection)
+        const to = localLocation(url.searchParams.get('relative_url') ?? '/')
+        if (to === undefined) return { status: 400, body: 'relative_url must be a path of this master' }
+        return { status: 302, body: '', headers: { Location: to } }
+      }
       return { status: 400, body: `Unhandled mode: ${mode}` }
     }
     const m = /^\/hateoas\/(partitions|shared|computers)\/(.+)$/.exec(path)
     if (!m) return errorPage(404)
     const what = m[1]
-    const key = decodeURIComponent(m[2] ?? '')
+    let key: string
+    try {
+      key = decodeURIComponent(m[2] ?? '')
+    } catch {
+      return errorPage(400)
+    }
     if (what === 'computers') {
       const c = this.db.getComputer(key)
       if (!c) return errorPage(404)
@@ -837,7 +993,7 @@ export class ProxyApp {
   private faultReply(req: IncomingMessage, err: unknown): Reply {
     if (err instanceof HttpFault) {
       this.log.warning(`${req.method} ${req.url ?? ''}: ${err.status} ${err.message}`)
-      return errorPage(err.status, err.status === 500 ? undefined : err.message)
+      return errorPage(err.status, err.status === 500 ? undefined : err.message, err instanceof BadRequest)
     }
     if (err instanceof ServerFault) {
       this.log.warning(`${req.method} ${req.url ?? ''}: ${err.message}`)
@@ -886,8 +1042,26 @@ class AllocationFailure extends HttpFault {
   }
 }
 
-/** What the original answers with a bare 500 (it raised); we log the reason. */
+/** Malformed input: 400 with the reason (the original raised, a bare 500, for most of it). */
+class BadRequest extends HttpFault {
+  constructor(message: string) {
+    super(400, message)
+  }
+}
+
+/** What the original answers with a bare 500 for well-formed input (an unknown computer or partition); we log the reason. */
 class ServerFault extends Error {}
+
+/** A computer or partition identifier that will name paths on nodes: one safe path component. */
+function checkId(what: string, id: string): void {
+  const problem = idProblem(what, id)
+  if (problem) throw new BadRequest(problem)
+}
+
+/** A value that ends up on a line of a node's files (a URL, a title): no control characters. */
+function checkText(what: string, v: string): void {
+  if (hasControl(v)) throw new BadRequest(`${what} ${quote(v)} has control characters`)
+}
 
 class Form {
   constructor(private readonly params: URLSearchParams) {}
@@ -898,6 +1072,18 @@ class Form {
   need(name: string): string {
     const v = this.params.get(name)
     if (v === null) throw new HttpFault(400, `missing form field ${name}`)
+    return v
+  }
+  /** A mandatory computer or partition identifier: 400 unless one safe path component. */
+  id(name: string): string {
+    const v = this.need(name)
+    checkId(name, v)
+    return v
+  }
+  /** A mandatory field without control characters. */
+  text(name: string): string {
+    const v = this.need(name)
+    checkText(name, v)
     return v
   }
 }
@@ -914,10 +1100,11 @@ const DEFAULT_DESCRIPTIONS: Record<number, string> = {
 }
 
 /** The HTML error page of Flask/werkzeug, which clients show in their messages. */
-function errorPage(status: number, description?: string): Reply {
+function errorPage(status: number, description?: string, explained = false): Reply {
   const reason = STATUS_CODES[status] ?? 'Error'
-  // a 400 for a missing field shows werkzeug's generic text, like the original
-  const text = status === 400 || description === undefined ? (DEFAULT_DESCRIPTIONS[status] ?? '') : escapeHtml(description)
+  // a 400 for a missing field shows werkzeug's generic text, like the original; malformed
+  // input that the original answered 500 says what is wrong with it
+  const text = (status === 400 && !explained) || description === undefined ? (DEFAULT_DESCRIPTIONS[status] ?? '') : escapeHtml(description)
   return {
     status,
     body: `<!doctype html>\n<html lang=en>\n<title>${status} ${reason}</title>\n<h1>${reason}</h1>\n<p>${text}</p>\n`,
@@ -976,28 +1163,6 @@ function readBody(req: IncomingMessage, max: number): Promise<string | undefined
   })
 }
 
-function loadsField(text: string, field: string): PyValue {
-  try {
-    return loads(text)
-  } catch (err) {
-    throw new ServerFault(`${field} is not a valid marshalled document: ${(err as Error).message}`)
-  }
-}
-
-function dictField(text: string | undefined, field: string): PyDict {
-  if (text === undefined) return {}
-  const v = loadsField(text, field)
-  if (v === null) return {}
-  if (!isPyDict(v)) throw new ServerFault(`${field} is not a dictionary`)
-  return { ...v }
-}
-
-function stateField(text: string): string | null {
-  const v = loadsField(text, 'state')
-  if (v === null) return null
-  if (typeof v !== 'string') throw new ServerFault('state is not a string')
-  return v
-}
 
 function truthy(v: PyValue): boolean {
   if (v === null || v === false || v === 0 || v === '') return false
@@ -1252,4 +1417,13 @@ function writeFileAtomic(path: string, text: string): void {
 function isoLocal(d: Date): string {
   const p = (n: number, w = 2) => String(n).padStart(w, '0')
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}000`
+}
+
+/** Does any text of this value (keys included) hold a NUL? No XML document can carry one. */
+function hasNul(v: PyValue, depth = 0): boolean {
+  if (depth > 200) return false
+  if (typeof v === 'string') return v.includes('\0')
+  if (Array.isArray(v)) return v.some((x) => hasNul(x, depth + 1))
+  if (isPyDict(v)) return Object.entries(v).some(([k, x]) => k.includes('\0') || hasNul(x, depth + 1))
+  return false
 }

@@ -17,7 +17,8 @@ interface Ctx {
 }
 const t = suite<Ctx>('proxy https frontend bypass and /http_proxy/')
 t.before.each(async (c) => {
-  c.p = await startProxy()
+  // the HTTPS front of test 82 passes its own name as Host: a documented allowed_hosts entry
+  c.p = await startProxy({ extraCfg: 'allowed_hosts = proxy.example\n' })
   c.seen = []
   c.up = createServer((req, res) => {
     c.seen.push(req.headers)
@@ -25,6 +26,7 @@ t.before.each(async (c) => {
     if (u.pathname === '/loop') return void res.writeHead(302, { Location: '/loop' }).end()
     if (u.pathname === '/moved') return void res.writeHead(301, { Location: '/doc?from=moved' }).end()
     if (u.pathname === '/silent') return // never answers
+    if (u.pathname === '/away') return void res.writeHead(302, { Location: `http://localhost:${(c.up.address() as { port: number }).port}/doc` }).end()
     res.writeHead(201, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Upstream': 'yes' })
     res.end(`${req.method} ${req.url}`)
   })
@@ -84,7 +86,34 @@ t('82 reached over HTTPS (X-Forwarded-Proto) it is an /http_proxy/ URL on the pr
   assert.equal(d, { secure_access: 'https://proxy.example:8443/master/http_proxy/http/site.example/a', domain: 'proxy.example:8443' })
 })
 
+/** The frontend bypass over HTTPS hands out `url`'s site: /http_proxy/ may fetch it from then on. */
+async function handOut(p: StartedProxy, url: string): Promise<void> {
+  const d = await frontend(p, url, { 'X-Forwarded-Proto': 'https' })
+  assert.match(String(d.secure_access), '/http_proxy/')
+}
+
+t('/http_proxy/ fetches nothing but the sites the frontend bypass handed out: 403, no connection', async ({ p, upUrl, seen }) => {
+  const before = await fetch(`${p.url}http_proxy/http/${upUrl}/doc`)
+  assert.is(before.status, 403)
+  assert.match(await before.text(), 'is not a frontend target handed out by this master')
+  assert.is(seen.length, 0)
+  // over plain HTTP the bypass hands out the URL itself, not the proxy: still refused
+  await frontend(p, `http://${upUrl}/`)
+  assert.is((await fetch(`${p.url}http_proxy/http/${upUrl}/doc`)).status, 403)
+  await handOut(p, `http://${upUrl}/`)
+  assert.is((await fetch(`${p.url}http_proxy/http/${upUrl}/doc`)).status, 201)
+  assert.is(seen.length, 1)
+  // same host, another port: another site
+  assert.is((await fetch(`${p.url}http_proxy/http/127.0.0.1:9/doc`)).status, 403)
+  // a redirect to a site not handed out is given to the browser, not followed
+  const away = await fetch(`${p.url}http_proxy/http/${upUrl}/away`, { redirect: 'manual' })
+  assert.is(away.status, 302)
+  assert.match(away.headers.get('location') ?? '', `http://localhost:`)
+  assert.is(seen.length, 2)
+})
+
 t('/http_proxy/ fetches the page, passes status, body and headers, forwards only the listed request headers', async ({ p, upUrl, seen }) => {
+  await handOut(p, `http://${upUrl}/`)
   const res = await fetch(`${p.url}http_proxy/http/${upUrl}/doc/x?a=1&b=2`, { headers: { Accept: 'text/plain', 'X-Secret': 'no', Cookie: 'c=1' } })
   assert.is(res.status, 201)
   assert.is(await res.text(), 'GET /doc/x?a=1&b=2')
@@ -102,6 +131,7 @@ t('/http_proxy/ fetches the page, passes status, body and headers, forwards only
 
 t('/http_proxy/ errors: 400 scheme, 405 method, 520 redirect loop, 523 unreachable, 526 TLS, 524 timeout', async ({ p, upUrl }) => {
   const status = async (path: string, init: RequestInit = {}) => (await fetch(`${p.url}http_proxy/${path}`, init)).status
+  for (const site of [`http://${upUrl}/`, `https://${upUrl}/`, 'http://127.0.0.1:9/']) await handOut(p, site)
   assert.is(await status(`ftp/${upUrl}/x`), 400)
   assert.is(await status(`http/${upUrl}/x`, { method: 'POST', body: 'x' }), 405)
   assert.is(await status(`http/${upUrl}/loop`), 520)

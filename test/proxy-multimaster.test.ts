@@ -152,6 +152,28 @@ t('102 a master_url naming this proxy allocates here', async ({ local }) => {
   assert.equal(forwarded(local), [])
 })
 
+t('a master_url naming this proxy by another loopback name allocates here; one not configured is 404 without a connection', async ({ local }) => {
+  const port = new URL(local.url).port
+  const r = await request(local.url, { title: 'alias', filter: { master_url: `http://localhost:${port}/` } })
+  assert.is(r.status, 200, r.text)
+  assert.equal(forwarded(local), [])
+  const seen: string[] = []
+  const other = createHttpServer((req, res) => {
+    seen.push(req.url ?? '')
+    res.end('')
+  })
+  await new Promise<void>((ok) => other.listen(0, '127.0.0.1', ok))
+  try {
+    const url = `http://127.0.0.1:${(other.address() as { port: number }).port}/p`
+    const refused = await request(local.url, { title: 'elsewhere', filter: { master_url: url } })
+    assert.is(refused.status, 404)
+    assert.match(refused.text, 'is not listed in multimaster list')
+    assert.equal(seen, [])
+  } finally {
+    await new Promise<void>((ok) => other.close(() => ok()))
+  }
+})
+
 t('103 after an explicit forward, the same request without master_url is allocated here; the row stays', async ({ local, remote }) => {
   assert.is((await request(local.url, { title: 'twice', filter: { master_url: remote.url } })).status, 200)
   const r = await request(local.url, { title: 'twice' })
@@ -342,8 +364,7 @@ function certificates(): Tls {
 
 /**
  * An HTTPS front of the remote proxy. It asks for a client certificate and records, per
- * path, the common name of a valid one (`-` for none): the remote proxy itself calls
- * `getRunId` through it without a certificate to learn whether master_url names it.
+ * path, the common name of a valid one (`-` for none).
  */
 function tlsFront(tls: Tls, upstream: string, seen: string[]): Server {
   return createHttpsServer({ key: tls.serverKey, cert: tls.serverCert, ca: tls.ca, requestCert: true, rejectUnauthorized: false }, (req, res) => {

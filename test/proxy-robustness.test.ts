@@ -56,21 +56,21 @@ test('bad input gets a clear status, writes nothing, and the server keeps servin
     assert.is((await post(p, 'loadComputerConfigurationFromXML', { xml: computerXml('computer', 2) })).status, 200)
     const before = tableCounts(p.dbPath)
     const cases: [string, () => Promise<{ status: number; text: string }>, number][] = [
-      ['malformed xml', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<marshal><dictionary id="i2">' }), 500],
-      ['not a dict', () => post(p, 'loadComputerConfigurationFromXML', { xml: dumps([1, 2]) }), 500],
-      ['forbidden class', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<marshal><object id="i2" module="os" class="system"><tuple/><dictionary id="i3"/></object></marshal>' }), 500],
-      ['entity bomb', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<!DOCTYPE x [<!ENTITY a "aaaa">]><marshal><string>&a;</string></marshal>' }), 500],
+      ['malformed xml', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<marshal><dictionary id="i2">' }), 400],
+      ['not a dict', () => post(p, 'loadComputerConfigurationFromXML', { xml: dumps([1, 2]) }), 400],
+      ['forbidden class', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<marshal><object id="i2" module="os" class="system"><tuple/><dictionary id="i3"/></object></marshal>' }), 400],
+      ['entity bomb', () => post(p, 'loadComputerConfigurationFromXML', { xml: '<!DOCTYPE x [<!ENTITY a "aaaa">]><marshal><string>&a;</string></marshal>' }), 400],
       ['missing field', () => post(p, 'requestComputerPartition', { software_release: SR }), 400],
       ['missing state', () => post(p, 'requestComputerPartition', { software_release: SR, software_type: 'default', partition_reference: 'x' }), 400],
-      ['bad parameter xml', () => post(p, 'requestComputerPartition', requestForm('x', {}, { partition_parameter_xml: '<marshal>' })), 500],
-      ['bad state', () => post(p, 'supplySupply', { url: SR, computer_id: 'computer', state: 'exploded' }), 500],
+      ['bad parameter xml', () => post(p, 'requestComputerPartition', requestForm('x', {}, { partition_parameter_xml: '<marshal>' })), 400],
+      ['bad state', () => post(p, 'supplySupply', { url: SR, computer_id: 'computer', state: 'exploded' }), 400],
       ['unknown computer', () => get(p, 'getFullComputerInformation', { computer_id: 'NOPE' }), 500],
       ['unknown partition', () => get(p, 'registerComputerPartition', { computer_reference: 'computer', computer_partition_reference: 'slappart99' }), 500],
       ['wrong method GET on POST route', () => get(p, 'requestComputerPartition', {}), 405],
       ['wrong method POST on GET route', () => post(p, 'getFullComputerInformation', { computer_id: 'computer' }), 405],
       ['unknown route', () => get(p, 'noSuchMethod', {}), 404],
       ['oversized body', () => post(p, 'loadComputerConfigurationFromXML', { xml: 'x'.repeat(17 * 1024 * 1024) }), 413],
-      ['connection xml not a dict', () => post(p, 'setComputerPartitionConnectionXml', { computer_id: 'computer', computer_partition_id: 'slappart0', connection_xml: dumps('x') }), 500],
+      ['connection xml not a dict', () => post(p, 'setComputerPartitionConnectionXml', { computer_id: 'computer', computer_partition_id: 'slappart0', connection_xml: dumps('x') }), 400],
     ]
     for (const [name, call, status] of cases) {
       const r = await call()

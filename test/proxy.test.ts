@@ -110,8 +110,8 @@ t('5 6 7 8 9 10 11: format states, keep, shrink, empty, other computer, guid, or
 t('12 13 14: software products', async ({ p }) => {
   assert.equal(loads((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', { software_product_reference: 'prod' })).text), ['http://sr.example/prod.cfg'])
   assert.equal(loads((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', { software_product_reference: 'nope' })).text), [])
-  assert.is((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', {})).status, 500)
-  assert.is((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', { software_product_reference: 'prod', software_release_url: SR })).status, 500)
+  assert.is((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', {})).status, 400)
+  assert.is((await get(p, 'getSoftwareReleaseListFromSoftwareProduct', { software_product_reference: 'prod', software_release_url: SR })).status, 400)
 })
 
 t('15 16 108 109 110 111 112: certificate, bang, run id, redirect, 404, 400, content type', async ({ p }) => {
@@ -142,7 +142,7 @@ t('17 18 19 20 21 22 23: software supply and states, per computer', async ({ p }
   assert.is((await post(p, 'destroyedSoftwareRelease', { url: SR, computer_id: 'COMP-0' })).text, 'OK')
   assert.equal(srs(await gfci(p, 'COMP-0')), [])
   assert.equal(srs(await gfci(p, 'COMP-1')), [[SR, 'available']])
-  assert.is((await post(p, 'supplySupply', { url: SR, computer_id: 'COMP-0', state: 'bogus' })).status, 500)
+  assert.is((await post(p, 'supplySupply', { url: SR, computer_id: 'COMP-0', state: 'bogus' })).status, 400)
 })
 
 t('24 25 26 27 28 29 30 31 32 33: allocation, repeat, updates, timestamps', async ({ p }) => {

@@ -68,6 +68,8 @@ const proxyStart: CommandModule = {
       multimaster: config.multimaster,
       publicDirectoryPath: config.publicDirectoryPath,
       shacache: config.shacache,
+      allowedHosts: config.allowedHosts,
+      limits: config.limits,
       log,
     }).catch((err: NodeJS.ErrnoException) => {
       db.close()
@@ -80,6 +82,14 @@ const proxyStart: CommandModule = {
       log.warning(`The proxy listens on ${config.host}, reachable from other machines: it has no authentication, anyone who reaches it can request and destroy instances`)
     }
     log.info(`Listening on ${proxy.url} (database ${config.databaseUri})`)
+    // Every route answers inside its own error boundary; this is the last line of defence:
+    // an error that escaped it is a bug of ours, logged with its trace, and the proxy serves on.
+    const escaped = (err: unknown) => {
+      log.error(`internal error outside any request: ${err instanceof Error ? err.message : String(err)}`)
+      if (err instanceof Error && err.stack) log.debug(err.stack)
+    }
+    process.on('uncaughtException', escaped)
+    process.on('unhandledRejection', escaped)
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {
         log.info(`${signal} received, stopping`)
