@@ -89,6 +89,11 @@ export const PROXY_LIMITS: ProxyLimits = {
 export async function startProxyServer(opts: ProxyServerOptions & { host: string; port: number }): Promise<RunningProxy> {
   const app = new ProxyApp({ ...opts, bindHost: opts.bindHost ?? opts.host })
   const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => app.handle(req, res))
+  // a CONNECT (tunnel) is no request of a master: answered, where node:http would drop the connection
+  server.on('connect', (_req: IncomingMessage, socket: import('node:stream').Duplex) => {
+    socket.on('error', () => socket.destroy())
+    socket.end('HTTP/1.1 405 METHOD NOT ALLOWED\r\nAllow: GET, HEAD, OPTIONS, POST\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+  })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(opts.port, opts.host, () => {

@@ -2,49 +2,15 @@
 // and headers that used to end the process, master data that would name paths on nodes,
 // cross-site and rebinding requests, limits, forged log lines, the database's modes.
 import { mkdirSync, statSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { dumps, type PyDict, type PyValue } from '../src/slap-protocol.ts'
 import { requestForm, startProxy, tempDir, type StartedProxy } from './helpers.ts'
+import { CRASH_TARGETS, rawGet } from './raw-http.ts'
 
 const SR = 'http://sr.example/hostile/software.cfg'
-
-export interface RawAnswer {
-  status: number
-  head: string
-  body: string
-}
-
-/** One request written byte for byte on a new connection (no client normalises it); the whole answer. */
-export function raw(p: StartedProxy, text: string | Buffer, timeoutMs = 10_000): Promise<RawAnswer> {
-  const { hostname, port } = new URL(p.url)
-  return new Promise((resolve, reject) => {
-    const s = connect(Number(port), hostname)
-    const chunks: Buffer[] = []
-    const timer = setTimeout(() => {
-      s.destroy()
-      reject(new Error(`no answer within ${timeoutMs} ms to ${JSON.stringify(String(text).slice(0, 120))}`))
-    }, timeoutMs)
-    s.on('data', (c: Buffer) => chunks.push(c))
-    s.on('error', () => undefined)
-    s.on('close', () => {
-      clearTimeout(timer)
-      const all = Buffer.concat(chunks).toString('latin1')
-      const split = all.indexOf('\r\n\r\n')
-      const head = split < 0 ? all : all.slice(0, split)
-      resolve({ status: Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0), head, body: split < 0 ? '' : all.slice(split + 4) })
-    })
-    s.write(text)
-  })
-}
-
-/** A GET of `target` with Connection: close and the given extra header lines. */
-export function rawGet(p: StartedProxy, target: string, headers = `Host: ${new URL(p.url).host}\r\n`): Promise<RawAnswer> {
-  return raw(p, `GET ${target} HTTP/1.1\r\n${headers}Connection: close\r\n\r\n`)
-}
 
 async function post(p: StartedProxy, path: string, form: Record<string, string>, headers: Record<string, string> = {}) {
   const res = await fetch(p.url + path, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded', ...headers }, body: new URLSearchParams(form).toString() })
@@ -87,8 +53,6 @@ t.after.each(async (c) => {
   await c.p.stop()
 })
 
-/** Every request-target that ended the process (issue corpus, item 1). */
-export const CRASH_TARGETS = ['//', '///', '//?a=1', '//@/', '//:/', '/\\', '//%zz/', '//[::1/', 'http://', 'http://[/', 'http://a:99999/', '*', '%', '/%', '/%E0%A4']
 
 t('request-targets that used to end the process get an answer, and the proxy serves on', async ({ p }) => {
   for (const target of CRASH_TARGETS) {
