@@ -161,9 +161,48 @@ const answerSize = (await must(call('GET', 'getFullComputerInformation', { compu
 const one = await run(1)
 const eight = await run(8)
 const wrk = await runWrk(8)
-agent.destroy()
 await new Promise((r) => setTimeout(r, 1000))
 const after = memory()
+// A computer with 1,000 supplied software releases besides its 100 busy partitions: a write
+// (one partition's connection parameters) then a read of the computer, the proxy's CPU per
+// pair; beside it the floor, the same number of trivial requests (getRunId and an ignored
+// POST) that only cross the HTTP layer.
+for (let i = 0; i < 1000; i++) await must(call('POST', 'supplySupply', { url: `http://sr.example/many/${i}/software.cfg`, computer_id: 'computer', state: 'available' }))
+const PAIRS = 400
+async function writeRead(i: number): Promise<void> {
+  const connection_xml = dumps({ url: `https://[fd00::2]:8443/${i}`, password: `secret-${i}` })
+  await must(call('POST', 'setComputerPartitionConnectionXml', { computer_id: 'computer', computer_partition_id: `slappart${i % PARTITIONS}`, connection_xml, slave_reference: 'None' }))
+  await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))
+}
+async function trivialPair(): Promise<void> {
+  await must(call('POST', 'buildingSoftwareRelease', { url: SR, computer_id: 'computer' }))
+  await must(call('GET', 'getRunId'))
+}
+for (let i = 0; i < 50; i++) await writeRead(i)
+// alternate the two measures, so that the machine's moods fall on both
+let writeReadCpu = 0
+let floorCpu = 0
+for (let round = 0; round < 4; round++) {
+  let c0 = cpuMs()
+  for (let i = 0; i < PAIRS / 4; i++) await writeRead(round * 1000 + i)
+  writeReadCpu += cpuMs() - c0
+  c0 = cpuMs()
+  for (let i = 0; i < PAIRS / 4; i++) await trivialPair()
+  floorCpu += cpuMs() - c0
+}
+const bigSize = (await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))).length
+// the two halves alone: the write without a read, the kept answer read without a write
+let c0 = cpuMs()
+for (let i = 0; i < PAIRS; i++) {
+  const connection_xml = dumps({ url: `https://[fd00::2]:8443/w${i}`, password: `secret-${i}` })
+  await must(call('POST', 'setComputerPartitionConnectionXml', { computer_id: 'computer', computer_partition_id: `slappart${i % PARTITIONS}`, connection_xml, slave_reference: 'None' }))
+}
+const writeOnlyCpu = cpuMs() - c0
+c0 = cpuMs()
+for (let i = 0; i < PAIRS; i++) await must(call('GET', 'getFullComputerInformation', { computer_id: 'computer' }))
+const readOnlyCpu = cpuMs() - c0
+
+agent.destroy()
 child.kill('SIGTERM')
 await new Promise((r) => child.once('exit', r))
 rmSync(dir, { recursive: true, force: true })
@@ -177,6 +216,8 @@ console.log(`  8 connections: ${eight.rps.toFixed(0)} req/s, p50 ${f(eight.p50)}
 if (wrk) console.log(`  8 connections, wrk as the client: ${wrk.rps.toFixed(0)} req/s, p99 ${wrk.p99} (this client costs less CPU on a machine shared with the proxy)`)
 else console.log('  (install wrk to also measure with a load generator that costs less CPU than this script)')
 console.log(`  fresh answer after a write: median ${f(cold[25] ?? 0)} ms, max ${f(cold[cold.length - 1] ?? 0)} ms`)
+console.log(`  write + read with 1,000 software releases too (answer ${bigSize} bytes): proxy CPU ${f(writeReadCpu / PAIRS)} ms per pair (target: < 2 ms)`)
+console.log(`    floors in the same run: two trivial requests ${f(floorCpu / PAIRS)} ms; the write alone ${f(writeOnlyCpu / PAIRS)} ms + the kept answer read alone ${f(readOnlyCpu / PAIRS)} ms`)
 console.log(`  proxy RSS idle         : ${mb(idle)}`)
 console.log(`  proxy RSS after set-up : ${mb(loaded)}`)
 console.log(`  proxy RSS under load   : ${mb(peak)} at most (sampled every 20 ms)`)

@@ -95,6 +95,18 @@ export class ProxyDb {
   private readonly stmts = new Map<string, StatementSync>()
   private gen = 0
   private lastDataVersion = -1
+  /** commits of other connections seen, and our own writes to the software table */
+  private externalChanges = 0
+  private softwareChanges = 0
+  /**
+   * One entry per committed transaction that changed rows: the partitions it changed
+   * (`<computer>\n<reference>`) when they are all it changed, else null (anything may have).
+   * `journalBase` is the sequence number of journal[0].
+   */
+  private journal: (string[] | null)[] = []
+  private journalBase = 0
+  /** partitions changed by the transaction under way, one row each */
+  private pending: string[] = []
   private depth = 0
 
   private constructor(path: string, computerId: string, db: DatabaseSync) {
@@ -151,10 +163,22 @@ export class ProxyDb {
   generation(): number {
     const v = (this.stmt('PRAGMA data_version').get() as { data_version: number }).data_version
     if (v !== this.lastDataVersion) {
+      // a first look, or another process committed: anything may have changed
+      if (this.lastDataVersion !== -1) this.record(null)
       this.lastDataVersion = v
+      this.externalChanges++
       this.gen++
     }
     return this.gen
+  }
+
+  /**
+   * Changes whenever the software table may have changed (our writes to it, any commit of
+   * another process): lets callers keep what they derived from it across other writes.
+   */
+  softwareVersion(): string {
+    this.generation()
+    return `${this.externalChanges}:${this.softwareChanges}`
   }
 
   /** Runs fn inside BEGIN IMMEDIATE .. COMMIT; any throw rolls everything back. Nests. */
@@ -162,9 +186,14 @@ export class ProxyDb {
     if (this.depth > 0) return fn()
     this.db.exec('BEGIN IMMEDIATE')
     this.depth++
+    this.pending = []
+    const before = this.totalChanges()
     try {
       const r = fn()
       this.db.exec('COMMIT')
+      const changed = this.totalChanges() - before
+      // rows changed other than the partitions counted (or a count that does not add up): unknown
+      if (changed > 0) this.record(changed === this.pending.length ? this.pending : null)
       return r
     } catch (err) {
       try {
@@ -177,6 +206,41 @@ export class ProxyDb {
       this.depth--
       this.gen++
     }
+  }
+
+  private totalChanges(): number {
+    return (this.stmt('SELECT total_changes() AS n').get() as { n: number }).n
+  }
+
+  private record(entry: string[] | null): void {
+    this.journal.push(entry)
+    if (this.journal.length > 256) {
+      this.journal.shift()
+      this.journalBase++
+    }
+  }
+
+  /** Where the change journal ends now: give it to changedPartitions() later. */
+  changeMark(): number {
+    this.generation()
+    return this.journalBase + this.journal.length
+  }
+
+  /**
+   * The partitions (`<computer>\n<reference>`) changed since `mark`, when nothing else
+   * changed; undefined when anything else may have (other rows, another process, a mark
+   * older than the journal keeps).
+   */
+  changedPartitions(mark: number): Set<string> | undefined {
+    this.generation()
+    if (mark < this.journalBase) return undefined
+    const keys = new Set<string>()
+    for (let i = mark - this.journalBase; i < this.journal.length; i++) {
+      const entry = this.journal[i]
+      if (!entry) return undefined
+      for (const k of entry) keys.add(k)
+    }
+    return keys
   }
 
   /** `PRAGMA integrity_check` result lines ('ok' when healthy). */
@@ -261,12 +325,14 @@ export class ProxyDb {
 
   supplySoftware(url: string, computer: string, state: string): void {
     this.transaction(() => {
+      this.softwareChanges++
       this.stmt(`INSERT OR REPLACE INTO software${DB_VERSION} (url, computer_reference, requested_state) VALUES (?, ?, ?)`).run(url, computer, state)
     })
   }
 
   deleteSoftware(url: string, computer: string): void {
     this.transaction(() => {
+      this.softwareChanges++
       this.stmt(`DELETE FROM software${DB_VERSION} WHERE url = ? AND computer_reference = ?`).run(url, computer)
     })
   }
@@ -343,7 +409,8 @@ export class ProxyDb {
     }
     if (!sets.length) return
     this.transaction(() => {
-      this.stmt(`UPDATE partition${DB_VERSION} SET ${sets.join(', ')} WHERE reference = ? AND computer_reference = ?`).run(...args, reference, computer)
+      const r = this.stmt(`UPDATE partition${DB_VERSION} SET ${sets.join(', ')} WHERE reference = ? AND computer_reference = ?`).run(...args, reference, computer)
+      if (Number(r.changes) === 1) this.pending.push(`${computer}\n${reference}`)
     })
   }
 
@@ -461,6 +528,7 @@ export class ProxyDb {
       for (const r of this.listAllSoftware()) {
         const to = map(r.url)
         if (to !== null && to !== r.url) {
+          this.softwareChanges++
           this.stmt(`UPDATE OR REPLACE software${DB_VERSION} SET url = ? WHERE url = ? AND computer_reference = ?`).run(to, r.url, r.computerReference)
           n++
         }

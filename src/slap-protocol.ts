@@ -81,12 +81,34 @@ export function dumps(v: PyValue, opts: { pretty?: boolean } = {}): string {
 }
 
 /**
+ * The compact dumps() as UTF-8 bytes. A Preencoded placed where it was placed the last time
+ * is copied from the bytes kept from then: an answer made of kept fragments costs copies,
+ * not encoding.
+ */
+export function dumpsBytes(v: PyValue): Buffer {
+  const w = new Writer(false)
+  w.segments = []
+  w.tag('<marshal>')
+  w.nest(v)
+  w.tag('</marshal>')
+  w.flush()
+  return Buffer.concat(w.segments)
+}
+
+/**
  * A value written ahead of time by `preencode()`, placed as is wherever it appears in a later
  * compact `dumps()`, its container ids renumbered to follow the ones written before it. The
  * proxy keeps each partition of its largest answer this way and rewrites only the partitions
  * that changed. Placed twice, it is written twice (never as a `<reference>`).
  */
 export class Preencoded {
+  /**
+   * The id it was last placed after, and what it was then, as text (dumps) or as UTF-8
+   * (dumpsBytes; one of the two is kept): placed there again, it is copied as one part.
+   */
+  placedAfter = -1
+  placed: string | Buffer = ''
+
   constructor(
     readonly chunks: readonly string[],
     /** the fragment's own ids (1, 2, ...) between chunks: chunks.length = ids.length + 1 */
@@ -304,6 +326,15 @@ class Writer {
   private readonly path: PathSegment[] = []
   /** preencode(): ids are left as empty parts, renumbered when the fragment is placed */
   readonly idSlots: Array<[part: number, id: number]> | undefined
+  /** dumpsBytes(): what was written so far, as bytes (parts are moved here by flush()) */
+  segments: Buffer[] | undefined
+
+  /** dumpsBytes(): the parts written since the last flush, encoded and moved to segments */
+  flush(): void {
+    if (this.parts.length === 0) return
+    this.segments!.push(Buffer.from(this.parts.join(''), 'utf8'))
+    this.parts.length = 0
+  }
 
   constructor(
     readonly pretty: boolean,
@@ -465,12 +496,30 @@ class Writer {
   private place(v: Preencoded): void {
     if (this.pretty) throw new MarshalError(`a preencoded value cannot be placed in an indented document (at ${this.where()})`)
     const base = this.counter
+    if (v.placedAfter === base && this.idSlots === undefined) {
+      if (this.segments) {
+        this.flush()
+        if (typeof v.placed === 'string') v.placed = Buffer.from(v.placed, 'utf8')
+        this.segments.push(v.placed)
+      } else this.parts.push(typeof v.placed === 'string' ? v.placed : v.placed.toString('utf8'))
+      this.counter += v.count
+      return
+    }
+    if (this.segments) this.flush()
+    const from = this.parts.length
     for (let i = 0; i < v.ids.length; i++) {
       this.parts.push(v.chunks[i]!)
       this.id(base + v.ids[i]!)
     }
     this.parts.push(v.chunks[v.ids.length]!)
     this.counter += v.count
+    if (this.idSlots === undefined) {
+      v.placedAfter = base
+      if (this.segments) {
+        this.flush()
+        v.placed = this.segments[this.segments.length - 1]!
+      } else v.placed = this.parts.slice(from).join('')
+    }
   }
 
   private object(o: SlapObject, id: number): void {

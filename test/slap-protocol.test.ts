@@ -15,6 +15,7 @@ import {
   parseInstanceXml,
   parseJsonInXml,
   preencode,
+  dumpsBytes,
   pyFloatRepr,
   PyFloat,
   PyMap,
@@ -685,6 +686,25 @@ test('preencode: a value placed later is written as dumps writes it, its ids fol
   // errors still say where, as before
   assert.throws(() => preencode({ a: [1, { b: '\u0001' }] }), /value\["a"\]\[1\]\["b"\] holds a control character/)
   assert.throws(() => dumps(new SlapObject('Computer', ['c'], { x: [undefined as unknown as PyValue] })), /value\.state\["x"\]\[0\]|undefined/)
+})
+
+test('dumpsBytes: the UTF-8 of dumps, with fragments kept from an earlier placement at the same place or written again elsewhere', () => {
+  const part = (i: number): PyValue => new SlapObject('ComputerPartition', ['c', `p${i}`, null], { _parameter_dict: { a: `<${i}> \u00e9`, l: [[i], { k: new Tuple([i]) }] } })
+  const fragments = [preencode(part(0)), preencode(part(1)), preencode(part(2))]
+  const doc = (before: PyValue[], list: PyValue[]) => ({ before, parts: list, after: { x: [] } })
+  const cases: [PyValue[], number[]][] = [
+    [[{}], [0, 1, 2]],
+    [[{}], [0, 1, 2]], // the same places again: every fragment copied from the last time
+    [[{}, []], [0, 1, 2]], // one more id before them: all written again
+    [[{}, []], [0, 2]], // fragment 2 moves
+    [[{}], [0, 1, 2]],
+  ]
+  for (const [before, order] of cases) {
+    const want = dumps(doc(before, order.map(part)))
+    assert.is(dumpsBytes(doc(before, order.map((i) => fragments[i]!))).toString('utf8'), want)
+    // and dumps() after dumpsBytes() (and the other way) still agree
+    assert.is(dumps(doc(before, order.map((i) => fragments[i]!))), want)
+  }
 })
 
 test.run()
