@@ -47,19 +47,19 @@ export interface HostPolicy {
 }
 
 /**
- * Which Host headers reach the routes. On a loopback bind: loopback names and addresses,
- * and `extra` (the `allowed_hosts` key). On another bind: loopback too (the machine itself),
- * the bound address (every address of the machine for a wildcard bind), the machine's host
- * names, and `extra`.
+ * Which Host headers reach the routes: loopback names and addresses, the machine's host
+ * names (Debian maps its own to 127.0.1.1), and `extra` (the `allowed_hosts` key); on
+ * another bind than loopback also the bound address (every address of the machine for a
+ * wildcard bind).
  */
 export function hostPolicy(bound: string, extra: string[], machine: () => { hostnames: string[]; addresses: string[] }): HostPolicy {
   const names = new Set(extra.map((n) => n.toLowerCase().replace(/^\[(.*)\]$/, '$1')))
   const loopback = isLoopbackName(bound)
+  const { hostnames, addresses } = machine()
+  for (const h of hostnames) if (h) names.add(h.toLowerCase())
   if (!loopback) {
-    const { hostnames, addresses } = machine()
-    for (const h of hostnames) if (h) names.add(h.toLowerCase())
     if (bound === '0.0.0.0' || bound === '::' || bound === '') for (const a of addresses) names.add(a.toLowerCase())
-    else names.add(bound.toLowerCase())
+    else names.add(bound.toLowerCase().replace(/^\[(.*)\]$/, '$1'))
   }
   return { loopback, names }
 }
