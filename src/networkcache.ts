@@ -26,9 +26,10 @@ import { join } from 'node:path'
 import type { NetworkcacheConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
+import { pythonJson } from './shadir.ts'
 
 // node:crypto costs a process ~1.4 MB of private memory and ~1 MB of code pages, and time to
-// load: taken on first use only (the proxy imports this module for pythonJson)
+// load: taken on first use only
 const nodeCrypto = (): typeof import('node:crypto') => process.getBuiltinModule('node:crypto')
 
 /** What an entry must match on this machine: `gcc -dumpmachine` and the distribution. */
@@ -216,15 +217,6 @@ export function loadCertificates(pems: readonly string[] | undefined, log?: Logg
     }
   }
   return out
-}
-
-/** Python's json.dumps with its default separators and ensure_ascii (the text that is signed). */
-export function pythonJson(value: unknown): string {
-  if (value === null || value === undefined) return 'null'
-  if (typeof value === 'string') return JSON.stringify(value).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
-  if (typeof value === 'number' || typeof value === 'boolean') return JSON.stringify(value)
-  if (Array.isArray(value)) return `[${value.map(pythonJson).join(', ')}]`
-  return `{${Object.entries(value as Record<string, unknown>).map(([k, v]) => `${pythonJson(k)}: ${pythonJson(v)}`).join(', ')}}`
 }
 
 // --- effects ---

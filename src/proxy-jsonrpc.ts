@@ -6,7 +6,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { Logger } from './log.ts'
 import { hasControl, idProblem, quote } from './names.ts'
 import type { PartitionRow, ProxyDb, SlaveRow } from './proxy-db.ts'
-import type { InstanceRequest } from './proxy-server.ts'
+import type { InstanceRequest } from './proxy-types.ts'
 import { instanceXml, isPyDict, loads, parseInstanceXml, pyJsonDumps, pyRepr, PyFloat, PyMap, SlapObject, Tuple, type PyDict, type PyValue } from './slap-protocol.ts'
 
 /** What the API needs from the master that serves it. */

@@ -9,6 +9,7 @@ import type { MultimasterEntry, ShacacheConfig } from './config.ts'
 import { NotFoundError, ResourceNotReadyError } from './errors.ts'
 import { httpProxyUrl, serveHttpProxy } from './proxy-http.ts'
 import { JsonRpcApi, JsonRpcError } from './proxy-jsonrpc.ts'
+import type { InstanceRequest } from './proxy-types.ts'
 import { ShacacheProxy } from './proxy-shacache.ts'
 import { escapingLogger, type Logger } from './log.ts'
 import { hasControl, idProblem, quote } from './names.ts'
@@ -1062,17 +1063,6 @@ interface Route {
 }
 
 type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
-
-export interface InstanceRequest {
-  softwareRelease: string
-  softwareType: string
-  title: string
-  parameters: PyDict
-  filter: PyDict
-  state: string | null
-  shared: boolean
-  requestedBy: string
-}
 
 /** An error answered with its status and message (404 allocation failure, 400 ...). */
 class HttpFault extends Error {

@@ -21,7 +21,7 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:ht
 import { join } from 'node:path'
 import type { ShacacheConfig } from './config.ts'
 import type { Logger } from './log.ts'
-import { pythonJson } from './networkcache.ts'
+import { pythonJson } from './shadir.ts'
 
 // node:crypto costs a process ~1.4 MB of private memory and ~1 MB of code pages, and time to
 // load: taken on first use only

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
-import { pythonJson } from '../src/networkcache.ts'
+import { pythonJson } from '../src/shadir.ts'
 import { slaposAsync, tempDir, type Result } from './helpers.ts'
 
 // --- keys and signatures made with openssl ---
