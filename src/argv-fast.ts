@@ -8,7 +8,7 @@
 // refuses, a declaration it does not know) returns undefined, and yargs parses the line.
 // test/argv-fast.test.ts compares both on generated lines.
 import type { Argv } from 'yargs'
-import type { CommandModule } from './cli.ts'
+import type { CommandModule } from './command.ts'
 
 interface Declared {
   /** the name given to `.option()` */

@@ -5,7 +5,7 @@
 import type { Argv } from 'yargs'
 import { declarations, fastParse } from './argv-fast.ts'
 import { COMMANDS } from './commands/index.ts'
-import { configPath, ConfigFile, type Family } from './config.ts'
+import type { CommandModule, CommandSpec, GlobalOptions, Group, RunArgs } from './command.ts'
 import type { Ctx } from './context.ts'
 import { describeError, SlapError, UsageError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
@@ -15,51 +15,6 @@ import { realRunner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
 export const VERSION: string = typeof SLAPOS_VERSION === 'string' ? SLAPOS_VERSION : '0.0.0-dev'
-
-export type Group = 'node' | 'client' | 'other' | 'cachelookup'
-
-export interface CommandSpec {
-  /** words of the command: 'node format', 'proxy start', 'request' */
-  name: string
-  group: Group
-  /** one line, shown in the global help */
-  summary: string
-  /** other word sequences that select this command ('format', 'grid software') */
-  aliases?: string[]
-  load: () => Promise<{ default: CommandModule }>
-}
-
-export interface RunArgs {
-  [key: string]: unknown
-  _: (string | number)[]
-  /** global options */
-  global: GlobalOptions
-}
-
-export interface CommandModule {
-  /** which configuration family `--cfg` names; adds the option with its documented default */
-  cfg?: Family
-  /** longer description for `slapos help <command>` */
-  description?: string
-  /** positional part of the usage line, e.g. '<reference> <software-url>' */
-  usage?: string
-  options?: (y: Argv) => Argv
-  /** let unknown words and options through to the command (supervisorctl) */
-  passThrough?: boolean
-  run(args: RunArgs, ctx: Ctx): Promise<number>
-}
-
-export interface GlobalOptions {
-  verbosity: number
-  logFile?: string | undefined
-  logLevel?: Level | undefined
-  logTime: boolean
-  logColor: boolean
-  help: boolean
-  /** where -h/--help was among the remaining words (a pass-through command hands a later one on) */
-  helpAt?: number | undefined
-  version: boolean
-}
 
 /** Old program names of slapos.core 0.35.1 (spec cli.md §10.1) and the command each runs. */
 export const LEGACY_NAMES: Record<string, string> = {
@@ -214,11 +169,6 @@ export async function commandHelp(spec: CommandSpec): Promise<string> {
   return text + aliases + '\n'
 }
 
-/** Resolves `--cfg` (or its environment variable) and reads the file. */
-export function readConfig(family: Family, cli: unknown, env: NodeJS.ProcessEnv): ConfigFile {
-  return ConfigFile.load(configPath(family, typeof cli === 'string' ? cli : undefined, env), family)
-}
-
 export interface RunOptions {
   /** basename of argv[0], for legacy names */
   programName?: string
@@ -272,6 +222,9 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
     const quick = decl && fastParse(decl, args, `slapos ${spec.name}`)
     const parsed = (quick ?? (await (await commandParser(spec, mod, args)).parseAsync())) as unknown as RunArgs
     parsed.global = global
+    // the help command's text comes from here, which knows every command
+    parsed.helpText = async (words) => (words.length === 0 ? globalHelp() : await commandHelp(lookup(words).spec))
+    parsed.commands = COMMANDS
     const ctx: Ctx = {
       io,
       log,

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Argv } from 'yargs'
-import { readConfig, type RunArgs } from './cli.ts'
+import { readConfig, type RunArgs } from './command.ts'
 import { loadNodeConfig, type ConfigFile, type NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
 import { ConfigError, NotRootError, SlapError, UsageError } from './errors.ts'

@@ -4,7 +4,8 @@
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { declarations, fastParse, type Declarations } from '../src/argv-fast.ts'
-import { commandParser, type CommandModule, type CommandSpec } from '../src/cli.ts'
+import { commandParser } from '../src/cli.ts'
+import type { CommandModule, CommandSpec } from '../src/command.ts'
 import { COMMANDS } from '../src/commands/index.ts'
 
 interface Loaded {

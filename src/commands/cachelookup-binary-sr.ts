@@ -3,7 +3,7 @@
 // signature is trusted (cli.md §9.3). The shadir look-up and the checks are networkcache.ts.
 import { createHash } from 'node:crypto'
 import { lookupKeys, table } from '../cachelookup.ts'
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'
 import { fetchDirectory, HttpError, isCompatible, listEntries, machineInfo, readEntry, type ListedEntry } from '../networkcache.ts'

@@ -2,7 +2,7 @@
 // (shadir key `pypi:<name>=<version>`), with each file's sha512 and whether a trusted
 // certificate signed it (cli.md §9.3). The look-up is cachelookup.ts.
 import { lookupKeys, lookupSource } from '../cachelookup.ts'
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 
 const cachelookupPypi: CommandModule = {

@@ -3,7 +3,7 @@
 // signed it (cli.md §9.3). The look-up is cachelookup.ts.
 import { createHash } from 'node:crypto'
 import { lookupKeys, lookupSource } from '../cachelookup.ts'
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 
 const cachelookupUrl: CommandModule = {

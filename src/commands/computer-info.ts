@@ -1,5 +1,5 @@
 // slapos computer info: reference and title of one compute node (client-cli.md §4.4).
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection, documentProperties } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { SlapError, UsageError } from '../errors.ts'

@@ -1,5 +1,5 @@
 // slapos computer list: the compute nodes the master knows (client-cli.md §4.3).
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { EXIT } from '../exit-codes.ts'

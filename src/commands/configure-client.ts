@@ -1,6 +1,6 @@
 // slapos configure client: set up ~/.slapos/slapos-client.cfg (or --cfg) for an existing
 // account, from a token (spec cli.md §13.1). The work is in configure-client.ts.
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { configPath } from '../config.ts'
 import { configureClient } from '../configure-client.ts'
 import { terminalPrompt } from '../register.ts'

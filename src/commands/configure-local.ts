@@ -2,7 +2,7 @@
 // original's layout as root, or standalone under one directory without root.
 // The work is in configure-local.ts; this file maps the options.
 import { homedir } from 'node:os'
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { configureLocal, planLocal } from '../configure-local.ts'
 import { NotRootError, UsageError } from '../errors.ts'
 

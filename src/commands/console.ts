@@ -1,6 +1,6 @@
 // slapos console (old name slapconsole): a console with the slap API of the client
 // configuration, or a script run with it (cli.md §12). The work is in client-console.ts.
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection } from '../client.ts'
 import { consoleNamespace, runRepl, runScript } from '../client-console.ts'
 import { loadClientConfig } from '../config.ts'

@@ -1,17 +1,13 @@
 // slapos help [command words]: the help of one command, or the global help.
-import { commandHelp, globalHelp, lookup, type CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { EXIT } from '../exit-codes.ts'
 
 const help: CommandModule = {
   usage: '[command words...]',
   passThrough: true,
   async run(args, ctx) {
-    const words = args._.map(String)
-    if (words.length === 0) {
-      ctx.io.out(globalHelp())
-      return EXIT.OK
-    }
-    ctx.io.out(await commandHelp(lookup(words).spec))
+    if (!args.helpText) throw new Error('help: run by a frame that gives no help text')
+    ctx.io.out(await args.helpText(args._.map(String)))
     return EXIT.OK
   },
 }

@@ -1,7 +1,7 @@
 // The command table: one entry per command, sorted by name, each loaded only when run
 // (start-up time is a feature: `slapos --help` must not load the proxy or the node).
 // File names in this folder match the command names with spaces turned into dashes.
-import type { CommandSpec } from '../cli.ts'
+import type { CommandSpec } from '../command.ts'
 
 export const COMMANDS: CommandSpec[] = [
   {

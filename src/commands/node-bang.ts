@@ -1,6 +1,6 @@
 // slapos node bang -m MESSAGE (old name bang): computer-level bang. The work is in bang.ts.
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { bangComputer, bangConfig } from '../bang.ts'
 import { NotRootError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'

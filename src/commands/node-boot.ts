@@ -2,8 +2,8 @@
 // until it succeeds, node bang -m Reboot until the master hears it, then deletes the
 // partitions' .timestamp files so the next node instance restarts everything. The work is
 // in boot.ts; this file reads the configuration and the root check.
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { BootError, bootNode } from '../boot.ts'
 import { NODE_DEFAULTS } from '../config.ts'
 import { NotRootError, SlapError, UsageError } from '../errors.ts'

@@ -3,8 +3,8 @@
 // format-plan.ts, the doing in format.ts; this file maps options and the root check.
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { loadFormatConfig } from '../config.ts'
 import { ConfigError, NotRootError } from '../errors.ts'
 import { formatNode } from '../format.ts'

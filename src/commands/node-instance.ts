@@ -1,7 +1,7 @@
 // slapos node instance (old names: slapgrid-cp, `slapos grid instance`): deploy, start and
 // stop the partitions of this node as the master asks; cron runs it every minute. The work is
 // in grid-instance.ts; this file maps options and releases the pid file.
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
 import { processPartitions } from '../grid-instance.ts'

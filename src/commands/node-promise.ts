@@ -1,7 +1,7 @@
 // slapos node promise: check the promises of the started partitions without deploying
 // anything or telling the master. The work is in grid-promise.ts; this file maps options and
 // holds the instance pid file (a promise check never runs beside node instance).
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
 import { parseOnlyList } from '../grid-plan.ts'
 import { checkPromises } from '../grid-promise.ts'

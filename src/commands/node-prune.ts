@@ -3,8 +3,8 @@
 // `node software` runs. The work is in prune.ts; this file checks the configuration,
 // root and the software pid file.
 import { statSync } from 'node:fs'
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { NODE_DEFAULTS } from '../config.ts'
 import { ConfigError, NotRootError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'

@@ -1,7 +1,7 @@
 // slapos node register: get a certificate for this node from a SlapOS Master and write
 // its configuration directory (spec cli.md §11). The work is in register.ts.
 import { dirname } from 'node:path'
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { configPath } from '../config.ts'
 import { NotRootError, UsageError } from '../errors.ts'
 import { registerNode, terminalPrompt } from '../register.ts'

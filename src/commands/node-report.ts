@@ -1,7 +1,7 @@
 // slapos node report (old name slapgrid-ur): run the partitions' usage report scripts, send
 // the usage to the master, then destroy the partitions it marked destroyed. The work is in
 // grid-report.ts; this file maps the options and the pid file.
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
 import { reportAndDestroy } from '../grid-report.ts'
 

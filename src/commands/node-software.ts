@@ -1,7 +1,7 @@
 // slapos node software (old name slapgrid-sr): install and remove the software releases the
 // master supplies to this node. The work is in grid-software.ts; this file maps the options,
 // prints the end-of-run summary (stderr) or the JSON results (stdout), and returns 0 or 1.
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { startNodeRun, nodeCommonOptions } from '../grid-common.ts'
 import { errorLine, processSoftwareReleases, type SoftwareResult } from '../grid-software.ts'

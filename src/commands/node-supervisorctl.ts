@@ -2,8 +2,8 @@
 // `slapos node status|start|stop|restart|tail ARGS...`: supervisorctl on the node's
 // supervisord (started first unless forbid_supervisord_automatic_launch is set).
 // Process names are <partition>:<program>, e.g. slappart3:apache-on-watch.
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { NotRootError, SlapError } from '../errors.ts'
 import { prepareSupervisordFromConfig, Supervisor } from '../supervisor.ts'
 

@@ -1,8 +1,8 @@
 // slapos node supervisord [-n] (old name slapgrid-supervisord): write the node's
 // etc/supervisord.conf and start supervisord if it is not running. No root check, like
 // the original. The work is in supervisor.ts.
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { EXIT } from '../exit-codes.ts'
 import { prepareSupervisordFromConfig, Supervisor } from '../supervisor.ts'
 

@@ -1,7 +1,7 @@
 // slapos node watchdog (old name slapos-watchdog): the event listener supervisord runs for
 // the node. It reads events on stdin and answers on stdout; logs go to stderr, which
 // supervisord keeps in var/log. The work is in watchdog.ts.
-import type { CommandModule } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
 import { EXIT } from '../exit-codes.ts'
 import { runWatchdog } from '../watchdog.ts'
 

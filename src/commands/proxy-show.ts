@@ -3,8 +3,8 @@
 // original (proxy.md §11), or as JSON with --json. Reads the file; never changes it.
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { loadProxyConfig } from '../config.ts'
 import { ConfigError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'

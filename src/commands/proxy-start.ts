@@ -1,8 +1,8 @@
 // slapos proxy start (old name slapproxy): run the local SlapOS master until SIGTERM/SIGINT.
 // The work is in proxy-server.ts and proxy-db.ts; this file reads the configuration.
 import { setFlagsFromString } from 'node:v8'
-import type { CommandModule } from '../cli.ts'
-import { readConfig } from '../cli.ts'
+import type { CommandModule } from '../command.ts'
+import { readConfig } from '../command.ts'
 import { loadProxyConfig } from '../config.ts'
 import { SlapError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'

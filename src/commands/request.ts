@@ -1,7 +1,7 @@
 // slapos request: ask the master for an instance (or a shared instance) of a software
 // release and show its state and connection parameters (client-cli.md §2). The work is in
 // client.ts; this file maps options to one request and the answer to output and exit code.
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import {
   Connection,
   legacyConfigWord,

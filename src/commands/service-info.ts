@@ -1,5 +1,5 @@
 // slapos service info: software, state and parameters of one instance tree (client-cli.md §4.2).
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection, serviceInformation } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { ResourceNotReadyError, UsageError } from '../errors.ts'

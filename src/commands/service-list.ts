@@ -1,5 +1,5 @@
 // slapos service list: the title and software release of every instance tree (client-cli.md §4.1).
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { EXIT } from '../exit-codes.ts'

@@ -1,5 +1,5 @@
 // slapos supply: ask the master to install a software release on a node (client-cli.md §3).
-import { readConfig, type CommandModule } from '../cli.ts'
+import { readConfig, type CommandModule } from '../command.ts'
 import { Connection, legacyConfigWord } from '../client.ts'
 import { loadClientConfig } from '../config.ts'
 import { UsageError } from '../errors.ts'
