@@ -2,8 +2,8 @@
 // start-up sequence of spec grid.md §1.7, and the helpers that decide who runs buildout and
 // with which environment (§3.4 step 9, §3.5). Used by grid-software.ts, grid-instance.ts,
 // grid-report.ts, buildout.ts and the node-* command files.
-import { existsSync, readFileSync, statSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import type { Argv } from 'yargs'
 import { readConfig, type RunArgs } from './command.ts'
 import { loadNodeConfig, type ConfigFile, type NodeConfig } from './config.ts'
@@ -242,5 +242,30 @@ function readLines(path: string): string[] {
     return readFileSync(path, 'utf8').split('\n')
   } catch {
     return []
+  }
+}
+
+/**
+ * Is `path` (following every link on the way, as the kernel would) inside `root`? For a path
+ * that does not exist yet, its deepest existing ancestor is checked. What a partition user
+ * can change must never lead root's deletes, reads or writes outside the roots.
+ */
+export function inside(root: string, path: string): boolean {
+  let top: string
+  try {
+    top = realpathSync(root)
+  } catch {
+    return false
+  }
+  let p = resolve(path)
+  for (;;) {
+    try {
+      const real = realpathSync(p)
+      return real === top || real.startsWith(top.endsWith('/') ? top : `${top}/`)
+    } catch (err) {
+      const parent = dirname(p)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === p) return false
+      p = parent
+    }
   }
 }

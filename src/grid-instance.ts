@@ -36,6 +36,7 @@ import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
+import { escapeControls, hasControl, idProblem, quote } from './names.ts'
 import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, readRegularFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import { isTTY } from './stdio.ts'
@@ -282,6 +283,9 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   const { cfg, client, opts } = env
   const start = Date.now()
   const id = p._partition_id ?? ''
+  // what the master sends names paths and lines of files here: checked before anything is touched
+  const refused = masterDataProblem(p)
+  if (refused) return refusePartition(env, p, refused)
   const path = join(cfg.instanceRoot, id)
   const params = p._parameter_dict ?? {}
   const doc = p._software_release_document
@@ -366,6 +370,34 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     await report(plog, () => client.softwareInstanceError(cfg.computerId, id, message))
     return summary('failed', message)
   }
+}
+
+/**
+ * Why the master's description of a partition cannot be used on this node: an identifier
+ * that is not one safe path component, a state the node does not know, a software release
+ * URL with control characters (it becomes the `extends =` line of buildout.cfg).
+ */
+export function masterDataProblem(p: ComputerPartition): string | undefined {
+  const id = p._partition_id ?? ''
+  const bad = idProblem('partition id', id)
+  if (bad) return bad
+  const state = p._requested_state ?? 'destroyed'
+  if (!['started', 'stopped', 'destroyed'].includes(state)) return `Computer Partition '${id}' has unsupported state: ${quote(state)}`
+  const doc = p._software_release_document
+  const url = typeof doc === 'string' ? doc : doc?._software_release
+  if (typeof url === 'string' && hasControl(url)) return `the software release URL of ${id} has control characters: ${quote(url)}`
+  const type = p._parameter_dict?.slap_software_type
+  if (typeof type === 'string' && hasControl(type)) return `the software type of ${id} has control characters: ${quote(type)}`
+  return undefined
+}
+
+/** A partition refused before anything was touched: logged, told to the master when its id can be sent, failed. */
+async function refusePartition(env: Env, p: ComputerPartition, message: string): Promise<PartitionSummary> {
+  const id = p._partition_id ?? ''
+  env.log.error(`refused: ${message}`)
+  // an id that is no safe identifier is shown escaped; the master gets the error all the same
+  await report(env.log, () => env.client.softwareInstanceError(env.cfg.computerId, id, message))
+  return { id: escapeControls(id), state: escapeControls(p._requested_state ?? 'destroyed'), softwareType: undefined, result: 'failed', message, durationMs: 0 }
 }
 
 interface Work {

@@ -9,6 +9,7 @@ import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { ownerOf, type NodeRun } from './grid-common.ts'
 import { unknownPartitionsMessage } from './grid-plan.ts'
+import { escapeControls, idProblem } from './names.ts'
 import { firstFailure, promiseFailureMessage, runPromises } from './promise.ts'
 
 export interface PromiseCheck {
@@ -35,6 +36,12 @@ export async function checkPromises(run: NodeRun, only: ReadonlySet<string> | un
     const id = p._partition_id ?? ''
     if (!id || (only && !only.has(id))) continue
     if (p._requested_state !== 'started') continue
+    const bad = idProblem('partition id', id)
+    if (bad) {
+      log.error(`refused: ${bad}`)
+      checks.push({ id: escapeControls(id), failure: bad })
+      continue
+    }
     const path = join(cfg.instanceRoot, id)
     const plog = log.child(id)
     try {

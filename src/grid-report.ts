@@ -23,8 +23,9 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser'
 import type { Ctx } from './context.ts'
 import { NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { asUser, cleanEnv, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
+import { asUser, cleanEnv, inside, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
+import { escapeControls, idProblem } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
 import {
   createInstanceRootStructure,
@@ -210,6 +211,12 @@ export function collectUsage(instanceRoot: string, partitionId: string, log: Log
   const found: UsageFile[] = []
   for (const dir of [join(instanceRoot, partitionId, 'var', 'xml_report'), join(instanceRoot, 'var', 'xml_report', partitionId)]) {
     if (!isDirectory(dir)) continue
+    // `var` or `xml_report` may be links of the partition user: what is read (and deleted
+    // once sent) must be inside the instance root
+    if (!inside(instanceRoot, dir)) {
+      log.warning(`${dir} leads outside ${instanceRoot}: its usage reports are not read`)
+      continue
+    }
     for (const name of readdirSync(dir).sort()) {
       const file = join(dir, name)
       // a link could make root read (and send) any file of the machine
@@ -335,6 +342,15 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
   for (const cp of computer._computer_partition_list) {
     const id = cp._partition_id ?? ''
     if (!id) continue
+    // an id from the master names a directory that is emptied, chmod'ed and reported on:
+    // one safe path component, or nothing is touched
+    const bad = idProblem('partition id', id)
+    if (bad) {
+      log.error(`refused: ${bad}`)
+      summary.failed.push(escapeControls(id))
+      await client.softwareInstanceError(cfg.computerId, id, bad).catch((e: unknown) => log.debug(`could not report: ${describe(e)}`))
+      continue
+    }
     const path = join(cfg.instanceRoot, id)
     const url = softwareUrlOf(cp)
     if (cp._requested_state === 'destroyed' && !url) continue // a free partition: nothing to do

@@ -26,6 +26,7 @@ import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, type NodeRun } from './grid-common.ts'
 import type { Logger } from './log.ts'
+import { escapeControls, hasControl, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
 import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
 
@@ -86,6 +87,8 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
     }
     const srLog = log.child(hash)
     try {
+      // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
+      if (hasControl(url)) throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
       if (state === 'available') {
         if (!opts.force && existsSync(join(path, '.completed'))) {
           srLog.debug(`${url} is already installed`)
@@ -116,7 +119,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
       }
     } catch (err) {
       const message = err instanceof BuildoutError || err instanceof SlapError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
-      srLog.error(`Failed to process software release ${url}`)
+      srLog.error(`Failed to process software release ${escapeControls(url)}`)
       try {
         await client.softwareReleaseError(url, cfg.computerId, message)
       } catch (e) {

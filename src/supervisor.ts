@@ -9,12 +9,13 @@
 //        --applyChanges (reloadConfig, add/remove groups)-->  group <id> known, STOPPED
 //        --startGroup-->  RUNNING ... EXITED/FATAL  --event-->  watchdog (watchdog.ts)
 //   stop: <id>.conf deleted --applyChanges--> group stopped and removed
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import type { RequestOptions } from 'node:http'
 import { delimiter, join } from 'node:path'
 import type { ConfigFile, NodeConfig } from './config.ts'
 import { NODE_DEFAULTS } from './config.ts'
 import { ConfigError, SlapError } from './errors.ts'
+import { escapeControls } from './names.ts'
 import type { Logger } from './log.ts'
 import { realRunner, type Runner } from './system.ts'
 
@@ -163,12 +164,19 @@ export interface PartitionProcesses {
  * when the partition has no services. `programs` are the supervisord names
  * (`<id>:<process>`), empty when there is nothing to run.
  */
-export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses): { changed: boolean; programs: string[] } {
+export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses): { changed: boolean; programs: string[]; refused: string[] } {
   const confDir = supervisorPaths(instanceRoot).confDir
   const entries: Array<{ name: string; command: string; processName: string }> = []
   const seen = new Set<string>()
+  // the names come from files of the partition, whose user is not trusted: only names that
+  // cannot change the meaning of the root-owned group file become programs
+  const refused: string[] = []
   for (const [dir, suffix] of [['run', ''], ['service', '-on-watch']] as const) {
     for (const name of listExecutables(join(p.path, 'etc', dir))) {
+      if (!isServiceName(name)) {
+        refused.push(`etc/${dir}/${name}`)
+        continue
+      }
       // the same name in etc/run and etc/service would give supervisord two programs of one name
       if (seen.has(name)) continue
       seen.add(name)
@@ -190,11 +198,38 @@ export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses)
       unlinkSync(own)
       changed = true
     }
-    return { changed, programs: [] }
+    return { changed, programs: [], refused }
+  }
+  // supervisord (root) appends to each program's log in the partition: a link planted there
+  // would make it write elsewhere, so anything but a regular file is removed first
+  for (const e of entries) {
+    const log = programLog(p, e.name)
+    const st = lstatSync(log, { throwIfNoEntry: false })
+    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
   }
   const text = groupText(p, entries)
   if (writeIfChanged(own, text)) changed = true
-  return { changed, programs: entries.map((e) => `${p.id}:${e.processName}`) }
+  return { changed, programs: entries.map((e) => `${p.id}:${e.processName}`), refused }
+}
+
+/**
+ * A service file name that may name a supervisord program: letters, digits and `._+@-`,
+ * starting with a letter or digit, at most 200 characters (no `:`, `%`, `;`, space or
+ * control character, which supervisord's configuration or process names would read).
+ */
+export function isServiceName(name: string): boolean {
+  return name.length <= 200 && /^[A-Za-z0-9][A-Za-z0-9._+@-]*$/.test(name)
+}
+
+/** Service files of a partition refused as program names (what the caller reports). */
+export class RefusedServicesError extends SlapError {
+  constructor(id: string, refused: string[]) {
+    const shown = refused.slice(0, 5).map((r) => `'${escapeControls(r)}'`)
+    super(`${refused.length} service file(s) of ${id} have names that cannot be supervisord programs: ${shown.join(', ')}${refused.length > 5 ? ', ...' : ''}`, {
+      code: 'E_SERVICE_NAME',
+      hint: 'rename them to letters, digits and ._+@- (no spaces, colons, percent signs or control characters)',
+    })
+  }
 }
 
 /** Deletes `<id>.conf` and every `<id>-*.conf` (destruction of a partition). True if any was there. */
@@ -596,16 +631,21 @@ export class Supervisor {
  * starts the group without waiting. A partition without services only gets a warning.
  */
 export async function startPartitionServices(sup: Supervisor, instanceRoot: string, p: PartitionProcesses, log: Logger): Promise<void> {
-  const { changed, programs } = writePartitionGroup(instanceRoot, p)
+  const { changed, programs, refused } = writePartitionGroup(instanceRoot, p)
+  // the valid services still start; the partition fails, naming the others
+  const refusal = refused.length ? new RefusedServicesError(p.id, refused) : undefined
+  if (refusal) log.error(refusal.message)
   if (programs.length === 0) log.warning(`No service to run in ${p.id}: ${join(p.path, 'etc', 'run')} and ${join(p.path, 'etc', 'service')} are empty or missing`)
   if (changed) await sup.applyChanges()
-  if (programs.length === 0) return
-  // an unchanged file supervisord does not know yet (a previous run wrote it, then could
-  // not apply it): apply it now rather than leave the services down
-  if (!(await sup.startGroup(p.id)) && !changed) {
-    await sup.applyChanges()
-    await sup.startGroup(p.id)
+  if (programs.length > 0) {
+    // an unchanged file supervisord does not know yet (a previous run wrote it, then could
+    // not apply it): apply it now rather than leave the services down
+    if (!(await sup.startGroup(p.id)) && !changed) {
+      await sup.applyChanges()
+      await sup.startGroup(p.id)
+    }
   }
+  if (refusal) throw refusal
 }
 
 /** §4.6 stop: deletes <id>.conf (manager groups stay) and lets supervisord stop and forget the group. */
@@ -651,7 +691,7 @@ const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat']
 function groupText(p: PartitionProcesses, entries: Array<{ name: string; command: string; processName: string }>): string {
   const lines = [`[group:${p.id}]`, `programs=${entries.map((e) => `${p.id}_${e.name}`).join(',')}`, '']
   for (const e of entries) {
-    const log = ini(join(p.path, `.${p.id}_${e.name}.log`))
+    const log = ini(programLog(p, e.name))
     lines.push(
       `[program:${p.id}_${e.name}]`,
       `directory=${ini(p.path)}`,
@@ -681,6 +721,10 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
     )
   }
   return lines.join('\n')
+}
+
+function programLog(p: PartitionProcesses, name: string): string {
+  return join(p.path, `.${p.id}_${name}.log`)
 }
 
 /** Entry names of a directory, sorted, directories left out; none when it does not exist. */
@@ -721,8 +765,14 @@ function writeIfChanged(path: string, text: string): boolean {
 }
 
 /** supervisord expands `%(name)s` in values: a literal % is written %%. */
+/**
+ * A value on one line of a supervisord file: `%` doubled (interpolation). A value that could
+ * end the line or start a comment (control characters, ` ;` or ` #`) is refused: none of
+ * ours should hold one (identifiers and service names are checked before).
+ */
 function ini(s: string): string {
-  return s.replace(/%/g, '%%').replace(/\n/g, ' ')
+  if (/[\u0000-\u001f\u007f]|\s[;#]/.test(s)) throw new SlapError(`refusing to write '${escapeControls(s)}' into a supervisord file`, { code: 'E_SUPERVISOR_VALUE' })
+  return s.replace(/%/g, '%%')
 }
 
 /** Single quotes for supervisord's shlex split of `command=` (the original quotes every option value). */
