@@ -51,7 +51,11 @@ run() { timeout "${SLAPOS_DEMO_TIMEOUT:-600}" "$slapos" "$@"; }
 
 # --- a standalone node and its local master (started by the node's supervisord) ---
 say "configuring a standalone node in $work"
-run configure local --standalone "$work" --buildout "$work/bin/buildout" \
+# run as root, the demo's partitions belong to root: say so explicitly (a node made by a
+# regular user runs everything as that user and needs no such flag)
+as_root=""
+[ "$(id -u)" != 0 ] || as_root=--run-as-root
+run configure local --standalone "$work" --buildout "$work/bin/buildout" $as_root \
   --partition-number 3 --daemon-listen-port "$port" -q ||
   die "slapos configure local failed (same command with -v says more)"
 export SLAPOS_CONFIGURATION="$cfg" SLAPOS_CLIENT_CONFIGURATION="$cfg"

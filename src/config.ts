@@ -217,6 +217,11 @@ export interface NodeConfig {
   pidfileInstance: string
   pidfileReport: string
   rootCheck: boolean
+  /**
+   * `run_as_root`: software releases and partitions owned by root build and run as root.
+   * Default false: refused, whatever root_check says.
+   */
+  runAsRoot: boolean
   forbidSupervisordAutomaticLaunch: boolean
   sharedPartList: string[]
   buildTimePartList: string[]
@@ -346,6 +351,7 @@ export function loadNodeConfig(file: ConfigFile, overrides: Record<string, strin
     pidfileInstance: view.path_('slapos', 'pidfile_instance') ?? fallbackPid ?? NODE_DEFAULTS.pidfileInstance,
     pidfileReport: view.path_('slapos', 'pidfile_report') ?? fallbackPid ?? NODE_DEFAULTS.pidfileReport,
     rootCheck: view.bool('slapos', 'root_check', true, true),
+    runAsRoot: view.bool('slapos', 'run_as_root', false),
     forbidSupervisordAutomaticLaunch: view.bool('slapos', 'forbid_supervisord_automatic_launch', false),
     sharedPartList: view.list('slapos', 'shared_part_list'),
     buildTimePartList: view.list('slapos', 'build_time_part_list'),

@@ -42,6 +42,8 @@ export interface LocalOptions {
    * downloads go through it
    */
   shacacheProxy?: boolean | undefined
+  /** --run-as-root: `run_as_root = true`, software and partitions owned by root run as root */
+  runAsRoot?: boolean | undefined
 }
 
 export interface PlannedFile {
@@ -107,6 +109,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
           watchdog_command: `${slapos} node watchdog`,
         }
       : {}),
+    ...(o.runAsRoot ? { run_as_root: 'true' } : {}),
   })
   node = setKeys(node, 'slapformat', {
     interface_name: o.interfaceName,

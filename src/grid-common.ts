@@ -45,6 +45,7 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
     ctx.log.info(`Sleeping for ${seconds} second${seconds === 1 ? '' : 's'} (maximal_delay = ${delay}; --now skips this)`)
     await new Promise((r) => setTimeout(r, seconds * 1000))
   }
+  rootWarning.log = ctx.log
   const pidfile = kind === 'software' ? cfg.pidfileSoftware : kind === 'report' ? cfg.pidfileReport : cfg.pidfileInstance
   const release = acquirePidfile(pidfile)
   const client = new SlapClient({ masterUrl: cfg.masterUrl, keyFile: cfg.keyFile, certFile: cfg.certFile, caFile: cfg.masterCaFile })
@@ -161,18 +162,32 @@ export function cleanEnv(base: NodeJS.ProcessEnv, home: string): NodeJS.ProcessE
 /**
  * Who a child runs as (§3.4 step 9). Not root: ourselves ({}). Root: the owner with its
  * supplementary groups (a partition user reads the software through the software user's
- * group), unless the owner is root (uid or gid 0), which the original refuses as too
- * dangerous; we refuse too, except with root_check = false (a standalone or development node
- * kept by root), where the child then runs as root.
+ * group), unless the owner is root (uid or gid 0), which is refused as too dangerous
+ * (`refuseRoot`), except with `run_as_root = true` (a development node kept by root, said
+ * explicitly), where the child then runs as root.
  */
-export function asUser(owner: Owner, rootCheck: boolean): { uid?: number; gid?: number; groups?: number[] } {
+export function asUser(owner: Owner, refuseRoot: boolean): { uid?: number; gid?: number; groups?: number[] } {
   if (process.getuid?.() !== 0) return {}
   if (owner.uid !== 0 && owner.gid !== 0) return { uid: owner.uid, gid: owner.gid, groups: owner.groups }
-  if (!rootCheck) return {}
-  throw new SlapError(`Refusing to run as root (uid ${owner.uid}, gid ${owner.gid}): too dangerous`, {
+  if (!refuseRoot) {
+    // once in every run that does run something as root
+    if (!rootWarning.said) {
+      rootWarning.said = true
+      rootWarning.log?.warning('run_as_root = true: software releases and partitions owned by root build and run as root (set it to false, or give them to unprivileged users)')
+    }
+    return {}
+  }
+  throw new SlapError(`Refusing to run as root (uid ${owner.uid}, gid ${owner.gid}): too dangerous; give the directory to an unprivileged user (node format does), or set run_as_root = true in [slapos] to run it as root anyway`, {
     code: 'E_ROOT_OWNER',
-    hint: 'give the directory to an unprivileged user (node format does), or set root_check = false for a node kept by root',
   })
+}
+
+/** The run's logger for the run_as_root warning (set by startNodeRun), and whether it was given. */
+const rootWarning: { log?: Logger | undefined; said: boolean } = { said: false }
+
+/** Are children of root-owned software and partitions refused (true unless run_as_root = true)? */
+export function refuseRoot(cfg: Pick<NodeConfig, 'runAsRoot'>): boolean {
+  return !cfg.runAsRoot
 }
 
 // --- internal ---

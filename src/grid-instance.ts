@@ -33,7 +33,7 @@ import type { NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
 import { ConnectionError, NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { md5hex, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
+import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
 import { escapeControls, hasControl, idProblem, quote } from './names.ts'
@@ -421,7 +421,7 @@ function promiseRun(env: Env, w: Pick<Work, 'id' | 'path' | 'owner' | 'log' | 's
     timeoutSec: env.cfg.promiseTimeout,
     runner: env.ctx.runner,
     log: w.log,
-    rootCheck: env.cfg.rootCheck,
+    rootCheck: refuseRoot(env.cfg),
     softwarePath: w.softwarePath || undefined,
     masterUrl: env.cfg.masterUrl,
     computerId: env.cfg.computerId,
@@ -521,7 +521,7 @@ async function install(env: Env, w: Work): Promise<void> {
         w.log.debug(line)
       },
       runner: ctx.runner,
-      rootCheck: cfg.rootCheck,
+      rootCheck: refuseRoot(cfg),
       // the slap library inside the buildout writes .slapos-request-transaction-<id> there (§4.9)
       baseEnv: { ...ctx.env, SLAPGRID_INSTANCE_ROOT: cfg.instanceRoot },
       interactive: opts.buildoutDebug,
@@ -550,7 +550,7 @@ async function chooseBuildout(env: Env, w: Work): Promise<string> {
   if (bootstraps.length > 1) throw new SlapError(`More than one bootstrap candidate found in ${bin}: ${bootstraps.sort().join(', ')}`)
   if (bootstraps.length === 1) {
     const script = join(bin, bootstraps[0] ?? '')
-    const r = await runBuildout({ binary: script, args: [], cwd: w.path, owner: w.owner, home: w.owner.home, runner: env.ctx.runner, rootCheck: env.cfg.rootCheck, baseEnv: env.ctx.env })
+    const r = await runBuildout({ binary: script, args: [], cwd: w.path, owner: w.owner, home: w.owner.home, runner: env.ctx.runner, rootCheck: refuseRoot(env.cfg), baseEnv: env.ctx.env })
     if (!r.ok) throw new SlapError(`Failed to bootstrap buildout in '${w.path}'.\n${r.output}`)
     return join(w.path, 'sbin', 'buildout')
   }

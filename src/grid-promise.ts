@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import type { Ctx } from './context.ts'
 import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { ownerOf, type NodeRun } from './grid-common.ts'
+import { ownerOf, refuseRoot, type NodeRun } from './grid-common.ts'
 import { unknownPartitionsMessage } from './grid-plan.ts'
 import { escapeControls, idProblem } from './names.ts'
 import { firstFailure, promiseFailureMessage, runPromises } from './promise.ts'
@@ -46,7 +46,7 @@ export async function checkPromises(run: NodeRun, only: ReadonlySet<string> | un
     const plog = log.child(id)
     try {
       if (!statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new SlapError(`Partition directory ${path} does not exist.`)
-      const results = await runPromises({ path, id, owner: ownerOf(path), timeoutSec: cfg.promiseTimeout, runner: ctx.runner, log: plog, rootCheck: cfg.rootCheck, now: ctx.now })
+      const results = await runPromises({ path, id, owner: ownerOf(path), timeoutSec: cfg.promiseTimeout, runner: ctx.runner, log: plog, rootCheck: refuseRoot(cfg), now: ctx.now })
       const failed = firstFailure(results)
       checks.push({ id, failure: failed ? promiseFailureMessage(failed) : undefined })
     } catch (err) {

@@ -23,7 +23,7 @@ import { XMLParser, XMLValidator } from 'fast-xml-parser'
 import type { Ctx } from './context.ts'
 import { NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { asUser, cleanEnv, inside, ownerOf, type NodeRun, type Owner } from './grid-common.ts'
+import { asUser, cleanEnv, inside, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import { escapeControls, idProblem } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
@@ -369,7 +369,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
         runner: ctx.runner,
         log: log.child(p.id),
         env: ctx.env,
-        rootCheck: cfg.rootCheck,
+        rootCheck: refuseRoot(cfg),
         timeoutSec: cfg.partitionTimeout,
       })
       if (failures.length) {
@@ -465,7 +465,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
           log: plog,
           now: ctx.now,
           env: ctx.env,
-          rootCheck: cfg.rootCheck,
+          rootCheck: refuseRoot(cfg),
           timeoutSec: cfg.partitionTimeout,
           removeServices: async (id) => {
             const changed = removePartitionGroups(cfg.instanceRoot, id)

@@ -24,7 +24,7 @@ import { BuildoutError, buildoutFailure, runBuildout } from './buildout.ts'
 import type { Ctx } from './context.ts'
 import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { md5hex, ownerOf, type NodeRun } from './grid-common.ts'
+import { md5hex, ownerOf, refuseRoot, type NodeRun } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import { escapeControls, hasControl, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
@@ -285,7 +285,7 @@ async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
     owner: ownerOf(path),
     home: path,
     runner: job.ctx.runner,
-    rootCheck: cfg.rootCheck,
+    rootCheck: refuseRoot(cfg),
     baseEnv: job.ctx.env,
     interactive: job.debug,
     abort: job.abort,

@@ -13,7 +13,7 @@
 import { closeSync, constants, existsSync, fchmodSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
-import { cleanEnv } from './grid-common.ts'
+import { asUser, cleanEnv } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
 
@@ -269,11 +269,10 @@ function titleOf(name: string): string {
 }
 
 /** Privileges of the promise: the partition owner when we are root (grid-common.ts asUser rules). */
-function dropTo(owner: PromiseOwner, rootCheck: boolean): { uid?: number; gid?: number; groups?: number[] } {
+function dropTo(owner: PromiseOwner, refuseRoot: boolean): { uid?: number; gid?: number; groups?: number[] } {
   if (process.getuid?.() !== 0) return {}
   if (owner.uid !== 0) return { uid: owner.uid, gid: owner.gid, ...(owner.groups ? { groups: owner.groups } : {}) }
-  if (!rootCheck) return {}
-  throw new Error(`partition owned by root: refusing to run its promises as root (set root_check = false for a node owned by root)`)
+  return asUser({ uid: 0, gid: 0, name: 'root', home: '/root', groups: [] }, refuseRoot)
 }
 
 function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, user: { uid?: number; gid?: number }): void {

@@ -328,4 +328,37 @@ e2e('a standalone node configured by configure local deploys a request', async (
   }
 })
 
+e2e('standalone as root: root-owned software is refused (buildout never runs as uid 0) unless --run-as-root said so', async () => {
+  if (process.getuid?.() !== 0) return
+  const dir = tempDir()
+  const port = await freePort()
+  const cfg = cfgOf(dir)
+  // a buildout that leaves a trace when it runs at all
+  const trace = join(dir, 'buildout-ran')
+  const recorder = join(dir, 'record-buildout')
+  writeFileSync(recorder, `#!/bin/sh\nid -u > '${trace}'\n`, { mode: 0o755 })
+  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '1', '--no-start', '--buildout', recorder], { env: ENV })
+  assert.is(conf.code, 0, conf.stderr)
+  assert.match(conf.stderr, 'a standalone node made by root has root-owned partitions')
+  assert.is(loadNodeConfig(ConfigFile.load(cfg)).runAsRoot, false)
+  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  try {
+    await listening(proxy)
+    const sr = join(dir, 'software.cfg')
+    assert.is((await slaposAsync(['supply', sr, 'local_computer', '--cfg', cfg], { env: ENV })).code, 0)
+    const run = await slaposAsync(['node', 'software', '--now', '--cfg', cfg], { env: ENV })
+    assert.is(run.code, 1, run.stderr)
+    assert.match(run.stderr, 'run_as_root = true')
+    assert.not.ok(existsSync(trace), 'buildout ran')
+  } finally {
+    proxy.kill('SIGTERM')
+  }
+  // said explicitly: written into the configuration, no warning at configure time
+  const other = tempDir()
+  const explicit = await slaposAsync(['configure', 'local', '--standalone', other, '--daemon-listen-port', String(port), '--no-start', '--run-as-root'], { env: ENV })
+  assert.is(explicit.code, 0, explicit.stderr)
+  assert.not.match(explicit.stderr, 'root-owned partitions')
+  assert.is(loadNodeConfig(ConfigFile.load(cfgOf(other))).runAsRoot, true)
+})
+
 e2e.run()

@@ -80,7 +80,7 @@ test('ownerOf: stat owner named through /etc/passwd, groups from /etc/group', ()
   }
 })
 
-test('asUser: root drops to the owner; root-owned refused unless root_check = false', () => {
+test('asUser: root drops to the owner; root-owned refused unless run_as_root = true', () => {
   const nobody: Owner = { uid: 65534, gid: 65534, name: 'nobody', home: '/', groups: [65534] }
   const root: Owner = { uid: 0, gid: 0, name: 'root', home: '/root', groups: [0] }
   if (!isRoot) {

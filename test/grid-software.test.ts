@@ -338,16 +338,25 @@ test('as root, a software_root owned by nobody makes buildout run as nobody', as
   })
 })
 
-test('as root, a software_root owned by root is refused unless root_check = false', async () => {
+test('as root, a software_root owned by root is refused unless run_as_root = true (root_check = false is not enough), with a warning on every run when it is', async () => {
   if (!isRoot) return
   await withNode(async (node) => {
-    // a root-owned node with root_check = true (we are root, so the root check passes)
-    writeFileSync(node.cfgPath, readFileSync(node.cfgPath, 'utf8').replace('root_check = false', 'root_check = true'))
+    const text = readFileSync(node.cfgPath, 'utf8')
     await node.supply()
+    for (const cfg of [text.replace('root_check = false', 'root_check = true').replace('run_as_root = true\n', ''), text.replace('run_as_root = true\n', '')]) {
+      writeFileSync(node.cfgPath, cfg)
+      node.clearCalls()
+      const r = await node.run(['node', 'software', '--now'])
+      assert.is(r.code, 1)
+      const err = node.calls().find((c) => c.name === 'softwareReleaseError')
+      assert.match(err?.fields.error_log ?? '', 'too dangerous')
+      assert.match(err?.fields.error_log ?? '', 'run_as_root = true')
+      assert.not.match(r.stderr, 'run_as_root = true: software releases and partitions owned by root build and run as root')
+    }
+    writeFileSync(node.cfgPath, text)
     const r = await node.run(['node', 'software', '--now'])
-    assert.is(r.code, 1)
-    const err = node.calls().find((c) => c.name === 'softwareReleaseError')
-    assert.match(err?.fields.error_log ?? '', 'too dangerous')
+    assert.is(r.code, 0, r.stderr)
+    assert.match(r.stderr, /WARNING run_as_root = true: software releases and partitions owned by root build and run as root/)
   })
 })
 

@@ -116,7 +116,7 @@ export interface MakeNodeOptions {
 /**
  * A test node in a fresh temp directory:
  *   software/ instance/slappartN (0750) cert/ run/ (pid files) sr/ (the test SR) bin/buildout (shim)
- *   slapos.cfg  root_check = false, buildout = shim, watchdog_command = `<dist/slapos> node watchdog`
+ *   slapos.cfg  root_check = false, run_as_root = true, buildout = shim, watchdog_command = `<dist/slapos> node watchdog`
  * with a running proxy that knows the computer and its partitions (addresses 127.0.1.x, so
  * services bind without touching the network), reached through a tap that records each call.
  */
@@ -166,6 +166,8 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
       `instance_root = ${instanceRoot}`,
       `certificate_repository_path = ${certificateRepository}`,
       'root_check = false',
+      // the test node's directories belong to root (we are root on CI): said explicitly
+      'run_as_root = true',
       `pidfile_software = ${pidfiles.software}`,
       `pidfile_instance = ${pidfiles.instance}`,
       `pidfile_report = ${pidfiles.report}`,

@@ -39,6 +39,13 @@ const configureLocalCommand: CommandModule = {
       .option('slapos-configuration-directory', { type: 'string', describe: 'Where slapos.cfg and slapos-proxy.cfg go (default: /etc/opt/slapos)' })
       .option('standalone', { type: 'string', describe: 'Standalone node of the current user: every default path under this directory, no root' })
       .option('buildout', { type: 'string', describe: 'buildout executable written as [slapos] buildout (default: buildout from PATH)' })
+      .option('run-as-root', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Write run_as_root = true: software releases and partitions owned by root build and run as root (a standalone node made by root). ' +
+          'Without it such a node refuses to run them, and warns every run when it does',
+      })
       .option('start', { type: 'boolean', default: true, describe: 'Start supervisord and format the node once configured; --no-start only writes the configuration' })
       .option('enable-shacache-proxy', {
         type: 'boolean',
@@ -56,6 +63,13 @@ const configureLocalCommand: CommandModule = {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('slapos configure local: error: --daemon-listen-port must be a port number (0-65535)')
     if (!Number.isInteger(partitions) || partitions < 0) throw new UsageError('slapos configure local: error: --partition-number must be a whole number')
     const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined)
+    const runAsRoot = args.runAsRoot === true
+    if (standalone && process.getuid?.() === 0 && !runAsRoot) {
+      ctx.log.warning(
+        'a standalone node made by root has root-owned partitions: the node will refuse to build and run them as root. ' +
+          'Run configure local --standalone as a regular user, or without --standalone (a user per partition), or pass --run-as-root to allow it',
+      )
+    }
     const plan = planLocal({
       interfaceName: args.interfaceName as string,
       partitionNumber: partitions,
@@ -71,6 +85,7 @@ const configureLocalCommand: CommandModule = {
       home: ctx.env.HOME || homedir(),
       self: ctx.self,
       shacacheProxy: args.enableShacacheProxy === true,
+      runAsRoot,
     })
     return configureLocal(plan, ctx, { start: args.start !== false, quiet: args.global.verbosity === 0 })
   },
