@@ -19,7 +19,7 @@ import { servePanel } from './proxy-panel.ts'
 import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
-  dumpsBytes,
+  dumpsSegments,
   instanceXml,
   isPyDict,
   loads,
@@ -141,7 +141,7 @@ export class ProxyApp {
   private readonly clock: () => number
   private readonly publicDirectory: string | undefined
   private lastTimestamp = 0
-  private readonly gfciCache = new Map<string, { gen: number; body: Buffer }>()
+  private readonly gfciCache = new Map<string, { gen: number; body: Buffer[] }>()
   /** per computer and partition: what its part of getFullComputerInformation was encoded from, and that part */
   private readonly partitionCache = new Map<string, { mark: number; entries: EncodedPartition[]; index: Map<string, number> }>()
   /** per computer: its encoded software release list and the software table version it was made from */
@@ -332,7 +332,7 @@ export class ProxyApp {
       _software_release_list: this.softwareList(computerId),
       _computer_partition_list: partitions,
     })
-    const body = dumpsBytes(computer)
+    const body = dumpsSegments(computer)
     if (this.gfciCache.size > 1000) this.gfciCache.clear()
     this.gfciCache.set(computerId, { gen, body })
     return { status: 200, body }
@@ -1062,7 +1062,8 @@ interface Route {
   run(f: Form, req: IncomingMessage): Reply | Promise<Reply>
 }
 
-type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
+/** A body of several buffers is sent as they are, one after the other (no copy into one). */
+type Reply = string | { status: number; body: string | Buffer | Buffer[]; headers?: Record<string, string>; contentType?: string }
 
 /** An error answered with its status and message (404 allocation failure, 400 ...). */
 class HttpFault extends Error {
@@ -1156,13 +1157,20 @@ function json(v: unknown): Reply {
 
 function send(res: ServerResponse, reply: Reply, head = false): void {
   const r = typeof reply === 'string' ? { status: 200, body: reply } : reply
-  const buf = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body
+  const body = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body
+  let length = 0
+  if (Array.isArray(body)) for (const b of body) length += b.length
+  else length = body.length
   // one flat list for writeHead: the cheapest way through node:http, this runs per request
   const headers: string[] = ['Content-Type', typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)]
   if (typeof reply !== 'string' && reply.headers) for (const [k, v] of Object.entries(reply.headers)) headers.push(k, v)
-  headers.push('Content-Length', String(buf.length))
+  headers.push('Content-Length', String(length))
   res.writeHead(r.status, statusMessage(r.status), headers)
-  res.end(head ? undefined : buf)
+  if (head || !Array.isArray(body)) return void res.end(head ? undefined : body)
+  // corked: the parts leave in one writev
+  res.cork()
+  for (const b of body) res.write(b)
+  res.end()
 }
 
 const STATUS_MESSAGES = new Map<number, string>()

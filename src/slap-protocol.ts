@@ -86,13 +86,21 @@ export function dumps(v: PyValue, opts: { pretty?: boolean } = {}): string {
  * not encoding.
  */
 export function dumpsBytes(v: PyValue): Buffer {
+  return Buffer.concat(dumpsSegments(v))
+}
+
+/**
+ * dumpsBytes() as the list of its parts, not joined: a kept fragment is one of them, shared,
+ * so that an answer can be sent without copying it into a new buffer.
+ */
+export function dumpsSegments(v: PyValue): Buffer[] {
   const w = new Writer(false)
   w.segments = []
   w.tag('<marshal>')
   w.nest(v)
   w.tag('</marshal>')
   w.flush()
-  return Buffer.concat(w.segments)
+  return w.segments
 }
 
 /**

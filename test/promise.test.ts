@@ -97,14 +97,14 @@ t('promises run as the partition owner, result files belong to it', async () => 
   assert.is(res[0]?.message, '65534')
   const { statSync } = await import('node:fs')
   assert.is(statSync(join(dir, '.slapgrid/promise/result/who.status.json')).uid, 65534)
-  // a root-owned partition is refused while root_check is on
+  // a root-owned partition is refused unless run_as_root = true (rootCheck here: refuse root owners)
   let err: unknown
   try {
     await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: true })
   } catch (e) {
     err = e
   }
-  assert.match(String(err), /refusing to run its promises as root/)
+  assert.match(String(err), /Refusing to run as root .*too dangerous.*run_as_root = true/)
 })
 
 t('promise plugins are not run; one warning', async () => {
