@@ -40,6 +40,7 @@ boundaries:
 	@! grep -rlE "from 'node:sqlite'" src | grep -v '^src/proxy-db.ts$$' || { echo 'node:sqlite outside src/proxy-db.ts'; exit 1; }
 	@! grep -rlE "import\('ofetch'\)|from 'ofetch'" src | grep -v '^src/slap-client.ts$$' || { echo 'ofetch outside src/slap-client.ts'; exit 1; }
 	@! grep -rnE "^import .* from 'ofetch'" src || { echo 'ofetch must be imported lazily'; exit 1; }
+	@$(NODE_BIN) scripts/check-imports.ts
 	@echo boundaries ok
 
 test: dist/slapos ## Run every test (unit and end-to-end against the built binary)

@@ -451,7 +451,8 @@ export async function serviceInformation(conn: Connection, reference: string, ne
     'requested-state': p.slap_state ?? null,
     'instance-parameters': parameters,
     'connection-parameters': connection,
-    status: newsStatus(newsList),
+    // a master without news (the local proxy) still knows the state it was asked for
+    status: newsList.length === 0 && typeof p.slap_state === 'string' && p.slap_state ? p.slap_state : newsStatus(newsList),
   }
   if (news) out.news = newsList
   return out

@@ -7,7 +7,6 @@ import { generateKeyPairSync } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readFileSync, renameSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs'
 import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
-import { COMMANDS } from './commands/index.ts'
 import type { Ctx } from './context.ts'
 import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
@@ -94,6 +93,8 @@ export function planLocal(o: LocalOptions): LocalPlan {
   let node = setKeys(NODE_CONFIG_EXAMPLE, 'slapos', {
     computer_id: LOCAL_COMPUTER_ID,
     master_url: masterUrl,
+    // the client's service and computer commands read the proxy's hateoas subset there
+    master_rest_url: `${masterUrl}/hateoas`,
     key_file: null,
     cert_file: null,
     certificate_repository_path: null,
@@ -233,9 +234,14 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
   if (opts.start) await bringUp(plan, ctx, opts.quiet === true)
   const cfg = shellWord(plan.nodeCfg)
   log.info(again ? 'Nothing to change: the node is configured.' : 'The node is configured.')
+  const cfgOpt = plan.standalone ? ` --cfg ${cfg}` : ''
+  if (!opts.start) log.info(`Next: slapos node supervisord${cfgOpt}  (starts the local master), then  slapos node format --now${cfgOpt}`)
+  log.info(
+    `Then: slapos supply <software.cfg URL> ${LOCAL_COMPUTER_ID}${cfgOpt}; slapos request <title> <software.cfg URL>${cfgOpt}; ` +
+      `slapos node software --now${cfgOpt}; slapos node instance --now${cfgOpt}`,
+  )
   if (plan.standalone) {
-    log.info(`Next: slapos proxy start --cfg ${cfg} &  then  slapos node format --cfg ${cfg} --now`)
-    log.info(`Client commands: slapos request --cfg ${cfg} ...  (or source ${shellWord(join(plan.configurationDirectory, 'slapos.env'))})`)
+    log.info(`Without --cfg: source ${shellWord(join(plan.configurationDirectory, 'slapos.env'))}`)
     if (plan.cronFile) log.info(`Periodic runs: crontab ${shellWord(plan.cronFile)}`)
   }
   return EXIT.OK
@@ -358,25 +364,18 @@ function linkClientConfig(link: { path: string; target: string }, log: Ctx['log'
 
 /**
  * The original then runs `node format --now`, starts supervisord (which starts the proxy)
- * and formats again. Each step runs only when this build has the command.
+ * and formats again.
  */
 async function bringUp(plan: LocalPlan, ctx: Ctx, quiet: boolean): Promise<void> {
-  const has = (name: string) => COMMANDS.some((c) => c.name === name)
-  if (has('node supervisord')) {
-    const r = await ctx.runner.run([...ctx.self, 'node', 'supervisord', '--cfg', plan.nodeCfg], { env: ctx.env, timeoutMs: 60_000 })
-    if (r.code !== 0) ctx.log.warning(`supervisord did not start: ${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}`)
-    // supervisord starts the local master in the background: give it a moment to listen,
-    // so that the first format can post the computer
-    else if (!(await masterAnswers(plan.masterUrl, 10_000))) ctx.log.warning(`the local master does not answer at ${plan.masterUrl}/ yet`)
-  } else {
-    ctx.log.warning(`supervisord is not started by this build: start the local master with \`slapos proxy start --cfg ${shellWord(plan.proxyCfg)}\``)
-  }
-  if (has('node format')) {
-    ctx.log.info('Formatting the node (slapos node format --now)')
-    const r = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg, ...(quiet ? ['-q'] : [])], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
-    // like the original, a failed format (e.g. the master not up yet) does not fail configure
-    if (r.code !== 0) ctx.log.warning(`slapos node format exited with ${r.code}: run it again once the local master is up`)
-  }
+  const r = await ctx.runner.run([...ctx.self, 'node', 'supervisord', '--cfg', plan.nodeCfg], { env: ctx.env, timeoutMs: 60_000 })
+  if (r.code !== 0) ctx.log.warning(`supervisord did not start: ${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}`)
+  // supervisord starts the local master in the background: give it a moment to listen,
+  // so that the first format can post the computer
+  else if (!(await masterAnswers(plan.masterUrl, 10_000))) ctx.log.warning(`the local master does not answer at ${plan.masterUrl}/ yet`)
+  ctx.log.info('Formatting the node (slapos node format --now)')
+  const f = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg, ...(quiet ? ['-q'] : [])], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
+  // like the original, a failed format (e.g. the master not up yet) does not fail configure
+  if (f.code !== 0) ctx.log.warning(`slapos node format exited with ${f.code}: run it again once the local master is up`)
 }
 
 /** True once something accepts TCP connections at the master's address (polled every 100 ms). */

@@ -296,8 +296,12 @@ e2e('a standalone node configured by configure local deploys a request', async (
   const dir = tempDir()
   const port = await freePort()
   const cfg = cfgOf(dir)
-  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '2', '--no-start'], { env: ENV })
+  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '2', '--no-start', '--cfg', '/nonexistent.cfg'], { env: ENV })
   assert.is(conf.code, 0, conf.stderr)
+  // what is really next (nothing suggests starting a second proxy by hand)
+  assert.not.match(conf.stderr, 'slapos proxy start')
+  assert.match(conf.stderr, `Next: slapos node supervisord --cfg ${cfg}`)
+  assert.match(conf.stderr, `slapos supply <software.cfg URL> local_computer --cfg ${cfg}`)
 
   const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
   try {
@@ -323,6 +327,13 @@ e2e('a standalone node configured by configure local deploys a request', async (
     const raw = JSON.stringify(computer, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))
     assert.match(raw, sr)
     assert.match(raw, 'my-instance')
+    // every client command works on the node it configured (master_rest_url written)
+    for (const args of [['service', 'list'], ['service', 'info', 'my-instance'], ['computer', 'list']]) {
+      const c = await slaposAsync([...args, '--cfg', cfg], { env: ENV })
+      assert.is(c.code, 0, `${args.join(' ')}: ${c.stderr}`)
+    }
+    const info = await slaposAsync(['service', 'info', 'my-instance', '--cfg', cfg], { env: ENV })
+    assert.is(JSON.parse(info.stdout).status, 'started')
   } finally {
     proxy.kill('SIGTERM')
   }

@@ -7,6 +7,9 @@ import { configureLocal, planLocal } from '../configure-local.ts'
 import { NotRootError, UsageError } from '../errors.ts'
 
 const configureLocalCommand: CommandModule = {
+  // accepted as the original's configure commands accept it; configure local writes the
+  // node's configuration rather than reading one
+  cfg: 'node',
   description:
     'Configure a slapos node, from scratch to ready-to-use, using slapproxy (the local master).\n\n' +
     'Writes slapos.cfg (with [slapos], [slapformat] and [slapproxy]) and slapos-proxy.cfg in the ' +
