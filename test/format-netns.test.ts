@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { SlapClient } from '../src/slap-client.ts'
-import { FIXTURES, startProxy, tempDir } from './helpers.ts'
+import { FIXTURES, skip, startProxy, tempDir } from './helpers.ts'
 import { BASE_IPV6, canUseNamespaces, formatInNamespace } from './netns.ts'
 
 function hostSnapshot(): string {
@@ -31,10 +31,7 @@ function passwd(dir: string): Map<string, { uid: number; gid: number; home: stri
 const netns = suite('node format as root in network + mount namespaces (built binary)')
 
 netns('3 partitions: users, directories, addresses, slapos.json, proxy; second run changes nothing', async () => {
-  if (!canUseNamespaces()) {
-    console.log('  (skipped: needs root and unshare --net --mount)')
-    return
-  }
+  if (!canUseNamespaces()) return skip('needs root and unshare --net --mount')
   const before = hostSnapshot()
   const dir = tempDir()
   const run = await formatInNamespace(dir, { partitions: 3, runs: 2 })
@@ -109,7 +106,7 @@ netns('3 partitions: users, directories, addresses, slapos.json, proxy; second r
 })
 
 netns('TAP and TUN per partition: devices, addresses, routes; second run adds nothing', async () => {
-  if (!canUseNamespaces()) return
+  if (!canUseNamespaces()) return skip('needs root and unshare --net --mount')
   const dir = tempDir()
   const run = await formatInNamespace(dir, { partitions: 2, runs: 2, extraFormatCfg: 'create_tap = true\ncreate_tun = true' })
   assert.is(run.code, 0, run.output)

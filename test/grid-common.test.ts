@@ -12,7 +12,7 @@ import { LockedError, SlapError } from '../src/errors.ts'
 import { asUser, cleanEnv, md5hex, ownerOf, type Owner } from '../src/grid-common.ts'
 import { acquirePidfile } from '../src/pidfile.ts'
 import { privilegeDrop, realRunner } from '../src/system.ts'
-import { tempDir } from './helpers.ts'
+import { skip, tempDir } from './helpers.ts'
 import { buildoutShim, renderSoftwareRelease } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -108,7 +108,7 @@ test('privilegeDrop: setpriv only for supplementary groups, as root, when it is 
 })
 
 test('as root, a child gets the uid, gid and supplementary groups it is given (setpriv), cwd and umask kept', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   const dir = tempDir()
   try {
     chmodSync(dir, 0o755)

@@ -7,7 +7,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { md5hex } from '../src/grid-common.ts'
 import { errorLine, softwareBuildoutArgs, softwareBuildoutCfg } from '../src/grid-software.ts'
-import { SLAPOS } from './helpers.ts'
+import { skip, SLAPOS } from './helpers.ts'
 import { makeNode, renderSoftwareRelease, type MasterCall, type TestNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -280,7 +280,7 @@ test('configuration errors: a missing mandatory key exits 1 with one line and no
   }))
 
 test('root check: as a non-root user with the default root_check the run exits 5; root_check = false lets it run', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   await withNode(async (node) => {
     const text = readFileSync(node.cfgPath, 'utf8')
     writeFileSync(node.cfgPath, text.replace('root_check = false\n', ''))
@@ -297,7 +297,7 @@ test('root check: as a non-root user with the default root_check the run exits 5
 })
 
 test('a node kept by an unprivileged user (no root): builds as that user and removes read-only content', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   await withNode(async (node) => {
     const nobody = { uid: 65534, gid: 65534 }
     for (const d of [node.softwareRoot, node.instanceRoot, join(node.dir, 'run'), join(node.dir, 'sr')]) chownTree(d, nobody.uid, nobody.gid)
@@ -321,7 +321,7 @@ test('a node kept by an unprivileged user (no root): builds as that user and rem
 })
 
 test('as root, a software_root owned by nobody makes buildout run as nobody', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   await withNode(async (node) => {
     chownSync(node.softwareRoot, 65534, 65534)
     chownTree(join(node.dir, 'sr'), 65534, 65534) // the develop egg writes its egg-info there
@@ -339,7 +339,7 @@ test('as root, a software_root owned by nobody makes buildout run as nobody', as
 })
 
 test('as root, a software_root owned by root is refused unless run_as_root = true (root_check = false is not enough), with a warning on every run when it is', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   await withNode(async (node) => {
     const text = readFileSync(node.cfgPath, 'utf8')
     await node.supply()
@@ -403,7 +403,7 @@ test('software_min_free_space: not enough space is an SR error naming the option
   ))
 
 test('a software user ~/.netrc is copied into the SR (0600) and removed there when it disappears', async () => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   await withNode(async (node) => {
     // a uid without passwd entry has its home in the software root itself (see ownerOf)
     const uid = 54321

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert'
 import { md5hex } from '../src/grid-common.ts'
 import { checkPartitionUsage, collectUsage } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
-import { tempDir } from './helpers.ts'
+import { skip, tempDir } from './helpers.ts'
 import { makeNode, type TestNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -74,7 +74,7 @@ interface Ctx {
 }
 const t = suite<Ctx>('node against hostile master data and partition users')
 t.before.each(async (c) => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   c.node = await makeNode({ partitions: 2 })
 })
 t.after.each(async (c) => {
@@ -82,7 +82,7 @@ t.after.each(async (c) => {
 })
 
 t('a partition reference ../victim: node report destroys nothing outside the instance root, the others go on', async ({ node }) => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   const target = victim(node, 'victim')
   const before = snapshot(target)
   hostilePartition(node, '../victim', node.srUrl, 'destroyed')
@@ -97,7 +97,7 @@ t('a partition reference ../victim: node report destroys nothing outside the ins
 })
 
 t('a partition reference ../victim2: node instance writes nothing there; the valid partitions are processed', async ({ node }) => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   const target = victim(node, 'victim2')
   const before = snapshot(target)
   hostilePartition(node, '../victim2', node.srUrl, 'started')
@@ -114,7 +114,7 @@ t('a partition reference ../victim2: node instance writes nothing there; the val
 })
 
 t('control characters in a software URL: no buildout.cfg is written (node software and node instance)', async ({ node }) => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   const url = 'http://sr.example/x.cfg\n[buildout]\nparts = evil'
   masterRows(node, "INSERT INTO software17 (url, computer_reference, requested_state) VALUES (?, ?, 'available')", url, node.computerId)
   const sw = await node.run(['node', 'software', '--now'])
@@ -129,7 +129,7 @@ t('control characters in a software URL: no buildout.cfg is written (node softwa
 })
 
 t('a service file whose name injects supervisord sections: refused, the partition fails, nothing runs as root', async ({ node }) => {
-  if (!isRoot) return
+  if (!isRoot) return skip('needs root')
   // a software release that installs nothing: an instance profile without parts
   const url = 'http://sr.example/hostile/software.cfg'
   const sr = join(node.softwareRoot, md5hex(url))

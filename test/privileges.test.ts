@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { md5hex } from '../src/grid-common.ts'
-import { SLAPOS, type Result } from './helpers.ts'
+import { type Result, skip, SLAPOS } from './helpers.ts'
 import { makeNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
@@ -33,7 +33,7 @@ function slaposWithGroupFile(group: string, args: string[]): Promise<Result> {
 }
 
 test('as root, buildout runs as the owner of software_root with its supplementary groups', async () => {
-  if (!isRoot || !hasUnshare) return
+  if (!isRoot || !hasUnshare) return skip('needs root and unshare')
   const node = await makeNode({ partitions: 1 })
   try {
     // a buildout that records who it runs as, and succeeds without building anything

@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.ts'
 import { firstFailure, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
 import { spawnSync } from 'node:child_process'
 import { realRunner } from '../src/system.ts'
-import { tempDir } from './helpers.ts'
+import { skip, tempDir } from './helpers.ts'
 
 const lines: string[] = []
 const log = createLogger({ level: 'debug', write: (l) => void lines.push(l), isTTY: false })
@@ -90,7 +90,7 @@ t('non-executable and non-regular entries are skipped with a warning (checklist 
 })
 
 t('promises run as the partition owner, result files belong to it', async () => {
-  if (process.getuid?.() !== 0) return
+  if (process.getuid?.() !== 0) return skip('needs root')
   const dir = partition({ who: '#!/bin/sh\nid -u; exit 1\n' })
   const nobody = { uid: 65534, gid: 65534, name: 'nobody', home: '/nonexistent' }
   const res = await runPromises({ path: dir, id: 'p', owner: nobody, timeoutSec: 5, runner: realRunner, log, rootCheck: true })

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Script } from 'node:vm'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { startProxy, tempDir, type StartedProxy } from './helpers.ts'
+import { skip, type StartedProxy, startProxy, tempDir } from './helpers.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 const SR = 'http://sr.example/panel/software.cfg'
@@ -237,10 +237,7 @@ t('public file: 403 when public_directory_path is not configured', async () => {
 })
 
 t('headless Chromium: the page lists computers and trees and requests an instance through its form', async ({ p }) => {
-  if (!existsSync(CHROMIUM)) {
-    console.log(`  skipped: ${CHROMIUM} is not installed (Debian package chromium)`)
-    return
-  }
+  if (!existsSync(CHROMIUM)) return skip(`${CHROMIUM} is not installed (Debian package chromium)`)
   await formatAndSupply(p)
   await api(p, 'slapos.post.v0.software_instance', { title: 'existing', software_release_uri: SR, software_type: 'default', parameters: { nested: { a: 1 } } })
   const browser = await Browser.start(`${p.url}panel/`)
