@@ -73,17 +73,23 @@ if [ ! -f "$sr/software.cfg" ]; then
   sed -e "s|@SR_DIR@|$sr|g" -e "s|@SLAP_PYTHON_PATH@||g" "$sr/software.cfg.in" > "$sr/software.cfg"
 fi
 run supply "$sr/software.cfg" local_computer -q
-run request demo-instance "$sr/software.cfg" -q > /dev/null 2>&1 || true
+greeting="Hello from the SlapOS demo"
+run request demo-instance "$sr/software.cfg" --parameters greeting="$greeting" -q > /dev/null 2>&1 || true
 say "building the Software Release (buildout)"
 run node software --now -q || die "node software failed (slapos node software --now -v says more)"
 say "deploying the instance"
 run node instance --now -q || die "node instance failed (slapos node instance --now -v says more)"
 
-out=$(run request demo-instance "$sr/software.cfg" 2>&1) || true
+out=$(run request demo-instance "$sr/software.cfg" --parameters greeting="$greeting" 2>&1) || true
 url=$(printf '%s\n' "$out" | grep -o 'http://127\.0\.1\.[0-9]*:[0-9]*/' | head -1)
 [ -n "$url" ] || die "the instance published no URL: $out"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)
-[ "$code" = 200 ] || die "$url answered $code"
+# node instance waited for the release's promise (the port answers); a bounded retry all the same
+i=0
+until page=$(curl -sf --max-time 5 "$url"); do
+  i=$((i + 1)); [ $i -lt 50 ] || die "$url does not answer (slapos node status --cfg $cfg shows the service)"
+  sleep 0.2
+done
+printf '%s' "$page" | grep -q "$greeting" || die "$url does not show the requested greeting: $page"
 say "the sample service is running: $url"
 say "look around: $slapos proxy show --cfg $cfg ; $slapos node status --cfg $cfg"
 say "stop everything: scripts/demo.sh stop"

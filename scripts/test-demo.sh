@@ -18,9 +18,11 @@ demo_run() { # log file
   sed 's/^/  | /' "$1"
   [ $rc = 0 ] || return 1
   url=$(sed -n 's/^demo: the sample service is running: //p' "$1")
-  [ -n "$url" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url")" = 200 ]
+  [ -n "$url" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url")" = 200 ] &&
+    # the page shows the parameter the demo requested: it flowed from request to service
+    curl -s --max-time 5 "$url" | grep -q '<h1>Hello from the SlapOS demo</h1>'
 }
-check "demo deploys the sample Software Release and its URL answers 200" demo_run "$work/first.log"
+check "demo deploys the sample Software Release and its URL answers 200 with the requested greeting" demo_run "$work/first.log"
 completed() { stat -c %Y "$SLAPOS_DEMO_DIR"/opt/slapgrid/*/.completed 2>/dev/null; }
 before=$(completed)
 start=$(date +%s)
