@@ -10,24 +10,12 @@ import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { dumps, type PyDict, type PyValue } from '../src/slap-protocol.ts'
-import { requestForm, startProxy, tempDir } from './helpers.ts'
+import { prng, requestForm, startProxy, tempDir } from './helpers.ts'
 import { CRASH_TARGETS, raw, type RawAnswer } from './raw-http.ts'
 
 const COUNT = 10_000
 const CONCURRENCY = 8
 const SR = 'http://sr.example/fuzz/software.cfg'
-
-/** mulberry32: small, fast, and the same sequence for the same seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Gen {
   int(n: number): number
@@ -36,7 +24,7 @@ interface Gen {
 }
 
 function gen(seed: number): Gen {
-  const r = rng(seed)
+  const r = prng(seed)
   return {
     int: (n) => Math.floor(r() * n),
     pick: (xs) => xs[Math.floor(r() * xs.length)]!,

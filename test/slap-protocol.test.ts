@@ -27,7 +27,7 @@ import {
   type PyValue,
 } from '../src/slap-protocol.ts'
 import { SlapError } from '../src/errors.ts'
-import { FIXTURES } from './helpers.ts'
+import { FIXTURES, prng } from './helpers.ts'
 
 const WIRE = join(FIXTURES, 'slap-wire')
 
@@ -379,18 +379,6 @@ function pyReprKey(k: PyValue): string {
 }
 
 // --- property test: random values round-trip ------------------------------------------
-
-/** mulberry32: small seeded PRNG so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const ALPHABET = ['a', 'Z', '0', ' ', '&', '<', '>', '"', "'", ';', '#', '\n', '\r', '\t', 'é', '日', '😜', '\ue000', ']]>', '&amp;', '&lt;']
 
