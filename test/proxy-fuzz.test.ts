@@ -68,7 +68,7 @@ const JSON_ROUTES = [
 ]
 const FIELDS = ['computer_id', 'computer_partition_id', 'computer_reference', 'computer_partition_reference', 'url', 'state', 'xml', 'software_release', 'software_type', 'partition_reference', 'partition_parameter_xml', 'filter_xml', 'shared_xml', 'connection_xml', 'slave_reference', 'new_name', 'software_product_reference', 'message', 'use_string']
 const IDS = ['computer', 'slappart0', 'slappart1', 'slappart9', '', '..', '../victim', 'a/b', 'x\ny', 'é', '%zz', 'a'.repeat(300), 'computer\u0000']
-const ODD_TEXT = ['', ' ', '\n', '\r\n', '\u0000', '\u2028', '\ud800', '😀', '<', '&', '&#0;', ']]>', '%', '%00', '%ff', '\\', '"', "'", '../../etc/passwd', 'http://evil.example/', '{{x}}', 'a'.repeat(5000)]
+const ODD_TEXT = ['', ' ', '中', '\n', '\r\n', '\u0000', '\u2028', '\ud800', '😀', '<', '&', '&#0;', ']]>', '%', '%00', '%ff', '\\', '"', "'", '../../etc/passwd', 'http://evil.example/', '{{x}}', 'a'.repeat(5000)]
 
 /** A value that xml_marshaller can carry, sometimes deep or odd. */
 function value(g: Gen, depth = 0): PyValue {
