@@ -312,6 +312,22 @@ t('68 69 70 71 72 73 74 75 76 77 78 79 80: shared instances', async ({ p }) => {
   assert.equal(parts(await gfci(p))[0]?._connection_dict, { c: 'd' })
 })
 
+t('shared instances land on the host of their software type; a type no host has is the original 404', async ({ p }) => {
+  await format(p, 'computer', 3)
+  assert.is((await request(p, { title: 'host-a', type: 'A' })).state.slap_computer_partition_id, 'slappart0')
+  assert.is((await request(p, { title: 'host-b', type: 'B' })).state.slap_computer_partition_id, 'slappart1')
+  const b = await request(p, { title: 'shared-b', type: 'B', shared: true })
+  assert.is(b.status, 200, b.text)
+  assert.is(b.state.slap_computer_partition_id, 'slappart1')
+  const a = await request(p, { title: 'shared-a', type: 'A', shared: true })
+  assert.is(a.state.slap_computer_partition_id, 'slappart0')
+  const c = await request(p, { title: 'shared-c', type: 'C', shared: true })
+  assert.is(c.status, 404)
+  assert.match(c.text, 'No partition corresponding to slave request')
+  const hosted = (id: string) => rows(p, `SELECT hosted_by FROM slave17 WHERE reference = '_${id}'`)[0]?.hosted_by
+  assert.equal([hosted('shared-a'), hosted('shared-b'), hosted('shared-c')], ['slappart0', 'slappart1', undefined])
+})
+
 t('81 83: frontend bypass answers', async ({ p }) => {
   const apache = await request(p, {
     title: 'f',
