@@ -54,6 +54,8 @@ ctl('node status / start / stop / restart / tail act on <partition>:<program>', 
   r = await node.run(['node', 'status', 'slappart0:*'])
   assert.match(r.stdout, /slappart0:daemon-on-watch\s+STOPPED/)
   assert.not.match(r.stdout, /watchdog/)
+  // supervisorctl's own status (3: a process is not running) reaches the caller as is
+  assert.is(r.code, 3, r.stderr)
 
   r = await node.run(['node', 'start', 'slappart0:daemon-on-watch'])
   assert.is(r.code, 0, r.stderr)
@@ -109,6 +111,8 @@ ctl('-h after the words of supervisorctl is supervisorctl\'s; right after the co
 
 ctl('supervisorctl exit status is passed on', async () => {
   const r = await node.run(['node', 'start', 'slappart0:nothing-here'])
+  const direct = spawnSync('supervisorctl', ['-c', join(node.instanceRoot, 'etc', 'supervisord.conf'), 'start', 'slappart0:nothing-here'])
+  assert.is(r.code, direct.status)
   assert.is.not(r.code, 0)
   assert.match(r.stdout + r.stderr, /no such process/i)
 })
