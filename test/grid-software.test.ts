@@ -541,4 +541,48 @@ function chownTree(p: string, uid: number, gid: number): void {
   for (const n of readdirSync(p)) chownTree(join(p, n), uid, gid)
 }
 
+
+test('.completed is written only once the master accepted availableSoftwareRelease; a refused report is sent again next run', () =>
+  withNode(async (node) => {
+    // a front of the master that fails availableSoftwareRelease and forwards the rest
+    const { createServer, request } = await import('node:http')
+    let refuse = true
+    const seen: string[] = []
+    const front = createServer((req, res) => {
+      const name = new URL(req.url ?? '/', 'http://x').pathname.slice(1)
+      seen.push(name)
+      if (refuse && name === 'availableSoftwareRelease') {
+        req.resume()
+        return void res.writeHead(500).end('refused')
+      }
+      const up = new URL(node.masterUrl)
+      const fwd = request({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: { ...req.headers, host: up.host } }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers)
+        r.pipe(res)
+      })
+      req.pipe(fwd)
+    })
+    await new Promise<void>((ok) => front.listen(0, '127.0.0.1', ok))
+    try {
+      const port = (front.address() as { port: number }).port
+      writeFileSync(node.cfgPath, readFileSync(node.cfgPath, 'utf8').replace(/^master_url = .*$/m, `master_url = http://127.0.0.1:${port}/`))
+      const dir = join(node.dir, 'empty-sr')
+      mkdirSync(dir)
+      const url = join(dir, 'software.cfg')
+      writeFileSync(url, '[buildout]\nparts =\n')
+      await node.supply(url)
+      const first = await node.run(['node', 'software', '--now'])
+      assert.is(first.code, 1, first.stderr)
+      assert.not.ok(existsSync(join(node.softwareRoot, md5hex(url), '.completed')))
+      refuse = false
+      seen.length = 0
+      const second = await node.run(['node', 'software', '--now'])
+      assert.is(second.code, 0, second.stderr)
+      assert.ok(seen.includes('availableSoftwareRelease'), seen.join(', '))
+      assert.ok(existsSync(join(node.softwareRoot, md5hex(url), '.completed')))
+    } finally {
+      await new Promise<void>((ok) => front.close(() => ok()))
+    }
+  }))
+
 test.run()
