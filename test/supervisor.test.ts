@@ -217,6 +217,40 @@ files.after(() => {
   for (const d of scratchDirs.splice(0)) rmSync(d, { recursive: true, force: true })
 })
 
+files('one call at a time: parallel partitions never have two XML-RPC calls in flight on the socket', async () => {
+  // a recording stand-in for supervisord's socket (the order of calls is what is tested;
+  // the real supervisord is driven by the suites below): each answer comes 30 ms later
+  const root = instanceRoot()
+  const paths = supervisorPaths(root)
+  const { createServer } = await import('node:http')
+  let inFlight = 0
+  let most = 0
+  const methods: string[] = []
+  const server = createServer((req, res) => {
+    inFlight++
+    most = Math.max(most, inFlight)
+    let body = ''
+    req.setEncoding('utf8').on('data', (c: string) => (body += c))
+    req.on('end', () => {
+      methods.push(/<methodName>([^<]+)</.exec(body)?.[1] ?? '?')
+      setTimeout(() => {
+        inFlight--
+        res.writeHead(200, { 'Content-Type': 'text/xml' })
+        res.end('<?xml version="1.0"?><methodResponse><params><param><value><array><data></data></array></value></param></params></methodResponse>')
+      }, 30)
+    })
+  })
+  await new Promise<void>((ok) => server.listen(paths.socket, ok))
+  try {
+    const sup = new Supervisor(paths, createLogger({ level: 'critical' }))
+    await Promise.all([sup.processInfo(), sup.startGroup('slappart0'), sup.stopGroup('slappart1'), sup.processInfo(), sup.startGroup('slappart2')])
+    assert.is(methods.length, 5)
+    assert.is(most, 1, `${most} calls in flight at once`)
+  } finally {
+    await new Promise<void>((ok) => server.close(() => ok()))
+  }
+})
+
 files.run()
 
 // --- with a real supervisord ---
