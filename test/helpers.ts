@@ -1,13 +1,18 @@
 // Shared by the tests: run the built binary, make temp dirs. Fakes, when a test needs one,
 // live here and say so in their name.
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { dumps, type PyDict } from '../src/slap-protocol.ts'
 
 export const ROOT = resolve(import.meta.dirname, '..')
-export const SLAPOS = join(ROOT, 'dist', 'slapos')
+/**
+ * The built binary under test. Tests run it as other users too (nobody): a clone inside a
+ * directory only root can enter (root's home is 0700 on Debian) cannot give it to them, so
+ * then the tests run a copy in a directory everyone can reach.
+ */
+export const SLAPOS = reachableByAll(join(ROOT, 'dist', 'slapos'))
 export const FIXTURES = join(ROOT, 'test', 'fixtures')
 
 /**
@@ -192,4 +197,30 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+}
+
+/** `file` itself when every directory above it lets others through, else a copy (one per build) that does. */
+function reachableByAll(file: string): string {
+  let open = true
+  for (let d = dirname(file); ; d = dirname(d)) {
+    try {
+      if ((statSync(d).mode & 0o001) === 0) open = false
+    } catch {
+      return file // not built yet: the tests say so themselves
+    }
+    if (d === dirname(d)) break
+  }
+  if (open || !existsSync(file)) return file
+  const st = statSync(file)
+  const name = `slapos-test-bin-${Math.floor(st.mtimeMs)}-${st.size}`
+  const dir = join(tmpdir(), name)
+  const copy = join(dir, 'slapos')
+  if (existsSync(copy)) return copy
+  // copies of earlier builds go; this one appears whole (temp + rename)
+  for (const old of readdirSync(tmpdir())) if (old.startsWith('slapos-test-bin-') && old !== name) rmSync(join(tmpdir(), old), { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true, mode: 0o755 })
+  const tmp = `${copy}.${process.pid}`
+  copyFileSync(file, tmp)
+  renameSync(tmp, copy)
+  return copy
 }
