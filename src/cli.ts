@@ -143,7 +143,7 @@ export async function commandParser(spec: CommandSpec, mod: CommandModule, args:
     .help(false)
     .exitProcess(false)
     .wrap(Math.min(100, process.stdout.columns || 100))
-    .parserConfiguration({ 'unknown-options-as-args': mod.passThrough === true, 'halt-at-non-option': mod.passThrough === true })
+    .parserConfiguration({ 'unknown-options-as-args': mod.passThrough === true, 'halt-at-non-option': mod.passThrough === true, 'duplicate-arguments-array': false })
     .fail((msg, err) => {
       throw err instanceof SlapError ? err : new UsageError(`slapos ${spec.name}: error: ${msg ?? err?.message}`, `see \`slapos ${spec.name} --help\``)
     })
@@ -158,6 +158,11 @@ export async function commandParser(spec: CommandSpec, mod: CommandModule, args:
     })
   }
   if (mod.options) y = mod.options(y)
+  // an option that takes a value and has none (`--only-cp` at the end of the line) is
+  // refused with the usage, as the original's argparse does, instead of running as if absent
+  const declared = (y as unknown as { getOptions(): { string?: string[]; array?: string[] } }).getOptions()
+  const valued = [...(declared.string ?? []), ...(declared.array ?? [])]
+  if (valued.length) y = y.requiresArg(valued)
   return y
 }
 

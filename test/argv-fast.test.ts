@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert'
 import { declarations, fastParse, type Declarations } from '../src/argv-fast.ts'
 import { commandParser } from '../src/cli.ts'
 import type { CommandModule, CommandSpec } from '../src/command.ts'
+import { UsageError } from '../src/errors.ts'
 import { COMMANDS } from '../src/commands/index.ts'
 
 interface Loaded {
@@ -127,6 +128,40 @@ test('whenever it answers, yargs gives the same object (generated lines, every e
   assert.ok(answered > total / 5, `answered ${answered} of ${total}`)
   assert.ok(answered < total, `left ${total - answered} of ${total} to yargs`)
   console.log(`  fast parser answered ${answered} of ${total} generated lines`)
+})
+
+test('a repeated option takes its last value, as the original argparse (no array, no TypeError)', async () => {
+  const spec = COMMANDS.find((c) => c.name === 'node instance')!
+  const { default: mod } = await spec.load()
+  const line = ['--only-cp', 'slappart1', '--only-cp', 'slappart0', '--maximal_delay', '0', '--maximal_delay', '1', '--cfg', 'a.cfg', '--cfg', 'b.cfg']
+  const decl = declarations(mod)
+  assert.is(decl && fastParse(decl, line, 'slapos node instance'), undefined, 'repeats are left to yargs')
+  const parsed = (await (await commandParser(spec, mod, line)).parseAsync()) as Record<string, unknown>
+  assert.is(parsed.onlyCp, 'slappart0')
+  assert.is(parsed.maximal_delay, 1)
+  assert.is(parsed.cfg, 'b.cfg')
+})
+
+test('an option that needs a value and has none is refused (exit 2), not run as if absent', async () => {
+  for (const [name, line] of [
+    ['node instance', ['--now', '--only-cp']],
+    ['request', ['x', 'http://sr/x.cfg', '--parameters']],
+    ['node software', ['--maximal_delay']],
+  ] as const) {
+    const spec = COMMANDS.find((c) => c.name === name)!
+    const { default: mod } = await spec.load()
+    const decl = declarations(mod)
+    assert.is(decl && fastParse(decl, [...line], `slapos ${name}`), undefined, `${name}: left to yargs`)
+    let err: unknown
+    try {
+      await (await commandParser(spec, mod, [...line])).parseAsync()
+    } catch (e) {
+      err = e
+    }
+    assert.instance(err, UsageError, name)
+    assert.is((err as UsageError).exitCode, 2)
+    assert.match((err as Error).message, 'Not enough arguments following')
+  }
 })
 
 test.run()
