@@ -133,6 +133,23 @@ export function globalHelp(): string {
   return lines.join('\n') + '\n'
 }
 
+/** The help of `slapos node`: its commands, and what `slapos node` alone runs. */
+export function nodeHelp(): string {
+  const cmds = COMMANDS.filter((c) => c.name.startsWith('node ')).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  const width = Math.max(13, ...cmds.map((c) => c.name.length))
+  return [
+    'usage: slapos node <command> [options]',
+    '',
+    '`slapos node` alone is `slapos node status`.',
+    '',
+    'node commands:',
+    ...cmds.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Run `slapos node <command> --help` for the options of a command.',
+    '',
+  ].join('\n')
+}
+
 /** Builds the yargs parser of one command (also used to render its help). */
 export async function commandParser(spec: CommandSpec, mod: CommandModule, args: string[]): Promise<Argv> {
   const { default: yargs } = await import('yargs')
@@ -210,6 +227,10 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
       io.out(globalHelp())
       return EXIT.OK
     }
+    if (global.help && rest.length === 1 && rest[0] === 'node') {
+      io.out(nodeHelp())
+      return EXIT.OK
+    }
     const { spec, args } = lookup(rest)
     const { default: mod } = await spec.load()
     // `slapos node supervisorctl status -h`: a help flag after the command's own words is theirs
@@ -228,7 +249,8 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<number
     const parsed = (quick ?? (await (await commandParser(spec, mod, args)).parseAsync())) as unknown as RunArgs
     parsed.global = global
     // the help command's text comes from here, which knows every command
-    parsed.helpText = async (words) => (words.length === 0 ? globalHelp() : await commandHelp(lookup(words).spec))
+    parsed.helpText = async (words) =>
+      words.length === 0 ? globalHelp() : words.length === 1 && words[0] === 'node' ? nodeHelp() : await commandHelp(lookup(words).spec)
     parsed.commands = COMMANDS
     const ctx: Ctx = {
       io,

@@ -33,6 +33,17 @@ test('every registered command renders its own help', () => {
   }
 })
 
+test('slapos node --help and slapos help node list the node commands and say that slapos node alone is node status', () => {
+  for (const args of [['node', '--help'], ['help', 'node'], ['node', '-h']]) {
+    const r = slapos(args)
+    assert.is(r.code, 0, r.stderr)
+    assert.match(r.stdout, '`slapos node` alone is `slapos node status`.')
+    for (const c of COMMANDS.filter((x) => x.name.startsWith('node '))) assert.match(r.stdout, `  ${c.name} `, `${args.join(' ')} lists ${c.name}`)
+  }
+  // one node command's own help is unchanged
+  assert.match(slapos(['node', 'status', '--help']).stdout, 'usage: slapos node status')
+})
+
 test('unknown command: one line, exit 5', () => {
   const r = slapos(['frobnicate', 'now'])
   assert.is(r.code, 5)
