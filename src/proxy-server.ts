@@ -851,6 +851,8 @@ export class ProxyApp {
     checkText('software release', r.softwareRelease)
     checkText('software type', r.softwareType)
     checkText('title', r.title)
+    // an instance without a title would be allocated and never found again (no tree lists it)
+    if (r.title === '') throw new BadRequest('the title is empty: an instance needs one')
     if (r.state !== null) checkText('state', r.state)
     this.checkParameterCount(r.parameters, 'the instance parameters')
     this.checkParameterCount(r.filter, 'the filter')

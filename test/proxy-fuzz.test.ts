@@ -232,6 +232,7 @@ test(`${COUNT} generated requests over every route: no exit, no hang, no 500 of 
   const statuses = new Map<number, number>()
   const hung: string[] = []
   const unanswered: string[] = []
+  const answered500: string[] = []
   try {
     // a computer with partitions and instances, so that the routes have something to act on
     const form = (route: string, f: Record<string, string>) => fetch(p.url + route, { method: 'POST', body: new URLSearchParams(f) })
@@ -255,6 +256,7 @@ test(`${COUNT} generated requests over every route: no exit, no hang, no 500 of 
         }
         statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1)
         if (a.status === 0) unanswered.push(`#${i} ${c.method} ${JSON.stringify(c.target)} ${JSON.stringify(c.headers)}`)
+        if (a.status === 500) answered500.push(`#${i} ${c.method} ${JSON.stringify(c.target)} ${JSON.stringify(String(c.body ?? '').slice(0, 300))}: ${a.body.slice(0, 300)}`)
         if (p.exitCode() !== null) throw new Error(`the proxy exited after request #${i}: ${c.method} ${c.target}\n${p.log().slice(-2000)}`)
       }
     }
@@ -273,7 +275,7 @@ test(`${COUNT} generated requests over every route: no exit, no hang, no 500 of 
     assert.equal(ours, [], `errors of ours in the log (seed ${seed})`)
     // the only 500s are the original's own answers to an unknown computer or partition
     const expected500 = log.split('\n').filter((l) => / WARNING .*(is not registered|no partition )/.test(l)).length
-    assert.ok((statuses.get(500) ?? 0) <= expected500, `${statuses.get(500)} answers 500, ${expected500} for unknown computers or partitions (seed ${seed})`)
+    assert.ok((statuses.get(500) ?? 0) <= expected500, `${statuses.get(500)} answers 500, ${expected500} for unknown computers or partitions (seed ${seed}):\n${answered500.join('\n')}\n${log.split('\n').filter((l) => / WARNING /.test(l) && !/ 40\d /.test(l)).slice(-20).join('\n')}`)
     assert.ok(after <= 2 * before, `RSS ${before} -> ${after} KiB`)
     // and it still serves
     assert.is((await fetch(`${p.url}getFullComputerInformation?computer_id=computer`)).status, 200)

@@ -126,6 +126,10 @@ t('control characters in a software URL, type, title or state are refused before
   assert.is((await postJson(p, 'slapos.post.v0.software_installation', JSON.stringify({ software_release_uri: nl, computer_guid: 'computer' }))).status, 400)
   const json = await postJson(p, 'slapos.post.v0.software_instance', JSON.stringify({ title: 'x\ny', software_release_uri: SR, software_type: 'default' }))
   assert.is(json.status, 400, json.text)
+  // an empty title: nothing allocated (it left a busy partition no tree lists, and a 500 in instance_tree_list)
+  assert.is((await post(p, 'requestComputerPartition', requestForm({ title: '', sr: SR }))).status, 400)
+  assert.is((await postJson(p, 'slapos.post.v0.software_instance', JSON.stringify({ title: '', software_release_uri: SR, software_type: 'default' }))).status, 400)
+  assert.is((await postJson(p, 'slapos.allDocs.v0.instance_tree_list', '{}')).status, 200)
   assert.equal(counts(p), before)
 })
 
