@@ -21,7 +21,8 @@ export const FIXTURES = join(ROOT, 'test', 'fixtures')
  * (SLAPOS_TEST_STRICT=1, what CI sets): a machine that lacks what a test needs is a problem there.
  */
 export function skip(reason: string): void {
-  process.stdout.write(`SKIPPED: ${reason}\n`)
+  // on a line of its own: uvu prints the previous tests' marks without a newline
+  process.stdout.write(`\nSKIPPED: ${reason}\n`)
 }
 
 const madeDirs: string[] = []
