@@ -30,22 +30,6 @@ stop() {
 cd "$top"
 sh scripts/deps.sh node
 make -s dist/slapos
-mkdir -p "$work/bin"
-
-# Debian's zc.buildout 2.13 needs this shim on Python 3.11 (collections.abc names);
-# the node runs whatever buildout its configuration names, here this wrapper.
-mkdir -p "$work/buildout-shim"
-cat > "$work/buildout-shim/sitecustomize.py" <<'PY'
-import collections, collections.abc
-for _n in ('MutableMapping', 'Mapping', 'Sequence', 'MutableSequence', 'Callable'):
-    if not hasattr(collections, _n):
-        setattr(collections, _n, getattr(collections.abc, _n))
-PY
-cat > "$work/bin/buildout.tmp" <<SH
-#!/bin/sh
-PYTHONPATH="$work/buildout-shim\${PYTHONPATH:+:\$PYTHONPATH}" exec $(command -v buildout) "\$@"
-SH
-chmod 0755 "$work/bin/buildout.tmp" && mv "$work/bin/buildout.tmp" "$work/bin/buildout"
 
 run() { timeout "${SLAPOS_DEMO_TIMEOUT:-600}" "$slapos" "$@"; }
 
@@ -55,7 +39,7 @@ say "configuring a standalone node in $work"
 # regular user runs everything as that user and needs no such flag)
 as_root=""
 [ "$(id -u)" != 0 ] || as_root=--run-as-root
-run configure local --standalone "$work" --buildout "$work/bin/buildout" $as_root \
+run configure local --standalone "$work" $as_root \
   --partition-number 3 --daemon-listen-port "$port" -q ||
   die "slapos configure local failed (same command with -v says more)"
 export SLAPOS_CONFIGURATION="$cfg" SLAPOS_CLIENT_CONFIGURATION="$cfg"

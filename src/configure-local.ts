@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path'
 import type { Ctx } from './context.ts'
 import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
+import { COMPAT_MODULE, COMPAT_PATH, LAUNCHER, LAUNCHER_PATH } from './buildout-launcher.ts'
 import { NODE_CONFIG_EXAMPLE, PROXY_CONFIG_EXAMPLE, setKeys } from './templates.ts'
 
 /** Computer id of a local node (the original's DEFAULT_COMPUTER_ID). */
@@ -29,7 +30,7 @@ export interface LocalOptions {
   configurationDirectory?: string | undefined
   /** standalone node: every path under this directory, no root, no user/network change */
   standalone?: string | undefined
-  /** [slapos] buildout: the buildout executable */
+  /** [slapos] buildout: the buildout executable (default: the launcher written under the home) */
   buildout?: string | undefined
   /** the home directory whose ~/.slapos/slapos-client.cfg links to the node configuration */
   home: string
@@ -86,6 +87,10 @@ export function planLocal(o: LocalOptions): LocalPlan {
   const databaseUri = join(home, 'slapproxy.db')
   const slapos = o.self.map(shellWord).join(' ')
   const cronFile = base ? join(base, 'etc', 'cron.d', 'slapos-node') : undefined
+  // without --buildout, the system's zc.buildout through the launcher that makes it run on
+  // current Pythons (src/buildout-launcher.ts)
+  const buildout = o.buildout ?? join(home, LAUNCHER_PATH)
+  const launcher = o.buildout ? undefined : buildout
 
   // The node configuration: the example with the local values, without certificates
   // (the proxy has no authentication), plus [slapproxy] so that one file serves
@@ -100,7 +105,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
     certificate_repository_path: null,
     software_root: softwareRoot,
     instance_root: instanceRoot,
-    ...(o.buildout ? { buildout: o.buildout } : {}),
+    buildout,
     ...(base
       ? {
           root_check: 'false',
@@ -161,6 +166,9 @@ export function planLocal(o: LocalOptions): LocalPlan {
       mode: 0o600,
     },
   ]
+  if (launcher) {
+    files.push({ path: launcher, content: LAUNCHER, mode: 0o755 }, { path: join(home, COMPAT_PATH), content: COMPAT_MODULE, mode: 0o644 })
+  }
   if (base && cronFile) {
     files.push({ path: cronFile, content: standaloneCron(slapos, nodeCfg, logDir, cronFile), mode: 0o644 })
     files.push({

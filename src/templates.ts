@@ -14,6 +14,9 @@ cert_file =  /etc/opt/slapos/ssl/computer.crt
 certificate_repository_path = /etc/opt/slapos/ssl/partition_pki
 software_root = /opt/slapgrid
 instance_root = /srv/slapgrid
+# The buildout that builds software releases: the packages' launcher runs the system's
+# zc.buildout, made to work on Python 3.10 and later.
+buildout = /opt/slapos/bin/buildout
 # Directories of parts shared between software releases (slapos.recipe.cmmi):
 # new parts go into the last one, the others may already hold some.
 #shared_part_list =

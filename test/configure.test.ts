@@ -85,6 +85,29 @@ templates.run()
 
 const local = suite('configure local')
 
+local('without --buildout: the node names the launcher it wrote, which runs the system zc.buildout on this Python', () => {
+  const dir = tempDir()
+  const r = slapos(['configure', 'local', '--standalone', dir, '--daemon-listen-port', '18099', '--no-start'], { env: ENV })
+  assert.is(r.code, 0, r.stderr)
+  const launcher = join(dir, 'opt', 'slapos', 'bin', 'buildout')
+  assert.is(loadNodeConfig(ConfigFile.load(cfgOf(dir))).buildout, launcher)
+  assert.is(mode(launcher), 0o755)
+  assert.ok(existsSync(join(dir, 'opt', 'slapos', 'lib', 'buildout', 'sitecustomize.py')))
+  const system = spawnSync('sh', ['-c', 'command -v buildout'], { encoding: 'utf8' }).stdout.trim()
+  if (!system) return skip('zc.buildout is not installed')
+  // Debian 12's zc.buildout 2.13 fails on Python 3.11 by itself; through the launcher it runs
+  const run = spawnSync(launcher, ['--version'], { encoding: 'utf8', env: ENV })
+  assert.is(run.status, 0, run.stderr)
+  assert.match(run.stdout + run.stderr, /buildout version 2\./)
+  // with no buildout on PATH: one line saying what to install, exit 127
+  const none = spawnSync(launcher, ['--version'], { encoding: 'utf8', env: { PATH: dir } })
+  assert.is(none.status, 127)
+  assert.match(none.stderr, /zc\.buildout is not installed/)
+  // a second run of the same command changes nothing
+  const again = slapos(['configure', 'local', '--standalone', dir, '--daemon-listen-port', '18099', '--no-start'], { env: ENV })
+  assert.is(again.code, 0, again.stderr)
+})
+
 local('standalone: every path under the directory, no root, no user or network change', () => {
   const dir = tempDir()
   const r = slapos(['configure', 'local', '--standalone', dir, '--daemon-listen-port', '18099', '--no-start', '--buildout', '/usr/bin/buildout'], { env: ENV })
