@@ -49,30 +49,38 @@ test: dist/slapos ## Run every test (unit and end-to-end against the built binar
 bench: dist/slapos ## Run the benchmarks
 	for b in scripts/bench-*.ts; do $(NODE_BIN) $$b || exit 1; done
 
+# the buildout launcher and its compatibility module, as the packages and the installer carry them
+LAUNCHER_DIR := build/buildout-launcher
+LAUNCHER := $(LAUNCHER_DIR)/bin/buildout
+$(LAUNCHER): src/buildout-launcher.ts scripts/buildout-launcher.ts
+	rm -rf $(LAUNCHER_DIR) && $(NODE_BIN) scripts/buildout-launcher.ts $(LAUNCHER_DIR)
+
 DEB := dist/slapos_$(VERSION)_amd64.deb
 RPM := dist/x86_64/slapos-$(VERSION)-1.x86_64.rpm
 
 deb: $(DEB) ## Build the Debian package
-$(DEB): dist/slapos $(wildcard packaging/*)
+$(DEB): dist/slapos $(wildcard packaging/*) $(LAUNCHER)
 	rm -rf build/deb && mkdir -p build/deb/DEBIAN
-	sh packaging/layout.sh build/deb dist/slapos
+	sh packaging/layout.sh build/deb dist/slapos $(LAUNCHER_DIR)
 	printf '%s\n' /etc/opt/slapos/slapos.cfg.example /etc/cron.d/slapos-node /etc/logrotate.d/slapos-node > build/deb/DEBIAN/conffiles
 	install -m 0755 packaging/postinst.sh build/deb/DEBIAN/postinst
-	printf 'Package: slapos\nVersion: $(VERSION)\nArchitecture: amd64\nMaintainer: SlapOS node tools <slapos@localhost>\nDepends: libc6 (>= 2.28), libstdc++6 (>= 6), supervisor, iproute2, procps, util-linux, python3-zc.buildout\nRecommends: cron, logrotate\nSection: admin\nPriority: optional\nDescription: SlapOS node tools in one executable\n Local SlapOS Master (proxy), node (software, instance, report),\n machine preparation (format) and client commands, compatible with slapos.core.\n' > build/deb/DEBIAN/control
+	printf 'Package: slapos\nVersion: $(VERSION)\nArchitecture: amd64\nMaintainer: SlapOS node tools <slapos@localhost>\nDepends: libc6 (>= 2.28), libstdc++6 (>= 6), supervisor, iproute2, procps, util-linux, python3-zc.buildout, python3-setuptools\nRecommends: cron, logrotate\nSection: admin\nPriority: optional\nDescription: SlapOS node tools in one executable\n Local SlapOS Master (proxy), node (software, instance, report),\n machine preparation (format) and client commands, compatible with slapos.core.\n' > build/deb/DEBIAN/control
 	dpkg-deb --root-owner-group -Zxz --build build/deb $@
 
 rpm: $(RPM) ## Build the RPM package
-$(RPM): dist/slapos $(wildcard packaging/*)
+$(RPM): dist/slapos $(wildcard packaging/*) $(LAUNCHER)
 	rm -rf build/rpm && mkdir -p build/rpm
 	rpmbuild -bb packaging/slapos.spec --target x86_64 --define "_topdir $(CURDIR)/build/rpm" \
 	  --define "_sourcedir $(CURDIR)/dist" --define "_rpmdir $(CURDIR)/dist" \
-	  --define "pkg_version $(VERSION)" --define "pkg_dir $(CURDIR)/packaging" > build/rpmbuild.log 2>&1 || { tail -30 build/rpmbuild.log; exit 1; }
+	  --define "pkg_version $(VERSION)" --define "pkg_dir $(CURDIR)/packaging" --define "launcher_dir $(CURDIR)/$(LAUNCHER_DIR)" > build/rpmbuild.log 2>&1 || { tail -30 build/rpmbuild.log; exit 1; }
 
 installer: dist/install.sh ## Build the self-contained installer (curl | sh)
-dist/install.sh: scripts/install.sh packaging/slapos-node.cron packaging/slapos.cfg.example
+dist/install.sh: scripts/install.sh packaging/slapos-node.cron packaging/slapos.cfg.example $(LAUNCHER)
 	mkdir -p dist
 	awk -v cron=packaging/slapos-node.cron -v cfg=packaging/slapos.cfg.example \
-	  '/^@CRON@$$/ { while ((getline l < cron) > 0) print l; next } /^@CFG@$$/ { while ((getline l < cfg) > 0) print l; next } { print }' \
+	  -v launcher=$(LAUNCHER_DIR)/bin/buildout -v compat=$(LAUNCHER_DIR)/lib/buildout/sitecustomize.py \
+	  'function put(f) { while ((getline l < f) > 0) print l } /^@CRON@$$/ { put(cron); next } /^@CFG@$$/ { put(cfg); next } \
+	   /^@LAUNCHER@$$/ { put(launcher); next } /^@COMPAT@$$/ { put(compat); next } { print }' \
 	  scripts/install.sh > $@.tmp && chmod 0755 $@.tmp && mv $@.tmp $@
 
 test-packages: deb rpm dist/install.sh ## Install the packages in a Debian root (debootstrap) and with rpm --root
