@@ -2,6 +2,7 @@
 // by words with the original's exit 5 errors, legacy program names (slapgrid-cp, ...),
 // then the command's own options through yargs, and errors turned into one line.
 // Called only by main.ts; returns an exit status and never exits the process.
+import { readFileSync, statSync } from 'node:fs'
 import type { Argv } from 'yargs'
 import { declarations, fastParse } from './argv-fast.ts'
 import { COMMANDS } from './commands/index.ts'
@@ -21,6 +22,7 @@ export const LEGACY_NAMES: Record<string, string> = {
   bang: 'node bang',
   slapconsole: 'console',
   slapformat: 'node format',
+  slapgrid: 'slapgrid',
   'slapgrid-cp': 'node instance',
   'slapgrid-sr': 'node software',
   'slapgrid-supervisorctl': 'node supervisorctl',
@@ -197,10 +199,60 @@ export interface RunOptions {
   ctx?: Partial<Ctx>
 }
 
+/**
+ * Options of the 0.35.1 tools that today's commands spell otherwise or do not have: every
+ * slapgrid-* took the options of all three (`-c/--console` a no-op, `--develop` the old
+ * `--all`), ignored where they meant nothing; slapformat's `-c` was a flag, and
+ * slapformat and slapproxy took `-l/--log_file`.
+ */
+const LEGACY_OPTIONS: Record<string, { drop: string[]; dropValued: string[]; rename: Record<string, string> }> = {
+  'node software': { drop: ['-c', '--console'], dropValued: ['--only-cp', '--only_cp'], rename: {} },
+  'node instance': { drop: ['-c', '--console'], dropValued: ['--only-sr', '--only_sr'], rename: { '--develop': '--force' } },
+  'node report': { drop: ['-c', '--console', '--all', '--develop'], dropValued: ['--only-sr', '--only_sr', '--only-cp', '--only_cp'], rename: {} },
+  'node format': { drop: ['-c', '--console'], dropValued: [], rename: { '-l': '--log-file' } },
+  slapgrid: { drop: [], dropValued: [], rename: {} },
+  'proxy start': { drop: [], dropValued: [], rename: { '-l': '--log-file' } },
+}
+
+function legacyOptions(argv: string[], command: string): string[] {
+  const o = LEGACY_OPTIONS[command]
+  if (!o) return argv
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] ?? ''
+    if (a === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    const name = a.startsWith('--') && a.includes('=') ? a.slice(0, a.indexOf('=')) : a
+    if (o.drop.includes(a)) continue
+    if (o.dropValued.includes(name)) {
+      if (name === a) i++
+      continue
+    }
+    out.push(o.rename[a] ?? a)
+  }
+  return out
+}
+
+function isSlaposConfig(path: string): boolean {
+  try {
+    const st = statSync(path)
+    return st.isFile() && st.size < 1 << 20 && /^\[slapos\]/m.test(readFileSync(path, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
 /** Legacy tools take the configuration file as a positional argument: turn it into --cfg. */
 function legacyArgs(argv: string[], command: string): string[] {
+  argv = legacyOptions(argv, command)
   if (command === 'node watchdog' || argv.includes('--cfg')) return argv
-  const idx = argv.findIndex((a, i) => !a.startsWith('-') && (a.endsWith('.cfg') || i === argv.length - 1 || !(argv[i - 1] ?? '').startsWith('-')))
+  // the last word naming a file with a [slapos] section (a software URL ends in .cfg too), else
+  // a word ending in .cfg, the last word, or one that follows no option
+  const words = argv.map((a, i) => ({ a, i })).filter(({ a }) => !a.startsWith('-'))
+  const configFile = words.reverse().find(({ a }) => isSlaposConfig(a))?.i
+  const idx = configFile ?? argv.findIndex((a, i) => !a.startsWith('-') && (a.endsWith('.cfg') || i === argv.length - 1 || !(argv[i - 1] ?? '').startsWith('-')))
   if (idx < 0) return argv
   return [...argv.slice(0, idx), '--cfg', argv[idx] ?? '', ...argv.slice(idx + 1)]
 }

@@ -4,6 +4,8 @@
 //
 // The original is a Python console; ours evaluates JavaScript. Calls that talk to the master
 // return promises: the REPL awaits them before printing, a script writes `await request(...)`.
+// request() returns a handle that is also a promise, so the original's habit
+// `x = request(...)` then `x.getConnectionParameter(...)` works as written.
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -18,17 +20,20 @@ import type { PyDict, PyValue } from './slap-protocol.ts'
 export const BANNER = [
   'slapos console: JavaScript with the slap API of this configuration.',
   '  slap                       the connection (slap.registerOpenOrder().request(...), slap.registerSupply().supply(...))',
-  "  request(url, title, parameters?, softwareType?, filter?, state?, shared?)   e.g. request(product.kvm, 'mykvm')",
+  "  request(url, title, parameters?, softwareType?, filter?, state?, shared?)   e.g. x = request(product.kvm, 'mykvm')",
+  "                             then x.getConnectionParameter('url'), x.getState(), ... as in the original",
   "  supply(url, computerGuid, state = 'available')",
   "  getInformation(title)      service information (HATEOAS)",
   '  product.<name>             best software release URL of a software product',
-  'Calls to the master return promises: the console waits for them; in scripts write `await`.',
+  'Unlike the original (Python), this is JavaScript: parameters are objects ({key: "value"}), and calls',
+  'to the master return promises: the console waits for them; in scripts write `await`.',
+  'An error prints one line and the console goes on; the exit status is 1 if a statement failed.',
 ].join('\n')
 
 /** Everything the console and its scripts see as globals. */
 export function consoleNamespace(conn: Connection): Record<string, unknown> {
   const openOrder = {
-    request: (...args: unknown[]) => requestFrom(conn, args),
+    request: (...args: unknown[]) => pendingInstance(requestFrom(conn, args)),
     getInformation: (reference: unknown) => getInformation(conn, reference),
   }
   const supplyObject = {
@@ -101,8 +106,12 @@ export async function runScript(file: string, args: string[], ns: Record<string,
   await fn(...names.map((n) => globals[n]))
 }
 
-/** The interactive console on the process's terminal (or piped stdin). Resolves when it is closed. */
-export async function runRepl(ns: Record<string, unknown>, opts: { banner: boolean }): Promise<void> {
+/**
+ * The interactive console on the process's terminal (or piped stdin). Resolves when it is
+ * closed, with true if a statement failed (each failure printed as one line, as the
+ * console goes on to the next).
+ */
+export async function runRepl(ns: Record<string, unknown>, opts: { banner: boolean }): Promise<boolean> {
   const repl = await import('node:repl')
   if (opts.banner && process.stdin.isTTY) process.stdout.write(BANNER + '\n')
   const tty = process.stdin.isTTY === true
@@ -123,11 +132,24 @@ export async function runRepl(ns: Record<string, unknown>, opts: { banner: boole
   // Await what the master calls return, so `request(url, 'x')` prints the instance; one
   // statement at a time, so piped input runs in order like the original's console.
   const evaluate = server.eval.bind(server)
+  let failed = false
+  const fail = (e: unknown) => {
+    failed = true
+    process.stdout.write(errorLine(e) + '\n')
+  }
+  // A statement that throws goes to the REPL's domain, which prints it (through `writer`: one
+  // line) and never calls back: the statement ends there, and the next one may start.
+  let finishing: (() => void) | undefined
+  ;(server as unknown as { _domain?: NodeJS.EventEmitter })._domain?.on('error', () => {
+    failed = true
+    finishing?.()
+  })
   let queue: Promise<void> = Promise.resolve()
   const awaiting: typeof server.eval = (cmd, context, file, cb) => {
     queue = queue.then(
       () =>
         new Promise<void>((done) => {
+          finishing = done
           evaluate(cmd, context, file, (err, result) => {
             if (err || !isThenable(result)) {
               cb(err, result)
@@ -136,9 +158,8 @@ export async function runRepl(ns: Record<string, unknown>, opts: { banner: boole
             ;(result as Promise<unknown>).then(
               (r) => cb(null, r),
               (e: unknown) => {
-                // an error of the master or of the configuration: one line, the session goes on
-                if (!(e instanceof SlapError)) return cb(e instanceof Error ? e : new Error(String(e)), undefined)
-                process.stdout.write(`${e.name}: ${describeError(e)}\n`)
+                // the session goes on after an error of the master, the configuration or the code
+                fail(e)
                 cb(null, undefined)
               },
             ).finally(done)
@@ -151,6 +172,37 @@ export async function runRepl(ns: Record<string, unknown>, opts: { banner: boole
   if (process.stdin.isTTY) server.setupHistory(history, () => undefined)
   await new Promise<void>((res) => server.on('exit', () => res()))
   await queue
+  return failed
+}
+
+/**
+ * What request() returns: the instance's methods callable at once (each waits for the
+ * request), and a promise of the Instance itself (`await request(...)`, or the console
+ * waiting for it before printing).
+ */
+function pendingInstance(requested: Promise<Instance>): unknown {
+  // a rejection nobody waits for is reported when a method or the console waits for it
+  requested.catch(() => undefined)
+  return new Proxy(Object.create(null) as Record<string, unknown>, {
+    get(_target, name) {
+      if (name === 'then') return requested.then.bind(requested)
+      if (name === 'catch') return requested.catch.bind(requested)
+      if (name === 'finally') return requested.finally.bind(requested)
+      if (typeof name !== 'string') return undefined
+      if (typeof (Instance.prototype as unknown as Record<string, unknown>)[name] === 'function') {
+        return (...args: unknown[]) => requested.then((i) => (i as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!(...args))
+      }
+      // properties (computerId, partitionId, ...): a promise of the value
+      return requested.then((i) => (i as unknown as Record<string, unknown>)[name])
+    },
+  })
+}
+
+/** One line for a failed statement: the error's name and message, never a stack. */
+function errorLine(e: unknown): string {
+  if (e instanceof SlapError) return `${e.name}: ${describeError(e)}`
+  if (e instanceof Error) return `${e.name}: ${e.message.split('\n')[0] ?? ''}`
+  return `Error: ${show(e)}`
 }
 
 // --- internal ---
@@ -190,6 +242,8 @@ function isThenable(v: unknown): boolean {
 /** Python-like display: strings as they are, data as JSON-ish, instances as their summary. */
 function show(v: unknown): string {
   if (typeof v === 'string') return v
+  // errors (the REPL's own report of a failed statement, or a value) as one line, no stack
+  if (v instanceof Error) return errorLine(v)
   if (v instanceof Instance) return `<Instance ${v.computerId ?? '?'}/${v.partitionId ?? '?'}>`
   return inspect(v, { depth: 6, colors: false })
 }

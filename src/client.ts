@@ -10,6 +10,7 @@ import { EXIT } from './exit-codes.ts'
 import type { Logger } from './log.ts'
 import { SlapClient, type ComputerPartition, type SoftwareInstance } from './slap-client.ts'
 import { compareCodePoints, isPyDict, parseInstanceXml, parseJsonInXml, pyJsonDumps, pyRepr, type PyDict, type PyValue } from './slap-protocol.ts'
+import { hasControl, quote } from './names.ts'
 
 export type Serialisation = 'xml' | 'json-in-xml'
 export const SERIALISATIONS: readonly Serialisation[] = ['xml', 'json-in-xml']
@@ -266,12 +267,15 @@ export function parseKeyValues(words: readonly unknown[] | undefined, option: st
   return out
 }
 
+/** A `--parameters-file` read and parsed: instance XML (taken verbatim) or an object. */
+export type ParametersFile = { path: string; xml: PyDict } | { path: string; object: object }
+
 /**
- * Parameters of `--parameters-file` (client-cli.md §2): `.yaml`/`.yml` YAML, `.xml` instance
- * XML taken verbatim, anything else JSON. For a json-in-xml release the object is wrapped
- * as `{'_': json}` unless its only key already is `_`.
+ * Reads and parses `--parameters-file` (client-cli.md §2): `.yaml`/`.yml` YAML, `.xml`
+ * instance XML, anything else JSON. Done first, so that the file's own problem is the one
+ * reported; parametersFromFile() then applies the release's serialisation.
  */
-export async function readParametersFile(path: string, serialisation: Serialisation | undefined): Promise<PyDict> {
+export async function readParametersFile(path: string): Promise<ParametersFile> {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
@@ -281,7 +285,7 @@ export async function readParametersFile(path: string, serialisation: Serialisat
   const ext = extname(path).toLowerCase()
   if (ext === '.xml') {
     try {
-      return { ...parseInstanceXml(text) }
+      return { path, xml: { ...parseInstanceXml(text) } }
     } catch (e) {
       throw new SlapError(`${path} is not instance XML: ${(e as Error).message}`, { code: 'E_BAD_PARAMETER', hint: "write <instance><parameter id='name'>value</parameter></instance>" })
     }
@@ -300,9 +304,18 @@ export async function readParametersFile(path: string, serialisation: Serialisat
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) {
     throw new SlapError(`${path} must hold an object of parameters`, { code: 'E_BAD_PARAMETER' })
   }
-  const keys = Object.keys(obj)
-  if (serialisation === 'json-in-xml' && !(keys.length === 1 && keys[0] === '_')) return { _: pyJsonDumps(obj, 2) }
-  return fromJson(obj) as PyDict
+  return { path, object: obj }
+}
+
+/**
+ * The parameters of a parsed file for a release of this serialisation: XML as it is; for a
+ * json-in-xml release the object is wrapped as `{'_': json}` unless its only key already is `_`.
+ */
+export function parametersFromFile(file: ParametersFile, serialisation: Serialisation | undefined): PyDict {
+  if ('xml' in file) return file.xml
+  const keys = Object.keys(file.object)
+  if (serialisation === 'json-in-xml' && !(keys.length === 1 && keys[0] === '_')) return { _: pyJsonDumps(file.object, 2) }
+  return fromJson(file.object) as PyDict
 }
 
 // --- software release schema (`<url>.json`) ---
@@ -369,6 +382,26 @@ export class Hateoas {
       if (e instanceof ServerError && e.status >= 300 && e.status < 400) return this.getJson(relativeUrl)
       throw e
     }
+  }
+
+  /**
+   * A token for `slapos node register --token` (client-cli, `computer token`): the root's
+   * self link + `/computer_module/Base_getComputerToken`, its `access_token`.
+   */
+  async computerToken(): Promise<string> {
+    this.root ??= this.getJson('')
+    const self = ((await this.root)._links as Record<string, { href?: unknown }> | undefined)?.self?.href
+    if (typeof self !== 'string') throw new SlapError(`${HATEOAS_MISSING} (no self link)`, { code: 'E_NO_HATEOAS' })
+    const url = `${self.replace(/\/+$/, '')}/computer_module/Base_getComputerToken`
+    // the certificate goes only where the API is
+    if (!url.startsWith(this.http.masterUrl.replace(/\/+$/, ''))) {
+      throw new SlapError(`the master's API names ${quote(self)} as its own address, outside ${this.http.masterUrl}: not followed`, { code: 'E_HATEOAS' })
+    }
+    const token = (await this.getJson(url)).access_token
+    if (typeof token !== 'string' || token === '' || hasControl(token)) {
+      throw new SlapError(`the master answered no usable access_token at ${url}`, { code: 'E_HATEOAS' })
+    }
+    return token
   }
 
   private async link(name: string): Promise<string> {

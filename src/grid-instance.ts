@@ -69,7 +69,8 @@ export interface InstanceOptions {
 }
 
 /** How one partition ended in this run (the summary table and --json). */
-export type PartitionResult = 'deployed' | 'up-to-date' | 'failed' | 'promise-failed' | 'free' | 'missing-directory' | 'not-selected'
+/** `stopped`: requested stopped, or destroyed (stopped here; `node report` destroys it). */
+export type PartitionResult = 'deployed' | 'stopped' | 'up-to-date' | 'failed' | 'promise-failed' | 'free' | 'missing-directory' | 'not-selected'
 
 export interface PartitionSummary {
   id: string
@@ -114,7 +115,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
 
   const offlineRun = async (why: ConnectionError): Promise<number> => {
     const code = await offline(cfg, sup, log, why)
-    if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, offline: true, durationMs: Date.now() - started, partitions: [] }, null, 2) + '\n')
+    if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, offline: true, items: [] }, null, 2) + '\n')
     return code
   }
   log.info('Processing computer partitions...')
@@ -175,9 +176,10 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   const code = runExitCode(failed.length, promiseFailed.length)
   // the table only when something was done: an idle cron run stays quiet
   const shown = summaries.filter((s) => s.result !== 'not-selected' && s.result !== 'free')
-  if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, partitions: summaries }, null, 2) + '\n')
+  if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, items: summaries }, null, 2) + '\n')
   else if (!opts.quiet && shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
-  log.info(`Finished computer partitions (${summaries.length} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
+  const lookedAt = summaries.filter((s) => s.result !== 'not-selected').length
+  log.info(`Finished computer partitions (${lookedAt} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
   return code
 }
 
@@ -185,7 +187,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
 export function summaryTable(rows: PartitionSummary[]): string {
   if (rows.length === 0) return ''
   const head = ['partition', 'state', 'result', 'duration']
-  const cells = rows.map((r) => [r.id, r.state, r.result.replaceAll('-', ' '), `${(r.durationMs / 1000).toFixed(1)} s`])
+  const cells = rows.map((r) => [r.id, r.state, r.result, `${(r.durationMs / 1000).toFixed(1)} s`])
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)))
   const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i] ?? 0)).join('  ').trimEnd()
   return [line(head), ...cells.map(line)].join('\n') + '\n'
@@ -346,8 +348,9 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     removeIfExists(join(path, `.slapgrid-${id}-error.log`))
     await dispatch(env, { id, path, state, srUrl: srUrl ?? '', softwarePath: softwarePath ?? '', owner, log: plog, params: p })
     if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) writePartitionFile(timestampFile, decision.writeTimestamp, 0o644)
-    plog.info(`Partition ${id} ${state === 'started' && !opts.forceStop ? 'deployed and started' : 'processed'}`)
-    return summary('deployed')
+    const started = state === 'started' && !opts.forceStop
+    plog.info(`Partition ${id} ${started ? 'deployed and started' : state === 'destroyed' ? 'stopped (node report destroys it)' : 'processed'}`)
+    return summary(started ? 'deployed' : 'stopped')
   } catch (e) {
     if (e instanceof ConnectionError) throw e
     const message = e instanceof Error ? e.message : String(e)

@@ -1,10 +1,10 @@
 // The command-line frame, through the built binary: help, version, exit codes, legacy names.
-import { symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { COMMANDS } from '../src/commands/index.ts'
-import { slapos, SLAPOS, tempDir } from './helpers.ts'
+import { skip, slapos, SLAPOS, tempDir } from './helpers.ts'
 import { spawnSync } from 'node:child_process'
 
 import pkg from "../package.json" with { type: "json" }
@@ -83,6 +83,50 @@ test('complete: a bash script (COMPREPLY) that completes command words, fish wit
   assert.match(fish.stdout, '__fish_seen_subcommand_from')
   const none = slapos(['complete', '--shell', 'none']).stdout.split('\n')
   for (const c of COMMANDS) assert.ok(none.includes(c.name), c.name)
+})
+
+test("complete: every command's options, and the node's partitions, services and software releases, in bash and fish", () => {
+  // a node: two partitions, one supervisord group, one software release
+  const dir = tempDir()
+  const inst = join(dir, 'srv')
+  const soft = join(dir, 'opt')
+  for (const d of ['slappart0', 'slappart1', 'etc/supervisord.conf.d']) mkdirSync(join(inst, d), { recursive: true })
+  mkdirSync(join(soft, '0123456789abcdef0123456789abcdef'), { recursive: true })
+  writeFileSync(join(inst, 'etc/supervisord.conf.d/slappart0.conf'), '[group:slappart0]\nprograms=slappart0_web,slappart0_db\n\n[program:slappart0_web]\ncommand=x\n')
+  const cfg = join(dir, 'slapos.cfg')
+  writeFileSync(cfg, `[slapos]\ncomputer_id = c\nmaster_url = http://127.0.0.1:9/\ninstance_root = ${inst}\nsoftware_root = ${soft}\n`)
+  const list = (kind: string) => slapos(['complete', '--list', kind, '--cfg', cfg]).stdout.trim().split('\n')
+  assert.equal(list('partitions'), ['slappart0', 'slappart1'])
+  assert.equal(list('services'), ['slappart0:*', 'slappart0:slappart0_db', 'slappart0:slappart0_web'])
+  assert.equal(list('software'), ['0123456789abcdef0123456789abcdef'])
+  // without a configuration: nothing, quietly
+  const none = slapos(['complete', '--list', 'partitions', '--cfg', join(dir, 'missing.cfg')])
+  assert.equal([none.code, none.stdout, none.stderr], [0, '', ''])
+
+  // the scripts run `slapos` from PATH, as an installed node has it
+  const bin = join(dir, 'bin')
+  mkdirSync(bin)
+  symlinkSync(SLAPOS, join(bin, 'slapos'))
+  const env = { PATH: `${bin}:/usr/bin:/bin`, HOME: dir }
+  const script = join(dir, 'slapos.bash')
+  writeFileSync(script, slapos(['complete']).stdout)
+  const bash = (words: string[]) =>
+    spawnSync('bash', ['-c', `source ${script}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _slapos_complete; echo "\${COMPREPLY[@]}"`], { encoding: 'utf8', env }).stdout.trim()
+  assert.is(bash(['slapos', 'node', 'instance', '--fo']), '--force --force-stop')
+  assert.ok(bash(['slapos', 'request', '--']).split(' ').includes('--parameters-file'))
+  assert.is(bash(['slapos', 'node', 'instance', '--cfg', cfg, '--only-cp', '']), 'slappart0 slappart1')
+  assert.is(bash(['slapos', 'node', 'software', '--cfg', cfg, '--only-sr', '']), '0123456789abcdef0123456789abcdef')
+  assert.is(bash(['slapos', 'node', 'stop', '--cfg', cfg, 'slappart0:']), 'slappart0:* slappart0:slappart0_db slappart0:slappart0_web')
+
+  const fishScript = join(dir, 'slapos.fish')
+  writeFileSync(fishScript, slapos(['complete', '--shell', 'fish']).stdout)
+  if (spawnSync('fish', ['--version']).status !== 0) return skip('fish is not installed')
+  const fish = (line: string) =>
+    spawnSync('fish', ['--no-config', '-c', `source ${fishScript}; complete -C '${line}'`], { encoding: 'utf8', env }).stdout.trim().split('\n').map((l) => l.split('\t')[0])
+  assert.equal(fish('slapos node instance --fo'), ['--force', '--force-stop'])
+  assert.equal(fish(`slapos node instance --cfg ${cfg} --only-cp `), ['slappart0', 'slappart1'])
+  assert.equal(fish(`slapos node restart --cfg ${cfg} slappart0:`), ['slappart0:*', 'slappart0:slappart0_db', 'slappart0:slappart0_web'])
+  assert.equal(fish('slapos proxy s'), ['show', 'start'])
 })
 
 test('slapos help lists node instance with the original description (cli.md checklist 2)', () => {

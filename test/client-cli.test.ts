@@ -218,6 +218,15 @@ cli('--parameters-file: json, yaml, xml; serialisation from the schema or --forc
   assert.is(r.code, 1)
   assert.match(r.stderr, '--force-serialisation')
   assert.is(await partitionOf('pf-none'), undefined)
+  // the file's own problem comes first, before the release's serialisation
+  r = await run(['request', 'pf-none', SR, '--parameters-file', join(world.dir, 'no-such.json')])
+  assert.is(r.code, 1)
+  assert.match(r.stderr, `cannot read the parameters file ${join(world.dir, 'no-such.json')}: ENOENT`)
+  assert.not.match(r.stderr, 'serialisation')
+  r = await run(['request', 'pf-none', SR, '--parameters-file', writeCfg('bad.json', '{"a": ')])
+  assert.is(r.code, 1)
+  assert.match(r.stderr, /bad\.json cannot be parsed/)
+  assert.not.match(r.stderr, 'serialisation')
 
   r = await run(['request', 'pf-jx', SR, '--parameters-file', yaml, '--force-serialisation', 'json-in-xml'])
   assert.is(r.code, 0, r.stderr)
@@ -341,10 +350,39 @@ cli('console interactive mode reads piped statements in order; -u does not chang
   assert.ok(await partitionOf('interactive'))
 })
 
+cli("console: the original's habits work as written; an error is one line, the next statements run, exit 1", async () => {
+  const r = await run(['console'], {
+    input: [
+      `x = request("${SR}", "handle", {p: "1"})`,
+      'x.getState()',
+      'x.getInstanceParameter("p")',
+      `request("${SR}", "handle").getId()`,
+      'foo()',
+      '"after the error"',
+    ].join('\n') + '\n',
+  })
+  assert.is(r.code, 1, r.stderr)
+  const p = await partitionOf('handle')
+  assert.ok(p)
+  const lines = r.stdout.split('>>> ').map((l) => l.trim())
+  assert.match(lines[1]!, /^<Instance computer\/slappart\d+>$/)
+  assert.is(lines[2], 'started')
+  assert.is(lines[3], '1')
+  assert.is(lines[4], p!._partition_id)
+  assert.is(lines[5], 'Uncaught ReferenceError: foo is not defined')
+  assert.is(lines[6], 'after the error')
+  // no stack, no path of the program
+  assert.not.match(r.stdout + r.stderr, /\n\s+at |slapos\.cjs/)
+  // the banner (on a terminal) says how this console differs from the original's
+  const { BANNER } = await import('../src/client-console.ts')
+  assert.match(BANNER, 'Unlike the original (Python), this is JavaScript')
+})
+
 cli('console starts with master_url = null and aliases from [slapconsole]', async () => {
   const cfg = writeCfg('null.cfg', '[slapos]\nmaster_url = null\n\n[slapconsole]\nalias =\n  kvm http://example.com/kvm.cfg\n  mysql http://example.com/mysql.cfg\n')
   const r = await run(['console'], { cfg, input: '1 + 1\nsoftware_list\nkvm\nrequest("software_release", "instance")\n' })
-  assert.is(r.code, 0, r.stderr)
+  // the request fails (no master): the console says so in one line, and its exit status too
+  assert.is(r.code, 1, r.stderr)
   assert.match(r.stdout, '2')
   assert.match(r.stdout, "[ 'kvm', 'mysql' ]")
   assert.match(r.stdout, 'http://example.com/kvm.cfg')

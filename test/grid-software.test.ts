@@ -92,9 +92,11 @@ test('supplied SR is built: building, buildout, available, then .completed; seco
     assert.is(again.code, 0, again.stderr)
     assert.equal(names(node.calls()), ['getFullComputerInformation'])
     assert.is(statSync(join(path, '.installed.cfg')).mtimeMs, mtime)
-    const json = JSON.parse(again.stdout) as Array<Record<string, unknown>>
-    assert.is(json.length, 1)
-    assert.equal({ ...json[0], durationMs: 0 }, { url: node.srUrl, hash: md5hex(node.srUrl), state: 'available', result: 'up-to-date', durationMs: 0 })
+    const out = JSON.parse(again.stdout) as { exitCode: number; durationMs: number; items: Array<Record<string, unknown>> }
+    assert.equal(Object.keys(out), ['exitCode', 'durationMs', 'items'])
+    assert.is(out.exitCode, 0)
+    assert.is(out.items.length, 1)
+    assert.equal({ ...out.items[0], durationMs: 0 }, { id: md5hex(node.srUrl), url: node.srUrl, state: 'available', result: 'up-to-date', durationMs: 0 })
   }))
 
 test('--force (and --all) rebuild a completed SR and run buildout without -N', () =>
@@ -144,9 +146,10 @@ test('a broken SR: softwareReleaseError with the buildout output, no .completed,
     const last = r.stderr.trimEnd().split('\n').pop() ?? ''
     assert.match(last, `ERROR ${broken} failed: `)
     assert.match(last, /missing-profile\.cfg/)
-    const json = JSON.parse(r.stdout) as Array<{ url: string; result: string; error?: string }>
-    assert.equal(json.map((x) => [x.url, x.result]), [[broken, 'failed'], [node.srUrl, 'installed']])
-    assert.is(json[0]?.error, log)
+    const out = JSON.parse(r.stdout) as { exitCode: number; items: Array<{ url: string; result: string; message?: string }> }
+    assert.is(out.exitCode, 1)
+    assert.equal(out.items.map((x) => [x.url, x.result]), [[broken, 'failed'], [node.srUrl, 'installed']])
+    assert.is(out.items[0]?.message, log)
     assert.not.ok(existsSync(node.pidfiles.software), 'pid file removed after a failed run too')
     // the next run tries the broken one again, not the good one
     node.clearCalls()
@@ -180,7 +183,7 @@ test('a destroyed SR: its directory is removed (read-only content too), then des
         ['destroyedSoftwareRelease', other],
       ],
     )
-    assert.equal((JSON.parse(r.stdout) as Array<{ result: string }>).map((x) => x.result), ['destroyed', 'destroyed'])
+    assert.equal((JSON.parse(r.stdout) as { items: Array<{ result: string }> }).items.map((x) => x.result), ['destroyed', 'destroyed'])
     // the proxy forgot them
     const computer = await node.client.getFullComputerInformation('computer')
     assert.equal(computer._software_release_list, [])
@@ -212,7 +215,7 @@ test('--only-sr by URL or md5 (comma list, --only and --only_sr spellings): ever
     const r3 = await node.run(['node', 'software', '--now', '--only_sr', second, '--json'])
     assert.is(r3.code, 0, r3.stderr)
     assert.equal(names(node.calls()), ['getFullComputerInformation'])
-    assert.equal((JSON.parse(r3.stdout) as Array<{ result: string }>).map((x) => x.result), ['skipped', 'up-to-date', 'skipped'])
+    assert.equal((JSON.parse(r3.stdout) as { items: Array<{ result: string }> }).items.map((x) => x.result), ['skipped', 'up-to-date', 'skipped'])
     // --all and --only-sr together: refused by the parser (exit 2), before anything runs
     node.clearCalls()
     const r4 = await node.run(['node', 'software', '--now', '--all', '--only-sr', second])

@@ -539,6 +539,10 @@ test('slapos cachelookup binary-sr: every entry with compatible? and verified?, 
       ].sort((a, b) => (a.join(' ') < b.join(' ') ? -1 : 1)))
       assert.ok(lines.some((l) => /^ +multiarch +distribution +version +id +compatible\? +verified\? $/.test(l)), r.stderr)
     }
+    // the 0.35.1 spelling: slapos cache-lookup CFG URL_OR_MD5
+    const old = await c.node.run(['cache-lookup', c.node.cfgPath, c.hash], { noCfg: true })
+    assert.is(old.code, 0, old.stderr)
+    assert.match(old.stderr, `MD5:          ${c.hash}`)
     c.reset()
     const missing = await c.node.run(['cachelookup', 'binary-sr', c.node.srUrl])
     assert.is(missing.code, 1)

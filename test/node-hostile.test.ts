@@ -104,12 +104,12 @@ t('a partition reference ../victim2: node instance writes nothing there; the val
   const r = await node.run(['node', 'instance', '--now', '--json'])
   assert.equal(snapshot(target), before, r.stderr)
   assert.is(r.code, 1, r.stderr)
-  const json = JSON.parse(r.stdout) as { partitions: { id: string; result: string; message?: string }[] }
-  const refused = json.partitions.find((p) => p.id === '../victim2')
+  const json = JSON.parse(r.stdout) as { items: { id: string; result: string; message?: string }[] }
+  const refused = json.items.find((p) => p.id === '../victim2')
   assert.is(refused?.result, 'failed')
   assert.match(refused?.message ?? '', 'is not a safe identifier')
   // slappart0 and slappart1 were looked at as usual (free here)
-  assert.equal(json.partitions.filter((p) => p.id.startsWith('slappart')).map((p) => p.result), ['free', 'free'])
+  assert.equal(json.items.filter((p) => p.id.startsWith('slappart')).map((p) => p.result), ['free', 'free'])
   assert.not.ok(existsSync(join(node.certificateRepository, '..', 'victim2.crt')))
 })
 

@@ -10,7 +10,7 @@ import { fetchDirectory, HttpError, isCompatible, listEntries, machineInfo, read
 
 const cachelookupBinarySr: CommandModule = {
   cfg: 'node',
-  usage: '<software_url>',
+  usage: '[configuration file] <software_url>',
   description:
     'Perform a query to the networkcache. You can provide either a complete URL to the software release, ' +
     'or a corresponding MD5 hash value. The command reports which OS distribution/version have a binary cache ' +
@@ -20,10 +20,16 @@ const cachelookupBinarySr: CommandModule = {
   // positionals stay text: a version 1.10 or an all-digit md5 is not a number
   options: (y) => y.strict(false).strictOptions().parserConfiguration({ 'parse-positional-numbers': false }),
   async run(args, ctx) {
-    const words = args._.map(String)
+    let words = args._.map(String)
+    let cfg = args.cfg
+    // the 0.35.1 `slapos cache-lookup [CFG] URL_OR_MD5`
+    if (words.length === 2 && cfg === undefined) {
+      cfg = words[0]
+      words = words.slice(1)
+    }
     if (words.length !== 1) throw new UsageError('slapos cachelookup binary-sr: error: expected one SOFTWARE_URL (or its MD5 hash)')
     const software = words[0] ?? ''
-    const { dirUrl, certificates } = lookupKeys(readConfig('node', args.cfg, ctx.env), 'download-binary', ctx.log)
+    const { dirUrl, certificates } = lookupKeys(readConfig('node', cfg, ctx.env), 'download-binary', ctx.log)
     const md5 = /^[0-9a-f]{32}/.test(software) ? software : createHash('md5').update(software, 'utf8').digest('hex')
     const log = ctx.log
     let answer: unknown

@@ -37,8 +37,8 @@ const consoleCommand: CommandModule = {
       await runScript(words[0]!, words.slice(1), ns, (s) => ctx.io.out(s))
       return EXIT.OK
     }
-    await runRepl(ns, { banner: args.python !== true })
-    return EXIT.OK
+    // as a piped script goes on after a failed statement, its exit status still says so
+    return (await runRepl(ns, { banner: args.python !== true })) ? EXIT.FAIL : EXIT.OK
   },
 }
 export default consoleCommand

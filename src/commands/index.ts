@@ -8,6 +8,8 @@ export const COMMANDS: CommandSpec[] = [
     name: 'cachelookup binary-sr',
     group: 'cachelookup',
     summary: 'perform a query to the networkcache',
+    // the 0.35.1 name, which also took the configuration file first
+    aliases: ['cache-lookup'],
     load: () => import('./cachelookup-binary-sr.ts'),
   },
   {
@@ -39,6 +41,12 @@ export const COMMANDS: CommandSpec[] = [
     group: 'client',
     summary: 'List all available compute nodes',
     load: () => import('./computer-list.ts'),
+  },
+  {
+    name: 'computer token',
+    group: 'client',
+    summary: 'get a token to register a computer with',
+    load: () => import('./computer-token.ts'),
   },
   {
     name: 'configure client',
@@ -171,6 +179,12 @@ export const COMMANDS: CommandSpec[] = [
     summary: 'supervisord event listener: bang partitions whose watched services fail',
     aliases: ['watchdog'],
     load: () => import('./node-watchdog.ts'),
+  },
+  {
+    name: 'slapgrid',
+    group: 'node',
+    summary: 'node software, node instance and node report in one run (the 0.35.1 slapgrid)',
+    load: () => import('./slapgrid.ts'),
   },
   {
     name: 'proxy start',

@@ -43,6 +43,7 @@ const nodeSoftware: CommandModule = {
     }
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
+    const started = Date.now()
     try {
       const { exitCode, results } = await processSoftwareReleases(
         run,
@@ -56,7 +57,7 @@ const nodeSoftware: CommandModule = {
         ctx,
       )
       report(results, (l) => run.log.info(l), (l) => run.log.error(l))
-      if (args.json === true) ctx.io.out(JSON.stringify(results, null, 2) + '\n')
+      if (args.json === true) ctx.io.out(JSON.stringify(jsonSummary(exitCode, Date.now() - started, results), null, 2) + '\n')
       return exitCode
     } finally {
       process.off('SIGINT', onSignal)
@@ -89,6 +90,18 @@ function report(results: SoftwareResult[], info: (l: string) => void, error: (l:
   for (const r of shown) info(`  ${r.hash}  ${r.result.padEnd(width)}  ${seconds(r.durationMs).padStart(7)}  ${r.url}`)
   const failed = shown.filter((r) => r.result === 'failed')
   for (const r of failed) error(`${r.url} failed: ${errorLine(r.error ?? '')}`)
+}
+
+/**
+ * `--json`: the shape of `node instance --json` (exit code, duration, one item per software
+ * release with its md5 as id; `message` is what the master was told of a failure).
+ */
+function jsonSummary(exitCode: number, durationMs: number, results: SoftwareResult[]) {
+  return {
+    exitCode,
+    durationMs,
+    items: results.map((r) => ({ id: r.hash, url: r.url, state: r.state, result: r.result, durationMs: r.durationMs, ...(r.error !== undefined ? { message: r.error } : {}) })),
+  }
 }
 
 function seconds(ms: number): string {

@@ -10,6 +10,7 @@ import {
   parseKeyValues,
   pformat,
   readParametersFile,
+  parametersFromFile,
   schemaSerialisation,
   SERIALISATIONS,
   toJson,
@@ -47,23 +48,24 @@ const request: CommandModule = {
     const filter = parseKeyValues(args.node as string[] | undefined, '--node')
     let parameters: PyDict = parseKeyValues(args.parameters as string[] | undefined, '--parameters')
     const type = (args.type as string | undefined) ?? null
+    // the file's own problems (missing, unreadable, not JSON/YAML/XML) come first
+    const file = args.parametersFile === undefined ? undefined : await readParametersFile(args.parametersFile as string)
     const config = loadClientConfig(readConfig('client', cfg, ctx.env))
     const conn = new Connection(config, ctx.log)
 
     ctx.log.info(`Validating request parameters for ${reference} as an instance of ${softwareText} ...`)
     const softwareUrl = await conn.softwareUrl(softwareText)
     const schema = await loadSoftwareSchema(softwareUrl, ctx.log)
-    const file = args.parametersFile as string | undefined
     if (file !== undefined) {
       const forced = args.forceSerialisation as Serialisation | undefined
       const serialisation = forced ?? schemaSerialisation(schema, type, true)
-      if (!serialisation && !file.toLowerCase().endsWith('.xml')) {
+      if (!serialisation && !('xml' in file)) {
         throw new SlapError(`the serialisation of ${softwareUrl} is unknown (no ${softwareUrl}.json, or no serialisation in it)`, {
           code: 'E_SERIALISATION',
           hint: 'pass --force-serialisation xml or --force-serialisation json-in-xml',
         })
       }
-      parameters = await readParametersFile(file, serialisation)
+      parameters = parametersFromFile(file, serialisation)
     }
 
     ctx.log.info(`Requesting ${reference} as an instance of ${softwareUrl} ...`)
