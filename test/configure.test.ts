@@ -4,8 +4,6 @@
 import { spawn, spawnSync, type ChildProcessByStdio } from 'node:child_process'
 import { createPrivateKey } from 'node:crypto'
 import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
-import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { suite } from 'uvu'
@@ -18,17 +16,24 @@ import { skip, SLAPOS, slapos, slaposAsync, tempDir } from './helpers.ts'
 
 const ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' }
 
-/** A port free right now (the proxy of the node must know its port before it starts). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as AddressInfo).port
-      s.close(() => resolve(port))
-    })
-  })
+/**
+ * Starts the node's local master on a port the kernel picks (`--port 0`, no probe-then-reuse
+ * race), then passes that port on: master_url, master_rest_url and [slapproxy] port of the
+ * node configuration, written by configure local with a placeholder port.
+ */
+async function startNodeProxy(cfg: string): Promise<{ proxy: ChildProcessByStdio<null, null, Readable>; port: number; log: string }> {
+  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg, '--port', '0'], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  const log = await listening(proxy)
+  const port = Number(/Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(log)?.[1])
+  const url = `http://127.0.0.1:${port}`
+  let text = readFileSync(cfg, 'utf8')
+  text = setKeys(text, 'slapos', { master_url: url, master_rest_url: `${url}/hateoas` })
+  writeFileSync(cfg, setKeys(text, 'slapproxy', { port }))
+  return { proxy, port, log }
 }
+
+/** The port configure local writes before the real one is known (nothing listens there). */
+const PLACEHOLDER_PORT = '18099'
 
 function cfgOf(dir: string): string {
   return join(dir, 'etc', 'opt', 'slapos', 'slapos.cfg')
@@ -242,8 +247,8 @@ local('standalone works for a user without root', () => {
 
 local('--enable-shacache-proxy: the proxy gets its cache directories, key and upstreams; the node downloads through it', async () => {
   const dir = tempDir()
-  const port = await freePort()
-  const args = ['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--enable-shacache-proxy', '--no-start']
+  const port = PLACEHOLDER_PORT
+  const args = ['configure', 'local', '--standalone', dir, '--daemon-listen-port', port, '--enable-shacache-proxy', '--no-start']
   const r = slapos(args, { env: ENV })
   assert.is(r.code, 0, r.stderr)
   const base = `http://127.0.0.1:${port}/shacache`
@@ -280,15 +285,17 @@ local('--enable-shacache-proxy: the proxy gets its cache directories, key and up
   assert.is(loadNodeConfig(ConfigFile.load(cfgOf(plain))).networkcache.downloadBinaryCacheUrl, 'http://shacache.nxdcdn.com')
 
   // the local master started with that configuration serves the node's cache URLs
-  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', proxyCfgPath], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  // on a port the kernel picks: the node's cache URLs are read with that port
+  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', proxyCfgPath, '--port', '0'], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
   try {
-    const proxyLog = await listening(proxy)
+    const bound = /Listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(await listening(proxy))?.[1]
+    const cacheUrl = (node.downloadBinaryCacheUrl ?? '').replace(`:${port}/`, `:${bound}/`)
     const archive = 'an archive of the local cache'
-    const up = await fetch(node.downloadBinaryCacheUrl ?? '', { method: 'POST', body: archive })
+    const up = await fetch(cacheUrl, { method: 'POST', body: archive })
     assert.is(up.status, 201)
     const hash = await up.text()
     assert.ok(statSync(join(expected.contentDirectory, hash)).isFile())
-    const down = await fetch(`${node.downloadBinaryCacheUrl}/${hash}`)
+    const down = await fetch(`${cacheUrl}/${hash}`)
     assert.is(down.status, 200)
     assert.is(await down.text(), archive)
   } finally {
@@ -317,19 +324,16 @@ const e2e = suite('configure local, then proxy, format, supply, request')
 
 e2e('a standalone node configured by configure local deploys a request', async () => {
   const dir = tempDir()
-  const port = await freePort()
   const cfg = cfgOf(dir)
-  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '2', '--no-start', '--cfg', '/nonexistent.cfg'], { env: ENV })
+  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', PLACEHOLDER_PORT, '--partition-number', '2', '--no-start', '--cfg', '/nonexistent.cfg'], { env: ENV })
   assert.is(conf.code, 0, conf.stderr)
   // what is really next (nothing suggests starting a second proxy by hand)
   assert.not.match(conf.stderr, 'slapos proxy start')
   assert.match(conf.stderr, `Next: slapos node supervisord --cfg ${cfg}`)
   assert.match(conf.stderr, `slapos supply <software.cfg URL> local_computer --cfg ${cfg}`)
 
-  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  const { proxy, port } = await startNodeProxy(cfg)
   try {
-    const proxyLog = await listening(proxy)
-    assert.match(proxyLog, `Listening on http://127.0.0.1:${port}/`)
 
     const format = await slaposAsync(['node', 'format', '--cfg', cfg, '--now'], { env: ENV })
     if (/'node format' does not exist|invalid option '--cfg'/.test(format.stderr)) {
@@ -365,19 +369,17 @@ e2e('a standalone node configured by configure local deploys a request', async (
 e2e('standalone as root: root-owned software is refused (buildout never runs as uid 0) unless --run-as-root said so', async () => {
   if (process.getuid?.() !== 0) return skip('needs root')
   const dir = tempDir()
-  const port = await freePort()
   const cfg = cfgOf(dir)
   // a buildout that leaves a trace when it runs at all
   const trace = join(dir, 'buildout-ran')
   const recorder = join(dir, 'record-buildout')
   writeFileSync(recorder, `#!/bin/sh\nid -u > '${trace}'\n`, { mode: 0o755 })
-  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', String(port), '--partition-number', '1', '--no-start', '--buildout', recorder], { env: ENV })
+  const conf = await slaposAsync(['configure', 'local', '--standalone', dir, '--daemon-listen-port', PLACEHOLDER_PORT, '--partition-number', '1', '--no-start', '--buildout', recorder], { env: ENV })
   assert.is(conf.code, 0, conf.stderr)
   assert.match(conf.stderr, 'a standalone node made by root has root-owned partitions')
   assert.is(loadNodeConfig(ConfigFile.load(cfg)).runAsRoot, false)
-  const proxy = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  const { proxy } = await startNodeProxy(cfg)
   try {
-    await listening(proxy)
     const sr = join(dir, 'software.cfg')
     assert.is((await slaposAsync(['supply', sr, 'local_computer', '--cfg', cfg], { env: ENV })).code, 0)
     const run = await slaposAsync(['node', 'software', '--now', '--cfg', cfg], { env: ENV })
@@ -389,7 +391,7 @@ e2e('standalone as root: root-owned software is refused (buildout never runs as 
   }
   // said explicitly: written into the configuration, no warning at configure time
   const other = tempDir()
-  const explicit = await slaposAsync(['configure', 'local', '--standalone', other, '--daemon-listen-port', String(port), '--no-start', '--run-as-root'], { env: ENV })
+  const explicit = await slaposAsync(['configure', 'local', '--standalone', other, '--daemon-listen-port', PLACEHOLDER_PORT, '--no-start', '--run-as-root'], { env: ENV })
   assert.is(explicit.code, 0, explicit.stderr)
   assert.not.match(explicit.stderr, 'root-owned partitions')
   assert.is(loadNodeConfig(ConfigFile.load(cfgOf(other))).runAsRoot, true)

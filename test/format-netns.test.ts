@@ -47,6 +47,18 @@ function addressesSetByFormat(file: string): unknown {
     .sort((a, b) => a.ifname.localeCompare(b.ifname))
 }
 
+/**
+ * The routes of a snapshot that format decides: the kernel's own routes for link-local
+ * addresses (`local fe80::...`, added when IPv6 autoconfiguration gets to an interface, at a
+ * moment that varies) are left out.
+ */
+function routesSetByFormat(file: string): string {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => !/^\s*local fe80:/i.test(l))
+    .join('\n')
+}
+
 const netns = suite('node format as root in network + mount namespaces (built binary)')
 
 netns('3 partitions: users, directories, addresses, slapos.json, proxy; second run changes nothing', async () => {
@@ -105,7 +117,7 @@ netns('3 partitions: users, directories, addresses, slapos.json, proxy; second r
 
   // the second run: the same kernel state, users and model; nothing added
   assert.equal(addressesSetByFormat(join(dir, 'state', 'addr.2.json')), addressesSetByFormat(join(dir, 'state', 'addr.1.json')))
-  assert.is(readFileSync(join(dir, 'state', 'routes.2.txt'), 'utf8'), routes)
+  assert.is(routesSetByFormat(join(dir, 'state', 'routes.2.txt')), routesSetByFormat(join(dir, 'state', 'routes.1.txt')))
   assert.is(readFileSync(join(dir, 'state', 'users.2.txt'), 'utf8'), readFileSync(join(dir, 'state', 'users.1.txt'), 'utf8'))
   assert.not.match(log2, /useradd|groupadd|route add|addr add \S+:/)
   assert.match(log1, 'useradd -d')
@@ -143,7 +155,7 @@ netns('TAP and TUN per partition: devices, addresses, routes; second run adds no
   const log2 = readFileSync(join(dir, 'state', 'format.2.log'), 'utf8')
   assert.not.match(log2, /tuntap|route add|addr add \S+:|addr add 172/)
   assert.equal(addressesSetByFormat(join(dir, 'state', 'addr.2.json')), addressesSetByFormat(join(dir, 'state', 'addr.1.json')))
-  assert.is(readFileSync(join(dir, 'state', 'routes.2.txt'), 'utf8'), readFileSync(join(dir, 'state', 'routes.1.txt'), 'utf8'))
+  assert.is(routesSetByFormat(join(dir, 'state', 'routes.2.txt')), routesSetByFormat(join(dir, 'state', 'routes.1.txt')))
 })
 
 netns.run()

@@ -13,7 +13,7 @@ import { createLogger } from '../src/log.ts'
 import { loads } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { SLAPOS, slapos } from './helpers.ts'
-import { makeNode, type TestNode } from './node-helpers.ts'
+import { makeNode, waitFor, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance, edge cases (2 partitions, scripted buildout)')
 const quiet = createLogger({ level: 'critical', write: () => undefined })
@@ -33,7 +33,7 @@ t.before(async () => {
       'action=$(cat "../$id.action" 2>/dev/null)',
       'case "$action" in',
       '  fail) echo "step one"; echo "boom: cannot build" >&2; exit 1 ;;',
-      '  sleep) sleep 60 ;;',
+      '  sleep) touch "../$id.sleeping"; sleep 60 ;;',
       '  transaction) printf "inst-a\\n\\ninst-b\\n" > ".slapos-request-transaction-$id" ;;',
       '  env) env > buildout-env.txt ;;',
       '  noservice) rm -rf etc/service etc/run; exit 0 ;;',
@@ -274,8 +274,10 @@ t('a software release that is not installed fails only its partition (checklist 
 t('the master lost in the middle of a run: offline mode, exit 3 (checklist 98)', async () => {
   // talk to the proxy directly and stop it while the first partition's buildout runs
   writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')
+  rmSync(join(node.instanceRoot, 'slappart0.sleeping'), { force: true })
   const running = run(['--force', '--master-url', node.proxy.url, '--partition-timeout', '3'])
-  await new Promise((r) => setTimeout(r, 1500))
+  // the barrier: the buildout of the first partition has started
+  await waitFor('the buildout to run', async () => (existsSync(join(node.instanceRoot, 'slappart0.sleeping')) ? true : undefined), 60_000)
   await node.proxy.stop()
   const r = await running
   rmSync(join(node.instanceRoot, 'slappart0.action'))

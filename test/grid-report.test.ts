@@ -377,14 +377,15 @@ report('killed with SIGKILL in the middle of a wipe, the next run finishes it an
       mkdirSync(dir, { recursive: true })
       for (let f = 0; f < 150; f++) writeFileSync(join(dir, `f${f}`), '')
     }
-    // let the client see a connection the proxy closed while these writes held the loop
-    await new Promise((r) => setTimeout(r, 200))
+    // let the client see a connection the proxy closed while these writes held the loop (one
+    // turn of the loop handles what the socket already received)
+    await new Promise((r) => setImmediate(r))
     await node.supply()
     const id = await allocate(node, 'big')
     assert.is(id, 'slappart0')
     const path = fillPartition(node, id)
     // let the client see a connection the proxy closed while the chown above held the loop
-    await new Promise((r) => setTimeout(r, 200))
+    await new Promise((r) => setImmediate(r))
     await requestState(node, 'big', 'destroyed')
     node.clearCalls()
     const child = spawn(SLAPOS, ['node', 'report', '--now', '--cfg', node.cfgPath], { env: baseEnv(), stdio: 'ignore' })
@@ -448,7 +449,20 @@ life('two deployed instances; a crash bangs once; one destroyed is stopped, wipe
     process.kill(gonePid, 'SIGKILL')
     const bangs = () => node.calls().filter((c) => c.name === 'softwareInstanceBang')
     await waitFor('the bang', () => bangs().length > 0, 20_000)
-    await new Promise((r) => setTimeout(r, 3000))
+    // the barrier instead of a wait for "nothing more": the service settled after its one exit
+    // (exited for good, or running again under a new pid) and the watchdog logged one decision
+    await waitFor('the service settled', async () => {
+      const p = await service(gone)
+      return p !== undefined && (['EXITED', 'FATAL', 'STOPPED'].includes(p.statename) || (p.statename === 'RUNNING' && p.pid !== gonePid))
+    }, 20_000)
+    const logDir = join(node.instanceRoot, 'var', 'log')
+    const decisions = () =>
+      readdirSync(logDir)
+        .filter((f) => f.startsWith('watchdog-stderr'))
+        .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
+        .filter((l) => l.includes(`partition ${gone} encountered a problem`) || l.includes(`of ${gone} stopped`))
+    await waitFor('the watchdog decision', () => decisions().length > 0, 20_000)
+    assert.is(decisions().length, 1, decisions().join('\n'))
     assert.is(bangs().length, 1, JSON.stringify(bangs()))
     assert.is(bangs()[0]?.fields.computer_partition_id, gone)
     assert.match(bangs()[0]?.fields.message ?? '', `process in partition ${gone} encountered a problem`)

@@ -15,7 +15,7 @@ import { ConfigFile, loadNodeConfig, splitCertificates } from '../src/config.ts'
 import { md5hex } from '../src/grid-common.ts'
 import { badMember, debianize, distributionTuple, isCompatible, loadEntry, osMatches, selectEntries, verifySignature, type MachineInfo } from '../src/networkcache.ts'
 import { pythonJson } from '../src/shadir.ts'
-import { tempDir } from './helpers.ts'
+import { startProxy, tempDir } from './helpers.ts'
 import { makeNode, type TestNode } from './node-helpers.ts'
 
 // --- keys, signatures and archives made with the system tools ---
@@ -109,8 +109,9 @@ async function startCacheServer(): Promise<CacheServer> {
         return void res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(list))
       }
       if (req.method === 'PUT' && (m = /^\/shadir\/([^/]+)$/.exec(path))) {
+        // as the real directory (our proxy's /shacache/dir, the original's): the entry replaces the key's list
         const pair = JSON.parse(body.toString('utf8')) as [string, string]
-        dir.set(m[1] ?? '', [...(dir.get(m[1] ?? '') ?? []), pair])
+        dir.set(m[1] ?? '', [pair])
         return void res.writeHead(201).end()
       }
       if (req.method === 'GET' && (m = /^\/shacache\/([0-9a-f]+)$/.exec(path))) {
@@ -483,6 +484,79 @@ test('upload after a build: archive <hash>/ in shacache, entry signed for the ce
     },
     0,
   ))
+
+test('the shadir/shacache stand-in of these tests answers as the real one (our proxy, which answers as the original)', async () => {
+  const keys = tempDir('slapos-nc-contract-')
+  const fake = await startCacheServer()
+  const real = await startProxy({ extraCfg: `shacache_content_directory = ${join(keys, 'c')}\nshacache_metadata_directory = ${join(keys, 'd')}\n` })
+  try {
+    const routes = { fake: { cache: `${fake.url}/shacache`, dir: `${fake.url}/shadir` }, real: { cache: `${real.url}shacache/cache`, dir: `${real.url}shacache/dir` } }
+    const exchange = async (kind: 'fake' | 'real') => {
+      const r = routes[kind]
+      const out: string[] = []
+      const see = async (what: string, res: Response) => out.push(`${what}: ${res.status} ${what.startsWith('GET archive') ? sha512(Buffer.from(await res.arrayBuffer())) : await res.text()}`)
+      const archive = Buffer.from('an archive')
+      await see('POST archive', await fetch(r.cache, { method: 'POST', body: archive }))
+      await see('GET archive', await fetch(`${r.cache}/${sha512(archive)}`))
+      await see('GET missing key', await fetch(`${r.dir}/${'0'.repeat(32)}`).then((x) => new Response('', { status: x.status })))
+      const entry = (n: string) => JSON.stringify([`{"sha512": "${n.repeat(128)}"}`, 'c2lnbmF0dXJl'])
+      const put = { method: 'PUT', headers: { 'Content-Type': 'application/json' } }
+      await see('PUT entry', await fetch(`${r.dir}/${'a'.repeat(32)}`, { ...put, body: entry('1') }))
+      await see('PUT second entry', await fetch(`${r.dir}/${'a'.repeat(32)}`, { ...put, body: entry('2') }))
+      await see('GET key', await fetch(`${r.dir}/${'a'.repeat(32)}`).then(async (x) => new Response(JSON.stringify(await x.json()), { status: x.status })))
+      return out
+    }
+    const fakeAnswers = await exchange('fake')
+    assert.equal(fakeAnswers, await exchange('real'))
+    assert.equal(fakeAnswers.map((l) => l.split(':')[1]?.trim().split(' ')[0]), ['201', '200', '404', '201', '201', '200'])
+  } finally {
+    await fake.stop()
+    await real.stop()
+    rmSync(keys, { recursive: true, force: true })
+  }
+})
+
+test("against our own proxy's /shacache: a node uploads what it built, another node installs it without buildout", async () => {
+  const keys = tempDir('slapos-nc-keys-')
+  const trusted = makeSigner(keys, 'trusted')
+  const content = join(keys, 'content')
+  const metadata = join(keys, 'metadata')
+  const cache = await startProxy({ extraCfg: `shacache_content_directory = ${content}\nshacache_metadata_directory = ${metadata}\n` })
+  const base = `${cache.url}shacache`
+  const download = [
+    `download-binary-cache-url = ${base}/cache`,
+    `download-binary-dir-url = ${base}/dir`,
+    'signature-certificate-list =',
+    ...trusted.pem.trim().split('\n').map((l) => `  ${l}`),
+  ]
+  const upload = [`upload-binary-cache-url = ${base}/cache`, `upload-binary-dir-url = ${base}/dir`, `signature-private-key-file = ${trusted.key}`]
+  const builder = await makeNode({ partitions: 1, extraCfg: ['[networkcache]', ...download, ...upload].join('\n') })
+  const user = await makeNode({ partitions: 1, extraCfg: ['[networkcache]', ...download].join('\n') })
+  try {
+    // the builder: real buildout of the sample release, then the upload through the proxy's routes
+    await builder.supply()
+    const built = await builder.run(['node', 'software', '--now'], { timeoutMs: 300_000 })
+    assert.is(built.code, 0, built.stderr)
+    const hash = md5hex(builder.srUrl)
+    assert.equal(readdirSync(metadata), [hash])
+    assert.is(readdirSync(content).length, 1)
+    // the user: its buildout would leave a trace and fail; the release comes from the cache
+    const trace = join(user.dir, 'buildout-ran')
+    writeFileSync(user.buildout, `#!/bin/sh\ntouch '${trace}'\nexit 1\n`, { mode: 0o755 })
+    await user.supply(builder.srUrl)
+    const got = await user.run(['node', 'software', '--now'], { timeoutMs: 300_000 })
+    assert.is(got.code, 0, got.stderr)
+    assert.not.ok(existsSync(trace), 'buildout ran')
+    assert.ok(existsSync(join(user.softwareRoot, hash, '.completed')))
+    assert.ok(existsSync(join(user.softwareRoot, hash, 'instance.cfg')), 'the built release is there')
+    assert.ok(names(user).includes('availableSoftwareRelease'))
+  } finally {
+    await builder.stop()
+    await user.stop()
+    await cache.stop()
+    rmSync(keys, { recursive: true, force: true })
+  }
+})
 
 test('no upload for a .shared release, a blacklisted URL, or a key without its certificate in the list', () =>
   withCacheNode(

@@ -1,12 +1,13 @@
 // The node test set-up itself: the buildout wrapper installs the test Software Release
 // offline by hand, and makeNode gives a proxy that knows the computer and its partitions.
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { tempDir } from './helpers.ts'
-import { buildoutShim, makeNode, renderSoftwareRelease } from './node-helpers.ts'
+import { buildoutShim, makeNode, renderSoftwareRelease, reserveAddresses } from './node-helpers.ts'
 
 test('the buildout wrapper installs the test Software Release offline', () => {
   const dir = tempDir()
@@ -25,6 +26,29 @@ test('the buildout wrapper installs the test Software Release offline', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('partition addresses: two test nodes never share one; a reservation of a process that is gone is taken over', () => {
+  const a = reserveAddresses(3)
+  const b = reserveAddresses(3)
+  try {
+    const range = (r: { base: number }) => [r.base, r.base + 1, r.base + 2]
+    assert.equal(range(a).filter((o) => range(b).includes(o)), [])
+    assert.throws(() => reserveAddresses(1, a.base), /held by another test node/)
+  } finally {
+    a.release()
+    b.release()
+  }
+  // a reservation left by a process that no longer runs (pid 2^22 + 1 is above pid_max's default)
+  const octet = 251
+  const lock = join(tmpdir(), `slapos-test-address-127.0.1.${octet}`)
+  rmSync(lock, { recursive: true, force: true })
+  mkdirSync(lock)
+  writeFileSync(join(lock, 'pid'), String(2 ** 22 + 1))
+  const c = reserveAddresses(1, octet)
+  assert.is(readFileSync(join(lock, 'pid'), 'utf8'), String(process.pid))
+  c.release()
+  assert.not.ok(existsSync(lock))
 })
 
 test('makeNode: partitions 0750, proxy knows them with 127.0.1.x addresses, calls go through the tap', async () => {

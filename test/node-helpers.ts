@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SlapClient } from '../src/slap-client.ts'
 import type { PyValue } from '../src/slap-protocol.ts'
@@ -109,7 +110,7 @@ export interface MakeNodeOptions {
   extraSlapos?: string
   /** appended after [slapos] (other sections) */
   extraCfg?: string
-  /** last octet of the first partition address (127.0.1.<base + i>); random by default so parallel runs differ */
+  /** last octet of the first partition address (127.0.1.<base + i>); by default a free range, reserved */
   ipv4Base?: number
 }
 
@@ -130,7 +131,8 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
   const runDir = join(dir, 'run')
   for (const d of [softwareRoot, instanceRoot, certificateRepository, runDir]) mkdirSync(d, { recursive: true, mode: 0o755 })
   const addresses: Record<string, string> = {}
-  const base = opts.ipv4Base ?? 2 + Math.floor(Math.random() * Math.max(1, 250 - opts.partitions))
+  const reserved = reserveAddresses(opts.partitions, opts.ipv4Base)
+  const base = reserved.base
   for (let i = 0; i < opts.partitions; i++) {
     const id = `slappart${i}`
     mkdirSync(join(instanceRoot, id))
@@ -208,7 +210,63 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
       await proxy.stop()
       await new Promise<void>((res) => tap.server.close(() => res()))
       if (!o.keep) rmSync(dir, { recursive: true, force: true })
+      reserved.release()
     },
+  }
+}
+
+/**
+ * Partition addresses 127.0.1.<base>..<base + count - 1> that no other test node of any test
+ * process holds: one directory per address under the temporary directory (mkdir is atomic),
+ * holding the owner's pid; a directory whose process is gone is taken over. The services of
+ * the sample release bind <address>:8080, so two nodes never share an address.
+ */
+export function reserveAddresses(count: number, wanted?: number): { base: number; release(): void } {
+  const lock = (octet: number) => join(tmpdir(), `slapos-test-address-127.0.1.${octet}`)
+  const take = (octet: number): boolean => {
+    const path = lock(octet)
+    try {
+      mkdirSync(path)
+    } catch {
+      let owner = 0
+      try {
+        owner = Number(readFileSync(join(path, 'pid'), 'utf8'))
+      } catch {
+        return false // being made right now by another process
+      }
+      if (owner > 0 && isAlive(owner)) return false
+      rmSync(path, { recursive: true, force: true })
+      try {
+        mkdirSync(path)
+      } catch {
+        return false
+      }
+    }
+    writeFileSync(join(path, 'pid'), String(process.pid))
+    return true
+  }
+  const span = Math.max(1, 250 - count)
+  const first = wanted ?? 2 + Math.floor(Math.random() * span)
+  for (let attempt = 0; attempt < span; attempt++) {
+    const base = wanted ?? 2 + ((first - 2 + attempt) % span)
+    const got: number[] = []
+    for (let i = 0; i < count && take(base + i); i++) got.push(base + i)
+    const release = () => {
+      for (const o of got) rmSync(lock(o), { recursive: true, force: true })
+    }
+    if (got.length === count) return { base, release }
+    release()
+    if (wanted !== undefined) throw new Error(`127.0.1.${wanted}.. is held by another test node`)
+  }
+  throw new Error(`no ${count} free partition addresses in 127.0.1.0/24`)
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 

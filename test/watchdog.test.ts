@@ -3,7 +3,7 @@
 // supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
 // exactly once, an etc/run one never. Also node bang (computerBang).
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -204,9 +204,20 @@ live('a crashing etc/service process bangs once, an etc/run one never, a second 
       const l = (await sup.processInfo()).filter((p) => p.group === 'slappart0')
       return l.length === 2 && l.every((p) => p.statename === 'EXITED') ? l : undefined
     }
+    // the barrier: the watchdog logs its decision on each exit of the watched process, so the
+    // test knows when it has handled the N-th one (no sleep waiting for "nothing more")
+    const logDir = join(root, 'var', 'log')
+    const decisions = () =>
+      readdirSync(logDir)
+        .filter((f) => f.startsWith('watchdog-stderr'))
+        .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
+        .filter((l) => /crasher-on-watch process in partition slappart0|crasher-on-watch of slappart0 stopped/.test(l))
+    const decided = (count: number) => waitFor(`the watchdog's decision on exit ${count}`, async () => (decisions().length >= count ? true : undefined))
     await waitFor('both processes exited', exited)
-    await waitFor('one bang', async () => (bangs(n).length >= 1 ? true : undefined))
-    await new Promise((r) => setTimeout(r, 1_000)) // room for a wrong second bang
+    await decided(1)
+    // answered by the master, then recorded by the watchdog
+    await waitFor('one bang answered', async () => (bangs(n).length >= 1 && bangs(n)[0]?.status !== 0 ? true : undefined))
+    await waitFor('the bang recorded', async () => (existsSync(join(part, '.slapos_latest_bang_timestamp')) ? true : undefined))
     assert.equal(
       bangs(n).map((c) => c.fields),
       [{ computer_id: n.computerId, computer_partition_id: 'slappart0', message: 'crasher-on-watch process in partition slappart0 encountered a problem' }],
@@ -217,18 +228,19 @@ live('a crashing etc/service process bangs once, an etc/run one never, a second 
 
     // crash again, no successful deployment in between: no bang
     await sup.startGroup('slappart0')
-    await new Promise((r) => setTimeout(r, 300))
     await waitFor('both processes exited again', exited)
-    await new Promise((r) => setTimeout(r, 1_000))
+    await decided(2)
+    assert.match(decisions()[1] ?? '', 'already banged since the last deployment, not banging again')
     assert.is(bangs(n).length, 1)
 
     // after a successful deployment (.timestamp newer than the last bang) it bangs again, once
     writeFileSync(join(part, '.timestamp'), '1800000000')
     await sup.startGroup('slappart0')
-    await new Promise((r) => setTimeout(r, 300))
     await waitFor('both processes exited a third time', exited)
-    await waitFor('second bang', async () => (bangs(n).length >= 2 ? true : undefined))
-    await new Promise((r) => setTimeout(r, 1_000))
+    await decided(3)
+    await waitFor('second bang answered', async () => (bangs(n).length >= 2 && bangs(n)[1]?.status !== 0 ? true : undefined))
+    await waitFor('the second bang recorded', async () => (readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8') === '1800000000' ? true : undefined))
+    assert.equal(decisions().length, 3)
     assert.is(bangs(n).length, 2)
     assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '1800000000')
   } finally {
