@@ -31,7 +31,7 @@ import { join } from 'node:path'
 import { buildoutFailure, runBuildout } from './buildout.ts'
 import type { NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
-import { ConnectionError, NotFoundError, SlapError } from './errors.ts'
+import { ConnectionError, NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
@@ -121,7 +121,9 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   log.info('Processing computer partitions...')
   const listed = await listing
   if ('error' in listed) {
+    // a master that answers 503 (down for maintenance, overloaded) is as lost as one that does not answer
     if (listed.error instanceof ConnectionError) return offlineRun(listed.error)
+    if (listed.error instanceof ServerError && listed.error.status === 503) return offlineRun(new ConnectionError(listed.error.message, listed.error))
     throw listed.error
   }
   const partitions: ComputerPartition[] = listed.partitions

@@ -379,6 +379,10 @@ export function decode(body: string, method: string): PyValue {
   }
 }
 
+function hasReleaseUrl(o: SlapObject): boolean {
+  return typeof (o.state._software_release ?? o.initArgs[0] ?? null) === 'string'
+}
+
 export function asSoftwareRelease(v: PyValue): SoftwareRelease {
   const o = expectObject(v, 'SoftwareRelease')
   const s = o.state
@@ -413,7 +417,8 @@ export function asComputerPartition(v: PyValue): ComputerPartition {
   if ('_connection_dict' in s) view._connection_dict = optDict(s._connection_dict!, '_connection_dict')
   if ('_software_release_document' in s) {
     const d = s._software_release_document!
-    view._software_release_document = d instanceof SlapObject ? asSoftwareRelease(d) : optString(d, '_software_release_document')
+    // a free partition's document may be a SoftwareRelease without a URL: no software release
+    view._software_release_document = d instanceof SlapObject ? (hasReleaseUrl(d) ? asSoftwareRelease(d) : null) : optString(d, '_software_release_document')
   }
   return view
 }

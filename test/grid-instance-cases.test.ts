@@ -271,6 +271,23 @@ t('a software release that is not installed fails only its partition (checklist 
   assert.ok(node.calls().some((c) => c.name === 'startedComputerPartition' && c.fields.computer_partition_id === 'slappart0'))
 })
 
+t('a master answering 503 (maintenance) is a lost master: offline mode, services kept, exit 3', async () => {
+  const { createServer } = await import('node:http')
+  const server = createServer((_req, res) => res.writeHead(503, { 'Content-Type': 'text/plain' }).end('down for maintenance'))
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  try {
+    const { port } = server.address() as import('node:net').AddressInfo
+    const r = await run(['--master-url', `http://127.0.0.1:${port}/`, '--json'])
+    assert.is(r.code, 3, r.stderr)
+    assert.match(r.stderr, /offline mode/)
+    const out = JSON.parse(r.stdout) as { exitCode: number; offline: boolean }
+    assert.equal([out.exitCode, out.offline], [3, true])
+    assert.ok((await groups()).includes('slappart0'), 'the services are kept')
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()))
+  }
+})
+
 t('the master lost in the middle of a run: offline mode, exit 3 (checklist 98)', async () => {
   // talk to the proxy directly and stop it while the first partition's buildout runs
   writeFileSync(join(node.instanceRoot, 'slappart0.action'), 'sleep')

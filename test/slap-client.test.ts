@@ -11,7 +11,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { AuthorizationError, ConfigError, ConnectionError, NotFoundError, ResourceNotReadyError, ServerError } from '../src/errors.ts'
 import { EXIT } from '../src/exit-codes.ts'
-import { formEncode, normalizeMasterUrl, serverName, SlapClient, type Computer, type ComputerPartition, type SoftwareInstance } from '../src/slap-client.ts'
+import { asComputer, decode, formEncode, normalizeMasterUrl, serverName, SlapClient, type Computer, type ComputerPartition, type SoftwareInstance } from '../src/slap-client.ts'
 import { dumps, isPyDict, loads, PyFloat, PyMap, SlapObject, Tuple, type PyDict, type PyValue } from '../src/slap-protocol.ts'
 import { FIXTURES as FIXTURE_ROOT, tempDir } from './helpers.ts'
 
@@ -201,6 +201,19 @@ test.before(async () => {
 })
 test.after(async () => {
   await wire.close()
+})
+
+test("a free partition whose software release document has no URL (the real master's) has no software release, not an error", () => {
+  const fx = FIXTURES.find((f) => f.file.startsWith('15-'))!.fx
+  const empty =
+    '<string>_software_release_document</string><object id="i90" module="slapos.slap.slap" class="SoftwareRelease"><tuple><none/><none/></tuple>' +
+    '<dictionary id="i91"><string>_software_release</string><none/><string>_computer_guid</string><none/></dictionary></object>'
+  const body = fx.response.body.replace('<string>_software_release_document</string><none/>', empty)
+  assert.is.not(body, fx.response.body)
+  const computer = asComputer(decode(body, 'getFullComputerInformation'))
+  const free = computer._computer_partition_list[0]!
+  assert.is(free._software_release_document, null)
+  assert.is(free._requested_state, 'destroyed')
 })
 
 test('the capture set is complete (58 exchanges, 22 endpoints)', () => {
