@@ -179,8 +179,8 @@ export async function commandParser(spec: CommandSpec, mod: CommandModule, args:
   if (mod.options) y = mod.options(y)
   // an option that takes a value and has none (`--only-cp` at the end of the line) is
   // refused with the usage, as the original's argparse does, instead of running as if absent
-  const declared = (y as unknown as { getOptions(): { string?: string[]; array?: string[] } }).getOptions()
-  const valued = [...(declared.string ?? []), ...(declared.array ?? [])]
+  const declared = (y as unknown as { getOptions(): { string?: string[]; array?: string[]; number?: string[] } }).getOptions()
+  const valued = [...(declared.string ?? []), ...(declared.array ?? []), ...(declared.number ?? [])]
   if (valued.length) y = y.requiresArg(valued)
   return y
 }

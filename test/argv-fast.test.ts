@@ -164,4 +164,51 @@ test('an option that needs a value and has none is refused (exit 2), not run as 
   }
 })
 
+/** Every option of every command that takes one value (string or number), with a value it accepts. */
+type Valued = { spec: CommandSpec; mod: CommandModule; flag: string; key: string; values: [string, string]; required: string[] }
+async function valuedOptions(): Promise<Valued[]> {
+  const out: Valued[] = []
+  for (const spec of COMMANDS) {
+    const { default: mod } = await spec.load()
+    if (mod.passThrough) continue
+    const seen: [string, Record<string, unknown>][] = []
+    const recorder = new Proxy({} as never, {
+      get(_, method) {
+        return (...a: unknown[]) => {
+          if (method === 'option' && typeof a[0] === 'string' && a[1] && typeof a[1] === 'object') seen.push([a[0], a[1] as Record<string, unknown>])
+          return recorder
+        }
+      },
+    })
+    mod.options?.(recorder)
+    // the options the command demands, each with a value, so that only the one tested varies
+    const demanded = seen.filter(([, o]) => o.demandOption === true || o.demand === true)
+    for (const [key, o] of seen) {
+      if (o.type !== 'string' && o.type !== 'number') continue
+      const choices = Array.isArray(o.choices) ? o.choices.map(String) : undefined
+      const values: [string, string] = choices && choices.length > 1 ? [choices[0]!, choices[1]!] : choices ? [choices[0]!, choices[0]!] : ['1', '2']
+      const required = demanded.filter(([k]) => k !== key).flatMap(([k]) => [`--${k}`, 'x'])
+      out.push({ spec, mod, flag: key.length === 1 ? `-${key}` : `--${key}`, key, values, required })
+    }
+  }
+  return out
+}
+
+test('every command: an option that needs a value and has none exits 2; repeated, it takes its last value', async () => {
+  const options = await valuedOptions()
+  assert.ok(options.length > 60, `${options.length} options`)
+  for (const { spec, mod, flag, key, values, required } of options) {
+    let err: unknown
+    try {
+      await (await commandParser(spec, mod, [flag])).parseAsync()
+    } catch (e) {
+      err = e
+    }
+    assert.instance(err, UsageError, `${spec.name} ${flag}`)
+    assert.is((err as UsageError).exitCode, 2, `${spec.name} ${flag}`)
+    const parsed = (await (await commandParser(spec, mod, [...required, flag, values[0], flag, values[1]])).parseAsync()) as Record<string, unknown>
+    assert.is(String(parsed[key]), values[1], `${spec.name} ${flag} ${values[0]} ${flag} ${values[1]}`)
+  }
+})
+
 test.run()
