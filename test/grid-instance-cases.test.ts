@@ -3,6 +3,8 @@
 // a changed certificate, a master that goes away mid-run. Real proxy (through the recording
 // tap), real supervisord; the configured buildout is a small shell script (the node runs
 // whatever `buildout` slapos.cfg names) whose behaviour each test picks per partition.
+// Each test starts from the deployed node (a snapshot restored before it; the first one from
+// the requested node), so any one runs alone as well.
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
@@ -13,12 +15,15 @@ import { createLogger } from '../src/log.ts'
 import { loads } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { SLAPOS, slapos } from './helpers.ts'
-import { makeNode, waitFor, type TestNode } from './node-helpers.ts'
+import { makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance, edge cases (2 partitions, scripted buildout)')
 const quiet = createLogger({ level: 'critical', write: () => undefined })
 let node: TestNode
 let script: string
+/** the two instances requested, nothing deployed; then deployed */
+let requested: NodeSnapshot
+let deployed: NodeSnapshot
 const SR2 = 'file:///nowhere/other-software.cfg'
 
 t.before(async () => {
@@ -51,6 +56,14 @@ t.before(async () => {
   writeFileSync(join(sw, 'instance.cfg'), '[buildout]\nparts =\n')
   await node.supply()
   for (const i of [0, 1]) await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: `i${i}`, partitionParameterKw: {}, state: 'started' })
+  requested = await node.snapshot()
+  const r = await run([])
+  assert.is(r.code, 0, r.stderr)
+  deployed = await node.snapshot()
+})
+
+t.before.each(async () => {
+  await node.restore(deployed)
 })
 
 t.after(async () => {
@@ -58,6 +71,7 @@ t.after(async () => {
 })
 
 t('a scripted deployment works (baseline), legacy slapgrid-cp, and the CLI refuses bad combinations (checklist 11)', async () => {
+  await node.restore(requested)
   const r = await run([])
   assert.is(r.code, 0, r.stderr)
   assert.is((await groups()).filter((g) => g === 'slappart0' || g === 'slappart1').length, 2)

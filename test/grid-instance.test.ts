@@ -1,11 +1,13 @@
 // End to end test of `slapos node instance` against real components: our proxy (through the
 // recording tap of node-helpers.ts), real supervisord, real buildout (Debian's, through the
-// test wrapper) and the offline test Software Release. One node with 3 partitions goes
-// through deploy, idle re-run, parameter change, stop, a failing buildout, a failing
-// promise, a run killed mid-buildout, --jobs 2 and offline mode, in that order.
+// test wrapper) and the offline test Software Release. One node with 3 instances (ports 8080,
+// 8081, 8082) and a free partition; the first test deploys them from the requested state,
+// every other test starts from the deployed state (a snapshot of the instance root, the
+// certificates and the proxy's database, restored before it), so each runs alone as well
+// (`t.only`) and one bug fails only the tests that see it.
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -13,7 +15,7 @@ import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
 import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
 import { SLAPOS } from './helpers.ts'
-import { baseEnv, makeNode, type TestNode } from './node-helpers.ts'
+import { baseEnv, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance, end to end (3 partitions and a free one)')
 const quiet = createLogger({ level: 'critical', write: () => undefined })
@@ -23,6 +25,10 @@ interface State {
   clientCfg: string
   /** instance title -> partition id */
   where: Record<string, string>
+  /** software built, 3 instances requested, nothing deployed */
+  requested: NodeSnapshot
+  /** the 3 instances deployed and running */
+  deployed: NodeSnapshot
 }
 let S: State
 
@@ -40,15 +46,7 @@ t.before(async () => {
   writeFileSync(tpl, text)
   const clientCfg = join(node.dir, 'client.cfg')
   writeFileSync(clientCfg, `[slapos]\nmaster_url = ${node.proxy.url}\n`)
-  S = { node, clientCfg, where: {} }
-})
-
-t.after(async () => {
-  await S?.node.stop()
-})
-
-t('supply, request 3 instances, node software, node instance: every service runs and answers (checklist 49-51, 66, 67, 70, 80, 84)', async () => {
-  const { node } = S
+  S = { node, clientCfg, where: {} } as unknown as State
   await node.supply()
   for (const i of [0, 1, 2]) {
     const r = request(`inst${i}`, ['--parameters', `port=${8080 + i}`])
@@ -57,6 +55,24 @@ t('supply, request 3 instances, node software, node instance: every service runs
   const sw = await node.run(['node', 'software', '--now'])
   if (sw.code === 5 && /does not exist/.test(sw.stderr)) buildSoftwareByHand(node)
   else assert.is(sw.code, 0, sw.stderr)
+  S.requested = await node.snapshot()
+  const r = await instance([])
+  assert.is(r.code, 0, r.stderr)
+  for (const i of [0, 1, 2]) S.where[`inst${i}`] = JSON.parse(request(`inst${i}`, ['--parameters', `port=${8080 + i}`, '--json']).stdout)['partition-id']
+  S.deployed = await node.snapshot()
+})
+
+t.before.each(async () => {
+  await S.node.restore(S.deployed)
+})
+
+t.after(async () => {
+  await S?.node.stop()
+})
+
+t('3 requested instances, node instance: every service runs and answers (checklist 49-51, 66, 67, 70, 80, 84)', async () => {
+  const { node } = S
+  await node.restore(S.requested)
 
   // slappart3 stays free: leftovers of ours in it are cleaned, the master hears nothing of it
   const free = join(node.instanceRoot, 'slappart3')
@@ -71,7 +87,7 @@ t('supply, request 3 instances, node software, node instance: every service runs
   assert.not.ok(node.calls().some((c) => Object.values(c.fields).includes('slappart3')), 'no master call about the free partition')
   for (const i of [0, 1, 2]) {
     const info = JSON.parse(request(`inst${i}`, ['--parameters', `port=${8080 + i}`, '--json']).stdout)
-    S.where[`inst${i}`] = info['partition-id']
+    assert.is(info['partition-id'], S.where[`inst${i}`])
     const addr = node.addresses[info['partition-id']]
     assert.is(info['connection-parameters']['url-http'], `http://${addr}:${8080 + i}/`)
     assert.is(await httpStatus(`http://${addr}:${8080 + i}/`), 200)
@@ -193,7 +209,7 @@ t('a broken parameter fails only that partition: exit 1, error reported, others 
   assert.match(r.stderr, new RegExp(`Error while processing the following partitions:[\\s\\S]*  ${p0}\\[default\\]: Failed to run buildout`))
   const p1 = S.where.inst1!
   assert.is(timestampMtimes()[p1], stamps[p1], 'the other started partition is untouched')
-  assert.is(await httpStatus(`http://${node.addresses[p1]}:8091/`), 200)
+  assert.is(await httpStatus(`http://${node.addresses[p1]}:8081/`), 200)
   // fixed parameter: redeployed, the error log goes
   assert.is(request('inst0', ['--parameters', 'port=8080']).code, 0)
   const again = await instance([])
@@ -267,7 +283,18 @@ t('killed with SIGKILL during buildout, the next run completes cleanly (exit 0, 
   child.kill('SIGKILL')
   await exited
   assert.ok(existsSync(node.pidfiles.instance), 'the killed run left its pid file behind')
-  await sleep(2000) // the orphaned buildout finishes on its own
+  // the orphaned buildout finishes on its own: no process works in the partition any more
+  const partition = join(node.instanceRoot, p0)
+  const working = () =>
+    readdirSync('/proc').filter((pid) => {
+      if (!/^\d+$/.test(pid)) return false
+      try {
+        return readlinkSync(`/proc/${pid}/cwd`) === partition && !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('http.server')
+      } catch {
+        return false
+      }
+    })
+  await waitFor('the orphaned buildout to end', async () => (working().length === 0 ? true : undefined), 60_000)
   const r = await instance([])
   assert.is(r.code, 0, r.stderr)
   assert.not.ok(existsSync(node.pidfiles.instance))
@@ -297,11 +324,10 @@ t('--jobs 2 gives the same result; --json summary on stdout', async () => {
   assert.is(summary.exitCode, 0)
   assert.equal(Object.keys(summary), ['exitCode', 'durationMs', 'items'])
   const rows = Object.fromEntries(summary.items.map((p: { id: string; result: string; state: string }) => [p.id, `${p.state} ${p.result}`]))
-  assert.equal(rows, { [S.where.inst0!]: 'started deployed', [S.where.inst1!]: 'started deployed', [S.where.inst2!]: 'stopped stopped', slappart3: 'destroyed free' })
+  assert.equal(rows, { [S.where.inst0!]: 'started deployed', [S.where.inst1!]: 'started deployed', [S.where.inst2!]: 'started deployed', slappart3: 'destroyed free' })
   const procs = await processes()
-  assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 2)
-  assert.is(await httpStatus(`http://${node.addresses[S.where.inst0!]}:8070/`), 200)
-  assert.is(await httpStatus(`http://${node.addresses[S.where.inst1!]}:8092/`), 200)
+  assert.is(procs.filter((p) => p.group.startsWith('slappart') && p.statename === 'RUNNING').length, 3)
+  for (const i of [0, 1, 2]) assert.is(await httpStatus(`http://${node.addresses[S.where[`inst${i}`]!]}:${8080 + i}/`), 200)
 })
 
 t('a destroyed partition is only stopped and reported stopped; its files stay (checklist 76)', async () => {
@@ -334,7 +360,10 @@ t('master unreachable: offline mode starts every supervised process, exit 3 (che
   assert.equal(JSON.parse(r.stdout).offline, true)
   assert.match(r.stderr, /offline mode/)
   assert.not.match(r.stderr, /Running buildout/)
-  await sleep(500)
+  await waitFor('the services of the offline start', async () => {
+    const p = (await processes()).filter((x) => x.group === p0)
+    return p.length > 0 && p.every((x) => x.statename === 'RUNNING') ? true : undefined
+  })
   const after = await processes()
   assert.ok(after.filter((p) => p.group === p0).length > 0 && after.filter((p) => p.group === p0).every((p) => p.statename === 'RUNNING'))
   assert.is(after.filter((p) => p.group === p1).length, 0, 'the partition whose .requested_state said stopped is stopped')

@@ -1,8 +1,8 @@
 // Shared by the node tests (software, instance, report, watchdog): a buildout wrapper that
 // works on this OS, the offline test Software Release, and a whole test node (directories,
 // slapos.cfg, a real proxy with the computer loaded, a tap recording every master call).
-import { spawn } from 'node:child_process'
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -85,11 +85,25 @@ export interface TestNode {
   run(args: string[], opts?: RunOpts): Promise<Result>
   /** supplies a Software Release to this computer (default: the test SR, available) */
   supply(url?: string, state?: 'available' | 'destroyed'): Promise<void>
+  /**
+   * The node's state now (instance root, certificates, the proxy's database, which groups
+   * supervisord runs), so that each test can start from it: `restore(snapshot)`.
+   */
+  snapshot(): Promise<NodeSnapshot>
+  /** Back to a snapshot: supervisord stopped, files and database put back, the groups started again. */
+  restore(snapshot: NodeSnapshot): Promise<void>
   /** master calls recorded since the start or the last clearCalls() */
   calls(): MasterCall[]
   clearCalls(): void
   /** shuts supervisord down (if started), stops the proxy and the tap, removes the directory unless `keep` */
   stop(opts?: { keep?: boolean }): Promise<void>
+}
+
+export interface NodeSnapshot {
+  dir: string
+  /** whether supervisord ran, and its groups with a running process, when the snapshot was taken */
+  supervisord: boolean
+  groups: string[]
 }
 
 export interface RunOpts {
@@ -143,7 +157,7 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
   const srUrl = renderSoftwareRelease(join(dir, 'sr'))
 
   mkdirSync(join(dir, 'proxy'))
-  const proxy = await startProxy({ dir: join(dir, 'proxy'), computerId }).catch((e) => {
+  let proxy = await startProxy({ dir: join(dir, 'proxy'), computerId }).catch((e) => {
     rmSync(dir, { recursive: true, force: true })
     throw e
   })
@@ -185,10 +199,19 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
     ].join('\n'),
   )
 
+  const port = new URL(proxy.url).port
+  // cp -a: owners, modes, times and links as they are
+  const copyTree = (from: string, to: string) => {
+    rmSync(to, { recursive: true, force: true })
+    const r = spawnSync('cp', ['-a', from, to], { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`cp -a ${from} ${to}: ${r.stderr}`)
+  }
   return {
     dir,
     cfgPath,
-    proxy,
+    get proxy() {
+      return proxy
+    },
     masterUrl: tap.url,
     computerId,
     softwareRoot,
@@ -202,6 +225,33 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
     run: (args, o = {}) => runSlapos(o.noCfg ? args : [...args, '--cfg', cfgPath], o),
     async supply(url = srUrl, state = 'available') {
       await client.supplySupply(url, computerId, state)
+    },
+    async snapshot() {
+      const snap = tempDir('slapos-node-snapshot-')
+      const { DatabaseSync } = await import('node:sqlite')
+      const db = new DatabaseSync(proxy.dbPath, { readOnly: true })
+      try {
+        db.exec(`VACUUM INTO '${join(snap, 'proxy.db').replace(/'/g, "''")}'`)
+      } finally {
+        db.close()
+      }
+      copyTree(instanceRoot, join(snap, 'instance'))
+      copyTree(certificateRepository, join(snap, 'cert'))
+      const supervisord = existsSync(join(instanceRoot, 'var', 'run', 'supervisord.pid'))
+      return { dir: snap, supervisord, groups: supervisord ? await runningGroups(instanceRoot) : [] }
+    },
+    async restore(snap) {
+      await stopSupervisord(instanceRoot)
+      await proxy.stop()
+      for (const suffix of ['', '-wal', '-shm']) rmSync(proxy.dbPath + suffix, { force: true })
+      cpSync(join(snap.dir, 'proxy.db'), proxy.dbPath)
+      proxy = await startProxy({ dir: join(dir, 'proxy'), computerId, args: ['--port', port] })
+      copyTree(join(snap.dir, 'instance'), instanceRoot)
+      copyTree(join(snap.dir, 'cert'), certificateRepository)
+      for (const f of ['supervisord.pid', 'supervisord.socket']) rmSync(join(instanceRoot, 'var', 'run', f), { force: true })
+      for (const f of Object.values(pidfiles)) rmSync(f, { force: true })
+      if (snap.supervisord) await startGroups(instanceRoot, snap.groups)
+      tap.calls.length = 0
     },
     calls: () => [...tap.calls],
     clearCalls: () => void (tap.calls.length = 0),
@@ -267,6 +317,35 @@ function isAlive(pid: number): boolean {
     return true
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** Groups of the node's supervisord with a process running (none when it is not running). */
+async function runningGroups(instanceRoot: string): Promise<string[]> {
+  if (!existsSync(join(instanceRoot, 'var', 'run', 'supervisord.pid'))) return []
+  const { createLogger } = await import('../src/log.ts')
+  const { Supervisor, supervisorPaths } = await import('../src/supervisor.ts')
+  const sup = new Supervisor(supervisorPaths(instanceRoot), createLogger({ level: 'critical', write: () => undefined }))
+  const list = await sup.processInfo()
+  return [...new Set(list.filter((p) => p.statename === 'RUNNING' && p.group !== 'watchdog').map((p) => p.group))].sort()
+}
+
+/** Launches the node's supervisord (as node instance does) and starts these groups. */
+async function startGroups(instanceRoot: string, groups: string[]): Promise<void> {
+  const { createLogger } = await import('../src/log.ts')
+  const { Supervisor, supervisorPaths } = await import('../src/supervisor.ts')
+  const sup = new Supervisor(supervisorPaths(instanceRoot), createLogger({ level: 'critical', write: () => undefined }))
+  await sup.launch()
+  for (const g of groups) await sup.startGroup(g)
+  // ready as after a deployment: the partitions' etc/promise checks pass (the sample release's
+  // waits for its port), so a test never sees a service that has not bound its port yet
+  for (const g of groups) {
+    const dir = join(instanceRoot, g, 'etc', 'promise')
+    if (!existsSync(dir)) continue
+    for (const name of readdirSync(dir)) {
+      const r = spawnSync(join(dir, name), [], { cwd: join(instanceRoot, g), encoding: 'utf8', timeout: 30_000 })
+      if (r.status !== 0) throw new Error(`restored ${g}: promise ${name} fails: ${r.stderr || r.stdout}`)
+    }
   }
 }
 
