@@ -56,6 +56,11 @@ export interface PromiseRun {
   now?: () => Date
   /** the partition's software release directory: its Python runs the plugins */
   softwarePath?: string | undefined
+  /**
+   * anomaly mode (the runner's --check-anomaly, without --force): the check of an up-to-date
+   * partition; test mode (default) is the check after a deployment and of `node promise`
+   */
+  anomaly?: boolean | undefined
   /** passed to the plugin runner (bang, partition certificate) */
   masterUrl?: string | undefined
   computerId?: string | undefined
@@ -192,10 +197,7 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { python: string; scrip
   // like runpromises.py itself: the import path is the `sys.path[0:0] = [...]` of the first plugin
   const text = readPartitionFile(join(p.path, 'etc', 'plugin', plugins[0] ?? ''))
   if (text === undefined) return undefined
-  const m = /^sys\.path\[0:0\]\s*=\s*\[([^\]]*)\]/m.exec(text)
-  if (!m) return undefined
-  for (const q of (m[1] ?? '').matchAll(/'([^']*)'|"([^"]*)"/g)) {
-    const dir = q[1] ?? q[2] ?? ''
+  for (const dir of pluginImportPath(text) ?? []) {
     const script = join(dir, 'slapos', 'grid', 'promise', 'runpromises.py')
     if (existsSync(script)) return { python, script }
   }
@@ -218,12 +220,14 @@ async function runWithSoftwarePython(p: PromiseRun, r: { python: string; script:
     '--promise-timeout', String(p.timeoutSec),
     '--partition-folder', p.path,
     '--log-folder', join(p.path, '.slapgrid', 'promise', 'log'),
-    '--force',
-    ...(p.masterUrl ? ['--master-url', p.masterUrl] : []),
-    ...(p.certFile ? ['--partition-cert', p.certFile] : []),
-    ...(p.keyFile ? ['--partition-key', p.keyFile] : []),
+    // test mode forces every promise to run; anomaly mode keeps the periodicity
+    ...(p.anomaly ? ['--check-anomaly'] : ['--force']),
+    // always given, empty when unknown (the runner reads empty as unset), in this order
+    '--master-url', p.masterUrl ?? '',
+    '--partition-cert', p.certFile ?? '',
+    '--partition-key', p.keyFile ?? '',
     '--partition-id', p.id,
-    ...(p.computerId ? ['--computer-id', p.computerId] : []),
+    '--computer-id', p.computerId ?? '',
   ]
   p.log.info(`Checking promises of ${p.id} with the software release's Python at ${r.python}`)
   const start = Date.now()
@@ -236,16 +240,69 @@ async function runWithSoftwarePython(p: PromiseRun, r: { python: string; script:
   })
   if (res.stdout.trim()) for (const line of res.stdout.trimEnd().split('\n')) p.log.info(line)
   const error = res.stderr.trim()
+  if (res.timedOut) throw new SlapError(`Failed to run the promises of ${p.id}: timed out after ${(plugins + legacy) * p.timeoutSec + 10} s`, { code: 'E_PROMISE_RUNNER' })
+  // what the runner wrote this time, one result per promise it ran
+  const results = readResults(p.path, start)
   if (res.code === 2) {
-    const result: PromiseResult = { name: 'runpromises.py', title: 'runpromises', failed: true, message: error, durationMs: Date.now() - start, reportText: error }
+    // the runner's text names the first failure: it is the partition's error
     p.log.error(error)
-    return [result]
+    const first = results.find((r) => r.failed)
+    if (first) first.reportText = error
+    else results.unshift({ name: 'runpromises.py', title: 'runpromises', failed: true, message: error, durationMs: Date.now() - start, reportText: error })
+    return results
   }
-  if (res.code !== 0 || res.timedOut) {
-    throw new SlapError(`Failed to run the promises of ${p.id}: ${res.timedOut ? 'timed out' : `exit ${res.code ?? res.signal}`}\n${error}`, { code: 'E_PROMISE_RUNNER' })
-  }
+  if (res.code !== 0) throw new SlapError(`Failed to run the promises of ${p.id}: exit ${res.code ?? res.signal}\n${error}`, { code: 'E_PROMISE_RUNNER' })
   if (error) p.log.warning(`Unexpected promise runner output:\n${error}`)
-  return []
+  return results
+}
+
+/**
+ * The results in `.slapgrid/promise/result/` written since `sinceMs` (the promises a runner
+ * ran), in name order. The files belong to the partition user: read without following links,
+ * at most 1 MiB each, anything unreadable left out.
+ */
+export function readResults(path: string, sinceMs: number): PromiseResult[] {
+  const dir = join(path, '.slapgrid', 'promise', 'result')
+  const out: PromiseResult[] = []
+  for (const file of listDir(dir)) {
+    if (!file.endsWith('.status.json')) continue
+    const st = lstatSync(join(dir, file), { throwIfNoEntry: false })
+    // a second of slack: the file system may keep coarser times than the clock
+    if (!st?.isFile() || st.size > 1 << 20 || st.mtimeMs < sinceMs - 1000) continue
+    const text = readPartitionFile(join(dir, file))
+    try {
+      const j = JSON.parse(text ?? '') as { title?: unknown; name?: unknown; 'execution-time'?: unknown; result?: { failed?: unknown; message?: unknown } }
+      const name = typeof j.name === 'string' ? j.name : file.slice(0, -'.status.json'.length)
+      out.push({
+        name,
+        title: typeof j.title === 'string' ? j.title : titleOf(name),
+        failed: j.result?.failed === true,
+        message: typeof j.result?.message === 'string' ? j.result.message : '',
+        durationMs: typeof j['execution-time'] === 'number' ? Math.round(j['execution-time'] * 1000) : 0,
+      })
+    } catch {
+      // not a result
+    }
+  }
+  return out
+}
+
+/**
+ * The import path a plugin file gives: its first top-level assignment, which must be
+ * `sys.path[0:0] = [<literal list of strings>]` (what slapos.cookbook writes, and the only
+ * shape runpromises.py accepts). Undefined for any other first assignment.
+ */
+export function pluginImportPath(text: string): string[] | undefined {
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    // top level only: no indentation; an assignment (not ==)
+    if (!/^[A-Za-z_][\w.]*(\[[^\]]*\])?\s*=[^=]/.test(lines[i] ?? '')) continue
+    // the list may span lines (slapos.cookbook writes one path per line)
+    const m = /^sys\.path\[0:0\]\s*=\s*\[([^\]]*)\]/.exec(lines.slice(i).join('\n'))
+    if (!m) return undefined
+    return [...(m[1] ?? '').matchAll(/'([^']*)'|"([^"]*)"/g)].map((q) => q[1] ?? q[2] ?? '')
+  }
+  return undefined
 }
 
 /** Words of a shell line, with single and double quotes (enough for buildout's exec line). */

@@ -1,6 +1,7 @@
 // `slapos node promise` (grid.md §7.6, checklist 89 and 94): the built binary against our
 // proxy through the recording tap, on partitions with real promise executables.
 import { existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -38,7 +39,17 @@ promise('runs the promises of started partitions only, sends nothing, exit 2 on 
     assert.is(r.code, 2, r.stderr)
     assert.equal(node.calls().map((c) => c.name), ['getFullComputerInformation'], 'nothing is sent to the master')
     assert.match(r.stderr, `Promise 'b-port' failed with output: port 8080 closed`)
-    assert.match(r.stderr, new RegExp(`${bad}: Promise 'b-port' failed`))
+    assert.match(r.stderr, new RegExp(`Finished computer partitions\\.[\\s\\S]*  ${bad}\\[[^\\]]+\\]: Promise 'b-port' failed`))
+    // the table on stdout: one line per promise
+    const rows = r.stdout.trim().split('\n').map((l) => l.split(/\s{2,}/))
+    assert.equal(rows[0], ['partition', 'promise', 'result', 'duration', 'message'])
+    assert.ok(rows.some((x) => x[0] === bad && x[1] === 'b-port' && x[2] === 'failed' && x[4] === 'port 8080 closed'), r.stdout)
+    assert.ok(rows.some((x) => x[0] === good && x[1] === 'is-up' && x[2] === 'ok' && x[4] === 'service answers'), r.stdout)
+    assert.not.ok(rows.some((x) => x[0] === stopped), 'a stopped partition is not in the table')
+    // --json: the shape of node instance --json, each partition with its promises
+    const json = JSON.parse((await node.run(['node', 'promise', '--now', '--json'])).stdout) as { exitCode: number; items: { id: string; result: string; promises: { name: string; result: string }[] }[] }
+    assert.is(json.exitCode, 2)
+    assert.equal(json.items.find((i) => i.id === bad)?.promises.map((x) => [x.name, x.result]), [['a-ok', 'ok'], ['b-port', 'failed']])
     assert.not.ok(existsSync(join(node.dir, 'stopped-promise-ran')), `the promises of stopped ${stopped} never run`)
     const result = JSON.parse(readFileSync(join(node.instanceRoot, bad, '.slapgrid', 'promise', 'result', 'b-port.status.json'), 'utf8')) as { result: { failed: boolean } }
     assert.is(result.result.failed, true)
@@ -50,6 +61,60 @@ promise('runs the promises of started partitions only, sends nothing, exit 2 on 
     const unknown = await node.run(['node', 'promise', '--now', '--only-cp', `${good},nope`])
     assert.is(unknown.code, 1)
     assert.match(unknown.stderr, 'Unknown partition: nope')
+  } finally {
+    await node.stop()
+  }
+})
+
+// A stand-in for the release's slapos.core runpromises.py: records its arguments, writes one
+// result per plugin as the real launcher does, and fails like it when a plugin says "fail".
+const RUNPROMISES = `import json, os, sys
+args = sys.argv[1:]
+open('runner-argv.json', 'w').write(json.dumps(args))
+folder = args[args.index('--promise-folder') + 1]
+os.makedirs('.slapgrid/promise/result', exist_ok=True)
+failed = []
+for name in sorted(os.listdir(folder)):
+    if not name.endswith('.py') or name.startswith('__init__'):
+        continue
+    bad = 'fail' in open(os.path.join(folder, name)).read()
+    title = name[:-3]
+    json.dump({'title': title, 'name': name, 'path': os.path.join(folder, name), 'execution-time': 0.1,
+               'result': {'type': 'Test Result', 'failed': bad, 'date': '2026-01-01T00:00:00+0000', 'message': 'down' if bad else 'up'}},
+              open('.slapgrid/promise/result/%s.status.json' % title, 'w'))
+    if bad:
+        failed.append(name)
+if failed:
+    sys.stderr.write("Promise %r failed with output: down" % failed[0])
+    sys.exit(2)
+`
+
+promise("plugins run with the release's Python through its runner, in test mode (--force), and show in the table", async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await instance(node, 'plugged', 'started', {})
+    // the release: its bin/buildout names the Python, its slapos.core egg has the runner
+    const sw = join(node.softwareRoot, createHash('md5').update(node.srUrl).digest('hex'))
+    mkdirSync(join(sw, 'bin'), { recursive: true })
+    writeFileSync(join(sw, 'bin', 'buildout'), '#!/bin/sh\n"exec" "/usr/bin/python3" "$0" "$@"\n', { mode: 0o755 })
+    const egg = join(node.dir, 'eggs', 'slapos.core.egg')
+    mkdirSync(join(egg, 'slapos', 'grid', 'promise'), { recursive: true })
+    writeFileSync(join(egg, 'slapos', 'grid', 'promise', 'runpromises.py'), RUNPROMISES)
+    const plugin = join(node.instanceRoot, id, 'etc', 'plugin')
+    mkdirSync(plugin, { recursive: true })
+    writeFileSync(join(plugin, 'check-web.py'), `import sys\nsys.path[0:0] = [\n  '${egg}',\n  ]\n`)
+    writeFileSync(join(plugin, 'check-db.py'), `import sys\nsys.path[0:0] = ['${egg}']\n# fail\n`)
+    chownTree(join(node.instanceRoot, id))
+    const r = await node.run(['node', 'promise', '--now'])
+    assert.is(r.code, 2, r.stderr)
+    const argv = JSON.parse(readFileSync(join(node.instanceRoot, id, 'runner-argv.json'), 'utf8')) as string[]
+    assert.ok(argv.includes('--force') && !argv.includes('--check-anomaly'))
+    assert.is(argv[argv.indexOf('--partition-id') + 1], id)
+    assert.match(r.stderr, `Promise 'check-db.py' failed with output: down`)
+    const rows = r.stdout.trim().split('\n').map((l) => l.split(/\s{2,}/))
+    assert.ok(rows.some((x) => x[1] === 'check-db.py' && x[2] === 'failed' && x[4] === 'down'), r.stdout)
+    assert.ok(rows.some((x) => x[1] === 'check-web.py' && x[2] === 'ok' && x[4] === 'up'), r.stdout)
   } finally {
     await node.stop()
   }

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
-import { firstFailure, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
+import { firstFailure, pluginImportPath, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
 import { spawnSync } from 'node:child_process'
 import { realRunner } from '../src/system.ts'
 import { skip, tempDir } from './helpers.ts'
@@ -140,6 +140,12 @@ with open('runner-argv.json', 'w') as f:
     json.dump(sys.argv[1:], f)
 mode = open('runner-mode').read().strip() if os.path.exists('runner-mode') else ''
 print('checking 2 promises')
+# one result file per promise, as the real launcher writes them
+os.makedirs('.slapgrid/promise/result', exist_ok=True)
+for title, failed, message in (('check-site', mode == 'fail', 'site is down' if mode == 'fail' else 'site is up'), ('legacy', False, '')):
+    with open('.slapgrid/promise/result/%s.status.json' % title, 'w') as f:
+        json.dump({'title': title, 'name': title + ('.py' if title == 'check-site' else ''), 'path': '', 'execution-time': 0.25,
+                   'result': {'type': 'Test Result', 'failed': failed, 'date': '2026-01-01T00:00:00+0000', 'message': message}}, f)
 if mode == 'fail':
     sys.stderr.write("Promise 'check-site' failed with output: site is down")
     sys.exit(2)
@@ -160,7 +166,8 @@ t('plugins run through slapos.core runpromises.py with the software release Pyth
   writeFileSync(join(dir, 'etc/plugin/check-site.py'), `import sys\nsys.path[0:0] = [\n  '/nonexistent/egg',\n  '${egg}',\n  ]\n\nextra_config_dict = {}\n`)
   const base = { path: dir, id: 'slappart7', owner: ROOT_OWNER, timeoutSec: 7, runner: realRunner, log, rootCheck: false, softwarePath: sw, masterUrl: 'http://master/', computerId: 'COMP-1', certFile: '/c/slappart7.crt', keyFile: '/c/slappart7.key' }
   const ok = await runPromises(base)
-  assert.equal(ok, [], 'the runner checked everything (the legacy promise included): nothing failed')
+  // the runner checked everything (the legacy promise included); its result files say how each went
+  assert.equal(ok.map((r) => [r.name, r.failed, r.message, r.durationMs]), [['check-site.py', false, 'site is up', 250], ['legacy', false, '', 250]])
   assert.equal(JSON.parse(readFileSync(join(dir, 'runner-argv.json'), 'utf8')), [
     '--promise-folder', join(dir, 'etc/plugin'),
     '--legacy-promise-folder', join(dir, 'etc/promise'),
@@ -176,8 +183,22 @@ t('plugins run through slapos.core runpromises.py with the software release Pyth
   ])
   writeFileSync(join(dir, 'runner-mode'), 'fail')
   const failed = await runPromises(base)
-  assert.is(failed.length, 1)
+  assert.is(failed.length, 2)
+  assert.is(failed[0]?.failed, true)
   assert.is(promiseFailureMessage(failed[0]!), "Promise 'check-site' failed with output: site is down")
+  // anomaly mode, no certificate repository, no master: --check-anomaly instead of --force,
+  // and every option still given, empty, in the original's order
+  writeFileSync(join(dir, 'runner-mode'), '')
+  await runPromises({ ...base, anomaly: true, masterUrl: undefined, certFile: undefined, keyFile: undefined, computerId: undefined })
+  assert.equal(JSON.parse(readFileSync(join(dir, 'runner-argv.json'), 'utf8')).slice(10), [
+    '--check-anomaly',
+    '--master-url', '',
+    '--partition-cert', '',
+    '--partition-key', '',
+    '--partition-id', 'slappart7',
+    '--computer-id', '',
+  ])
+  writeFileSync(join(dir, 'runner-mode'), 'fail')
   writeFileSync(join(dir, 'runner-mode'), 'crash')
   let err: unknown
   try {
@@ -186,6 +207,33 @@ t('plugins run through slapos.core runpromises.py with the software release Pyth
     err = e
   }
   assert.match(String(err), /Failed to run the promises of slappart7: exit 1\nTraceback: ImportError/)
+})
+
+t("the release's Python may be a wrapper script (bin/buildout's #! names a shell script that execs python3)", async () => {
+  const egg = tempDir('slapos-egg-')
+  mkdirSync(join(egg, 'slapos/grid/promise'), { recursive: true })
+  writeFileSync(join(egg, 'slapos/grid/promise/runpromises.py'), FAKE_RUNPROMISES)
+  const sw = tempDir('slapos-sr-')
+  mkdirSync(join(sw, 'bin'))
+  writeFileSync(join(sw, 'python'), '#!/bin/sh\nexec /usr/bin/python3 "$@"\n', { mode: 0o755 })
+  writeFileSync(join(sw, 'bin/buildout'), `#!${sw}/python\nimport sys\n`)
+  assert.is(softwarePython(sw), join(sw, 'python'))
+  const dir = partition({})
+  mkdirSync(join(dir, 'etc/plugin'))
+  writeFileSync(join(dir, 'etc/plugin/check-site.py'), `import sys\nsys.path[0:0] = ['${egg}']\n`)
+  const r = await runPromises({ path: dir, id: 'slappart1', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false, softwarePath: sw })
+  assert.ok(existsSync(join(dir, 'runner-argv.json')), 'the runner ran through the wrapper')
+  assert.equal(r.map((x) => x.name), ['check-site.py', 'legacy'])
+})
+
+t("the plugins' import path is the first top-level assignment, which must be sys.path[0:0] = [...]", () => {
+  assert.equal(pluginImportPath("import sys\nsys.path[0:0] = [\n  '/a/egg',\n  \"/b/egg\",\n  ]\n\nextra_config_dict = {'x': 1}\n"), ['/a/egg', '/b/egg'])
+  assert.equal(pluginImportPath("# comment\nimport sys\n\nsys.path[0:0] = ['/a']\n"), ['/a'])
+  // indented lines (a function body) are not top level; == is no assignment
+  assert.equal(pluginImportPath("if x == 1:\n    y = 2\nsys.path[0:0] = ['/a']\n"), ['/a'])
+  // another assignment first: no import path (the runner refuses such a plugin)
+  assert.is(pluginImportPath("x = 1\nsys.path[0:0] = ['/a']\n"), undefined)
+  assert.is(pluginImportPath('import sys\n'), undefined)
 })
 
 t('readRegularFile: a regular file and its mtime; a link, a directory, a FIFO, nothing or a file as parent: undefined', () => {
