@@ -26,6 +26,7 @@ import {
   statSync,
   symlinkSync,
   unlinkSync,
+  writeFileSync,
 } from 'node:fs'
 import { join } from 'node:path'
 import { buildoutFailure, runBuildout } from './buildout.ts'
@@ -337,6 +338,20 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   }
   if (decision.kind === 'up-to-date') {
     log.debug('up to date: nothing to do')
+    // node-extras §4.8: the promises of a started partition are checked in anomaly mode
+    if (state === 'started' && !opts.forceStop && srUrl && softwarePath) {
+      const owner = partitionOwner(path)
+      try {
+        await anomalyCheck(env, { id, path, owner, log, softwarePath, accessStatus: p._access_status ?? undefined })
+      } catch (e) {
+        if (e instanceof ConnectionError) throw e
+        // the runner itself failed (exit 1, timeout): the partition fails, as in the original
+        const message = e instanceof Error ? e.message : String(e)
+        log.error(message)
+        await report(log, () => client.softwareInstanceError(cfg.computerId, id, message))
+        return summary('failed', message)
+      }
+    }
     return summary('up-to-date')
   }
   if (decision.deleteTimestamp) removeIfExists(timestampFile)
@@ -435,6 +450,49 @@ function promiseRun(env: Env, w: Pick<Work, 'id' | 'path' | 'owner' | 'log' | 's
   }
 }
 
+/**
+ * node-extras §4.8: the promises of an up-to-date started partition in anomaly mode, then
+ * the master told what changed. With the master's access status: a failure is sent unless
+ * the status already says `#error`, a success only when it does (after refreshing the
+ * certificate). Without one (a local proxy), what was last told is remembered beside the
+ * instance root, and the master hears only a change. The run's exit status stays as it is.
+ */
+async function anomalyCheck(env: Env, w: { id: string; path: string; owner: Owner; log: Logger; softwarePath: string; accessStatus: string | undefined }): Promise<void> {
+  const results = await runPromises({ ...promiseRun(env, w), anomaly: true })
+  const failure = firstFailure(results)
+  const message = failure ? promiseFailureMessage(failure) : undefined
+  if (message) w.log.error(message)
+  const status = message ? `error: ${message}` : 'ok'
+  let tell: boolean
+  if (w.accessStatus !== undefined) tell = message ? !w.accessStatus.startsWith('#error') : w.accessStatus.startsWith('#error')
+  else tell = status !== toldStatus(env, w.id)
+  if (!tell) return
+  await fetchCertificate(env, w.id, w.owner)
+  if (message) await report(w.log, () => env.client.softwareInstanceError(env.cfg.computerId, w.id, message))
+  else await env.client.startedComputerPartition(env.cfg.computerId, w.id)
+  recordToldStatus(env, w.id, status)
+}
+
+/** What the master was last told of a partition's promises (`<instance_root>/var/run/<id>.promise-status`), outside the partition. */
+function toldStatus(env: Env, id: string): string | undefined {
+  try {
+    return readFileSync(join(env.cfg.instanceRoot, 'var', 'run', `${id}.promise-status`), 'utf8')
+  } catch {
+    return undefined
+  }
+}
+
+function recordToldStatus(env: Env, id: string, status: string): void {
+  const file = join(env.cfg.instanceRoot, 'var', 'run', `${id}.promise-status`)
+  try {
+    if (toldStatus(env, id) === status) return
+    writeFileSync(`${file}.tmp`, status, { mode: 0o600 })
+    renameSync(`${file}.tmp`, file)
+  } catch (e) {
+    env.log.debug(`cannot record the promise status of ${id}: ${e instanceof Error ? e.message : String(e)}`)
+  }
+}
+
 /** §4.4 step 4: what each requested state means. */
 async function dispatch(env: Env, w: Work): Promise<void> {
   const { cfg, client, sup, opts } = env
@@ -450,8 +508,12 @@ async function dispatch(env: Env, w: Work): Promise<void> {
       await startPartitionServices(sup, cfg.instanceRoot, processes, w.log)
       const results = await runPromises(promiseRun(env, w))
       const failure = firstFailure(results)
-      if (failure) throw new PromiseFailedError(promiseFailureMessage(failure))
+      if (failure) {
+        recordToldStatus(env, w.id, `error: ${promiseFailureMessage(failure)}`)
+        throw new PromiseFailedError(promiseFailureMessage(failure))
+      }
       await client.startedComputerPartition(cfg.computerId, w.id)
+      recordToldStatus(env, w.id, 'ok')
       await sendTransaction(env, w)
       return
     }

@@ -68,10 +68,16 @@ export interface PromiseRun {
   keyFile?: string | undefined
 }
 
+/** Minutes between two runs of a legacy promise in anomaly mode (the original wrapper's periodicity). */
+export const LEGACY_PERIODICITY_MIN = 2
+
 /**
- * Runs every legacy promise of the partition and returns one result per promise run (in
+ * Runs every legacy promise of the partition and returns one result per promise checked (in
  * file name order). A failing promise does not stop the others, and nothing is thrown for
  * it: the caller turns the first failure into the partition's error (promiseFailureMessage).
+ * Test mode (default) runs each; anomaly mode runs only those whose periodicity elapsed
+ * (the others give their saved result) and fails a legacy promise only after its last three
+ * runs failed (node-extras.md §4.3, §4.5).
  */
 export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
   const now = p.now ?? (() => new Date())
@@ -102,6 +108,16 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
       continue
     }
     const title = titleOf(name)
+    const cacheFile = join(p.path, '.slapgrid', 'promise', 'cache', title)
+    if (p.anomaly) {
+      // not due yet: the saved result counts (a saved failure is a failure)
+      const saved = savedResult(p.path, title, cacheFile, now().getTime())
+      if (saved) {
+        results.push(saved)
+        if (saved.failed) p.log.error(promiseFailureMessage(saved))
+        continue
+      }
+    }
     p.log.info(`Checking promise ${name}...`)
     const start = Date.now()
     let failed: boolean
@@ -129,11 +145,16 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
       failed = true
       message = `Error: cannot run the promise: ${(err as Error).message}`
     }
+    const date = now()
+    appendRunLog(p.path, title, failed, message, date, user)
+    // anomaly: only the last three runs failing make a failure (this one is the last)
+    if (p.anomaly && failed) failed = lastRunsFailed(p.path, title, 3)
     const result: PromiseResult = { name, title, failed, message, durationMs: Date.now() - start }
     results.push(result)
     if (failed) p.log.error(promiseFailureMessage(result))
     else p.log.info(`Promise ${name} succeeded`)
-    saveResult(p, file, result, now(), user)
+    writeCache(cacheFile, file, date, user)
+    saveResult(p, file, result, date, user)
   }
   return results
 }
@@ -335,8 +356,7 @@ function dropTo(owner: PromiseOwner, refuseRoot: boolean): { uid?: number; gid?:
 function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, user: { uid?: number; gid?: number }): void {
   const base = join(p.path, '.slapgrid', 'promise')
   const resultDir = join(base, 'result')
-  const logDir = join(base, 'log')
-  for (const d of [join(p.path, '.slapgrid'), base, resultDir, logDir]) partitionDir(d, user)
+  for (const d of [join(p.path, '.slapgrid'), base, resultDir]) partitionDir(d, user)
   // like the original, long messages keep their end
   const message = r.message.length > 5000 ? '...' + r.message.slice(-5000) : r.message
   const json = pyJson({
@@ -347,9 +367,74 @@ function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, u
     result: { type: 'Test Result', failed: r.failed, date: isoDate(date), message },
   })
   writePartitionFile(join(resultDir, `${r.title}.status.json`), json, 0o644, user)
-  const txn = `${Math.floor(date.getTime() / 1000)}-${String(Math.floor(Math.random() * 1000)).padStart(3, '0')}`
-  const line = `${isoDate(date).slice(0, 19).replace('T', ' ')} - ${r.failed ? 'ERROR' : 'INFO'} - ${txn} - ${r.message || 'OK'}\n`
-  appendPartitionFile(join(logDir, `${r.title}.log`), line, user)
+}
+
+/** One run in the promise's log (`.slapgrid/promise/log/<title>.log`), in the original's line format. */
+function appendRunLog(path: string, title: string, failed: boolean, message: string, date: Date, user: { uid?: number; gid?: number }): void {
+  const base = join(path, '.slapgrid', 'promise')
+  for (const d of [join(path, '.slapgrid'), base, join(base, 'log')]) partitionDir(d, user)
+  // the run id: seconds and three digits, shared by the lines of one run
+  const txn = `${Math.floor(date.getTime() / 1000)}-${100 + Math.floor(Math.random() * 900)}`
+  const line = `${localDate(date)} - ${failed ? 'ERROR' : 'INFO'} - ${txn} - ${message || 'OK'}\n`
+  appendPartitionFile(join(base, 'log', `${title}.log`), line, user)
+}
+
+/** True when each of the last `count` runs in the promise's log has an ERROR or CRITICAL line. */
+export function lastRunsFailed(path: string, title: string, count: number): boolean {
+  const text = readPartitionFile(join(path, '.slapgrid', 'promise', 'log', `${title}.log`)) ?? ''
+  const runs = new Map<string, boolean>()
+  for (const line of text.split('\n')) {
+    const m = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - (\w+) - (\d+-\d+) - /.exec(line)
+    if (!m) continue
+    const failed = m[1] === 'ERROR' || m[1] === 'CRITICAL'
+    runs.set(m[2] ?? '', (runs.get(m[2] ?? '') ?? false) || failed)
+  }
+  const last = [...runs.values()].slice(-count)
+  return last.length === count && last.every(Boolean)
+}
+
+/**
+ * The saved result of a promise that is not due (its cache's `next_run_after` is ahead), or
+ * undefined when it has to run. A cache or result that cannot be read means "run it".
+ */
+function savedResult(path: string, title: string, cacheFile: string, nowMs: number): PromiseResult | undefined {
+  let cache: { next_run_after?: unknown }
+  try {
+    cache = JSON.parse(readPartitionFile(cacheFile) ?? '') as { next_run_after?: unknown }
+  } catch {
+    return undefined
+  }
+  if (typeof cache.next_run_after !== 'number' || nowMs >= cache.next_run_after * 1000) return undefined
+  const saved = readResults(path, 0).find((r) => r.title === title)
+  return saved ? { ...saved, durationMs: 0 } : undefined
+}
+
+/** The cache of a legacy promise (grid.md §7.2 keys): when it may run again. */
+function writeCache(cacheFile: string, file: string, date: Date, user: { uid?: number; gid?: number }): void {
+  partitionDir(join(cacheFile, '..'), user)
+  const seconds = date.getTime() / 1000
+  let mtime = 0
+  try {
+    mtime = statSync(file).mtimeMs / 1000
+  } catch {
+    // gone meanwhile
+  }
+  const cache = {
+    is_tested: true,
+    is_anomaly_detected: true,
+    periodicity: LEGACY_PERIODICITY_MIN,
+    next_run_after: seconds + LEGACY_PERIODICITY_MIN * 60,
+    timestamp: seconds,
+    module_file: file,
+    module_file_mtime: mtime,
+  }
+  writePartitionFile(cacheFile, pyJson(cache), 0o644, user)
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in local time, as Python's logging writes it. */
+function localDate(d: Date): string {
+  const z = (n: number) => String(n).padStart(2, '0')
+  return `${d.getFullYear()}-${z(d.getMonth() + 1)}-${z(d.getDate())} ${z(d.getHours())}:${z(d.getMinutes())}:${z(d.getSeconds())}`
 }
 
 function isoDate(d: Date): string {

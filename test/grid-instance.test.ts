@@ -164,6 +164,35 @@ t('a parameter change redeploys only that partition (checklist 53)', async () =>
   assert.match(request('inst1', ['--parameters', 'port=8091']).stdout, new RegExp(`'url-http': 'http://${addr!.replace(/\./g, '\\.')}:8091/'`))
 })
 
+t('an up-to-date started partition: its promises in anomaly mode; the master hears a change only (failure after three failed runs, then the recovery); exit 0', async () => {
+  const { node } = S
+  const p0 = S.where.inst0!
+  const path = join(node.instanceRoot, p0)
+  writeFileSync(join(path, 'etc/promise/flaky'), '#!/bin/sh\necho run >> flaky-runs\necho "disk almost full"\nexit 1\n', { mode: 0o755 })
+  // each run finds every promise due (its cache gone, as after the 2 minutes of periodicity)
+  const idleRun = async () => {
+    rmSync(join(path, '.slapgrid/promise/cache'), { recursive: true, force: true })
+    node.clearCalls()
+    const r = await instance([])
+    assert.is(r.code, 0, r.stderr)
+    assert.not.match(r.stderr, /Running buildout/)
+    return node.calls().filter((c) => c.fields.computer_partition_id === p0).map((c) => c.name)
+  }
+  assert.equal(await idleRun(), [], 'one failed run: nothing to tell')
+  assert.equal(await idleRun(), [], 'two')
+  const third = await idleRun()
+  assert.equal(third, ['getComputerPartitionCertificate', 'softwareInstanceError'], 'three failed runs: an anomaly, told once')
+  const told = node.calls().find((c) => c.name === 'softwareInstanceError')
+  assert.is(told?.fields.error_log, "Promise 'flaky' failed with output: disk almost full")
+  assert.equal(await idleRun(), [], 'still failing: nothing new to tell')
+  assert.is(readFileSync(join(path, 'flaky-runs'), 'utf8').trim().split('\n').length, 4)
+  assert.ok(existsSync(join(path, '.timestamp')), 'an anomaly never deletes .timestamp')
+  // fixed: the recovery is told, once
+  writeFileSync(join(path, 'etc/promise/flaky'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
+  assert.equal(await idleRun(), ['getComputerPartitionCertificate', 'startedComputerPartition'])
+  assert.equal(await idleRun(), [])
+})
+
 t('requesting stopped stops its services and reports stopped (checklist 25, 48)', async () => {
   const { node } = S
   const p2 = S.where.inst2!

@@ -226,6 +226,34 @@ t("the release's Python may be a wrapper script (bin/buildout's #! names a shell
   assert.equal(r.map((x) => x.name), ['check-site.py', 'legacy'])
 })
 
+t('anomaly mode: a legacy promise runs once per 2 minutes (its saved result counts meanwhile) and fails only after three failed runs; test mode always runs it', async () => {
+  const dir = partition({ 'check-disk': '#!/bin/sh\necho run >> runs\necho "disk full"\nexit 1\n' })
+  const runs = () => readFileSync(join(dir, 'runs'), 'utf8').trim().split('\n').length
+  let clock = Date.UTC(2026, 0, 1, 12, 0, 0)
+  const base = { path: dir, id: 'slappart0', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false, now: () => new Date(clock), anomaly: true }
+  const failedAt = async (minutes: number) => {
+    clock = Date.UTC(2026, 0, 1, 12, minutes, 0)
+    return (await runPromises(base)).map((r) => r.failed)
+  }
+  assert.equal(await failedAt(0), [false], 'one failed run: no anomaly yet')
+  assert.equal(await failedAt(1), [false], 'not due: the saved result (no failure) counts')
+  assert.is(runs(), 1)
+  assert.equal(await failedAt(3), [false], 'two failed runs')
+  assert.equal(await failedAt(6), [true], 'three failed runs: an anomaly')
+  assert.is(runs(), 3)
+  assert.equal(await failedAt(7), [true], 'not due: the saved failure still counts')
+  assert.is(runs(), 3, 'and the promise did not run')
+  const cache = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/cache/check-disk'), 'utf8')) as { next_run_after: number; periodicity: number }
+  assert.is(cache.next_run_after, Date.UTC(2026, 0, 1, 12, 8, 0) / 1000)
+  // test mode: run at once whatever the cache says, one failed run is a failure
+  assert.equal((await runPromises({ ...base, anomaly: false })).map((r) => r.failed), [true])
+  assert.is(runs(), 4)
+  // the log holds one line per run, in the original's format
+  const lines = readFileSync(join(dir, '.slapgrid/promise/log/check-disk.log'), 'utf8').trim().split('\n')
+  assert.is(lines.length, 4)
+  assert.match(lines[0]!, /^2026-01-01 \d\d:00:00 - ERROR - \d+-\d{3} - disk full$/)
+})
+
 t("the plugins' import path is the first top-level assignment, which must be sys.path[0:0] = [...]", () => {
   assert.equal(pluginImportPath("import sys\nsys.path[0:0] = [\n  '/a/egg',\n  \"/b/egg\",\n  ]\n\nextra_config_dict = {'x': 1}\n"), ['/a/egg', '/b/egg'])
   assert.equal(pluginImportPath("# comment\nimport sys\n\nsys.path[0:0] = ['/a']\n"), ['/a'])
