@@ -5,14 +5,15 @@
 // Called by grid-instance.ts after the services of a started partition were started.
 //
 // Promise plugins (`etc/plugin/*.py`) are Python classes of slapos.core's promise framework.
-// Like the original when the software release has its own Python (grid.md §7.4), they are
-// run by slapos.core's `runpromises.py` with that Python, found in the slapos.core egg the
-// plugins themselves import (the `sys.path[0:0] = [...]` line of the first plugin); that
-// runner then checks the legacy promises too. Without that Python or that egg, plugins are
-// not run (a warning, once per run) and only the legacy executables are checked here.
+// Like the original (grid.md §7.4, node-extras.md §4.9), they are run by a runner with the
+// software release's Python (its bin/buildout's, else python3): slapos.core's `runpromises.py`
+// when the egg the plugins import (the `sys.path[0:0] = [...]` of the first plugin) has one,
+// else our own (promise-runner.ts), which drives that egg's launcher the same way. The runner
+// checks the legacy promises too.
 import { closeSync, constants, existsSync, fchmodSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
+import { RUNNER } from './promise-runner.ts'
 import { asUser, cleanEnv } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
@@ -82,11 +83,7 @@ export const LEGACY_PERIODICITY_MIN = 2
 export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
   const now = p.now ?? (() => new Date())
   const plugins = listDir(join(p.path, 'etc', 'plugin')).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
-  if (plugins.length > 0) {
-    const runner = pluginRunner(p, plugins)
-    if (runner) return runWithSoftwarePython(p, runner, plugins.length)
-    warnPlugins(p, plugins)
-  }
+  if (plugins.length > 0) return runWithSoftwarePython(p, pluginRunner(p, plugins), plugins.length)
   const dir = join(p.path, 'etc', 'promise')
   const names = listDir(dir)
   if (names.length === 0) {
@@ -200,29 +197,20 @@ export function firstFailure(results: PromiseResult[]): PromiseResult | undefine
 
 // --- internal ---
 
-let pluginWarningGiven = false
-
-function warnPlugins(p: PromiseRun, plugins: string[]): void {
-  if (pluginWarningGiven) return
-  pluginWarningGiven = true
-  p.log.warning(
-    `promise plugins (etc/plugin/*.py, e.g. ${plugins[0]}) are not run: the software release has no Python of its own ` +
-      `(bin/buildout) or its plugins name no slapos.core with slapos/grid/promise/runpromises.py; only etc/promise executables are checked`,
-  )
-}
-
-/** The software release's Python and slapos.core's runpromises.py, when both are there. */
-function pluginRunner(p: PromiseRun, plugins: string[]): { python: string; script: string } | undefined {
-  const python = p.softwarePath ? softwarePython(p.softwarePath) : undefined
-  if (!python) return undefined
+/**
+ * How to run the plugins: the release's Python (python3 when the release names none) with
+ * slapos.core's runpromises.py from the egg the first plugin imports, or with our runner.
+ */
+function pluginRunner(p: PromiseRun, plugins: string[]): { argv: string[]; what: string } {
+  const own = p.softwarePath ? softwarePython(p.softwarePath) : undefined
+  const python = own && own !== '/bin/sh' ? own : 'python3'
   // like runpromises.py itself: the import path is the `sys.path[0:0] = [...]` of the first plugin
   const text = readPartitionFile(join(p.path, 'etc', 'plugin', plugins[0] ?? ''))
-  if (text === undefined) return undefined
-  for (const dir of pluginImportPath(text) ?? []) {
+  for (const dir of (text !== undefined && pluginImportPath(text)) || []) {
     const script = join(dir, 'slapos', 'grid', 'promise', 'runpromises.py')
-    if (existsSync(script)) return { python, script }
+    if (existsSync(script)) return { argv: [python, script], what: `${python} ${script}` }
   }
-  return undefined
+  return { argv: [python, '-c', RUNNER], what: `${python} (slapos.core of the release has no runpromises.py: our runner)` }
 }
 
 /**
@@ -231,11 +219,10 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { python: string; scrip
  * (plugins + legacy) x timeout + 10 s. Exit 2 is a promise failure whose text is the runner's
  * stderr; any other failure is not a promise failure and is thrown.
  */
-async function runWithSoftwarePython(p: PromiseRun, r: { python: string; script: string }, plugins: number): Promise<PromiseResult[]> {
+async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: string }, plugins: number): Promise<PromiseResult[]> {
   const legacy = listDir(join(p.path, 'etc', 'promise')).length
   const argv = [
-    r.python,
-    r.script,
+    ...r.argv,
     '--promise-folder', join(p.path, 'etc', 'plugin'),
     '--legacy-promise-folder', join(p.path, 'etc', 'promise'),
     '--promise-timeout', String(p.timeoutSec),
@@ -250,7 +237,7 @@ async function runWithSoftwarePython(p: PromiseRun, r: { python: string; script:
     '--partition-id', p.id,
     '--computer-id', p.computerId ?? '',
   ]
-  p.log.info(`Checking promises of ${p.id} with the software release's Python at ${r.python}`)
+  p.log.info(`Checking promises of ${p.id} with ${r.what}`)
   const start = Date.now()
   const res = await p.runner.run(argv, {
     cwd: p.path,

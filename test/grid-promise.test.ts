@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { fixtureForAll } from './helpers.ts'
 import { makeNode, type TestNode } from './node-helpers.ts'
 
 const NOBODY = 65534
@@ -115,6 +116,33 @@ promise("plugins run with the release's Python through its runner, in test mode 
     const rows = r.stdout.trim().split('\n').map((l) => l.split(/\s{2,}/))
     assert.ok(rows.some((x) => x[1] === 'check-db.py' && x[2] === 'failed' && x[4] === 'down'), r.stdout)
     assert.ok(rows.some((x) => x[1] === 'check-web.py' && x[2] === 'ok' && x[4] === 'up'), r.stdout)
+  } finally {
+    await node.stop()
+  }
+})
+
+promise("our runner when the release's slapos.core has no runpromises.py: plugins shaped like real ones, a passing and a failing one", async () => {
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await instance(node, 'framework', 'started', {})
+    const framework = fixtureForAll('promise-framework')
+    const plugin = join(node.instanceRoot, id, 'etc', 'plugin')
+    mkdirSync(plugin, { recursive: true })
+    const body = (sense: string) =>
+      `import sys\nsys.path[0:0] = [\n  '${framework}',\n  ]\nfrom slapos.grid.promise.generic import GenericPromise\n\n` +
+      `class RunPromise(GenericPromise):\n  def sense(self):\n    ${sense}\n`
+    writeFileSync(join(plugin, 'check-service.py'), body("self.logger.info('service answers')"))
+    writeFileSync(join(plugin, 'check-backup.py'), body("self.logger.error('last backup is 3 days old')"))
+    chownTree(join(node.instanceRoot, id))
+    const r = await node.run(['node', 'promise', '--now', '--json'])
+    assert.is(r.code, 2, r.stderr)
+    assert.match(r.stderr, "Promise 'check-backup.py' failed with output: last backup is 3 days old")
+    const json = JSON.parse(r.stdout) as { items: { id: string; promises: { name: string; result: string; message: string }[] }[] }
+    assert.equal(json.items[0]?.promises.map((x) => [x.name, x.result, x.message]), [
+      ['check-backup.py', 'failed', 'last backup is 3 days old'],
+      ['check-service.py', 'ok', 'service answers'],
+    ])
   } finally {
     await node.stop()
   }

@@ -1,7 +1,7 @@
 // Shared by the tests: run the built binary, make temp dirs. Fakes, when a test needs one,
 // live here and say so in their name.
 import { spawn, spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { dumps, type PyDict } from '../src/slap-protocol.ts'
@@ -201,6 +201,18 @@ export function prng(seed: number): () => number {
 }
 
 /** `file` itself when every directory above it lets others through, else a copy (one per build) that does. */
+/**
+ * A copy of a fixture directory every user can read, for what runs as a partition user (the
+ * clone may sit under a directory only root can enter).
+ */
+export function fixtureForAll(name: string): string {
+  const dir = tempDir('slapos-fixture-')
+  chmodSync(dir, 0o755)
+  cpSync(join(FIXTURES, name), join(dir, name), { recursive: true })
+  spawnSync('chmod', ['-R', 'a+rX', dir])
+  return join(dir, name)
+}
+
 function reachableByAll(file: string): string {
   let open = true
   for (let d = dirname(file); ; d = dirname(d)) {

@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.ts'
 import { firstFailure, pluginImportPath, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
 import { spawnSync } from 'node:child_process'
 import { realRunner } from '../src/system.ts'
-import { skip, tempDir } from './helpers.ts'
+import { FIXTURES, skip, tempDir } from './helpers.ts'
 
 const lines: string[] = []
 const log = createLogger({ level: 'debug', write: (l) => void lines.push(l), isTTY: false })
@@ -105,16 +105,6 @@ t('promises run as the partition owner, result files belong to it', async () => 
     err = e
   }
   assert.match(String(err), /Refusing to run as root .*too dangerous.*run_as_root = true/)
-})
-
-t('promise plugins are not run; one warning', async () => {
-  const dir = partition({})
-  mkdirSync(join(dir, 'etc/plugin'))
-  writeFileSync(join(dir, 'etc/plugin/check.py'), 'raise SystemExit(1)\n')
-  lines.length = 0
-  await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
-  await runPromises({ path: dir, id: 'p', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
-  assert.is(lines.filter((l) => l.includes('promise plugins')).length, 1)
 })
 
 t('the Python of a software release, read from its bin/buildout like the original', () => {
@@ -252,6 +242,67 @@ t('anomaly mode: a legacy promise runs once per 2 minutes (its saved result coun
   const lines = readFileSync(join(dir, '.slapgrid/promise/log/check-disk.log'), 'utf8').trim().split('\n')
   assert.is(lines.length, 4)
   assert.match(lines[0]!, /^2026-01-01 \d\d:00:00 - ERROR - \d+-\d{3} - disk full$/)
+})
+
+/** A plugin shaped like slapos.cookbook's: the import path line, then a GenericPromise subclass. */
+function plugin(framework: string, sense: string): string {
+  return [
+    'import sys',
+    'sys.path[0:0] = [',
+    `  '${framework}',`,
+    '  ]',
+    'from slapos.grid.promise.generic import GenericPromise',
+    '',
+    'class RunPromise(GenericPromise):',
+    '  def __init__(self, config):',
+    '    super(RunPromise, self).__init__(config)',
+    '    self.setPeriodicity(minute=float(self.getConfig("periodicity", 1)))',
+    '',
+    '  def sense(self):',
+    `    ${sense}`,
+    '',
+  ].join('\n')
+}
+
+t("without runpromises.py in the release's slapos.core, our runner drives its promise launcher (test mode, results, first failure)", async () => {
+  const framework = join(FIXTURES, 'promise-framework')
+  const dir = partition({ 'legacy-ok': '#!/bin/sh\nexit 0\n' })
+  mkdirSync(join(dir, 'etc/plugin'))
+  writeFileSync(join(dir, 'etc/plugin/check-port.py'), plugin(framework, "self.logger.info('port 8080 open')"))
+  writeFileSync(join(dir, 'etc/plugin/check-disk.py'), plugin(framework, "self.logger.error('disk full')"))
+  // no software release Python: python3, the documented fallback
+  const base = { path: dir, id: 'slappart2', owner: ROOT_OWNER, timeoutSec: 10, runner: realRunner, log, rootCheck: false }
+  const results = await runPromises(base)
+  assert.equal(results.map((r) => [r.name, r.failed, r.message]), [['check-disk.py', true, 'disk full'], ['check-port.py', false, 'port 8080 open']])
+  assert.is(promiseFailureMessage(firstFailure(results)!), "Promise 'check-disk.py' failed with output: disk full")
+  const status = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/result/check-port.status.json'), 'utf8')) as { result: { type: string } }
+  assert.is(status.result.type, 'Test Result')
+  // anomaly mode reaches the plugins as such
+  writeFileSync(join(dir, 'etc/plugin/check-disk.py'), plugin(framework, "self.logger.info('disk fine')"))
+  const anomaly = await runPromises({ ...base, anomaly: true })
+  assert.equal(anomaly.map((r) => r.failed), [false, false])
+  const again = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/result/check-port.status.json'), 'utf8')) as { result: { type: string } }
+  assert.is(again.result.type, 'Anomaly Result')
+})
+
+t('a release whose Python cannot import the promise framework: the plugin fails with a clear message; a plugin without its import path fails the partition', async () => {
+  const dir = partition({})
+  mkdirSync(join(dir, 'etc/plugin'))
+  const empty = tempDir('slapos-no-framework-')
+  writeFileSync(join(dir, 'etc/plugin/check-web.py'), plugin(empty, 'pass'))
+  const base = { path: dir, id: 'slappart3', owner: ROOT_OWNER, timeoutSec: 10, runner: realRunner, log, rootCheck: false }
+  const results = await runPromises(base)
+  const failure = firstFailure(results)
+  assert.ok(failure)
+  assert.match(promiseFailureMessage(failure!), /^Promise 'check-web\.py' failed with output: the software release's Python cannot import slapos\.core's promise framework \(slapos\.grid\.promise\)/)
+  writeFileSync(join(dir, 'etc/plugin/check-web.py'), 'x = 1\nimport sys\nsys.path[0:0] = []\n')
+  let err: unknown
+  try {
+    await runPromises(base)
+  } catch (e) {
+    err = e
+  }
+  assert.match(String(err), /first assignment is not sys\.path\[0:0\]/)
 })
 
 t("the plugins' import path is the first top-level assignment, which must be sys.path[0:0] = [...]", () => {
