@@ -57,6 +57,7 @@ function runFile(f: string): Promise<FileRun> {
   })
 }
 
+const started = Date.now()
 let passed = 0
 let failed = 0
 let skipped = 0
@@ -83,5 +84,6 @@ for (const f of files) {
     failed += skips
   } else skipped += skips
 }
+console.log(`${files.length} test files in ${Math.round((Date.now() - started) / 1000)} s`)
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`)
 process.exitCode = failed === 0 && files.length > 0 ? 0 : 1
