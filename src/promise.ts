@@ -83,7 +83,7 @@ export const LEGACY_PERIODICITY_MIN = 2
 export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
   const now = p.now ?? (() => new Date())
   const plugins = listDir(join(p.path, 'etc', 'plugin')).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
-  if (plugins.length > 0) return runWithSoftwarePython(p, pluginRunner(p, plugins), plugins.length)
+  if (plugins.length > 0) return runWithSoftwarePython(p, pluginRunner(p, plugins), plugins)
   const dir = join(p.path, 'etc', 'promise')
   const names = listDir(dir)
   if (names.length === 0) {
@@ -91,6 +91,7 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
     return []
   }
   const user = dropTo(p.owner, p.rootCheck)
+  removeDeprecatedState(p.path, names.map(titleOf))
   const results: PromiseResult[] = []
   for (const name of names) {
     const file = join(dir, name)
@@ -219,8 +220,10 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { argv: string[]; what:
  * (plugins + legacy) x timeout + 10 s. Exit 2 is a promise failure whose text is the runner's
  * stderr; any other failure is not a promise failure and is thrown.
  */
-async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: string }, plugins: number): Promise<PromiseResult[]> {
-  const legacy = listDir(join(p.path, 'etc', 'promise')).length
+async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: string }, plugins: string[]): Promise<PromiseResult[]> {
+  const legacyNames = listDir(join(p.path, 'etc', 'promise'))
+  const legacy = legacyNames.length
+  const count = plugins.length + legacy
   const argv = [
     ...r.argv,
     '--promise-folder', join(p.path, 'etc', 'plugin'),
@@ -243,18 +246,21 @@ async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: s
     cwd: p.path,
     env: cleanEnv(process.env, p.owner.home),
     ...dropTo(p.owner, p.rootCheck),
-    timeoutMs: ((plugins + legacy) * p.timeoutSec + 10) * 1000,
+    timeoutMs: (count * p.timeoutSec + 10) * 1000,
     processGroup: true,
   })
   if (res.stdout.trim()) for (const line of res.stdout.trimEnd().split('\n')) p.log.info(line)
   const error = res.stderr.trim()
-  if (res.timedOut) throw new SlapError(`Failed to run the promises of ${p.id}: timed out after ${(plugins + legacy) * p.timeoutSec + 10} s`, { code: 'E_PROMISE_RUNNER' })
-  // what the runner wrote this time, one result per promise it ran
-  const results = readResults(p.path, start)
+  if (res.timedOut) throw new SlapError(`Failed to run the promises of ${p.id}: timed out after ${count * p.timeoutSec + 10} s`, { code: 'E_PROMISE_RUNNER' })
+  // the result of each promise of the partition: written by this run, or saved by an earlier
+  // one (a promise not due in anomaly mode); a result of a promise gone is left out
+  const names = new Set([...plugins, ...legacyNames])
+  const results = readResults(p.path, start).filter((x) => names.has(x.name))
   if (res.code === 2) {
     // the runner's text names the first failure: it is the partition's error
     p.log.error(error)
-    const first = results.find((r) => r.failed)
+    const named = /^Promise '([^']*)' failed/.exec(error)?.[1]
+    const first = results.find((x) => x.failed && (named === undefined || x.name === named)) ?? results.find((x) => x.failed)
     if (first) first.reportText = error
     else results.unshift({ name: 'runpromises.py', title: 'runpromises', failed: true, message: error, durationMs: Date.now() - start, reportText: error })
     return results
@@ -265,9 +271,9 @@ async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: s
 }
 
 /**
- * The results in `.slapgrid/promise/result/` written since `sinceMs` (the promises a runner
- * ran), in name order. The files belong to the partition user: read without following links,
- * at most 1 MiB each, anything unreadable left out.
+ * The results in `.slapgrid/promise/result/`, in name order; one written before `sinceMs` is a
+ * saved result (duration 0). The files belong to the partition user: read without following
+ * links, at most 1 MiB each, anything unreadable left out.
  */
 export function readResults(path: string, sinceMs: number): PromiseResult[] {
   const dir = join(path, '.slapgrid', 'promise', 'result')
@@ -275,8 +281,9 @@ export function readResults(path: string, sinceMs: number): PromiseResult[] {
   for (const file of listDir(dir)) {
     if (!file.endsWith('.status.json')) continue
     const st = lstatSync(join(dir, file), { throwIfNoEntry: false })
+    if (!st?.isFile() || st.size > 1 << 20) continue
     // a second of slack: the file system may keep coarser times than the clock
-    if (!st?.isFile() || st.size > 1 << 20 || st.mtimeMs < sinceMs - 1000) continue
+    const saved = st.mtimeMs < sinceMs - 1000
     const text = readPartitionFile(join(dir, file))
     try {
       const j = JSON.parse(text ?? '') as { title?: unknown; name?: unknown; 'execution-time'?: unknown; result?: { failed?: unknown; message?: unknown } }
@@ -286,7 +293,7 @@ export function readResults(path: string, sinceMs: number): PromiseResult[] {
         title: typeof j.title === 'string' ? j.title : titleOf(name),
         failed: j.result?.failed === true,
         message: typeof j.result?.message === 'string' ? j.result.message : '',
-        durationMs: typeof j['execution-time'] === 'number' ? Math.round(j['execution-time'] * 1000) : 0,
+        durationMs: !saved && typeof j['execution-time'] === 'number' ? Math.round(j['execution-time'] * 1000) : 0,
       })
     } catch {
       // not a result
@@ -354,6 +361,20 @@ function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, u
     result: { type: 'Test Result', failed: r.failed, date: isoDate(date), message },
   })
   writePartitionFile(join(resultDir, `${r.title}.status.json`), json, 0o644, user)
+}
+
+/**
+ * State files of older slapos.core versions, which the original's launcher deletes before it
+ * runs a promise (node-extras.md §4.3): per promise `<title>.timestamp` and `.periodicity`,
+ * the aggregate files and the `history` directory. Only when `.slapgrid/promise` is a real
+ * directory; links are removed, never followed.
+ */
+function removeDeprecatedState(path: string, titles: string[]): void {
+  const base = join(path, '.slapgrid', 'promise')
+  for (const d of [join(path, '.slapgrid'), base]) if (!lstatSync(d, { throwIfNoEntry: false })?.isDirectory()) return
+  const names = ['promise_stats.json', 'promise_status.json', 'global.json', 'public.json', 'history']
+  for (const t of titles) names.push(`${t}.timestamp`, `${t}.periodicity`)
+  for (const n of names) if (lstatSync(join(base, n), { throwIfNoEntry: false })) rmSync(join(base, n), { recursive: true, force: true })
 }
 
 /** One run in the promise's log (`.slapgrid/promise/log/<title>.log`), in the original's line format. */

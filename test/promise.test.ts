@@ -1,7 +1,7 @@
 // Tests of promise.ts with real processes: legacy etc/promise executables, their results in
 // .slapgrid/promise/result/<title>.status.json, the timeout killing the whole process group,
 // the privilege drop to the partition owner (we run as root here), skipped entries.
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -9,7 +9,7 @@ import { createLogger } from '../src/log.ts'
 import { firstFailure, pluginImportPath, promiseFailureMessage, readRegularFile, runPromises, softwarePython } from '../src/promise.ts'
 import { spawnSync } from 'node:child_process'
 import { realRunner } from '../src/system.ts'
-import { FIXTURES, skip, tempDir } from './helpers.ts'
+import { FIXTURES, fixtureForAll, skip, tempDir } from './helpers.ts'
 
 const lines: string[] = []
 const log = createLogger({ level: 'debug', write: (l) => void lines.push(l), isTTY: false })
@@ -32,12 +32,20 @@ function partition(promises: Record<string, string | { text: string; mode: numbe
 
 const t = suite('promises (grid.md §7)')
 
-t('success and failure: all run, results saved as the original writes them (checklist 85, 86, 88)', async () => {
+t('success and failure: all run, results saved as the original writes them, state files of older versions removed (checklist 85, 86, 88)', async () => {
   const dir = partition({
     'a-ok': '#!/bin/sh\necho fine\n',
     'b-fail.sh': '#!/bin/sh\necho "port 8080 closed" >&2\nexit 3\n',
     'c-ok': '#!/bin/sh\nexit 0\n',
   })
+  // state files of older slapos.core versions go (§4.3); a link among them is removed, not followed
+  const old = join(dir, '.slapgrid/promise')
+  mkdirSync(join(old, 'history'), { recursive: true })
+  writeFileSync(join(old, 'history/a-ok.history.json'), '{}')
+  for (const f of ['promise_status.json', 'global.json', 'public.json', 'a-ok.timestamp', 'b-fail.periodicity', 'kept.json']) writeFileSync(join(old, f), '{}')
+  const outside = join(dir, 'outside.json')
+  writeFileSync(outside, 'kept')
+  symlinkSync(outside, join(old, 'promise_stats.json'))
   const fixed = new Date(Date.UTC(2026, 0, 2, 3, 4, 5))
   const res = await runPromises({ path: dir, id: 'slappart0', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false, now: () => fixed })
   assert.equal(res.map((r) => [r.name, r.failed]), [['a-ok', false], ['b-fail.sh', true], ['c-ok', false]])
@@ -55,6 +63,8 @@ t('success and failure: all run, results saved as the original writes them (chec
   assert.ok(existsSync(join(dir, '.slapgrid/promise/result/a-ok.status.json')))
   assert.match(readFileSync(join(dir, '.slapgrid/promise/log/b-fail.log'), 'utf8'), /^2026-01-02 03:04:05 - ERROR - \d+-\d{3} - port 8080 closed\n$/)
   assert.ok(lines.some((l) => l.includes("Promise 'b-fail.sh' failed with output: port 8080 closed")), 'error logged')
+  assert.equal(readdirSync(old).sort(), ['cache', 'kept.json', 'log', 'result'])
+  assert.is(readFileSync(outside, 'utf8'), 'kept')
 })
 
 t('a promise running past the timeout is killed with its children and fails (checklist 87)', async () => {
@@ -208,7 +218,7 @@ t("the release's Python may be a wrapper script (bin/buildout's #! names a shell
   writeFileSync(join(sw, 'python'), '#!/bin/sh\nexec /usr/bin/python3 "$@"\n', { mode: 0o755 })
   writeFileSync(join(sw, 'bin/buildout'), `#!${sw}/python\nimport sys\n`)
   assert.is(softwarePython(sw), join(sw, 'python'))
-  const dir = partition({})
+  const dir = partition({ legacy: '#!/bin/sh\nexit 0\n' })
   mkdirSync(join(dir, 'etc/plugin'))
   writeFileSync(join(dir, 'etc/plugin/check-site.py'), `import sys\nsys.path[0:0] = ['${egg}']\n`)
   const r = await runPromises({ path: dir, id: 'slappart1', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false, softwarePath: sw })
@@ -265,7 +275,7 @@ function plugin(framework: string, sense: string): string {
 }
 
 t("without runpromises.py in the release's slapos.core, our runner drives its promise launcher (test mode, results, first failure)", async () => {
-  const framework = join(FIXTURES, 'promise-framework')
+  const framework = fixtureForAll('promise-framework')
   const dir = partition({ 'legacy-ok': '#!/bin/sh\nexit 0\n' })
   mkdirSync(join(dir, 'etc/plugin'))
   writeFileSync(join(dir, 'etc/plugin/check-port.py'), plugin(framework, "self.logger.info('port 8080 open')"))
@@ -273,14 +283,22 @@ t("without runpromises.py in the release's slapos.core, our runner drives its pr
   // no software release Python: python3, the documented fallback
   const base = { path: dir, id: 'slappart2', owner: ROOT_OWNER, timeoutSec: 10, runner: realRunner, log, rootCheck: false }
   const results = await runPromises(base)
-  assert.equal(results.map((r) => [r.name, r.failed, r.message]), [['check-disk.py', true, 'disk full'], ['check-port.py', false, 'port 8080 open']])
+  assert.equal(results.map((r) => [r.name, r.failed, r.message]), [
+    ['check-disk.py', true, 'disk full'],
+    ['check-port.py', false, 'port 8080 open'],
+    ['legacy-ok', false, ''],
+  ])
   assert.is(promiseFailureMessage(firstFailure(results)!), "Promise 'check-disk.py' failed with output: disk full")
   const status = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/result/check-port.status.json'), 'utf8')) as { result: { type: string } }
   assert.is(status.result.type, 'Test Result')
-  // anomaly mode reaches the plugins as such
+  // anomaly mode without --force: within their periodicity the saved results count, a saved failure too
   writeFileSync(join(dir, 'etc/plugin/check-disk.py'), plugin(framework, "self.logger.info('disk fine')"))
+  const saved = await runPromises({ ...base, anomaly: true })
+  assert.equal(saved.map((r) => r.failed), [true, false, false])
+  // once due, anomaly mode reaches the plugins as such
+  rmSync(join(dir, '.slapgrid/promise/cache'), { recursive: true })
   const anomaly = await runPromises({ ...base, anomaly: true })
-  assert.equal(anomaly.map((r) => r.failed), [false, false])
+  assert.equal(anomaly.map((r) => r.failed), [false, false, false])
   const again = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/result/check-port.status.json'), 'utf8')) as { result: { type: string } }
   assert.is(again.result.type, 'Anomaly Result')
 })
