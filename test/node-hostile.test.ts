@@ -12,7 +12,7 @@ import { md5hex } from '../src/grid-common.ts'
 import { checkPartitionUsage, collectUsage } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
 import { skip, tempDir } from './helpers.ts'
-import { makeNode, type TestNode } from './node-helpers.ts'
+import { makeNode, waitFor, type TestNode } from './node-helpers.ts'
 
 const isRoot = process.getuid?.() === 0
 const NOBODY = 65534
@@ -158,8 +158,11 @@ t('a service file whose name injects supervisord sections: refused, the partitio
   assert.not.match(group, 'evil')
   // the good service runs, as the partition user; nothing supervisord started runs as root
   const pid = Number(readFileSync(join(node.instanceRoot, 'var', 'run', 'supervisord.pid'), 'utf8'))
-  const children = spawnSync('ps', ['-o', 'uid=,args=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean)
-  assert.ok(children.some((l) => / sleep 300$|sleep 300/.test(l)), children.join('\n'))
+  // the service's shell becomes `sleep 300` once it reached its exec: wait for that, not a moment
+  const children = await waitFor('the good service to exec sleep', async () => {
+    const list = spawnSync('ps', ['-o', 'uid=,args=', '--ppid', String(pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean)
+    return list.some((l) => / sleep 300$/.test(l)) ? list : undefined
+  })
   for (const l of children) {
     const uid = Number(l.trim().split(/\s+/)[0])
     // the watchdog event listener is the node's own program (root, as the original)
