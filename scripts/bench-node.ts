@@ -2,10 +2,14 @@
 // buildout, the offline test Software Release with a `sleep` service so that 100 partitions
 // stay light):
 //   - median wall time of an idle run (every partition up to date) with 10 and 100 partitions;
-//   - wall time of a first deployment of 20 partitions with --jobs 1 and with --jobs 2.
-// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs (default both)]
+//   - wall time of a first deployment of 20 partitions with --jobs 1 and with --jobs 2;
+//   - plugins: 100 deployed partitions each with 3 promise plugins, all due (the anomaly check
+//     of every partition runs them): the idle run without plugins, with them at --jobs 1 and 2,
+//     beside the plugins' own Python time (one partition's runner, alone, x 100 / jobs) and the
+//     Python start cost per partition.
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins (default idle and jobs)]
 import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 // src and test modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
@@ -106,7 +110,7 @@ const out: string[] = []
   console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
 }
 
-for (const n of ONLY === 'jobs' ? [] : [10, 100]) {
+for (const n of ONLY === 'jobs' || ONLY === 'plugins' ? [] : [10, 100]) {
   const node = await prepare(n)
   try {
     const first = await timed(node, ['--jobs', '2'])
@@ -135,7 +139,7 @@ for (const n of ONLY === 'jobs' ? [] : [10, 100]) {
 }
 
 const first: Record<number, number> = {}
-for (const jobs of ONLY === 'idle' ? [] : [1, 2]) {
+for (const jobs of ONLY === 'idle' || ONLY === 'plugins' ? [] : [1, 2]) {
   const node = await prepare(20)
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
@@ -146,6 +150,70 @@ for (const jobs of ONLY === 'idle' ? [] : [1, 2]) {
   out.push(`first deployment of 20 partitions with --jobs ${jobs}: ${f(first[jobs] ?? 0)} ms (${f(lastCpu)} ms CPU)`)
   console.log(out.at(-1))
 }
+if (ONLY === 'plugins') await benchPlugins(100)
 if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
 console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')
+
+/** A wall time in ms of `argv` run to its end (exit status ignored: measured only). */
+function wallOf(argv: string[], cwd?: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const t0 = performance.now()
+    const child = spawn(argv[0] ?? '', argv.slice(1), { cwd, stdio: 'ignore' })
+    child.on('error', rej)
+    child.on('close', () => res(performance.now() - t0))
+  })
+}
+
+async function benchPlugins(n: number): Promise<void> {
+  const { RUNNER } = (await import('../src/promise-runner.ts')) as typeof import('../src/promise-runner.ts')
+  const node = await prepare(n)
+  try {
+    await timed(node, ['--jobs', '2'])
+    const framework = join(node.dir, 'promise-framework')
+    cpSync(resolve(import.meta.dirname, '..', 'test', 'fixtures', 'promise-framework'), framework, { recursive: true })
+    const parts = Array.from({ length: n }, (_, i) => join(node.instanceRoot, `slappart${i}`))
+    const dueAll = () => {
+      for (const p of parts) rmSync(join(p, '.slapgrid', 'promise', 'cache'), { recursive: true, force: true })
+    }
+    const measure = async (args: string[]) => {
+      const xs: number[] = []
+      for (let i = 0; i < RUNS; i++) {
+        dueAll()
+        xs.push(await timed(node, args))
+      }
+      return median(xs)
+    }
+    const bare = await measure([])
+    for (const p of parts) {
+      mkdirSync(join(p, 'etc', 'plugin'), { recursive: true })
+      for (const name of ['check-service', 'check-disk', 'check-log']) {
+        writeFileSync(
+          join(p, 'etc', 'plugin', `${name}.py`),
+          `import sys\nsys.path[0:0] = [\n  '${framework}',\n  ]\nfrom slapos.grid.promise.generic import GenericPromise\n\nclass RunPromise(GenericPromise):\n  def sense(self):\n    self.logger.info('fine')\n`,
+        )
+      }
+    }
+    const jobs1 = await measure(['--jobs', '1'])
+    const jobs2 = await measure(['--jobs', '2'])
+    // the plugins' own Python time: one partition's runner alone, as the node starts it
+    const p0 = parts[0] ?? ''
+    const runnerArgs = ['--promise-folder', join(p0, 'etc', 'plugin'), '--legacy-promise-folder', join(p0, 'etc', 'promise'), '--promise-timeout', '20', '--partition-folder', p0, '--log-folder', join(p0, '.slapgrid', 'promise', 'log'), '--check-anomaly', '--master-url', '', '--partition-cert', '', '--partition-key', '', '--partition-id', 'slappart0', '--computer-id', node.computerId]
+    const runner: number[] = []
+    const start: number[] = []
+    for (let i = 0; i < RUNS; i++) {
+      rmSync(join(p0, '.slapgrid', 'promise', 'cache'), { recursive: true, force: true })
+      runner.push(await wallOf(['python3', '-c', RUNNER, ...runnerArgs], p0))
+      start.push(await wallOf(['python3', '-c', `import sys; sys.path[0:0] = ['${framework}']; import slapos.grid.promise`]))
+    }
+    const one = median(runner)
+    out.push(
+      `${n} partitions x 3 plugins, all due (anomaly checks): idle run without plugins ${f(bare)} ms; with them --jobs 1 ${f(jobs1)} ms (+${f(jobs1 - bare)}), ` +
+        `--jobs 2 ${f(jobs2)} ms (+${f(jobs2 - bare)}); the plugins' own Python time: one partition's runner ${f(one)} ms alone, ` +
+        `x ${n} = ${f(one * n)} ms, / 2 jobs = ${f((one * n) / 2)} ms; of which Python start and framework import ${f(median(start))} ms per partition`,
+    )
+    console.log(out.at(-1))
+  } finally {
+    await teardown(node)
+  }
+}

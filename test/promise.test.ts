@@ -67,6 +67,16 @@ t('success and failure: all run, results saved as the original writes them, stat
   assert.is(readFileSync(outside, 'utf8'), 'kept')
 })
 
+t('a message over 5000 characters keeps its last 5000 after "..." in the result file (node-extras checklist 75)', async () => {
+  const dir = partition({ chatty: '#!/bin/sh\nprintf "%06000d" 0; echo END; exit 1\n' })
+  const res = await runPromises({ path: dir, id: 'slappart0', owner: ROOT_OWNER, timeoutSec: 5, runner: realRunner, log, rootCheck: false })
+  assert.is(res[0]?.failed, true)
+  const saved = JSON.parse(readFileSync(join(dir, '.slapgrid/promise/result/chatty.status.json'), 'utf8')) as { result: { message: string } }
+  assert.is(saved.result.message.length, 5003)
+  assert.ok(saved.result.message.startsWith('...0') && saved.result.message.endsWith('0END'))
+  assert.equal(readdirSync(join(dir, '.slapgrid/promise/result')), ['chatty.status.json'], 'no temp file left')
+})
+
 t('a promise running past the timeout is killed with its children and fails (checklist 87)', async () => {
   const dir = partition({ slow: '#!/bin/sh\nsleep 30 &\necho $! > child.pid\nsleep 30\n' })
   const start = Date.now()
@@ -152,6 +162,11 @@ if mode == 'fail':
 if mode == 'crash':
     sys.stderr.write('Traceback: ImportError')
     sys.exit(1)
+if mode == 'warn':
+    sys.stderr.write('DeprecationWarning: old egg')
+if mode == 'hang':
+    import time
+    time.sleep(60)
 `
 
 t('plugins run through slapos.core runpromises.py with the software release Python (grid.md 7.4)', async () => {
@@ -207,6 +222,23 @@ t('plugins run through slapos.core runpromises.py with the software release Pyth
     err = e
   }
   assert.match(String(err), /Failed to run the promises of slappart7: exit 1\nTraceback: ImportError/)
+  // exit 0 with something on stderr: a warning only (checklist 63)
+  writeFileSync(join(dir, 'runner-mode'), 'warn')
+  lines.length = 0
+  const warned = await runPromises(base)
+  assert.equal(warned.map((r) => r.failed), [false, false])
+  assert.ok(lines.some((l) => /WARNING/.test(l) && l.includes('Unexpected promise runner output:')), lines.join('\n'))
+  // a runner past (plugins + legacy) x timeout + 10 s is killed and fails the partition (checklist 64)
+  writeFileSync(join(dir, 'runner-mode'), 'hang')
+  const t0 = Date.now()
+  err = undefined
+  try {
+    await runPromises({ ...base, timeoutSec: 1 })
+  } catch (e) {
+    err = e
+  }
+  assert.match(String(err), /Failed to run the promises of slappart7: timed out after 12 s/)
+  assert.ok(Date.now() - t0 < 20_000)
 })
 
 t("the release's Python may be a wrapper script (bin/buildout's #! names a shell script that execs python3)", async () => {
