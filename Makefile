@@ -37,7 +37,7 @@ typecheck:
 boundaries:
 	@! grep -rlE "'node:child_process'" src | grep -v '^src/system.ts$$' || { echo 'child_process outside src/system.ts'; exit 1; }
 	@! grep -rlE 'process\.exit\(' src | grep -v '^src/main.ts$$' || { echo 'process.exit outside src/main.ts'; exit 1; }
-	@! grep -rlE "from 'node:sqlite'" src | grep -v '^src/proxy-db.ts$$' || { echo 'node:sqlite outside src/proxy-db.ts'; exit 1; }
+	@! grep -rlE "from 'node:sqlite'|'node:sqlite'\)" src | grep -vE '^src/(proxy-db|collect)\.ts$$' || { echo 'node:sqlite outside src/proxy-db.ts and src/collect.ts'; exit 1; }
 	@! grep -rlE "import\('ofetch'\)|from 'ofetch'" src | grep -v '^src/slap-client.ts$$' || { echo 'ofetch outside src/slap-client.ts'; exit 1; }
 	@! grep -rnE "^import .* from 'ofetch'" src || { echo 'ofetch must be imported lazily'; exit 1; }
 	@$(NODE_BIN) scripts/check-imports.ts

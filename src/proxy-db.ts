@@ -268,6 +268,25 @@ export class ProxyDb {
     return dumpDatabase(this.db)
   }
 
+  // --- consumption reports (/useComputer) ---
+
+  /**
+   * Keeps a consumption report a node sent (the original proxy drops it). Its table is made on
+   * first use, so a database that never received one is the original's schema exactly.
+   */
+  storeConsumption(computer: string, xml: string, receivedAt: string): void {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS consumption${DB_VERSION} (computer_reference VARCHAR(255), received VARCHAR(255), xml TEXT)`)
+    this.db.prepare(`INSERT INTO consumption${DB_VERSION} (computer_reference, received, xml) VALUES (?, ?, ?)`).run(computer, receivedAt, xml)
+  }
+
+  /** The consumption reports received, oldest first (none when the table was never made). */
+  listConsumption(): { computerReference: string; received: string; xml: string }[] {
+    if (!tableList(this.db).includes(`consumption${DB_VERSION}`)) return []
+    return this.db
+      .prepare(`SELECT computer_reference AS computerReference, received, xml FROM consumption${DB_VERSION} ORDER BY rowid`)
+      .all() as { computerReference: string; received: string; xml: string }[]
+  }
+
   // --- config ---
 
   getConfig(name: string): string | undefined {
@@ -586,6 +605,11 @@ export class ProxyDb {
       const newCols = new Map(TABLES.map((b) => [b, new Set(this.columns(`${b}${DB_VERSION}`))]))
       for (const oldTable of tables) {
         let base = oldTable.slice(0, -old.length)
+        if (base === 'consumption') {
+          // ours only, with no column to migrate: it keeps its rows under the new version
+          this.db.exec(`ALTER TABLE ${quoteIdent(oldTable)} RENAME TO consumption${DB_VERSION}`)
+          continue
+        }
         let rows = this.db.prepare(`SELECT * FROM ${quoteIdent(oldTable)} ORDER BY rowid`).all() as Record<string, SQLInputValue>[]
         if (oldNum < 17 && base === 'local_software_release_root') {
           const paths = new Set(rows.map((r) => r.path))

@@ -37,6 +37,8 @@ export interface RunOptions {
   interactive?: boolean
   /** when aborted, the child (its group with processGroup) gets SIGTERM, then SIGKILL `killGraceMs` later */
   abort?: AbortSignal
+  /** called with the child's pid once it is started (node collect records the pid of its `du`) */
+  onSpawn?: (pid: number) => void
 }
 
 export interface RunResult {
@@ -76,6 +78,7 @@ export const realRunner: Runner = {
       } finally {
         if (savedUmask !== undefined) process.umask(savedUmask)
       }
+      if (child.pid !== undefined) opts.onSpawn?.(child.pid)
       const cap = 1 << 20
       let stdout = ''
       let stderr = ''

@@ -86,6 +86,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-boot.ts'),
   },
   {
+    name: 'node collect',
+    group: 'node',
+    summary: 'Collect system consumption and data and store.',
+    load: () => import('./node-collect.ts'),
+  },
+  {
     name: 'node format',
     group: 'node',
     summary: 'create users, partitions and network configuration',

@@ -27,6 +27,7 @@ const proxyShow: CommandModule = {
       .option('slaves', { type: 'boolean', describe: 'view slave (shared) instances' })
       .option('params', { type: 'boolean', alias: 'show-params', describe: 'view published parameters' })
       .option('network', { type: 'boolean', alias: 'show-network', describe: 'view network settings' })
+      .option('consumption', { type: 'boolean', describe: 'view the consumption reports nodes sent (node report, /useComputer); only with this flag' })
       .option('show-all', { type: 'boolean', hidden: true, describe: 'every section (old slapproxy-query flag)' })
       .option('json', { type: 'boolean', describe: 'print one JSON document instead of tables' }),
   async run(args, ctx) {
@@ -36,7 +37,8 @@ const proxyShow: CommandModule = {
       throw new ConfigError(`proxy database ${config.databaseUri} does not exist`, 'start the proxy once (slapos proxy start) or fix database_uri')
     }
     const chosen = SECTIONS.filter((s) => args[s] === true)
-    const sections = chosen.length && args.showAll !== true ? chosen : [...SECTIONS]
+    const consumption = args.consumption === true
+    const sections = (chosen.length || consumption) && args.showAll !== true ? chosen : [...SECTIONS]
     const db = ProxyDb.openReadOnly(config.databaseUri)
     try {
       if (!db.tableNames().includes(`partition${DB_VERSION}`)) {
@@ -45,6 +47,7 @@ const proxyShow: CommandModule = {
       if (args.json === true) {
         const out: Record<string, unknown> = { database: config.databaseUri }
         for (const s of sections) out[s] = JSON_SECTIONS[s](db)
+        if (consumption) out.consumption = db.listConsumption()
         ctx.io.out(JSON.stringify(out, null, 2) + '\n')
       } else {
         const lines = [`Using database: ${config.databaseUri}`]
@@ -52,6 +55,12 @@ const proxyShow: CommandModule = {
           TEXT_SECTIONS[s](db, lines)
           if (i < sections.length - 1) lines.push(' ')
         })
+        if (consumption) {
+          if (sections.length) lines.push(' ')
+          const reports = db.listConsumption()
+          lines.push(`consumption reports: ${reports.length}`)
+          for (const r of reports) lines.push(`${r.received}  ${r.computerReference}  ${r.xml.length} bytes  ${reportTitle(r.xml)}`)
+        }
         ctx.io.out(lines.join('\n') + '\n')
       }
     } finally {
@@ -63,6 +72,12 @@ const proxyShow: CommandModule = {
 export default proxyShow
 
 // --- internal ---
+
+/** What a consumption report is about: its transaction's title and reference (the day of node collect's). */
+function reportTitle(xml: string): string {
+  const tag = (t: string) => new RegExp(`<${t}>([^<]*)</${t}>`).exec(xml)?.[1]?.trim() ?? ''
+  return [tag('title'), tag('reference')].filter(Boolean).join(', ').replace(/[\x00-\x1f\x7f]/g, '?')
+}
 
 const T = (base: string) => `${base}${DB_VERSION}`
 
