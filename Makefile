@@ -47,7 +47,7 @@ test: dist/slapos ## Run every test (unit and end-to-end against the built binar
 	$(NODE_BIN) scripts/test.ts
 
 bench: dist/slapos ## Run the benchmarks
-	for b in scripts/bench-*.ts; do $(NODE_BIN) $$b || exit 1; done
+	for b in scripts/bench-*.ts; do $(NODE_BIN) --import tsx $$b || exit 1; done
 
 # the buildout launcher and its compatibility module, as the packages and the installer carry them
 LAUNCHER_DIR := build/buildout-launcher

@@ -9,8 +9,9 @@
 // numbers written as Python writes them (`1.0`, `5e-05`). Every file is written to a temporary
 // name and renamed: a reader never sees half a file, including the monitor series that the
 // original grows in place.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
 import { join } from 'node:path'
+import type { Stats } from 'node:fs'
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite'
 import {
   bootTime,
@@ -263,14 +264,12 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
   for (const d of [dataLog, reportDir, xmlDir]) ensureDir(d)
   if ((statSync(dataLog).mode & 0o777) !== 0o755) chmodSync(dataLog, 0o755)
 
-  // the computer: CPU measured over the interval, the processes' CPU % over the same time
+  // the computer's CPU and the processes' CPU % are measured over the interval; what does not
+  // need this run's samples (disk usage, past days, the previous minute) is done meanwhile
   const before = readCpuTicks()
-  await new Promise((r) => setTimeout(r, o.intervalMs ?? 5000))
-  const cpuPercent = systemCpuPercent(before, readCpuTicks())
-  const system = sampleSystem()
-  const disks = sampleDisks()
-  const temperatures = await readTemperatures(o)
-  const perProcess = processes.map((p) => ({ p, cpu: processCpuPercent(p, sampleProcess(p.pid, p.user, boot)) }))
+  const measured = new Promise((r) => setTimeout(r, o.intervalMs ?? 5000))
+  const temperaturesRead = readTemperatures(o)
+  temperaturesRead.catch(() => undefined) // awaited below; not an unhandled rejection meanwhile
   const folders = new Map<string, number>()
   const db = openCollectDb(join(dataLog, 'collector.db'))
   try {
@@ -280,6 +279,16 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
         if (kib !== undefined) folders.set(u.user, kib)
       }
     }
+    log.info('Writing csv, XML and JSON files...')
+    const exported = exportDays(db, dataLog, date, o)
+    const reports = writeConsumptionReports(db, o, reportDir, xmlDir, date)
+    const monitored = writeMonitorFiles(db, o, boot)
+    await measured
+    const cpuPercent = systemCpuPercent(before, readCpuTicks())
+    const perProcess = processes.map((p) => ({ p, cpu: processCpuPercent(p, sampleProcess(p.pid, p.user, boot)) }))
+    const system = sampleSystem()
+    const disks = sampleDisks()
+    const temperatures = await temperaturesRead
     log.info('Inserting computer information into database...')
     transaction(db, () => {
       insertComputer(db, system, cpuPercent, disks, temperatures, date, time)
@@ -287,11 +296,7 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
       for (const { p, cpu } of perProcess) insertProcess(db, p, cpu, system.memoryTotal, date, time)
       for (const [user, kib] of folders) insert(db, 'folder', { partition: user, disk_used: kib, date, time })
     })
-    log.info('Writing csv, XML and JSON files...')
     writeSystemCsv(db, dataLog, date)
-    const exported = exportDays(db, dataLog, date, o)
-    const reports = writeConsumptionReports(db, o, reportDir, xmlDir, date)
-    const monitored = writeMonitorFiles(db, o, boot)
     retention(db, date, o.collectCache)
     log.info('Finished collecting.')
     return {
@@ -403,6 +408,17 @@ async function diskUsage(db: DatabaseSync, user: string, home: string, o: Collec
     o.log.warning(`Process ${running} still in progress. Try later.`)
     return undefined
   }
+  // the pid file is written at each measure: a partition under 1 MiB (no row kept) is not
+  // measured again before the cycle is over either (the original runs `du` on it every minute)
+  try {
+    const age = (o.now.getTime() - statSync(pidFile).mtimeMs) / 1000
+    if (age >= 0 && age < o.diskSnapshotCycle) {
+      o.log.debug(`${user} was measured ${Math.round(age)} s ago: disk usage not measured`)
+      return undefined
+    }
+  } catch {
+    // never measured
+  }
   ensureDir(o.diskPidFolder)
   const dirs = [home]
   const data = join(home, 'DATA')
@@ -420,12 +436,54 @@ async function diskUsage(db: DatabaseSync, user: string, home: string, o: Collec
   }
   let total = 0
   for (const dir of dirs) {
+    // a small tree is measured here; a large one (or a link) by du, as the original does
+    const small = dir === home ? treeKiB(home, 5000) : undefined
+    if (small !== undefined) {
+      writeAtomic(pidFile, String(process.pid))
+      total += small
+      continue
+    }
     const r = await o.runner.run(['du', '-s', dir], { env: o.env, onSpawn: (pid) => writeAtomic(pidFile, String(pid)) })
     const kib = Number(/^(\d+)/.exec(r.stdout)?.[1])
     if (Number.isFinite(kib)) total += kib
     else o.log.warning(`du -s ${dir} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`)
   }
   return total > 1024 ? total : undefined
+}
+
+/**
+ * `du -s` of a tree with at most `limit` entries, in KiB: allocated blocks, links not followed,
+ * a file with several hard links counted once; undefined when the tree is larger.
+ */
+export function treeKiB(root: string, limit: number): number | undefined {
+  const seen = new Set<string>()
+  let blocks = 0
+  let entries = 0
+  const stack = [root]
+  while (stack.length) {
+    const path = stack.pop() as string
+    let st: Stats
+    try {
+      st = lstatSync(path)
+    } catch {
+      continue // gone meanwhile
+    }
+    if (++entries > limit) return undefined
+    if (st.nlink > 1 && !st.isDirectory()) {
+      const key = `${st.dev}:${st.ino}`
+      if (seen.has(key)) continue
+      seen.add(key)
+    }
+    blocks += st.blocks
+    if (st.isDirectory()) {
+      try {
+        for (const name of readdirSync(path)) stack.push(join(path, name))
+      } catch {
+        // unreadable: its own size only, as du (which also complains)
+      }
+    }
+  }
+  return Math.ceil((blocks * 512) / 1024)
 }
 
 function readLivePid(file: string): number | undefined {

@@ -4,12 +4,12 @@
 // namespace whose /etc/passwd names the partition users; the next `node report` sends the
 // daily reports to our proxy, which keeps them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, linkSync, mkdirSync, symlinkSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { collect, collectSchemaSql, pyFloat, pyJson, PyInt, type CollectOptions } from '../src/collect.ts'
+import { collect, collectSchemaSql, pyFloat, pyJson, PyInt, treeKiB, type CollectOptions } from '../src/collect.ts'
 import { parseSensors } from '../src/collect-sample.ts'
 import { createLogger, type Logger } from '../src/log.ts'
 import { ProxyDb } from '../src/proxy-db.ts'
@@ -96,6 +96,18 @@ formats('the schema: seven tables with the original columns, the indexes', () =>
     'user_partition_date_time',
   ])
   db.close()
+})
+
+formats('a small tree is measured as du -s measures it; a large one is left to du', () => {
+  const dir = tempDir('slapos-collect-du-')
+  mkdirSync(join(dir, 'a', 'b'), { recursive: true })
+  writeFileSync(join(dir, 'a', 'f'), Buffer.alloc(300_000, 1))
+  writeFileSync(join(dir, 'a', 'b', 'g'), 'x')
+  linkSync(join(dir, 'a', 'f'), join(dir, 'hard'))
+  symlinkSync('/usr', join(dir, 'link'))
+  const du = Number(/^(\d+)/.exec(spawnSync('du', ['-s', dir], { encoding: 'utf8' }).stdout)?.[1])
+  assert.is(treeKiB(dir, 100), du)
+  assert.is(treeKiB(dir, 3), undefined)
 })
 
 formats.run()
@@ -371,8 +383,15 @@ e2e('the built binary as root: real clock, partition users from /etc/passwd, --j
   // the partition users exist only in this mount namespace's /etc/passwd
   const inNamespace = (args: string[]) =>
     spawnSync('unshare', ['--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/passwd && exec "$@"', w?.passwd ?? '', SLAPOS, ...args], { encoding: 'utf8', env: baseEnv() })
+  const pidFiles = [1, 2].map((i) => join(w?.node.instanceRoot ?? '', 'var', 'run', `slapuser${i}_disk_size.pid`))
+  const duPids = pidFiles.map((f) => readFileSync(f, 'utf8'))
   const r = inNamespace(['node', 'collect', '--cfg', cfg, '--json'])
   assert.is(r.status, 0, r.stderr)
+  assert.equal(
+    pidFiles.map((f) => readFileSync(f, 'utf8')),
+    duPids,
+    'measured minutes ago, small or not: no du before the cycle is over',
+  )
   const out = JSON.parse(r.stdout) as { users: Array<{ user: string; processes: number; cpuPercent: number; memoryRss: number }>; durationMs: number }
   assert.equal(
     out.users.map((u) => [u.user, u.processes]),
