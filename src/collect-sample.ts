@@ -33,10 +33,10 @@ export interface ProcessSample {
   at: number
 }
 
-/** The account database's name → uid of the users wanted (`/etc/passwd` format). */
-export function readUsers(names: readonly string[], passwd = '/etc/passwd'): Map<number, string> {
+/** The accounts wanted, from the account database (`/etc/passwd` format): name → uid and gid. */
+export function readAccounts(names: readonly string[], passwd = '/etc/passwd'): Map<string, { uid: number; gid: number }> {
   const wanted = new Set(names)
-  const out = new Map<number, string>()
+  const out = new Map<string, { uid: number; gid: number }>()
   let text = ''
   try {
     text = readFileSync(passwd, 'utf8')
@@ -44,8 +44,9 @@ export function readUsers(names: readonly string[], passwd = '/etc/passwd'): Map
     return out
   }
   for (const line of text.split('\n')) {
-    const [name, , uid] = line.split(':')
-    if (name && uid !== undefined && wanted.has(name) && /^\d+$/.test(uid) && !out.has(Number(uid))) out.set(Number(uid), name)
+    const [name, , uid, gid] = line.split(':')
+    if (!name || !wanted.has(name) || out.has(name) || !/^\d+$/.test(uid ?? '') || !/^\d+$/.test(gid ?? '')) continue
+    out.set(name, { uid: Number(uid), gid: Number(gid) })
   }
   return out
 }

@@ -9,8 +9,8 @@
 // numbers written as Python writes them (`1.0`, `5e-05`). Every file is written to a temporary
 // name and renamed: a reader never sees half a file, including the monitor series that the
 // original grows in place.
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
-import { join } from 'node:path'
+import { closeSync, constants, copyFileSync, existsSync, fchownSync, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { dirname, join, relative } from 'node:path'
 import type { Stats } from 'node:fs'
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite'
 import {
@@ -18,7 +18,7 @@ import {
   parseSensors,
   processCpuPercent,
   readCpuTicks,
-  readUsers,
+  readAccounts,
   round,
   sampleDisks,
   sampleProcess,
@@ -252,10 +252,11 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
   const time = timeOf(o.now)
   log.info('Collecting data...')
   const boot = bootTime()
-  const uids = readUsers(
+  const accounts = readAccounts(
     o.users.map((u) => u.user),
     o.passwd,
   )
+  const uids = new Map([...accounts].map(([name, a]) => [a.uid, name]))
   const processes = sampleProcesses(uids, boot)
 
   const dataLog = join(o.instanceRoot, 'var', 'data-log')
@@ -282,7 +283,7 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
     log.info('Writing csv, XML and JSON files...')
     const exported = exportDays(db, dataLog, date, o)
     const reports = writeConsumptionReports(db, o, reportDir, xmlDir, date)
-    const monitored = writeMonitorFiles(db, o, boot)
+    const monitored = writeMonitorFiles(db, o, boot, accounts)
     await measured
     const cpuPercent = systemCpuPercent(before, readCpuTicks())
     const perProcess = processes.map((p) => ({ p, cpu: processCpuPercent(p, sampleProcess(p.pid, p.user, boot)) }))
@@ -439,7 +440,7 @@ async function diskUsage(db: DatabaseSync, user: string, home: string, o: Collec
     // a small tree is measured here; a large one (or a link) by du, as the original does
     const small = dir === home ? treeKiB(home, 5000) : undefined
     if (small !== undefined) {
-      writeAtomic(pidFile, String(process.pid))
+      writeAtomic(pidFile, '') // no process to wait for; its time says when the partition was measured
       total += small
       continue
     }
@@ -656,7 +657,7 @@ export function previousMinute(now: Date): { day: string; from: string; to: stri
   return { day: dayOf(d), from: `${hm}:00`, to: `${hm}:59`, label: `${dayOf(d)} ${hm}:00` }
 }
 
-function writeMonitorFiles(db: DatabaseSync, o: CollectOptions, boot: number): string[] {
+function writeMonitorFiles(db: DatabaseSync, o: CollectOptions, boot: number, accounts: Map<string, { uid: number; gid: number }>): string[] {
   const w = previousMinute(o.now)
   const done: string[] = []
   const totals = db.prepare(
@@ -670,9 +671,20 @@ function writeMonitorFiles(db: DatabaseSync, o: CollectOptions, boot: number): s
       'GROUP BY pid ORDER BY SUM(cpu_percent) DESC, pid',
   )
   for (const { user, home } of o.users) {
-    if (!safeIsDir(join(home, '.slapgrid'))) continue
+    // the partition's files belong to its user, who may have made any of them a link: they are
+    // written with the user's identity, so a link leads nowhere the user could not write
+    const account = accounts.get(user)
+    const slapgrid = lstatOrUndefined(join(home, '.slapgrid'))
+    if (!slapgrid?.isDirectory()) continue
+    if (!account) {
+      o.log.debug(`${user} is not in the account database: no monitor files for ${home}`)
+      continue
+    }
     const dir = join(home, '.slapgrid', 'monitor')
-    ensureDir(dir)
+    // directories made by root (the original writes as root) are handed to the user first
+    if (slapgrid.uid !== account.uid) giveDirectory(join(home, '.slapgrid'), account)
+    if (lstatOrUndefined(dir)?.isDirectory()) giveDirectory(dir, account)
+    const writes: Array<() => void> = []
     const t = totals.get(user, w.day, w.from, w.to) as Record<string, number>
     const d = disk.get(user, w.day, w.from, w.to) as { d: number | null }
     const n = t.n ?? 0
@@ -692,11 +704,12 @@ function writeMonitorFiles(db: DatabaseSync, o: CollectOptions, boot: number): s
     for (const s of SERIES) {
       const v = values[s.when]
       if (v === undefined || (v instanceof PyInt ? v.value : Number(v)) === 0) continue
-      appendSeries(join(dir, s.file), s.header, [w.label, ...s.keys.map((k) => pyStr(values[k] ?? 0))].join(', '), o.now)
+      const entry = [w.label, ...s.keys.map((k) => pyStr(values[k] ?? 0))].join(', ')
+      writes.push(() => appendSeries(join(dir, s.file), s.header, entry, o.now))
       status.date = w.label
       for (const k of s.keys) status[k] = values[k] ?? 0
     }
-    writeAtomic(join(dir, 'monitor_resource.status.json'), pyJson(status))
+    writes.push(() => writeAtomic(join(dir, 'monitor_resource.status.json'), pyJson(status)))
     const rows = perPid.all(user, w.day, w.from, w.to) as Array<Record<string, number | string>>
     if (rows.length) {
       const list = rows.map((r) => {
@@ -714,11 +727,68 @@ function writeMonitorFiles(db: DatabaseSync, o: CollectOptions, boot: number): s
         Object.assign(item, aliveProcess(Number(r.pid), String(r.process), user, boot))
         return item
       })
-      writeAtomic(join(dir, 'monitor_process_resource.status.json'), pyJson(list))
+      writes.push(() => writeAtomic(join(dir, 'monitor_process_resource.status.json'), pyJson(list)))
     }
-    done.push(user)
+    try {
+      asAccount(account, () => {
+        ensureDir(dir)
+        for (const write of writes) write()
+      })
+      done.push(user)
+    } catch (err) {
+      o.log.warning(`Cannot write the monitor files of ${user} in ${dir}: ${(err as Error).message}`)
+    }
   }
   return done
+}
+
+/**
+ * Hands a directory of a partition to its user when root owns it: opened without following a
+ * final link, and changed only if the opened directory is the one named (the user may have
+ * swapped a directory on the way for a link at any moment).
+ */
+function giveDirectory(path: string, account: { uid: number; gid: number }): void {
+  let fd: number
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)
+  } catch {
+    return // a link or something else: the user's own business
+  }
+  try {
+    const st = fstatSync(fd)
+    if (st.uid === account.uid) return
+    const parent = realpathSync(dirname(dirname(path)))
+    if (readlinkSync(`/proc/self/fd/${fd}`) === join(parent, relative(dirname(dirname(path)), path))) fchownSync(fd, account.uid, account.gid)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path)
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Runs `fn` with the effective identity of an account (uid, gid, its group alone) when we are
+ * root, then takes root's back. Only for synchronous file work: nothing else runs meanwhile.
+ */
+function asAccount<T>(account: { uid: number; gid: number }, fn: () => T): T {
+  if (process.geteuid?.() !== 0 || !process.seteuid || !process.setegid || !process.setgroups || !process.getgroups) return fn()
+  const groups = process.getgroups()
+  process.setgroups([account.gid])
+  process.setegid(account.gid)
+  process.seteuid(account.uid)
+  try {
+    return fn()
+  } finally {
+    process.seteuid(0)
+    process.setegid(0)
+    process.setgroups(groups)
+  }
 }
 
 /** A series file: `{"date": <epoch>, "data": [<header>, ...]}`, one more entry each time. */

@@ -4,7 +4,7 @@
 // namespace whose /etc/passwd names the partition users; the next `node report` sends the
 // daily reports to our proxy, which keeps them.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chownSync, existsSync, linkSync, mkdirSync, symlinkSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, renameSync, rmSync, statSync, symlinkSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { suite } from 'uvu'
@@ -372,6 +372,35 @@ e2e('retention: exported rows older than collect_cache days go, unexported and h
   assert.is(rows(w, 'SELECT * FROM heating').length, 1)
 })
 
+e2e('a partition user links its monitor files elsewhere: nothing is read or written there with root\'s rights', async () => {
+  if (!w) return skip('needs root')
+  const vault = tempDir('slapos-collect-vault-') // root's, 0700
+  const secret = '{"date": 1.0, "data": ["secret"]}'
+  writeFileSync(join(vault, 'secret.json'), secret, { mode: 0o600 })
+  // slapuser1: its whole monitor directory is a link to root's directory
+  const monitor1 = join(w.homes[1] ?? '', '.slapgrid', 'monitor')
+  renameSync(monitor1, `${monitor1}.old`)
+  symlinkSync(vault, monitor1)
+  lchownSync(monitor1, UIDS[1] ?? 0, UIDS[1] ?? 0)
+  // slapuser0: one series file is a link to a root-only file that looks like a series
+  const series0 = join(w.homes[0] ?? '', '.slapgrid', 'monitor', 'monitor_resource_process.data.json')
+  rmSync(series0)
+  symlinkSync(join(vault, 'secret.json'), series0)
+  lchownSync(series0, UIDS[0] ?? 0, UIDS[0] ?? 0)
+  await collect(w.opts('2026-12-05T10:00:10Z'))
+  await collect(w.opts('2026-12-05T10:01:10Z'))
+  assert.equal(readdirSync(vault), ['secret.json'], 'nothing written in root\'s directory')
+  assert.is(readFileSync(join(vault, 'secret.json'), 'utf8'), secret)
+  assert.ok(!lstatSync(series0).isSymbolicLink(), 'the link itself was replaced')
+  const grown = readFileSync(series0, 'utf8')
+  assert.not.match(grown, /secret/, 'the root-only file was not read')
+  assert.match(grown, /2026-12-05 10:00:00, 1, /)
+  assert.match(readFileSync(join(w.homes[2] ?? '', '.slapgrid', 'monitor', 'monitor_resource.status.json'), 'utf8'), /"date": "2026-12-05 10:00:00"/, 'the others are written')
+  assert.is(lstatSync(series0).uid, UIDS[0], 'files of the partition belong to its user')
+  rmSync(monitor1)
+  renameSync(`${monitor1}.old`, monitor1)
+})
+
 e2e('the built binary as root: real clock, partition users from /etc/passwd, --json, the summary line, --show', async () => {
   if (!w) return skip('needs root')
   if (!canUseNamespaces()) return skip('needs mount namespaces')
@@ -384,12 +413,12 @@ e2e('the built binary as root: real clock, partition users from /etc/passwd, --j
   const inNamespace = (args: string[]) =>
     spawnSync('unshare', ['--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/passwd && exec "$@"', w?.passwd ?? '', SLAPOS, ...args], { encoding: 'utf8', env: baseEnv() })
   const pidFiles = [1, 2].map((i) => join(w?.node.instanceRoot ?? '', 'var', 'run', `slapuser${i}_disk_size.pid`))
-  const duPids = pidFiles.map((f) => readFileSync(f, 'utf8'))
+  const measured = pidFiles.map((f) => statSync(f).mtimeMs)
   const r = inNamespace(['node', 'collect', '--cfg', cfg, '--json'])
   assert.is(r.status, 0, r.stderr)
   assert.equal(
-    pidFiles.map((f) => readFileSync(f, 'utf8')),
-    duPids,
+    pidFiles.map((f) => statSync(f).mtimeMs),
+    measured,
     'measured minutes ago, small or not: no du before the cycle is over',
   )
   const out = JSON.parse(r.stdout) as { users: Array<{ user: string; processes: number; cpuPercent: number; memoryRss: number }>; durationMs: number }
