@@ -9,7 +9,7 @@ import { cpus } from 'node:os'
 
 /** USER_HZ: the unit of the times in /proc/<pid>/stat and /proc/stat (100 on every Linux ABI). */
 const CLOCK_TICKS = 100
-/** The unit of the resident set size in /proc/<pid>/stat (pages). */
+/** The unit of the resident set size in /proc/<pid>/stat when VmRSS is not there (pages). */
 const PAGE_SIZE = 4096
 
 /** One process of a partition user, as the original's process snapshot holds it. */
@@ -77,7 +77,11 @@ export function sampleProcesses(users: Map<number, string>, boot: number): Proce
     const user = m ? users.get(Number(m[1])) : undefined
     if (user === undefined) continue
     const s = sampleProcess(pid, user, boot)
-    if (s) out.push(s)
+    if (!s) continue
+    // the resident set in kB from the kernel, whatever the page size
+    const rss = /^VmRSS:\s+(\d+) kB/m.exec(status)
+    if (rss) s.rss = Number(rss[1]) * 1024
+    out.push(s)
   }
   return out
 }
@@ -262,8 +266,11 @@ export function parseSensors(text: string): Temperature[] {
   return out
 }
 
-/** Python's round(x, n) for the values here (halves away from zero; the sums are not exact anyway). */
+/** Python's round(x, n): halves to even when the product is exactly a half. */
 export function round(x: number, n: number): number {
   const f = 10 ** n
-  return Math.round(x * f) / f
+  const y = x * f
+  // an exact half goes to the even neighbour, as Python's round() does
+  const r = Math.abs(y % 1) === 0.5 ? 2 * Math.round(y / 2) : Math.round(y)
+  return r / f
 }

@@ -9,9 +9,9 @@
 // numbers written as Python writes them (`1.0`, `5e-05`). Every file is written to a temporary
 // name and renamed: a reader never sees half a file, including the monitor series that the
 // original grows in place.
-import { closeSync, constants, copyFileSync, existsSync, fchownSync, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
+import { closeSync, constants, copyFileSync, existsSync, fchownSync, fstatSync, lstatSync, opendirSync, openSync, readlinkSync, realpathSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
-import type { Stats } from 'node:fs'
+import type { Dir, Stats } from 'node:fs'
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite'
 import {
   bootTime,
@@ -117,7 +117,9 @@ export function collectSchemaSql(): string {
 export function openCollectDb(path: string): DatabaseSync {
   const { DatabaseSync } = process.getBuiltinModule('node:sqlite') as typeof import('node:sqlite')
   const db = new DatabaseSync(path, { timeout: 30_000 })
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = 100000;')
+  // a rollback journal, not WAL: a reader without root (node collect --show) cannot make WAL's
+  // shared-memory file in root's directory
+  db.exec('PRAGMA journal_mode = DELETE; PRAGMA temp_store = MEMORY; PRAGMA cache_size = 100000;')
   db.exec(collectSchemaSql())
   return db
 }
@@ -193,7 +195,9 @@ function dbValue(v: unknown, type: ColumnType): string {
 
 function writeAtomic(path: string, text: string, mode = 0o644): void {
   const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, text, { mode })
+  // whatever is in the way (a FIFO or a link planted by a partition user) goes, the new file is ours
+  rmSync(tmp, { force: true })
+  writeFileSync(tmp, text, { mode, flag: 'wx' })
   renameSync(tmp, path)
 }
 
@@ -272,11 +276,18 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
   const temperaturesRead = readTemperatures(o)
   temperaturesRead.catch(() => undefined) // awaited below; not an unhandled rejection meanwhile
   const folders = new Map<string, number>()
-  const db = openCollectDb(join(dataLog, 'collector.db'))
+  let db: DatabaseSync
+  try {
+    db = openCollectDb(join(dataLog, 'collector.db'))
+  } catch (err) {
+    throw new SlapError(`cannot open the collect database ${join(dataLog, 'collector.db')}: ${(err as Error).message}`, {
+      hint: 'if the file is damaged, move it away: the next run starts a new one',
+    })
+  }
   try {
     if (o.reportDiskUsage) {
       for (const u of o.users) {
-        const kib = await diskUsage(db, u.user, u.home, o)
+        const kib = await diskUsage(db, u.user, u.home, o, accounts.get(u.user))
         if (kib !== undefined) folders.set(u.user, kib)
       }
     }
@@ -294,8 +305,12 @@ export async function collect(o: CollectOptions): Promise<CollectResult> {
     transaction(db, () => {
       insertComputer(db, system, cpuPercent, disks, temperatures, date, time)
       log.info('Inserting user information into database...')
-      for (const { p, cpu } of perProcess) insertProcess(db, p, cpu, system.memoryTotal, date, time)
-      for (const [user, kib] of folders) insert(db, 'folder', { partition: user, disk_used: kib, date, time })
+      // per user in index order: its processes, then its size
+      for (const { user } of o.users) {
+        for (const { p, cpu } of perProcess) if (p.user === user) insertProcess(db, p, cpu, system.memoryTotal, date, time)
+        const kib = folders.get(user)
+        if (kib !== undefined) insert(db, 'folder', { partition: user, disk_used: kib, date, time })
+      }
     })
     writeSystemCsv(db, dataLog, date)
     retention(db, date, o.collectCache)
@@ -393,7 +408,7 @@ function insertProcess(db: DatabaseSync, p: ProcessSample, cpu: number, memoryTo
  * `DATA/`), or undefined when not measured this run: the last measure is younger than the
  * cycle, a previous `du` still runs, or the total is 1 MiB or less.
  */
-async function diskUsage(db: DatabaseSync, user: string, home: string, o: CollectOptions): Promise<number | undefined> {
+async function diskUsage(db: DatabaseSync, user: string, home: string, o: CollectOptions, account: { uid: number; gid: number } | undefined): Promise<number | undefined> {
   if (!existsSync(home)) return undefined
   const last = db.prepare('SELECT date, time FROM folder WHERE partition = ? ORDER BY date DESC, time DESC LIMIT 1').get(user) as { date: string; time: string } | undefined
   if (last) {
@@ -421,33 +436,45 @@ async function diskUsage(db: DatabaseSync, user: string, home: string, o: Collec
     // never measured
   }
   ensureDir(o.diskPidFolder)
-  const dirs = [home]
+  // the home, and each link in DATA/ to a directory (its target measured, `du -s <link>/`, as
+  // the partition user: a link may point anywhere)
+  const targets: Array<{ path: string; asUser: boolean }> = [{ path: home, asUser: false }]
   const data = join(home, 'DATA')
-  try {
-    for (const name of readdirSync(data)) {
-      const p = join(data, name)
-      try {
-        if (statSync(p).isDirectory()) dirs.push(p)
-      } catch {
-        // a dangling link
+  if (lstatOrUndefined(data)?.isDirectory()) {
+    try {
+      for (const name of readdirSync(data)) {
+        const p = join(data, name)
+        if (!lstatOrUndefined(p)?.isSymbolicLink()) continue // a plain directory is inside the home's total
+        try {
+          if (statSync(p).isDirectory()) targets.push({ path: `${p}/`, asUser: true })
+        } catch {
+          // a dangling link
+        }
       }
+    } catch {
+      // unreadable
     }
-  } catch {
-    // no DATA directory
   }
   let total = 0
-  for (const dir of dirs) {
-    // a small tree is measured here; a large one (or a link) by du, as the original does
-    const small = dir === home ? treeKiB(home, 5000) : undefined
+  for (const t of targets) {
+    // a small tree is measured here; a large one by du, as the original does
+    const small = t.path === home ? treeKiB(home, 5000) : undefined
     if (small !== undefined) {
       writeAtomic(pidFile, '') // no process to wait for; its time says when the partition was measured
       total += small
       continue
     }
-    const r = await o.runner.run(['du', '-s', dir], { env: o.env, onSpawn: (pid) => writeAtomic(pidFile, String(pid)) })
+    if (t.asUser && !account) continue
+    const r = await o.runner.run(['du', '-s', t.path], {
+      env: o.env,
+      timeoutMs: 3_600_000,
+      ...(t.asUser && account ? { uid: account.uid, gid: account.gid, groups: [account.gid] } : {}),
+      onSpawn: (pid) => writeAtomic(pidFile, String(pid)),
+    })
+    writeAtomic(pidFile, '') // du is over: its pid may be another process's tomorrow
     const kib = Number(/^(\d+)/.exec(r.stdout)?.[1])
     if (Number.isFinite(kib)) total += kib
-    else o.log.warning(`du -s ${dir} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`)
+    else o.log.warning(`du -s ${t.path} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`)
   }
   return total > 1024 ? total : undefined
 }
@@ -477,10 +504,18 @@ export function treeKiB(root: string, limit: number): number | undefined {
     }
     blocks += st.blocks
     if (st.isDirectory()) {
+      let dir: Dir | undefined
       try {
-        for (const name of readdirSync(path)) stack.push(join(path, name))
+        dir = opendirSync(path)
+        // read entry by entry: a directory of millions stops at the limit, not in memory
+        for (let e = dir.readSync(); e; e = dir.readSync()) {
+          stack.push(join(path, e.name))
+          if (entries + stack.length > limit) return undefined
+        }
       } catch {
         // unreadable: its own size only, as du (which also complains)
+      } finally {
+        dir?.closeSync()
       }
     }
   }
@@ -791,14 +826,28 @@ function asAccount<T>(account: { uid: number; gid: number }, fn: () => T): T {
   }
 }
 
+/** Largest series file grown in place; a larger one (or a FIFO, a device, a link) starts again. */
+const SERIES_MAX = 16 * 2 ** 20
+
+function readSeries(file: string): string | undefined {
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch {
+    return undefined
+  }
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile() || st.size > SERIES_MAX) return undefined
+    return readFileSync(fd, 'utf8')
+  } finally {
+    closeSync(fd)
+  }
+}
+
 /** A series file: `{"date": <epoch>, "data": [<header>, ...]}`, one more entry each time. */
 function appendSeries(file: string, header: string, entry: string, now: Date): void {
-  let text = ''
-  try {
-    text = readFileSync(file, 'utf8')
-  } catch {
-    // absent
-  }
+  let text = readSeries(file) ?? ''
   const tail = text.trimEnd()
   if (!tail.endsWith(']}')) text = `{"date": ${pyFloat(now.getTime() / 1000)}, "data": [${JSON.stringify(header)}]}`
   const body = text.trimEnd()

@@ -10,6 +10,9 @@ import type { Logger } from './log.ts'
 export const DB_VERSION = '17'
 
 /** Base names of the tables; the real name is base + DB_VERSION (`partition17`). */
+/** How many consumption reports the proxy keeps (two a day per node: a year of 100 nodes). */
+export const CONSUMPTION_KEPT = 73_000
+
 export const TABLES = ['config', 'software', 'computer', 'partition', 'slave', 'partition_network', 'forwarded_partition_request'] as const
 
 export interface ComputerRow {
@@ -276,7 +279,11 @@ export class ProxyDb {
    */
   storeConsumption(computer: string, xml: string, receivedAt: string): void {
     this.db.exec(`CREATE TABLE IF NOT EXISTS consumption${DB_VERSION} (computer_reference VARCHAR(255), received VARCHAR(255), xml TEXT)`)
-    this.db.prepare(`INSERT INTO consumption${DB_VERSION} (computer_reference, received, xml) VALUES (?, ?, ?)`).run(computer, receivedAt, xml)
+    this.transaction(() => {
+      this.db.prepare(`INSERT INTO consumption${DB_VERSION} (computer_reference, received, xml) VALUES (?, ?, ?)`).run(computer, receivedAt, xml)
+      // the newest reports only: a node sending without end cannot fill the disk
+      this.db.exec(`DELETE FROM consumption${DB_VERSION} WHERE rowid <= (SELECT MAX(rowid) FROM consumption${DB_VERSION}) - ${CONSUMPTION_KEPT}`)
+    })
   }
 
   /** The consumption reports received, oldest first (none when the table was never made). */

@@ -288,11 +288,11 @@ export class ProxyApp {
       startedComputerPartition: ignored,
       stoppedComputerPartition: ignored,
       softwareInstanceError: ignored,
-      // the original answers and forgets; a report that is kept can be read with proxy show --consumption
+      // the original answers and forgets; a report of a known computer is kept (proxy show --consumption)
       useComputer: post((f) => {
         const computerId = f.get('computer_id')
         const use = f.get('use_string')
-        if (computerId && use && !idProblem('computer_id', computerId)) this.db.storeConsumption(computerId, use, new Date(this.clock() * 1000).toISOString())
+        if (computerId && use && !idProblem('computer_id', computerId) && this.db.getComputer(computerId)) this.db.storeConsumption(computerId, use, new Date(this.clock() * 1000).toISOString())
         return 'Ignored'
       }),
     }

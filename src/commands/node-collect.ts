@@ -23,10 +23,15 @@ const nodeCollect: CommandModule = {
     'collect runs.',
   options: (y) =>
     y
-      .option('show', { type: 'string', describe: 'print the last hour of usage per partition (or of one: slappartN or its user) and exit' })
+      // a partition may follow --show: positional words allowed, unknown options still refused
+      .strict(false)
+      .strictOptions()
+      .option('show', { type: 'boolean', describe: 'print the last hour of usage per partition (or of the PARTITION given: slappartN or its user) and exit' })
       .option('json', { type: 'boolean', describe: 'print what was sampled (or shown) as JSON on stdout' }),
   async run(args, ctx) {
-    const show = args.show as string | undefined
+    const words = args._.map(String)
+    if (words.length > 1 || (words.length && args.show !== true)) throw new UsageError(`unexpected argument: ${words.join(' ')}`, 'a partition is given after --show: slapos node collect --show slappart3')
+    const show = args.show === true ? (words[0] ?? '') : undefined
     if (show === undefined && process.getuid?.() !== 0) throw new NotRootError()
     const file = readConfig('node', args.cfg, ctx.env)
     const instanceRoot = file.path_('slapos', 'instance_root')
@@ -36,7 +41,9 @@ const nodeCollect: CommandModule = {
     const userBase = file.require('slapformat', 'user_base_name')
     const partitionBase = file.require('slapformat', 'partition_base_name')
     const amount = Number(amountText)
-    if (!/^\s*\d+\s*$/.test(amountText)) throw new ConfigError(`${file.path}: [slapformat] partition_amount = ${amountText} is not an integer`)
+    if (!/^\s*\d+\s*$/.test(amountText) || amount > 100_000) {
+      throw new ConfigError(`${file.path}: [slapformat] partition_amount = ${amountText} is not an integer between 0 and 100000`)
+    }
     const users = Array.from({ length: amount }, (_, i) => ({ user: `${userBase}${i}`, partition: `${partitionBase}${i}`, home: join(instanceRoot, `${partitionBase}${i}`) }))
     const dbPath = join(instanceRoot, 'var', 'data-log', 'collector.db')
 
@@ -54,14 +61,17 @@ const nodeCollect: CommandModule = {
       return EXIT.OK
     }
 
+    const collectCache = file.int('slapos', 'collect_cache', 15)
+    if (collectCache < 0 || collectCache > 36_500) throw new ConfigError(`${file.path}: [slapos] collect_cache = ${collectCache} is not a number of days between 0 and 36500`)
     const release = acquirePidfile(join(instanceRoot, 'var', 'run', 'slapos-node-collect.pid'))
     try {
       const result = await collect({
         instanceRoot,
         computerId,
         users,
-        collectCache: file.int('slapos', 'collect_cache', 15),
-        reportDiskUsage: file.bool('collect', 'report_disk_usage', true),
+        collectCache,
+        // the original: true, on or 1 in any case is true, anything else false
+        reportDiskUsage: /^(true|on|1)$/i.test(file.str('collect', 'report_disk_usage', 'true').trim()),
         diskSnapshotCycle: file.int('collect', 'disk_snapshot_time_cycle', 86400),
         diskPidFolder: file.path_('collect', 'disk_snapshot_process_pid_foder') ?? join(instanceRoot, 'var', 'run'),
         now: ctx.now(),
