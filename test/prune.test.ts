@@ -31,7 +31,9 @@ function tree(extraCfg = ''): Tree {
   const software = join(dir, 'software')
   const shared = join(dir, 'shared')
   const instance = join(dir, 'instance')
-  const part = (name: string, hash: string) => join(shared, name, hash)
+  // 32 characters as real part hashes: a short one (`L1`) may occur by chance in the random
+  // name of the test's temporary directory, which every signature's text contains
+  const part = (name: string, hash: string) => join(shared, name, `${hash}${'0123456789abcdef'.repeat(2)}`.slice(0, 32))
   const mk = (name: string, hash: string, files: Record<string, string> = {}) => {
     const p = part(name, hash)
     mkdirSync(p, { recursive: true })
