@@ -590,18 +590,10 @@ function exportDays(db: DatabaseSync, dataLog: string, today: string, o: Collect
   }
   // every dated directory (also one left by an interrupted run) becomes an archive
   for (const name of readdirSync(dataLog)) {
-    if (!/^[^.]*-.*-/.test(name) || !safeIsDir(join(dataLog, name))) continue
+    if (!/^[^.]*-.*-/.test(name) || !lstatOrUndefined(join(dataLog, name))?.isDirectory()) continue
     archiveDay(dataLog, name, o)
   }
   return exported
-}
-
-function safeIsDir(p: string): boolean {
-  try {
-    return statSync(p).isDirectory()
-  } catch {
-    return false
-  }
 }
 
 /** `<name>.tar.gz` with members `<name>/…` (replacing an older archive), then the directory goes. */
