@@ -1,0 +1,188 @@
+// The node's managers (node-extras.md §1): optional modules named by `[slapos] manager_list`
+// that hook into format, software, instance and report at the points of §1.2. One module
+// per manager (manager-*.ts); this file loads them, reads their configuration and calls
+// their hooks. Used by format.ts, grid-software.ts, grid-instance.ts and grid-report.ts.
+//
+//   node format    format ──────── partitions ──────── formatTearDown
+//   node software  software(sr) ── buildout ────────── softwareTearDown(sr)
+//   node instance  instance(p) ─── decision, buildout, services, promises ── instanceTearDown(p)
+//   node report    ... stop, /stoppedComputerPartition ── report(p) ── wait list, destruction
+//
+// The managers themselves are loaded by manager-registry.ts (from the command files).
+//
+// Everything a manager reads from a partition was written by the partition's user, who is
+// not trusted: each manager validates it before it names a path, a command argument or a
+// line of a root-owned file.
+import { constants, lstatSync, readFileSync } from 'node:fs'
+import type { ConfigFile } from './config.ts'
+import type { Logger } from './log.ts'
+import { Tuple, type PyDict } from './slap-protocol.ts'
+import type { Supervisor, PartitionProcesses } from './supervisor.ts'
+import type { Runner } from './system.ts'
+
+/** What every manager is built with (the original's option dictionary, §1.1). */
+export interface ManagerOptions {
+  /** [slapos] (+ [networkcache] and the command line for node software/instance/report) */
+  settings: ReadonlyMap<string, string>
+  /** [firewall] with its defaults, undefined when the section is absent */
+  firewall: FirewallOptions | undefined
+  /** `[manager:NAME]` sections by NAME (`[manager:devperm]` -> devperm) */
+  sections: ReadonlyMap<string, ReadonlyMap<string, string>>
+  runner: Runner
+}
+
+/** `[firewall]` (§2.1), values as written (`[DEFAULT]` applied by the reader). */
+export interface FirewallOptions {
+  /** prefix of every rule command, split on whitespace */
+  firewallCmd: string
+  /** shell command run after rules changed */
+  reloadConfigCmd: string
+  firewallExecutable: string
+  dbusExecutable: string
+  logFile: string
+  dbusLogFile: string
+  /** IPv4 addresses or a.b.c.d/len networks always accepted (not validated here) */
+  authorizedSources: string[]
+  /** a non-empty `testing` suppresses the firewall and dbus supervisord programs */
+  testing: boolean
+}
+
+/** node format (§1.2): the computer as format sees it. */
+export interface ManagerComputer {
+  instanceRoot: string
+  softwareRoot: string
+  log: Logger
+}
+
+/** node software (§1.2): one software release of the master's list. */
+export interface ManagerSoftware {
+  url: string
+  /** software_root/<md5 of url> */
+  path: string
+  log: Logger
+}
+
+/** node instance and node report (§1.2): one partition. */
+export interface ManagerPartition {
+  id: string
+  /** the partition directory (instance_root/<id>) */
+  path: string
+  /** owner of the directory: the partition user (grid-common's Owner) */
+  owner: { uid: number; gid: number; name: string; home: string; groups: number[] }
+  /** requested state: started, stopped or destroyed */
+  state: string
+  /** ip_list then full_ip_list of the instance parameters: [interface, address] */
+  addresses: ReadonlyArray<readonly [string, string]>
+  instanceRoot: string
+  sup: Supervisor
+  /** who runs the partition's programs (supervisord group files) */
+  processes: PartitionProcesses
+  log: Logger
+  now: () => Date
+}
+
+/** A manager implements any of the hooks; a hook that throws fails what it was called for. */
+export interface Manager {
+  readonly name: string
+  format?(computer: ManagerComputer): Promise<void> | void
+  formatTearDown?(computer: ManagerComputer): Promise<void> | void
+  software?(software: ManagerSoftware): Promise<void> | void
+  softwareTearDown?(software: ManagerSoftware): Promise<void> | void
+  instance?(partition: ManagerPartition): Promise<void> | void
+  instanceTearDown?(partition: ManagerPartition): Promise<void> | void
+  report?(partition: ManagerPartition): Promise<void> | void
+}
+
+export type Hook = 'format' | 'formatTearDown' | 'software' | 'softwareTearDown' | 'instance' | 'instanceTearDown' | 'report'
+
+/** `manager_list` split as the original does: commas are spaces, order kept, duplicates kept. */
+export function managerNames(value: string | undefined): string[] {
+  return (value ?? '').replace(/,/g, ' ').split(/\s+/).filter(Boolean)
+}
+
+/**
+ * The options of §1.1 from the configuration file: `settings` as the command merged them,
+ * `[firewall]` with defaults, and every section whose name starts with `manager` (the name
+ * after the first eight characters, `[manager:devperm]` -> `devperm`).
+ */
+export function managerOptions(file: ConfigFile, settings: ReadonlyMap<string, string>, runner: Runner): ManagerOptions {
+  const sections = new Map<string, ReadonlyMap<string, string>>()
+  for (const name of file.sections.keys()) {
+    if (name.startsWith('manager')) sections.set(name.slice(8), file.section(name))
+  }
+  return { settings, firewall: firewallOptions(file), sections, runner }
+}
+
+/** `[firewall]` with the defaults of §2.1, undefined without the section. */
+export function firewallOptions(file: ConfigFile): FirewallOptions | undefined {
+  if (!file.has('firewall')) return undefined
+  const s = file.section('firewall')
+  const get = (k: string, dflt: string) => s.get(k) ?? dflt
+  return {
+    firewallCmd: get('firewall_cmd', 'firewall-cmd'),
+    reloadConfigCmd: get('reload_config_cmd', 'slapos node restart firewall'),
+    firewallExecutable: get('firewall_executable', '').trim(),
+    dbusExecutable: get('dbus_executable', '').trim(),
+    logFile: get('log_file', '/var/log/firewall.log').trim(),
+    dbusLogFile: get('dbus_log_file', '/var/log/dbus.log').trim(),
+    authorizedSources: get('authorized_sources', '')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean),
+    testing: (s.get('testing') ?? '') !== '',
+  }
+}
+
+/** `ip_list` then `full_ip_list` of the instance parameters, as (interface, address) pairs. */
+export function partitionAddresses(params: PyDict): Array<[string, string]> {
+  const out: Array<[string, string]> = []
+  for (const key of ['ip_list', 'full_ip_list']) {
+    const list = params[key]
+    if (!Array.isArray(list)) continue
+    for (const t of list) {
+      const items = t instanceof Tuple ? t.items : Array.isArray(t) ? t : []
+      if (typeof items[0] === 'string' && typeof items[1] === 'string') out.push([items[0], items[1]])
+    }
+  }
+  return out
+}
+
+/**
+ * Calls `hook` of every manager that has it, in manager_list order; the first error stops and
+ * is thrown. Each call is logged at debug level (`manager NAME: HOOK`), the trace of a run.
+ */
+export async function runHook<T extends { log: Logger }>(managers: readonly Manager[], hook: Hook, arg: T): Promise<void> {
+  for (const m of managers) {
+    const fn = m[hook] as ((a: T) => Promise<void> | void) | undefined
+    if (!fn) continue
+    arg.log.debug(`manager ${m.name}: ${hook}`)
+    await fn.call(m, arg)
+  }
+}
+
+/** What a partition's JSON request file held. */
+export type PartitionJson = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; value: unknown }
+
+/**
+ * A JSON file the partition's user wrote (`.slapos-port-redirect`, ...): a regular file of at
+ * most `maxBytes`, read without following a link planted in its place, then parsed.
+ */
+export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJson {
+  const st = lstatSync(file, { throwIfNoEntry: false })
+  if (!st) return { kind: 'absent' }
+  if (!st.isFile()) return { kind: 'refused', why: `${file} is not a regular file` }
+  if (st.size > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
+  let text: string
+  try {
+    text = readFileSync(file, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK })
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' }
+    return { kind: 'refused', why: `${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
+  }
+  if (text.length > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
+  try {
+    return { kind: 'ok', value: JSON.parse(text) as unknown }
+  } catch (e) {
+    return { kind: 'refused', why: `${file} is not JSON (${e instanceof Error ? e.message : String(e)})` }
+  }
+}
