@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make deps`: installs what the node and the tests need and is missing: Debian packages
 # (supervisord, buildout, and the tools the tests and the packages use, chromium for the
-# panel test, fish for the completion test) when run as root,
+# panel test, fish for the completion test, socat and firewalld with nftables for the
+# manager and firewall tests) when run as root,
 # and the npm packages of the build. Says what it installs; quiet when nothing is missing.
 # `scripts/deps.sh node` checks only what running the demo needs.
 set -eu
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = node ]; then
   want="supervisor python3-zc.buildout python3-setuptools python3-lxml curl"
 else
-  want="supervisor python3-zc.buildout python3-setuptools python3-lxml iproute2 passwd util-linux binutils rpm dpkg-dev debootstrap openssl procps curl chromium fish"
+  want="supervisor python3-zc.buildout python3-setuptools python3-lxml iproute2 passwd util-linux binutils rpm dpkg-dev debootstrap openssl procps curl chromium fish socat nftables iptables firewalld dbus-daemon"
 fi
 missing=""
 for p in $want; do

@@ -11,6 +11,7 @@ import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { computerDict, FormatError, planFormat, type ComputerModel, type HostAddress, type HostFacts, type Plan, type Step } from './format-plan.ts'
 import type { Logger } from './log.ts'
+import { runHook, type Manager } from './managers.ts'
 import { dumps, loads, type PyDict } from './slap-protocol.ts'
 import { runSync, type Runner } from './system.ts'
 
@@ -38,6 +39,8 @@ export interface FormatDeps {
   /** longest wait for IPv6 duplicate address detection of all new addresses together */
   dadTimeoutMs?: number
   sleep?: (ms: number) => Promise<void>
+  /** the managers of manager_list (node-extras §1.2: format before the partitions, formatTearDown after) */
+  managers?: Manager[]
 }
 
 export interface FormatResult {
@@ -89,7 +92,14 @@ export async function formatNode(cfg: FormatConfig, deps: FormatDeps): Promise<F
     if (uid !== want) log.warning(`Wrong owner of TUN/TAP interface ${name}! Not touching it. Expected ${want} got ${uid}`)
   }
   const applier = new Applier(cfg, deps, users, sleep)
-  await applier.apply(plan)
+  const managers = cfg.dryRun ? [] : (deps.managers ?? [])
+  const computer = { instanceRoot: cfg.instanceRoot, softwareRoot: cfg.softwareRoot, log }
+  await runHook(managers, 'format', computer)
+  try {
+    await applier.apply(plan)
+  } finally {
+    await runHook(managers, 'formatTearDown', computer)
+  }
   if (cfg.certificateRepositoryPath && !existsSync(cfg.certificateRepositoryPath)) {
     mkdirSync(cfg.certificateRepositoryPath, { recursive: true, mode: 0o700 })
   }

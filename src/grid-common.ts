@@ -10,6 +10,7 @@ import { loadNodeConfig, type ConfigFile, type NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
 import { ConfigError, NotRootError, SlapError, UsageError } from './errors.ts'
 import type { Logger } from './log.ts'
+import type { Manager } from './managers.ts'
 import { acquirePidfile } from './pidfile.ts'
 import { SlapClient } from './slap-client.ts'
 
@@ -21,6 +22,8 @@ export interface NodeRun {
   log: Logger
   /** every [slapos] and [networkcache] key ([networkcache] wins), command-line values applied */
   settings: Map<string, string>
+  /** the managers of manager_list, in order (node-extras §1), set by loadRunManagers */
+  managers: Manager[]
   /** removes the pid file (idempotent); call it in a finally */
   release(): void
 }
@@ -49,7 +52,8 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
   const pidfile = kind === 'software' ? cfg.pidfileSoftware : kind === 'report' ? cfg.pidfileReport : cfg.pidfileInstance
   const release = acquirePidfile(pidfile)
   const client = new SlapClient({ masterUrl: cfg.masterUrl, keyFile: cfg.keyFile, certFile: cfg.certFile, caFile: cfg.masterCaFile })
-  return { cfg, client, log: ctx.log, settings, release }
+  // the managers are loaded by the command (manager-registry.ts: loadRunManagers)
+  return { cfg, client, log: ctx.log, settings, managers: [], release }
 }
 
 /** The options of §1.6 common to the four commands (spellings as the original, underscores included). */

@@ -37,6 +37,8 @@ import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
 import type { Logger } from './log.ts'
+import { applyFirewall, fetchTreeAddresses, removeFirewall, routeAddresses, writeFirewallPrograms } from './firewall.ts'
+import { firewallOptions, partitionAddresses, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
 import { escapeControls, hasControl, idProblem, quote } from './names.ts'
 import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, readRegularFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
@@ -103,6 +105,8 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
   createInstanceRootStructure(cfg.instanceRoot)
   writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+  const firewall = firewallOptions(cfg.file)
+  writeFirewallPrograms(cfg.instanceRoot, firewall)
   const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log, ctx.runner)
   // The master's list is asked for while supervisord is checked (or started): the two do not
   // depend on each other, and each costs tens of milliseconds on a busy node. Like the
@@ -136,7 +140,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
 
   const progress = new Progress(!opts.buildoutDebug && isTTY(2))
-  const env: Env = { cfg, client, sup, log, ctx, opts, progress, settings: run.settings, periodicity: new Map(), softwarePaths: new Map() }
+  const env: Env = { cfg, managers: run.managers, firewall, client, sup, log, ctx, opts, progress, settings: run.settings, periodicity: new Map(), softwarePaths: new Map() }
   const summaries: PartitionSummary[] = []
   let lostMaster: ConnectionError | undefined
   let next = 0
@@ -259,6 +263,9 @@ export function buildoutTail(t: {
 
 interface Env {
   cfg: NodeConfig
+  managers: Manager[]
+  /** [firewall], when the node manages firewalld rules */
+  firewall: FirewallOptions | undefined
   client: SlapClient
   sup: Supervisor
   log: Logger
@@ -331,6 +338,43 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   // §4.3 step 1: what the previous buildout requested is forgotten before anything else
   removeIfExists(`${path}/.slapos-request-transaction-${id}`)
   if (decision.kind === 'not-selected') return summary('not-selected')
+  const rest = () => processSelected(env, p, { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary })
+  if (env.managers.length === 0) return rest()
+  // node-extras §1.2: instance before anything else, instanceTearDown after everything, for
+  // up-to-date and failed partitions too; a hook that throws fails this partition only
+  const managed = managerPartition(env, p, id, path, state, log)
+  try {
+    await runHook(env.managers, 'instance', managed)
+  } catch (e) {
+    return managerFailure(env, id, path, log, e, summary)
+  }
+  const result = await rest()
+  try {
+    await runHook(env.managers, 'instanceTearDown', managed)
+  } catch (e) {
+    return managerFailure(env, id, path, log, e, summary)
+  }
+  return result
+}
+
+interface Selected {
+  id: string
+  path: string
+  state: string
+  srUrl: string | null
+  softwarePath: string | undefined
+  softwareType: string | undefined
+  timestampFile: string
+  periodicityFile: string | undefined
+  decision: Extract<PartitionDecision, { kind: 'up-to-date' | 'process' }>
+  log: Logger
+  summary: (result: PartitionResult, message?: string) => PartitionSummary
+}
+
+/** A selected partition: up to date (anomaly check) or processed for its requested state. */
+async function processSelected(env: Env, p: ComputerPartition, s: Selected): Promise<PartitionSummary> {
+  const { cfg, client, opts } = env
+  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary } = s
   if (decision.deletePeriodicityFile && periodicityFile) {
     log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
     removeIfExists(periodicityFile)
@@ -390,6 +434,34 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     await report(plog, () => client.softwareInstanceError(cfg.computerId, id, message))
     return summary('failed', message)
   }
+}
+
+/** What the managers' hooks see of a partition (managers.ts). */
+function managerPartition(env: Env, p: ComputerPartition, id: string, path: string, state: string, log: Logger): ManagerPartition {
+  const owner = partitionOwner(path)
+  return {
+    id,
+    path,
+    owner,
+    state,
+    addresses: partitionAddresses(p._parameter_dict ?? {}),
+    instanceRoot: env.cfg.instanceRoot,
+    sup: env.sup,
+    processes: { id, path, uid: owner.uid, gid: owner.gid, user: owner.name, home: owner.home },
+    log,
+    now: env.ctx.now,
+  }
+}
+
+/** A manager hook failed: the partition fails as a processing error does (error log, master told). */
+async function managerFailure(env: Env, id: string, path: string, log: Logger, e: unknown, summary: Selected['summary']): Promise<PartitionSummary> {
+  if (e instanceof ConnectionError) throw e
+  const message = e instanceof Error ? e.message : String(e)
+  log.error(message)
+  if (!(e instanceof SlapError) && e instanceof Error && e.stack) log.debug(e.stack)
+  if (isDirectory(path)) writePartitionFile(join(path, `.slapgrid-${id}-error.log`), message + '\n', 0o644)
+  await report(log, () => env.client.softwareInstanceError(env.cfg.computerId, id, message))
+  return summary('failed', message)
 }
 
 /**
@@ -502,10 +574,12 @@ async function dispatch(env: Env, w: Work): Promise<void> {
       await install(env, w)
       if (opts.forceStop) {
         await stopPartitionServices(sup, cfg.instanceRoot, w.id)
+        await firewallAdd(env, w)
         await sendTransaction(env, w)
         return
       }
       await startPartitionServices(sup, cfg.instanceRoot, processes, w.log)
+      await firewallAdd(env, w)
       const results = await runPromises(promiseRun(env, w))
       const failure = firstFailure(results)
       if (failure) {
@@ -520,6 +594,7 @@ async function dispatch(env: Env, w: Work): Promise<void> {
     case 'stopped': {
       try {
         await install(env, w)
+        await firewallAdd(env, w)
       } finally {
         await stopPartitionServices(sup, cfg.instanceRoot, w.id)
       }
@@ -533,11 +608,26 @@ async function dispatch(env: Env, w: Work): Promise<void> {
     }
     case 'destroyed':
       await stopPartitionServices(sup, cfg.instanceRoot, w.id)
+      if (env.firewall) await removeFirewall(env.firewall, w, env.ctx.runner, w.log)
       if (!opts.forceStop) await ignoreErrors(w.log, () => client.stoppedComputerPartition(cfg.computerId, w.id))
       return
     default:
       throw new SlapError(`Computer Partition '${w.id}' has unsupported state: ${w.state}`, { code: 'E_UNSUPPORTED_STATE' })
   }
+}
+
+/**
+ * node-extras §2.3-2.5: the firewalld rules of a started or stopped partition's `route_*`
+ * addresses. The tree's addresses are asked for only when there is such an address (the
+ * original asks for every partition).
+ */
+async function firewallAdd(env: Env, w: Work): Promise<void> {
+  if (!env.firewall) return
+  const addresses = partitionAddresses(w.params._parameter_dict ?? {})
+  const tree = routeAddresses(addresses).length
+    ? await fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log)
+    : []
+  await applyFirewall(env.firewall, { id: w.id, path: w.path, addresses }, w.params.raw.state._filter_dict, tree, env.ctx.runner, w.log)
 }
 
 /** §4.5 (`Partition.install`): checks, buildout.cfg, then the instance buildout as the partition owner. */

@@ -25,6 +25,8 @@ import { NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { asUser, cleanEnv, inside, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
+import { writeFirewallPrograms } from './firewall.ts'
+import { firewallOptions, partitionAddresses, runHook } from './managers.ts'
 import { escapeControls, idProblem } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
 import {
@@ -333,6 +335,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
   if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { hint: 'check software_root in the configuration' })
   createInstanceRootStructure(cfg.instanceRoot)
   writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+  writeFirewallPrograms(cfg.instanceRoot, firewallOptions(cfg.file))
   const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log)
   if (!cfg.forbidSupervisordAutomaticLaunch) await sup.launch()
 
@@ -448,6 +451,21 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
         await client.getComputerPartitionCertificate(cfg.computerId, p.id).catch(() => undefined)
       }
       await client.stoppedComputerPartition(cfg.computerId, p.id).catch((e: unknown) => plog.debug(`stopped not sent: ${describe(e)}`))
+      // node-extras §1.2: on every run until the partition is gone; an error keeps it
+      if (run.managers.length) {
+        await runHook(run.managers, 'report', {
+          id: p.id,
+          path: p.path,
+          owner,
+          state: 'destroyed',
+          addresses: partitionAddresses(p.cp._parameter_dict ?? {}),
+          instanceRoot: cfg.instanceRoot,
+          sup,
+          processes: { id: p.id, path: p.path, uid: owner.uid, gid: owner.gid, user: owner.name, home: owner.home },
+          log: plog,
+          now: ctx.now,
+        })
+      }
       if (usageNotSent.has(p.id)) {
         plog.info(`Ignoring destruction of ${p.id}, as no report usage was sent`)
         summary.kept.push(p.id)

@@ -26,6 +26,8 @@ import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, refuseRoot, type NodeRun } from './grid-common.ts'
 import type { Logger } from './log.ts'
+import { writeFirewallPrograms } from './firewall.ts'
+import { firewallOptions, runHook } from './managers.ts'
 import { escapeControls, hasControl, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
 import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
@@ -63,6 +65,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
   }
   createInstanceRootStructure(cfg.instanceRoot)
   writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+  writeFirewallPrograms(cfg.instanceRoot, firewallOptions(cfg.file))
 
   const computer = await client.getFullComputerInformation(cfg.computerId)
   const filter = opts.onlySr?.length ? new Set(opts.onlySr) : undefined
@@ -81,20 +84,21 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
       results.push(r)
     }
     if (state === 'available') inUse.add(path)
-    if (filter && !filter.has(url) && !filter.has(hash)) {
-      done('skipped')
-      continue
-    }
     const srLog = log.child(hash)
+    const managed = { url, path, log: srLog }
+    let outcome: SoftwareOutcome | undefined
     try {
       // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
       if (hasControl(url)) throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
-      if (state === 'available') {
+      // node-extras §1.2: every release of the list, selected or not
+      if (run.managers.length) await runHook(run.managers, 'software', managed)
+      if (filter && !filter.has(url) && !filter.has(hash)) {
+        outcome = 'skipped'
+      } else if (state === 'available') {
         if (!opts.force && existsSync(join(path, '.completed'))) {
           srLog.debug(`${url} is already installed`)
-          done('up-to-date')
-          continue
-        }
+          outcome = 'up-to-date'
+        } else {
         srLog.info(`Installing software release ${url}`)
         try {
           await client.buildingSoftwareRelease(url, cfg.computerId)
@@ -106,17 +110,20 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
         // after the report, like HEAD: a lost report means the install is retried next run
         writeAtomic(join(path, '.completed'), asctime(ctx.now()))
         srLog.info(`Software release ${url} installed`)
-        done('installed')
+        outcome = 'installed'
+        }
       } else if (state === 'destroyed') {
         if (existsSync(path)) {
           srLog.info(`Removing software release ${url}`)
           removeSoftware(path, url)
         }
         await client.destroyedSoftwareRelease(url, cfg.computerId)
-        done('destroyed')
+        outcome = 'destroyed'
       } else {
         throw new SlapError(`Unsupported requested state for software release ${url}: ${state}`)
       }
+      if (run.managers.length) await runHook(run.managers, 'softwareTearDown', managed)
+      done(outcome)
     } catch (err) {
       const message = err instanceof BuildoutError || err instanceof SlapError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
       srLog.error(`Failed to process software release ${escapeControls(url)}`)

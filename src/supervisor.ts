@@ -189,7 +189,7 @@ export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses)
   for (const f of safeReaddir(confDir)) {
     if (!f.startsWith(`${p.id}-`) || !f.endsWith('.conf')) continue
     const suffix = f.slice(p.id.length + 1, -'.conf'.length)
-    if (MANAGER_GROUP_SUFFIXES.includes(suffix)) continue
+    if ((MANAGER_GROUP_SUFFIXES as readonly string[]).includes(suffix)) continue
     unlinkSync(join(confDir, f))
     changed = true
   }
@@ -232,6 +232,45 @@ export class RefusedServicesError extends SlapError {
   }
 }
 
+/** A program a manager adds to a partition (node-extras §1.3). */
+export interface ManagerProgram {
+  /** program id, also the process name: one of isServiceName's names */
+  name: string
+  /** the command, one argument per item (quoted for supervisord's split) */
+  argv: string[]
+  /** run as root (uid/gid 0, root's HOME) instead of the partition user */
+  asRoot?: boolean
+}
+
+/**
+ * Writes the manager group `<id>-<suffix>.conf` (group `<id>-<suffix>`, programs
+ * `<id>-<suffix>_<name>`, logs `<partition>/.<id>-<suffix>_<name>.log`), or deletes it when
+ * `programs` is empty. The partition's own group is left as it is (the original rewrites it
+ * here too, which restarts redirections at each processing). True when the file changed:
+ * the caller applies the change to supervisord.
+ */
+export function writeManagerGroup(instanceRoot: string, p: PartitionProcesses, suffix: (typeof MANAGER_GROUP_SUFFIXES)[number], programs: readonly ManagerProgram[]): boolean {
+  const file = join(supervisorPaths(instanceRoot).confDir, `${p.id}-${suffix}.conf`)
+  if (programs.length === 0) {
+    if (!existsSync(file)) return false
+    unlinkSync(file)
+    return true
+  }
+  const group: PartitionProcesses = { ...p, id: `${p.id}-${suffix}` }
+  const byName = new Map<string, ManagerProgram>()
+  for (const prog of programs) {
+    if (!isServiceName(prog.name)) throw new SlapError(`refusing the program name '${escapeControls(prog.name)}' in ${group.id}`, { code: 'E_SERVICE_NAME' })
+    byName.set(prog.name, prog) // the later of two programs of one name wins, as in the original
+  }
+  const entries = [...byName.values()].map((prog) => ({ name: prog.name, command: prog.argv.map(shellQuote).join(' '), quoted: true, processName: prog.name, asRoot: prog.asRoot === true }))
+  for (const e of entries) {
+    const log = programLog(group, e.name)
+    const st = lstatSync(log, { throwIfNoEntry: false })
+    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
+  }
+  return writeIfChanged(file, groupText(group, entries))
+}
+
 /** Deletes `<id>.conf` and every `<id>-*.conf` (destruction of a partition). True if any was there. */
 export function removePartitionGroups(instanceRoot: string, id: string): boolean {
   const confDir = supervisorPaths(instanceRoot).confDir
@@ -268,7 +307,7 @@ export class SupervisorConnectionError extends SlapError {
 }
 
 /** supervisord's fault codes we act on (supervisor/xmlrpc.py Faults). */
-export const FAULT = { UNKNOWN_METHOD: 1, SHUTDOWN_STATE: 6, BAD_NAME: 10, NOT_RUNNING: 70, ALREADY_ADDED: 90, STILL_RUNNING: 91 } as const
+export const FAULT = { UNKNOWN_METHOD: 1, SHUTDOWN_STATE: 6, BAD_NAME: 10, ALREADY_STARTED: 60, NOT_RUNNING: 70, ALREADY_ADDED: 90, STILL_RUNNING: 91 } as const
 
 export interface ProcessInfo {
   name: string
@@ -385,6 +424,40 @@ export class Supervisor {
     return this.exclusive(() => this.allProcessInfo())
   }
 
+  /** getProcessInfo('<group>:<name>'); undefined when supervisord does not know it. */
+  async processInfoOf(name: string): Promise<(ProcessInfo & { start: number }) | undefined> {
+    return this.exclusive(async () => {
+      let v: XmlRpcValue
+      try {
+        v = await this.rpc('supervisor.getProcessInfo', [name])
+      } catch (e) {
+        if (e instanceof SupervisorFault && e.faultCode === FAULT.BAD_NAME) return undefined
+        throw e
+      }
+      if (!isStruct(v)) return undefined
+      return {
+        name: String(v.name ?? ''),
+        group: String(v.group ?? ''),
+        statename: String(v.statename ?? ''),
+        pid: Number(v.pid ?? 0),
+        exitstatus: Number(v.exitstatus ?? 0),
+        start: Number(v.start ?? 0),
+      }
+    })
+  }
+
+  /** startProcess('<group>:<name>', wait=false); one already started is left alone. */
+  async startProcess(name: string): Promise<void> {
+    return this.exclusive(async () => {
+      try {
+        await this.rpc('supervisor.startProcess', [name, false])
+      } catch (e) {
+        if (e instanceof SupervisorFault && e.faultCode === FAULT.ALREADY_STARTED) return
+        throw e
+      }
+    })
+  }
+
   /** startAllProcesses(wait=false) (offline mode and `node boot`). */
   async startAll(): Promise<void> {
     return this.exclusive(async () => {
@@ -393,8 +466,8 @@ export class Supervisor {
   }
 
   /** Path of an executable found on PATH (supervisorctl for the node commands). */
-  static which(name: string): string | undefined {
-    return findOnPath(name)
+  static which(name: string, path?: string): string | undefined {
+    return findOnPath(name, path)
   }
 
   /** Stops every process and supervisord itself (tests, upgrades). */
@@ -686,16 +759,17 @@ export function decodeResponse(xml: string): { value: XmlRpcValue } | { fault: {
 const ACTIVE_STATES = ['STARTING', 'RUNNING', 'BACKOFF', 'STOPPING']
 
 /** Groups written by managers (prerm, socat): start and stop leave them to their manager. */
-const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat']
+const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat'] as const
 
-function groupText(p: PartitionProcesses, entries: Array<{ name: string; command: string; processName: string }>): string {
+/** A group file. A partition's commands are one path each (quoted here); a manager's are already quoted lines (`quoted`). */
+function groupText(p: PartitionProcesses, entries: Array<{ name: string; command: string; quoted?: boolean; processName: string; asRoot?: boolean }>): string {
   const lines = [`[group:${p.id}]`, `programs=${entries.map((e) => `${p.id}_${e.name}`).join(',')}`, '']
   for (const e of entries) {
     const log = ini(programLog(p, e.name))
     lines.push(
       `[program:${p.id}_${e.name}]`,
       `directory=${ini(p.path)}`,
-      `command=${ini(shellQuote(e.command))}`,
+      `command=${ini(e.quoted ? e.command : shellQuote(e.command))}`,
       `process_name=${e.processName}`,
       'autostart=false',
       'autorestart=false',
@@ -706,8 +780,8 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
       'stopwaitsecs=60',
       'stopasgroup=true',
       'killasgroup=true',
-      `user=${p.uid}`,
-      `group=${p.gid}`,
+      `user=${e.asRoot ? 0 : p.uid}`,
+      `group=${e.asRoot ? 0 : p.gid}`,
       'serverurl=AUTO',
       'redirect_stderr=true',
       `stdout_logfile=${log}`,
@@ -716,7 +790,7 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
       `stderr_logfile=${log}`,
       'stderr_logfile_maxbytes=100KB',
       'stderr_logfile_backups=1',
-      `environment=USER="${ini(p.user)}",LOGNAME="${ini(p.user)}",HOME="${ini(p.home)}"`,
+      e.asRoot ? 'environment=USER="root",LOGNAME="root",HOME="/root"' : `environment=USER="${ini(p.user)}",LOGNAME="${ini(p.user)}",HOME="${ini(p.home)}"`,
       '',
     )
   }
@@ -785,8 +859,8 @@ function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : quote(s)
 }
 
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
+function findOnPath(name: string, path = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
+  for (const dir of path.split(delimiter)) {
     if (!dir) continue
     const p = join(dir, name)
     try {

@@ -8,6 +8,7 @@ import { readConfig } from '../command.ts'
 import { loadFormatConfig } from '../config.ts'
 import { ConfigError, NotRootError } from '../errors.ts'
 import { formatNode } from '../format.ts'
+import { formatManagers } from '../manager-registry.ts'
 import { createLogger, levelFromVerbosity } from '../log.ts'
 
 const nodeFormat: CommandModule = {
@@ -54,8 +55,10 @@ const nodeFormat: CommandModule = {
       mkdirSync(dirname(cfg.logFile), { recursive: true })
       log = createLogger({ level: g.logLevel ?? levelFromVerbosity(g.verbosity), file: cfg.logFile, noTime: g.logTime, color: g.logColor })
     }
+    const managers = await formatManagers(file, ctx.runner)
     const result = await formatNode(cfg, {
       runner: ctx.runner,
+      managers,
       log,
       now: ctx.now,
       progress: g.verbosity > 0 ? (line) => log.info(line) : undefined,

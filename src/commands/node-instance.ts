@@ -4,6 +4,7 @@
 import type { CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
+import { loadRunManagers } from '../manager-registry.ts'
 import { processPartitions } from '../grid-instance.ts'
 import { parseOnlyList } from '../grid-plan.ts'
 
@@ -30,6 +31,7 @@ const nodeInstance: CommandModule = {
     if (!/^\d+$/.test(jobsText) || Number(jobsText) < 1) throw new UsageError(`argument --jobs: invalid value: '${jobsText}'`, 'give a number of partitions, 1 or more')
     const onlyText = args.onlyCp as string | undefined
     const run = await startNodeRun('instance', args, ctx)
+    await loadRunManagers(run, ctx.runner)
     try {
       return await processPartitions(
         run,

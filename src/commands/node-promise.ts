@@ -3,6 +3,7 @@
 // holds the instance pid file (a promise check never runs beside node instance).
 import type { CommandModule } from '../command.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
+import { loadRunManagers } from '../manager-registry.ts'
 import { parseOnlyList } from '../grid-plan.ts'
 import { checkPromises, promiseJson, promiseTable } from '../grid-promise.ts'
 
@@ -20,6 +21,7 @@ const nodePromise: CommandModule = {
       .option('json', { type: 'boolean', describe: 'print the results as JSON on stdout' }),
   async run(args, ctx) {
     const run = await startNodeRun('promise', args, ctx)
+    await loadRunManagers(run, ctx.runner)
     const started = Date.now()
     try {
       const { exitCode, checks } = await checkPromises(run, parseOnlyList(args.onlyCp as string | undefined), ctx)

@@ -3,6 +3,7 @@
 // grid-report.ts; this file maps the options and the pid file.
 import type { CommandModule } from '../command.ts'
 import { nodeCommonOptions, startNodeRun } from '../grid-common.ts'
+import { loadRunManagers } from '../manager-registry.ts'
 import { reportAndDestroy } from '../grid-report.ts'
 
 const nodeReport: CommandModule = {
@@ -16,6 +17,7 @@ const nodeReport: CommandModule = {
   options: (y) => nodeCommonOptions(y),
   async run(args, ctx) {
     const run = await startNodeRun('report', args, ctx)
+    await loadRunManagers(run, ctx.runner)
     try {
       const { exitCode } = await reportAndDestroy(run, ctx)
       return exitCode

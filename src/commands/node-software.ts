@@ -4,6 +4,7 @@
 import type { CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { startNodeRun, nodeCommonOptions } from '../grid-common.ts'
+import { loadRunManagers } from '../manager-registry.ts'
 import { errorLine, processSoftwareReleases, type SoftwareResult } from '../grid-software.ts'
 
 const nodeSoftware: CommandModule = {
@@ -34,6 +35,7 @@ const nodeSoftware: CommandModule = {
   async run(args, ctx) {
     const onlySr = onlyList(args.onlySr)
     const run = await startNodeRun('software', args, ctx)
+    await loadRunManagers(run, ctx.runner)
     // like the original, an interruption is reported to the master for the release being
     // built, then the run stops (pid file removed); a second Ctrl-C stops at once
     const interrupted = new AbortController()

@@ -1,0 +1,451 @@
+// The managers of manager_list (node-extras §1): loading and hook points (checklist 1-7),
+// portredir (19-26) and prerm (27-30) with the built binary, our proxy, real supervisord,
+// real buildout of the sample release and real socat forwarding TCP and UDP traffic.
+import { createSocket } from 'node:dgram'
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { get } from 'node:http'
+import { createServer, type AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { createLogger } from '../src/log.ts'
+import { parseRedirection, socatProgram } from '../src/manager-portredir.ts'
+import { loadManagers } from '../src/manager-registry.ts'
+import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson } from '../src/managers.ts'
+import { ConfigFile } from '../src/config.ts'
+import { Tuple } from '../src/slap-protocol.ts'
+import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
+import { realRunner } from '../src/system.ts'
+import { tempDir } from './helpers.ts'
+import { baseEnv, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
+
+const NOBODY = 65534
+const quiet = createLogger({ level: 'critical', write: () => undefined })
+
+// --- loading (checklist 1, 2, 7) ---
+
+const loading = suite('managers: manager_list and [manager:NAME]')
+
+loading('commas and spaces separate names, order and duplicates are kept (checklist 1)', async () => {
+  assert.equal(managerNames('cpuset, devperm'), ['cpuset', 'devperm'])
+  assert.equal(managerNames(' portredir,prerm\n  prerm '), ['portredir', 'prerm', 'prerm'])
+  assert.equal(managerNames(undefined), [])
+  const file = ConfigFile.fromText('[slapos]\nmanager_list = cpuset, devperm\n')
+  const managers = await loadManagers(managerNames(file.get('slapos', 'manager_list')), managerOptions(file, file.section('slapos'), realRunner))
+  assert.equal(
+    managers.map((m) => m.name),
+    ['cpuset', 'devperm'],
+  )
+})
+
+loading('[manager:NAME] sections reach their manager by NAME, [firewall] gets its defaults (checklist 7)', () => {
+  const file = ConfigFile.fromText(
+    '[slapos]\nmanager_list = devperm\n\n[manager:devperm]\nallowed-disk-for-vm =\n  /dev/sdb\n  /dev/sdc\n\n[managerX]\nkey = v\n\n[firewall]\nauthorized_sources =\n  10.0.0.0/8\n  192.168.1.1\ntesting = false\n',
+  )
+  const o = managerOptions(file, file.section('slapos'), realRunner)
+  assert.is(o.sections.get('devperm')?.get('allowed-disk-for-vm')?.trim(), '/dev/sdb\n/dev/sdc')
+  assert.ok(o.sections.has(''), 'the name after the first eight characters, as the original (empty here)')
+  assert.equal(o.firewall, {
+    firewallCmd: 'firewall-cmd',
+    reloadConfigCmd: 'slapos node restart firewall',
+    firewallExecutable: '',
+    dbusExecutable: '',
+    logFile: '/var/log/firewall.log',
+    dbusLogFile: '/var/log/dbus.log',
+    authorizedSources: ['10.0.0.0/8', '192.168.1.1'],
+    testing: true,
+  })
+  assert.is(firewallOptions(ConfigFile.fromText('[slapos]\n[disabled-firewall]\nlog_file = x\n')), undefined)
+})
+
+loading('partition addresses: ip_list then full_ip_list, tuples or lists, anything else left out', () => {
+  assert.equal(
+    partitionAddresses({ ip_list: [new Tuple(['slappart0', '10.0.0.2']), ['tap0', 'fd00::2'], 'junk'], full_ip_list: [new Tuple(['route_x', '10.1.0.1', '255.0.0.0'])] }),
+    [
+      ['slappart0', '10.0.0.2'],
+      ['tap0', 'fd00::2'],
+      ['route_x', '10.1.0.1'],
+    ],
+  )
+  assert.equal(partitionAddresses({ ip_list: 'x' }), [])
+})
+
+loading('partition JSON files: absent, links, FIFOs, oversized and broken files are refused, not followed', () => {
+  const dir = tempDir('slapos-mgr-json-')
+  try {
+    assert.equal(readPartitionJson(join(dir, 'none')), { kind: 'absent' })
+    writeFileSync(join(dir, 'ok'), '[1]')
+    assert.equal(readPartitionJson(join(dir, 'ok')), { kind: 'ok', value: [1] })
+    writeFileSync(join(dir, 'secret'), '["root"]')
+    symlinkSync(join(dir, 'secret'), join(dir, 'link'))
+    assert.is(readPartitionJson(join(dir, 'link')).kind, 'refused')
+    mkdirSync(join(dir, 'dir'))
+    assert.is(readPartitionJson(join(dir, 'dir')).kind, 'refused')
+    writeFileSync(join(dir, 'big'), `[${'1,'.repeat(100)}1]`)
+    assert.is(readPartitionJson(join(dir, 'big'), 64).kind, 'refused')
+    writeFileSync(join(dir, 'bad'), '[1,')
+    assert.is(readPartitionJson(join(dir, 'bad')).kind, 'refused')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+// --- portredir, pure (checklist 19-22, 24) ---
+
+const redir = suite('portredir: entries and socat commands')
+const V6: Array<[string, string]> = [
+  ['slappart0', '10.0.0.2'],
+  ['slappart0', 'fd00::5'],
+]
+
+redir('TCP, UDP, IPv6 destinations and bind addresses give the original command lines (checklist 19, 20)', () => {
+  const cmd = (entry: unknown) => {
+    const r = parseRedirection(entry, V6)
+    if (typeof r === 'string') throw new Error(r)
+    const p = socatProgram('/usr/bin/socat', r)
+    return [p.name, p.argv.join(' '), p.asRoot]
+  }
+  assert.equal(cmd({ srcPort: 1234, destPort: 4321, destAddress: '127.0.0.1' }), ['socat-tcp-1234', '/usr/bin/socat TCP4-LISTEN:1234,fork TCP4:127.0.0.1:4321', false])
+  assert.equal(cmd({ srcPort: 1234, destPort: 4321, destAddress: '::1' }), ['socat-tcp-1234', '/usr/bin/socat TCP4-LISTEN:1234,fork TCP6:[::1]:4321', false])
+  assert.equal(cmd({ type: 'UDP', srcPort: '1234', destPort: '4321', destAddress: '127.0.0.1' }), ['socat-udp-1234', '/usr/bin/socat UDP4-LISTEN:1234,fork UDP4:127.0.0.1:4321', false])
+  assert.equal(cmd({ srcPort: 1234, srcAddress: '::', destPort: 4321, destAddress: '127.0.0.1' }), ['socat-tcp-1234', '/usr/bin/socat TCP6-LISTEN:1234,bind=::,fork TCP4:127.0.0.1:4321', false])
+  assert.equal(cmd({ srcPort: 1234, srcAddress: '10.0.0.2', destPort: 4321, destAddress: '127.0.0.1' }), ['socat-tcp-1234', '/usr/bin/socat TCP4-LISTEN:1234,bind=10.0.0.2,fork TCP4:127.0.0.1:4321', false])
+  // checklist 21: no destAddress, the first IPv6 of the partition
+  assert.equal(cmd({ srcPort: 1234, destPort: 4321 }), ['socat-tcp-1234', '/usr/bin/socat TCP4-LISTEN:1234,fork TCP6:[fd00::5]:4321', false])
+  // checklist 24: below 1024, root
+  assert.equal(cmd({ srcPort: 80, destPort: 8080, destAddress: '10.0.0.2' }), ['socat-tcp-80', '/usr/bin/socat TCP4-LISTEN:80,fork TCP4:10.0.0.2:8080', true])
+})
+
+redir('bad ports, addresses and types skip the entry with the original warning; nothing reaches a command line (checklist 22)', () => {
+  const cases: Array<[unknown, string]> = [
+    [{ srcPort: 0, destPort: 1, destAddress: '127.0.0.1' }, 'Bad source port provided'],
+    [{ srcPort: 65536, destPort: 1, destAddress: '127.0.0.1' }, 'Bad source port provided'],
+    [{ srcPort: '80,fork EXEC:/bin/sh', destPort: 1, destAddress: '127.0.0.1' }, 'Bad source port provided'],
+    [{ srcPort: 1.5, destPort: 1, destAddress: '127.0.0.1' }, 'Bad source port provided'],
+    [{ srcPort: 1000, destPort: 'x', destAddress: '127.0.0.1' }, 'Bad source port provided'],
+    [{ srcPort: 1000, srcAddress: '1.2.3.4,fork', destPort: 1, destAddress: '127.0.0.1' }, 'Bad source address provided'],
+    [{ srcPort: 1000, destPort: 1, destAddress: 'evil.example:22' }, 'Bad source address provided'],
+    [{ srcPort: 1000, destPort: 1, destAddress: 12 }, 'Bad source address provided'],
+    [{ type: 'sctp', srcPort: 1000, destPort: 1, destAddress: '127.0.0.1' }, 'Bad source redirection type: "sctp"'],
+  ]
+  for (const [entry, warning] of cases) assert.is(parseRedirection(entry, V6), warning, JSON.stringify(entry))
+  // no IPv6 in the partition and no destAddress
+  assert.is(parseRedirection({ srcPort: 1000, destPort: 1 }, [['slappart0', '10.0.0.2']]), 'Bad source address provided')
+  assert.match(String(parseRedirection('1234', V6)), /^Bad port redirection entry/)
+})
+
+// --- end to end: node instance and node report with managers ---
+
+const e2e = suite('managers, end to end (built binary, proxy, supervisord, buildout, socat)')
+
+interface E2E {
+  node: TestNode
+  /** partition id of each instance title */
+  where: Record<string, string>
+  deployed: NodeSnapshot
+}
+let S: E2E | undefined
+
+e2e.before(async () => {
+  try {
+    await setUp()
+  } catch (e) {
+    console.error('set-up failed:', e)
+    throw e
+  }
+})
+
+async function setUp(): Promise<void> {
+  const node = await makeNode({ partitions: 3, extraSlapos: 'manager_list = portredir, prerm' })
+  // the software and the partitions belong to an unprivileged user, as format leaves them
+  chownSync(node.softwareRoot, NOBODY, NOBODY)
+  chownTreeTo(join(node.dir, 'sr'), NOBODY)
+  for (const id of readdirSync(node.instanceRoot).filter((n) => n.startsWith('slappart'))) chownSync(join(node.instanceRoot, id), NOBODY, NOBODY)
+  await node.supply()
+  const where: Record<string, string> = {}
+  for (const title of ['redirected', 'doomed']) {
+    const inst = await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: title })
+    where[title] = inst.slap_computer_partition_id ?? ''
+  }
+  const sw = await node.run(['node', 'software', '--now'])
+  assert.is(sw.code, 0, sw.stderr)
+  const r = await node.run(['node', 'instance', '--now'], { timeoutMs: 180_000 })
+  assert.is(r.code, 0, r.stderr)
+  S = { node, where, deployed: await node.snapshot() }
+}
+
+e2e.before.each(async () => {
+  if (S) await S.node.restore(S.deployed)
+})
+
+e2e.after(async () => {
+  await S?.node.stop()
+})
+
+e2e('hooks: instance then instanceTearDown for processed and up-to-date partitions; report for a destroyed one (checklist 3, 5)', async () => {
+  const { node, where } = need()
+  const id = where.redirected ?? ''
+  rmSync(join(node.instanceRoot, id, '.timestamp'))
+  const first = await node.run(['--log-level', 'debug', 'node', 'instance', '--now'])
+  assert.is(first.code, 0, first.stderr)
+  assert.equal(hookLines(first.stderr, id), ['manager portredir: instanceTearDown'])
+  // up to date: the same hooks
+  const second = await node.run(['--log-level', 'debug', 'node', 'instance', '--now'])
+  assert.is(second.code, 0, second.stderr)
+  assert.equal(hookLines(second.stderr, id), ['manager portredir: instanceTearDown'])
+  // report calls prerm's hook on each run while the partition waits to be destroyed, after
+  // stoppedComputerPartition
+  const doomed = where.doomed ?? ''
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'doomed', state: 'destroyed' })
+  writeFileSync(join(node.instanceRoot, doomed, '.slapos-retention-lock-delay'), '1')
+  for (let run = 0; run < 2; run++) {
+    node.clearCalls()
+    const rep = await node.run(['--log-level', 'debug', 'node', 'report', '--now'])
+    assert.is(rep.code, 0, rep.stderr)
+    assert.equal(hookLines(rep.stderr, doomed), ['manager prerm: report'])
+    assert.ok(node.calls().some((c) => c.name === 'stoppedComputerPartition' && c.fields.computer_partition_id === doomed))
+  }
+})
+
+e2e('unknown or invalid manager names end software, instance, report and promise with exit 1 (checklist 2)', async () => {
+  const { node } = need()
+  const cfg = readFileSync(node.cfgPath, 'utf8')
+  try {
+    for (const [list, message] of [
+      ['portredir nosuch', "No module named 'slapos.manager.nosuch'"],
+      ['9lives', "Manager name '9lives' is not allowed"],
+    ] as const) {
+      writeFileSync(node.cfgPath, cfg.replace('manager_list = portredir, prerm', `manager_list = ${list}`))
+      for (const command of ['software', 'instance', 'report', 'promise']) {
+        const r = await node.run(['node', command, '--now'])
+        assert.is(r.code, 1, `${command}: ${r.stderr}`)
+        assert.ok(r.stderr.includes(message), r.stderr)
+        assert.not.match(r.stderr, /\n\s+at /, 'no stack trace')
+        assert.not.ok(existsSync(node.pidfiles[command === 'software' ? 'software' : command === 'report' ? 'report' : 'instance']), 'the pid file is not left behind')
+      }
+    }
+  } finally {
+    writeFileSync(node.cfgPath, cfg)
+  }
+})
+
+e2e('portredir: socat forwards real TCP and UDP traffic, started once, removed with an empty list (checklist 19, 23, 25)', async () => {
+  const { node, where } = need()
+  const id = where.redirected ?? ''
+  const path = join(node.instanceRoot, id)
+  const address = node.addresses[id] ?? ''
+  const udp = await udpEcho(address)
+  const [tcpPort = 0, udpPort = 0] = await freePorts(2)
+  try {
+    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([
+      { srcPort: tcpPort, destPort: 8080, destAddress: address },
+      { type: 'udp', srcPort: udpPort, destPort: udp.port, destAddress: address },
+      { srcPort: 'nope', destPort: 1 },
+    ]))
+    const r = await node.run(['node', 'instance', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    assert.match(r.stderr, /Bad source port provided/)
+    const conf = readFileSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-socat.conf`), 'utf8')
+    assert.match(conf, new RegExp(`\\[program:${id}-socat_socat-tcp-${tcpPort}\\]`))
+    assert.match(conf, new RegExp(`command=\\S*socat TCP4-LISTEN:${tcpPort},fork TCP4:${address.replace(/\./g, '\\.')}:8080\\n`))
+    assert.match(conf, new RegExp(`user=${NOBODY}\\n`), 'a port above 1024 runs as the partition user')
+    // real traffic through the redirections
+    assert.match(await httpBody(`http://127.0.0.1:${tcpPort}/`), /<h1>/)
+    assert.is(await udpAsk(udpPort, 'ping'), 'pong:ping')
+    const before = await socatPids(node, id)
+    assert.is(before.length, 2, JSON.stringify(before))
+    // a second run leaves running programs alone; the main group's restart does not touch them
+    rmSync(join(path, '.timestamp'))
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    assert.equal(await socatPids(node, id), before)
+    // an empty list removes the group and its programs
+    writeAsPartition(join(path, '.slapos-port-redirect'), '[]')
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-socat.conf`)))
+    assert.equal(await socatPids(node, id), [])
+  } finally {
+    udp.close()
+  }
+})
+
+e2e('portredir: without socat on PATH the partition fails with the original message, the others still deploy (checklist 6, 26)', async () => {
+  const { node, where } = need()
+  const id = where.redirected ?? ''
+  const other = where.doomed ?? ''
+  writeAsPartition(join(node.instanceRoot, id, '.slapos-port-redirect'), JSON.stringify([{ srcPort: 20000, destPort: 8080, destAddress: '127.0.0.1' }]))
+  rmSync(join(node.instanceRoot, other, '.timestamp'))
+  const bin = tempDir('slapos-nosocat-')
+  try {
+    // PATH with what the node needs (supervisord, buildout, sh) but no socat
+    for (const tool of ['sh', 'supervisord', 'python3', 'buildout']) {
+      const found = (process.env.PATH ?? '').split(':').map((d) => join(d, tool)).find((p) => existsSync(p))
+      if (found) symlinkSync(found, join(bin, tool))
+    }
+    node.clearCalls()
+    const r = await node.run(['node', 'instance', '--now'], { env: baseEnv({ PATH: bin }) })
+    assert.is(r.code, 1, r.stderr)
+    assert.match(r.stderr, /Path to socat executable does not exist/)
+    const errors = node.calls().filter((c) => c.name === 'softwareInstanceError')
+    assert.equal(errors.map((c) => c.fields.computer_partition_id), [id])
+    assert.ok(node.calls().some((c) => c.name === 'startedComputerPartition' && c.fields.computer_partition_id === other), 'the other partition deployed')
+  } finally {
+    rmSync(bin, { recursive: true, force: true })
+  }
+})
+
+e2e('prerm: a pre-delete script runs once as the partition user and delays destruction until it exits (checklist 27-29)', async () => {
+  const { node, where } = need()
+  const id = where.doomed ?? ''
+  const path = join(node.instanceRoot, id)
+  const flag = join(path, 'tmp-release')
+  mkdirSync(join(path, 'etc', 'prerm'), { recursive: true })
+  // runs until the test removes its flag file; says who it is and how often it started
+  writeFileSync(join(path, 'etc', 'prerm', 'drain'), `#!/bin/sh\necho "started as $(id -u)"\ntouch ${flag}\nwhile [ -e ${flag} ]; do sleep 0.1; done\necho drained\nexit 3\n`, { mode: 0o755 })
+  lchownSync(join(path, 'etc', 'prerm', 'drain'), NOBODY, NOBODY)
+  chownTreeTo(join(path, 'etc'), NOBODY)
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'doomed', state: 'destroyed' })
+  assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+
+  const first = await node.run(['node', 'report', '--now'])
+  assert.is(first.code, 0, first.stderr)
+  assert.match(first.stderr, /Adding pre-delete scripts to supervisord/)
+  assert.match(first.stderr, /Starting pre-delete process 'drain'/)
+  assert.is(readFileSync(join(path, '.slapos-report-wait-service-list'), 'utf8'), `${id}-prerm:drain\n`)
+  assert.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-prerm.conf`)))
+  await waitFor('the script to start', async () => (existsSync(flag) ? true : undefined))
+  const pid = (await info(node, `${id}-prerm:drain`))?.pid
+  assert.ok(pid, 'running under supervisord')
+  // checklist 28: kept while it runs, not restarted
+  const second = await node.run(['node', 'report', '--now'])
+  assert.is(second.code, 0, second.stderr)
+  assert.match(second.stderr, /There are running processes into the partition, wait until they finish/)
+  assert.is((await info(node, `${id}-prerm:drain`))?.pid, pid)
+  assert.ok(existsSync(path) && readdirSync(path).length > 0, 'not destroyed yet')
+  // checklist 29: its log, in the partition
+  const log = join(path, `.${id}-prerm_drain.log`)
+  assert.match(readFileSync(log, 'utf8'), new RegExp(`started as ${NOBODY}`))
+  rmSync(flag)
+  await waitFor('the script to exit', async () => ((await info(node, `${id}-prerm:drain`))?.statename === 'EXITED' ? true : undefined))
+  node.clearCalls()
+  const third = await node.run(['node', 'report', '--now'])
+  assert.is(third.code, 0, third.stderr)
+  assert.ok(node.calls().some((c) => c.name === 'destroyedComputerPartition' && c.fields.computer_partition_id === id), 'destroyed once the script exited (its exit status 3 ignored)')
+  assert.equal(readdirSync(path), [])
+  assert.equal(readdirSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d')).filter((f) => f.startsWith(`${id}-`) || f === `${id}.conf`), [])
+  assert.is(await info(node, `${id}-prerm:drain`), undefined)
+})
+
+e2e('prerm: under a retention lock nothing starts; names that cannot be programs are refused (checklist 30)', async () => {
+  const { node, where } = need()
+  const id = where.doomed ?? ''
+  const path = join(node.instanceRoot, id)
+  mkdirSync(join(path, 'etc', 'prerm'), { recursive: true })
+  writeFileSync(join(path, 'etc', 'prerm', 'drain'), '#!/bin/sh\nsleep 30\n', { mode: 0o755 })
+  writeFileSync(join(path, '.slapos-retention-lock-delay'), '1')
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'doomed', state: 'destroyed' })
+  assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+  const r = await node.run(['node', 'report', '--now'])
+  assert.is(r.code, 0, r.stderr)
+  assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-prerm.conf`)))
+  assert.not.ok(existsSync(join(path, '.slapos-report-wait-service-list')))
+  // without the lock: a name supervisord would read as two programs is refused, the other runs
+  rmSync(join(path, '.slapos-retention-lock-delay'))
+  rmSync(join(path, '.slapos-retention-lock-date'), { force: true })
+  writeFileSync(join(path, 'etc', 'prerm', 'a,b'), '#!/bin/sh\n', { mode: 0o755 })
+  const again = await node.run(['node', 'report', '--now'])
+  assert.is(again.code, 0, again.stderr)
+  assert.match(again.stderr, /etc\/prerm\/a,b: refused/)
+  assert.is(readFileSync(join(path, '.slapos-report-wait-service-list'), 'utf8'), `${id}-prerm:drain\n`)
+})
+
+// --- helpers ---
+
+function need(): E2E {
+  if (!S) throw new Error('the node was not set up')
+  return S
+}
+
+/** The `manager NAME: HOOK` debug lines of one partition, in order. */
+function hookLines(stderr: string, id: string): string[] {
+  return stderr
+    .split('\n')
+    .filter((l) => l.includes(`[${id}]`) || l.includes(` ${id} `) || l.includes(`${id}:`))
+    .map((l) => /manager \w+: \w+/.exec(l)?.[0])
+    .filter((x): x is string => x !== undefined)
+}
+
+function writeAsPartition(file: string, text: string): void {
+  writeFileSync(file, text)
+  lchownSync(file, NOBODY, NOBODY)
+}
+
+function chownTreeTo(p: string, uid: number): void {
+  const st = lstatSync(p)
+  if (st.isDirectory()) for (const n of readdirSync(p)) chownTreeTo(join(p, n), uid)
+  lchownSync(p, uid, uid)
+}
+
+async function info(node: TestNode, name: string): Promise<(ProcessInfo & { start: number }) | undefined> {
+  return new Supervisor(supervisorPaths(node.instanceRoot), quiet).processInfoOf(name)
+}
+
+async function socatPids(node: TestNode, id: string): Promise<number[]> {
+  const all = await new Supervisor(supervisorPaths(node.instanceRoot), quiet).processInfo()
+  return all
+    .filter((p) => p.group === `${id}-socat` && p.statename === 'RUNNING')
+    .map((p) => p.pid)
+    .sort()
+}
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((res) => {
+      const s = createServer()
+      s.listen(0, '127.0.0.1', () => res(s))
+    })),
+  )
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return ports
+}
+
+/** A UDP server on `address` answering `pong:<message>`. */
+async function udpEcho(address: string): Promise<{ port: number; close(): void }> {
+  const sock = createSocket('udp4')
+  sock.on('message', (msg, from) => sock.send(`pong:${msg.toString()}`, from.port, from.address))
+  await new Promise<void>((res) => sock.bind(0, address, () => res()))
+  return { port: sock.address().port, close: () => sock.close() }
+}
+
+/** Sends `message` to 127.0.0.1:port over UDP until an answer comes (socat may still be starting). */
+async function udpAsk(port: number, message: string): Promise<string> {
+  const sock = createSocket('udp4')
+  try {
+    return await waitFor(`an answer on UDP port ${port}`, () => new Promise<string | undefined>((res) => {
+      const timer = setTimeout(() => res(undefined), 300)
+      sock.once('message', (m) => {
+        clearTimeout(timer)
+        res(m.toString())
+      })
+      sock.send(message, port, '127.0.0.1')
+    }))
+  } finally {
+    sock.close()
+  }
+}
+
+async function httpBody(url: string): Promise<string> {
+  return waitFor(`an answer from ${url}`, () => new Promise<string | undefined>((res) => {
+    const req = get(url, (r) => {
+      let body = ''
+      r.setEncoding('utf8').on('data', (c: string) => (body += c))
+      r.on('end', () => res(r.statusCode === 200 ? body : undefined))
+    })
+    req.on('error', () => res(undefined))
+    req.setTimeout(2000, () => req.destroy())
+  }))
+}
+
+loading.run()
+redir.run()
+e2e.run()
