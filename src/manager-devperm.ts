@@ -30,8 +30,40 @@ const LSBLK_TIMEOUT_MS = 60_000
 export function devpermManager(options: ManagerOptions): Manager {
   const allowed = allowedDisks(options.sections.get('devperm'))
   const apply = (p: ManagerPartition): Promise<void> => applyDiskPermissions(p, allowed, options.runner)
-  // the original does the same work at both hook points
-  return { name: 'devperm', instance: apply, instanceTearDown: apply }
+  // the original does the same work at both hook points; report (ours) gives the disks back
+  return { name: 'devperm', instance: apply, instanceTearDown: apply, report: returnDisks }
+}
+
+/**
+ * Before a partition is destroyed, the devices of its `.slapos-disk-permission` that its user
+ * owns go back to root (group `disk`): the next instance of this partition, whose user has
+ * the same uid, must not find the previous one's disks. (The original leaves them.) Only
+ * devices the partition user owns are touched.
+ */
+export function returnDisks(p: ManagerPartition): void {
+  const file = readUserFile(join(p.path, DISK_PERMISSION_FILE), MAX_DISK_FILE_BYTES)
+  if (file.kind !== 'text') return
+  let list: unknown
+  try {
+    list = JSON.parse(file.text)
+  } catch {
+    return
+  }
+  if (!Array.isArray(list)) return
+  for (const item of list) {
+    const disk = record(item)?.disk
+    if (typeof disk !== 'string' || !isAbsolute(disk) || disk.includes('\0')) continue
+    let path: string
+    try {
+      path = realpathSync(disk)
+    } catch {
+      continue
+    }
+    const st = lstatSync(path, { throwIfNoEntry: false })
+    if (!st?.isBlockDevice() || !path.startsWith('/dev/') || st.uid !== p.owner.uid || p.owner.uid === 0) continue
+    p.log.info(`Giving ${escapeControls(path)} back to root: ${escapeControls(p.id)} is being destroyed`)
+    lchownSync(path, 0, diskGid())
+  }
 }
 
 /**

@@ -61,7 +61,12 @@ ${opts.extraFormatCfg ?? ''}
 set -e
 D="$1"; SLAPOS="$2"; RUNS="$3"; VERBOSE="$4"
 mount --make-rprivate /
+CPUSET=$(test -e /sys/fs/cgroup/cpuset/cpuset.cpus && echo yes || true)
 mount -t sysfs sysfs /sys
+# the machine's cgroup v1 cpuset hierarchy again, under the namespace's own /sys (cpuset manager)
+if [ -n "$CPUSET" ]; then
+  mount -t tmpfs cgroup /sys/fs/cgroup && mkdir /sys/fs/cgroup/cpuset && mount -t cgroup -o cpuset cgroup /sys/fs/cgroup/cpuset
+fi
 mkdir -p "$D/etc"
 cp -a /etc/. "$D/etc/"
 mount --bind "$D/etc" /etc
