@@ -1,4 +1,5 @@
-// The managers of manager_list (node-extras §1): loading and hook points (checklist 1-7),
+// The managers of manager_list (node-extras §1): loading and hook points (checklist 1-7;
+// the order of hook calls with a recording manager, in process, on the same real node),
 // portredir (19-26) and prerm (27-30) with the built binary, our proxy, real supervisord,
 // real buildout of the sample release and real socat forwarding TCP and UDP traffic.
 import { createSocket } from 'node:dgram'
@@ -8,15 +9,21 @@ import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import type { RunArgs } from '../src/command.ts'
+import type { Ctx } from '../src/context.ts'
+import { startNodeRun } from '../src/grid-common.ts'
+import { processPartitions } from '../src/grid-instance.ts'
+import { reportAndDestroy } from '../src/grid-report.ts'
+import { processSoftwareReleases } from '../src/grid-software.ts'
 import { createLogger } from '../src/log.ts'
 import { parseRedirection, socatProgram } from '../src/manager-portredir.ts'
 import { loadManagers } from '../src/manager-registry.ts'
-import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson } from '../src/managers.ts'
+import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson, type Hook, type Manager } from '../src/managers.ts'
 import { ConfigFile } from '../src/config.ts'
 import { Tuple } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
 import { realRunner } from '../src/system.ts'
-import { tempDir } from './helpers.ts'
+import { SLAPOS, tempDir } from './helpers.ts'
 import { baseEnv, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
 const NOBODY = 65534
@@ -358,7 +365,119 @@ e2e('prerm: under a retention lock nothing starts; names that cannot be programs
   assert.is(readFileSync(join(path, '.slapos-report-wait-service-list'), 'utf8'), `${id}-prerm:drain\n`)
 })
 
+e2e('software: software and softwareTearDown for every release of the list, filtered or not; a failing buildout gives only software (checklist 4)', async () => {
+  const { node } = need()
+  const broken = join(node.dir, 'broken.cfg')
+  writeFileSync(broken, '[buildout]\nparts = nope\n[nope]\nrecipe = no.such.recipe\n')
+  await node.supply(broken)
+  const calls: string[] = []
+  const run = await startNodeRun('software', runArgs(node), ctx())
+  try {
+    run.managers = [recorder(calls)]
+    const { results } = await processSoftwareReleases(run, { force: false, buildoutDebug: false, garbageCollect: false }, ctx())
+    assert.equal(results.map((r) => r.result).sort(), ['failed', 'up-to-date'])
+    assert.equal(calls, [`software ${node.srUrl}`, `softwareTearDown ${node.srUrl}`, `software ${broken}`])
+    // --only-sr: the other release still gets both hooks (the original calls them before the filter)
+    calls.length = 0
+    await processSoftwareReleases(run, { force: false, buildoutDebug: false, garbageCollect: false, onlySr: [broken] }, ctx())
+    assert.equal(calls, [`software ${node.srUrl}`, `softwareTearDown ${node.srUrl}`, `software ${broken}`])
+  } finally {
+    run.release()
+  }
+})
+
+e2e('instance: an instance hook error fails that partition only and skips its processing; a tear-down error replaces the result (checklist 3, 6)', async () => {
+  const { node, where } = need()
+  const id = where.redirected ?? ''
+  const other = where.doomed ?? ''
+  for (const p of [id, other]) rmSync(join(node.instanceRoot, p, '.timestamp'))
+  const calls: string[] = []
+  const run = await startNodeRun('instance', runArgs(node), ctx())
+  try {
+    run.managers = [recorder(calls, { instance: id })]
+    node.clearCalls()
+    const code = await processPartitions(run, { force: false, forceStop: false, buildoutDebug: false, jobs: 1, json: false, quiet: true }, ctx())
+    assert.is(code, 1)
+    // the failing partition: instance only (nothing processed, no tear-down); the other: both
+    assert.equal(calls.filter((c) => c.endsWith(id)), [`instance ${id}`])
+    assert.equal(calls.filter((c) => c.endsWith(other)), [`instance ${other}`, `instanceTearDown ${other}`])
+    assert.not.ok(existsSync(join(node.instanceRoot, id, '.timestamp')), 'not processed')
+    const errors = node.calls().filter((c) => c.name === 'softwareInstanceError')
+    assert.equal(errors.map((c) => [c.fields.computer_partition_id, c.fields.error_log]), [[id, `hook instance failed for ${id}`]])
+    // tear-down failing after a successful processing: the partition fails with its message
+    calls.length = 0
+    run.managers = [recorder(calls, { instanceTearDown: other })]
+    rmSync(join(node.instanceRoot, other, '.timestamp'))
+    node.clearCalls()
+    assert.is(await processPartitions(run, { force: false, forceStop: false, buildoutDebug: false, jobs: 1, json: false, quiet: true }, ctx()), 1)
+    assert.equal(calls.filter((c) => c.endsWith(other)), [`instance ${other}`, `instanceTearDown ${other}`])
+    assert.equal(
+      node.calls().filter((c) => c.name === 'softwareInstanceError').map((c) => c.fields.computer_partition_id),
+      [other],
+    )
+    // up to date: the same two hooks
+    calls.length = 0
+    run.managers = [recorder(calls)]
+    assert.is(await processPartitions(run, { force: false, forceStop: false, buildoutDebug: false, jobs: 1, json: false, quiet: true }, ctx()), 0)
+    assert.equal(calls.filter((c) => c.endsWith(id)), [`instance ${id}`, `instanceTearDown ${id}`])
+  } finally {
+    run.release()
+  }
+})
+
+e2e('report: a report hook error keeps the partition and exits 1; the next run destroys it (checklist 6)', async () => {
+  const { node, where } = need()
+  const id = where.doomed ?? ''
+  await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: 'doomed', state: 'destroyed' })
+  assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+  const calls: string[] = []
+  const run = await startNodeRun('report', runArgs(node), ctx())
+  try {
+    run.managers = [recorder(calls, { report: id })]
+    node.clearCalls()
+    const first = await reportAndDestroy(run, ctx())
+    assert.is(first.exitCode, 1)
+    assert.equal(first.summary.failed, [id])
+    assert.equal(calls, [`report ${id}`])
+    assert.ok(readdirSync(join(node.instanceRoot, id)).length > 0, 'kept')
+    const names = node.calls().map((c) => c.name)
+    assert.ok(names.indexOf('stoppedComputerPartition') < names.indexOf('softwareInstanceError'), 'the hook runs after stoppedComputerPartition')
+    run.managers = [recorder(calls)]
+    const second = await reportAndDestroy(run, ctx())
+    assert.is(second.exitCode, 0)
+    assert.equal(second.summary.destroyed, [id])
+  } finally {
+    run.release()
+  }
+})
+
 // --- helpers ---
+
+/** A manager that records `<hook> <partition id or release URL>`, and throws in the hooks named (for that partition). */
+function recorder(calls: string[], failing: Partial<Record<Hook, string>> = {}): Manager {
+  const hook = (name: Hook) => (arg: { id?: string; url?: string }) => {
+    const what = arg.id ?? arg.url ?? ''
+    calls.push(`${name} ${what}`)
+    if (failing[name] === what) throw new Error(`hook ${name} failed for ${what}`)
+  }
+  return {
+    name: 'recorder',
+    software: hook('software'),
+    softwareTearDown: hook('softwareTearDown'),
+    instance: hook('instance'),
+    instanceTearDown: hook('instanceTearDown'),
+    report: hook('report'),
+  }
+}
+
+function ctx(): Ctx {
+  return { io: { out: () => undefined, err: () => undefined, isTTY: false }, log: quiet, runner: realRunner, now: () => new Date(), env: baseEnv(), self: [SLAPOS] }
+}
+
+function runArgs(node: TestNode): RunArgs {
+  return { _: [], cfg: node.cfgPath, now: true, global: { verbosity: 0, logTime: false, logColor: false, help: false, version: false } }
+}
+
 
 function need(): E2E {
   if (!S) throw new Error('the node was not set up')
