@@ -6,8 +6,11 @@
 //   - plugins: 100 deployed partitions each with 3 promise plugins, all due (the anomaly check
 //     of every partition runs them): the idle run without plugins, with them at --jobs 1 and 2,
 //     beside the plugins' own Python time (one partition's runner, alone, x 100 / jobs) and the
-//     Python start cost per partition.
-// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins (default idle and jobs)]
+//     Python start cost per partition;
+//   - managers: 100 deployed partitions, idle runs alternating (a) this build with no manager,
+//     (b) the build named by SLAPOS_BASELINE (an older dist/slapos) if given, (c) this build with
+//     every manager listed (no partition asks anything of them) and [firewall].
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins|managers (default idle and jobs)]
 import { spawn } from 'node:child_process'
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
@@ -53,9 +56,9 @@ function directCfg(node: TestNode): string {
 /** CPU time (user + system, ms) of the last timed run, from /proc of the child (0 when unknown). */
 let lastCpu = 0
 
-async function timed(node: TestNode, args: string[]): Promise<number> {
+async function timed(node: TestNode, args: string[], binary = SLAPOS, cfg = directCfg(node)): Promise<number> {
   const t0 = performance.now()
-  const r = await runMeasured([SLAPOS, 'node', 'instance', '--now', ...args, '--cfg', directCfg(node)])
+  const r = await runMeasured([binary, 'node', 'instance', '--now', ...args, '--cfg', cfg])
   const ms = performance.now() - t0
   if (r.code !== 0) throw new Error(`node instance ${args.join(' ')} exited ${r.code}:\n${r.stderr.slice(-3000)}`)
   return ms
@@ -112,7 +115,7 @@ const out: string[] = []
   console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
 }
 
-for (const n of ONLY === 'jobs' || ONLY === 'plugins' ? [] : [10, 100]) {
+for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' ? [] : [10, 100]) {
   const node = await prepare(n)
   try {
     const first = await timed(node, ['--jobs', '2'])
@@ -141,7 +144,7 @@ for (const n of ONLY === 'jobs' || ONLY === 'plugins' ? [] : [10, 100]) {
 }
 
 const first: Record<number, number> = {}
-for (const jobs of ONLY === 'idle' || ONLY === 'plugins' ? [] : [1, 2]) {
+for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' ? [] : [1, 2]) {
   const node = await prepare(20)
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
@@ -153,6 +156,7 @@ for (const jobs of ONLY === 'idle' || ONLY === 'plugins' ? [] : [1, 2]) {
   console.log(out.at(-1))
 }
 if (ONLY === 'plugins') await benchPlugins(100)
+if (ONLY === 'managers') await benchManagers(100)
 if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
 console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')
@@ -226,6 +230,47 @@ async function benchPlugins(n: number): Promise<void> {
         `x ${n} = ${f(one * n)} ms, / 2 jobs = ${f((one * n) / 2)} ms; of which Python start and framework import ${f(median(start))} ms per partition`,
     )
     console.log(out.at(-1))
+  } finally {
+    await teardown(node)
+  }
+}
+
+/**
+ * Idle runs of one node with `n` deployed partitions, alternating between this build without
+ * managers, the baseline build (SLAPOS_BASELINE) and this build with every manager and
+ * [firewall] configured, so that all three see the same machine at the same moments.
+ */
+async function benchManagers(n: number): Promise<void> {
+  const node = await prepare(n)
+  try {
+    await timed(node, ['--jobs', '2'])
+    const plain = directCfg(node)
+    const managed = join(node.dir, 'slapos-managers.cfg')
+    writeFileSync(
+      managed,
+      readFileSync(plain, 'utf8').replace('[slapos]\n', '[slapos]\nmanager_list = cpuset devperm portredir prerm whitelistfirewall\n') +
+        '\n[firewall]\nfirewall_cmd = /bin/false\nreload_config_cmd = /bin/false\ntesting = true\n',
+    )
+    const baseline = process.env.SLAPOS_BASELINE
+    const variants: Array<[string, string, string]> = [['this build, no manager', SLAPOS, plain]]
+    if (baseline) variants.push([`baseline ${baseline}, no manager`, resolve(baseline), plain])
+    variants.push(['this build, every manager and [firewall]', SLAPOS, managed])
+    const wall = variants.map(() => [] as number[])
+    const cpu = variants.map(() => [] as number[])
+    const floor: number[] = []
+    for (let i = 0; i < RUNS; i++) {
+      const t0 = performance.now()
+      await runMeasured([SLAPOS, '--version'])
+      floor.push(performance.now() - t0)
+      for (const [v, [, binary, cfg]] of variants.entries()) {
+        wall[v]?.push(await timed(node, [], binary, cfg))
+        cpu[v]?.push(lastCpu)
+      }
+    }
+    console.log(`floor (slapos --version): median ${f(median(floor))} ms wall`)
+    for (const [v, [name]] of variants.entries()) {
+      console.log(`idle node instance, ${n} partitions, ${name}: median ${f(median(wall[v] ?? []))} ms wall, ${f(median(cpu[v] ?? []))} ms CPU (${RUNS} runs, alternating)`)
+    }
   } finally {
     await teardown(node)
   }
