@@ -22,6 +22,11 @@ buildout = /opt/slapos/bin/buildout
 #shared_part_list =
 #  /opt/slapgrid/read_only_shared
 #  /opt/slapgrid/shared
+# Managers acting for the partitions: cpuset (exclusive CPUs for power_user_list),
+# devperm (disks for virtual machines, see [manager:devperm]), portredir (socat port
+# redirections), prerm (scripts run before destruction), whitelistfirewall (needs [firewall]).
+#manager_list = portredir prerm
+#power_user_list = slapuser3
 
 [slapformat]
 # Interface that carries the IPv6 addresses of the partitions (lo with re6st).
@@ -40,6 +45,11 @@ tap_ipv6 = true
 ipv4_local_network = 10.0.0.0/16
 # Prefix length of the IPv6 ranges of partitions, relative to the node's range (default 16).
 # ipv6_prefixshift = 16
+
+# Disks the devperm manager may give to partitions (real device paths, one a line).
+#[manager:devperm]
+#allowed-disk-for-vm =
+#  /dev/sdb
 
 # Rename this section to [firewall] to let the node manage a firewalld of its own.
 [disabled-firewall]
