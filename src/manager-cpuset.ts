@@ -5,10 +5,13 @@
 // shared CPU) and each requested PID onto the first exclusive CPU (the others) that is still
 // empty, and sets the governor of every CPU receiving a task to `performance`.
 //
-// The original only knows cgroup v1 (`/sys/fs/cgroup/cpuset`); this one also drives a cgroup
-// v2 hierarchy (`/sys/fs/cgroup` with the cpuset controller), where an exclusive CPU is a
-// cpuset partition root. `[manager:cpuset] cpuset_root` and `cpufreq_root` (our extensions)
-// point it at another hierarchy or another cpufreq tree (tests, delegated hierarchies).
+// The original only knows cgroup v1 (`/sys/fs/cgroup/cpuset`) and only warns on a v2 machine;
+// so do we by default. This one also drives a cgroup v2 directory, where an exclusive CPU is
+// a cpuset partition root, but only one named by `[manager:cpuset] cpuset_root` (our
+// extension, like `cpufreq_root`): a delegated cgroup the operator prepared. Never the
+// machine's top cgroup by itself: partitions there would take the exclusive CPUs from every
+// other cgroup (systemd's slices included) at format time, and the moves would pull processes
+// out of their systemd units.
 //
 // The request file is the partition user's: it is read without following a symlink, only
 // decimal PIDs count, only that user's own processes move, and it is rewritten by replacing
@@ -27,6 +30,14 @@ export const CPU_EXCLUSIVE_FILE = '.slapos-cpu-exclusive'
 export const DEFAULT_V1_ROOT = '/sys/fs/cgroup/cpuset'
 export const DEFAULT_V2_ROOT = '/sys/fs/cgroup'
 export const DEFAULT_CPUFREQ_ROOT = '/sys/devices/system/cpu'
+/** Where the hierarchy is looked for without `cpuset_root` (a parameter so tests can point elsewhere). */
+export interface DefaultRoots {
+  /** the cgroup v1 cpuset mount, used when it has `cpuset.cpus` */
+  v1: string
+  /** the cgroup v2 mount: never used, only recognised to tell the operator about `cpuset_root` */
+  v2: string
+}
+export const DEFAULT_ROOTS: DefaultRoots = { v1: DEFAULT_V1_ROOT, v2: DEFAULT_V2_ROOT }
 /** A request file is a few PIDs: anything larger is not one. */
 export const REQUEST_MAX_BYTES = 64 * 1024
 /** The kernel's PID_MAX_LIMIT: no PID (nor thread id) is larger. */
@@ -48,7 +59,8 @@ export interface Hierarchy {
   procs: 'tasks' | 'cgroup.procs'
 }
 
-export function cpusetManager(options: ManagerOptions): Manager {
+/** The manager; `defaults` only for tests (the registry passes options alone). */
+export function cpusetManager(options: ManagerOptions, defaults: DefaultRoots = DEFAULT_ROOTS): Manager {
   const section = options.sections.get('cpuset')
   const cpusetRoot = section?.get('cpuset_root')?.trim() || undefined
   const cpufreqRoot = section?.get('cpufreq_root')?.trim() || DEFAULT_CPUFREQ_ROOT
@@ -56,16 +68,17 @@ export function cpusetManager(options: ManagerOptions): Manager {
   return {
     name: 'cpuset',
     format(computer) {
-      const h = detectHierarchy(cpusetRoot)
+      const h = detectHierarchy(cpusetRoot, defaults)
       if (typeof h === 'string') {
         computer.log.warning(FORMAT_WARNING)
-        computer.log.debug(`cpuset: ${h}`)
+        // format is run by the operator, who is the one to act on why: INFO, not DEBUG
+        computer.log.info(`cpuset: ${h}`)
         return
       }
       formatHierarchy(h, computer.log)
     },
     instance(p) {
-      placeRequests(p, { cpusetRoot, cpufreqRoot, powerUsers })
+      placeRequests(p, { cpusetRoot, cpufreqRoot, powerUsers, defaults })
     },
   }
 }
@@ -92,26 +105,34 @@ export function parseCpuList(text: string): number[] | undefined {
 }
 
 /**
- * The hierarchy to use, or why there is none. With `cpusetRoot` (the extension option) the
- * version comes from that directory's files (v1: `tasks`; v2: `cgroup.procs` and
- * `cgroup.controllers`); without it, v1 at /sys/fs/cgroup/cpuset when it has `cpuset.cpus`,
- * else v2 at /sys/fs/cgroup when that is a cgroup2 mount.
+ * The hierarchy to use, or why there is none (one line for the log). With `cpusetRoot` (the
+ * extension option) the version comes from that directory's files (v1: `tasks`; v2:
+ * `cgroup.procs` and `cgroup.controllers`); without it, only v1 at `defaults.v1` when it has
+ * `cpuset.cpus`, as the original. A cgroup v2 `defaults.v2` is recognised only to say that
+ * `cpuset_root` must name a delegated cgroup: using the machine's top cgroup would make the
+ * exclusive CPUs partitions that every other cgroup (system.slice, user.slice, ...) loses.
  */
-export function detectHierarchy(cpusetRoot: string | undefined): Hierarchy | string {
+export function detectHierarchy(cpusetRoot: string | undefined, defaults: DefaultRoots = DEFAULT_ROOTS): Hierarchy | string {
   if (cpusetRoot !== undefined) {
     if (existsSync(join(cpusetRoot, 'tasks'))) return checkV1(cpusetRoot)
     if (existsSync(join(cpusetRoot, 'cgroup.procs')) && existsSync(join(cpusetRoot, 'cgroup.controllers'))) return checkV2(cpusetRoot)
     return `cpuset_root ${cpusetRoot} is neither a cgroup v1 directory (no tasks file) nor a cgroup v2 one (no cgroup.procs and cgroup.controllers)`
   }
-  if (existsSync(join(DEFAULT_V1_ROOT, 'cpuset.cpus'))) return checkV1(DEFAULT_V1_ROOT)
-  let cgroup2 = false
-  try {
-    cgroup2 = statfsSync(DEFAULT_V2_ROOT).type === CGROUP2_SUPER_MAGIC
-  } catch {
-    // no /sys/fs/cgroup at all
+  if (existsSync(join(defaults.v1, 'cpuset.cpus'))) return checkV1(defaults.v1)
+  if (isCgroup2(defaults.v2)) {
+    return `${defaults.v2} is cgroup v2, which is used only through cpuset_root: set cpuset_root in [manager:cpuset] to a delegated cgroup prepared for the exclusive CPUs (the machine's top cgroup is not used, its partitions would take those CPUs from systemd's slices)`
   }
-  if (cgroup2) return checkV2(DEFAULT_V2_ROOT)
-  return `neither ${DEFAULT_V1_ROOT}/cpuset.cpus (cgroup v1) nor a cgroup2 mount at ${DEFAULT_V2_ROOT}`
+  return `no cgroup v1 cpuset hierarchy (${join(defaults.v1, 'cpuset.cpus')}) and no cpuset_root in [manager:cpuset]`
+}
+
+/** A cgroup2 mount (statfs), or a directory laid out as one (a test tree). */
+function isCgroup2(dir: string): boolean {
+  try {
+    if (statfsSync(dir).type === CGROUP2_SUPER_MAGIC) return true
+  } catch {
+    return false // no such directory
+  }
+  return existsSync(join(dir, 'cgroup.controllers'))
 }
 
 function checkV1(root: string): Hierarchy | string {
@@ -121,7 +142,7 @@ function checkV1(root: string): Hierarchy | string {
 
 function checkV2(root: string): Hierarchy | string {
   const controllers = readText(join(root, 'cgroup.controllers')) ?? ''
-  if (!controllers.split(/\s+/).includes('cpuset')) return `the cgroup v2 hierarchy ${root} has no cpuset controller (cgroup.controllers: ${escapeControls(controllers.trim())}); it may be bound to a cgroup v1 mount`
+  if (!controllers.split(/\s+/).includes('cpuset')) return `the cgroup v2 directory ${root} has no cpuset controller (cgroup.controllers: ${escapeControls(controllers.trim())}); write +cpuset to its parent's cgroup.subtree_control, or the controller is bound to a cgroup v1 mount`
   return { version: 2, root, procs: 'cgroup.procs' }
 }
 
@@ -165,8 +186,9 @@ function memoryNode(h: Hierarchy): number {
  * One cpuset per pool CPU. v1: `cpuset.cpus` = N, `cpuset.cpu_exclusive` = 1, `cpuset.mems`.
  * v2: `+cpuset` in the root's `cgroup.subtree_control` first (else the children have no
  * cpuset files), then `cpuset.cpus` = N, `cpuset.mems`, and `cpuset.cpus.partition` = `root`
- * for the exclusive CPUs only: the root cgroup must keep a CPU for what stays in it (kernel
- * threads), so the shared CPU is an ordinary member cpuset.
+ * for the exclusive CPUs only: the `cpuset_root` cgroup must keep a CPU for what stays in it
+ * (the kernel refuses to give a partition's last CPU to a child partition), so the shared CPU
+ * is an ordinary member cpuset.
  */
 export function formatHierarchy(h: Hierarchy, log: Logger): void {
   const pool = poolOf(h)
@@ -220,6 +242,8 @@ export interface PlaceOptions {
   cpusetRoot: string | undefined
   cpufreqRoot: string
   powerUsers: readonly string[]
+  /** where to look without cpusetRoot (tests); DEFAULT_ROOTS otherwise */
+  defaults?: DefaultRoots
 }
 
 /** The instance hook (§1.4 steps 1-6), run for every selected partition on every run. */
@@ -227,11 +251,13 @@ export function placeRequests(p: ManagerPartition, o: PlaceOptions): void {
   const log = p.log
   // 1. formatted? (the original tests cpu0; the first CPU of the pool is the same on any
   //    whole machine and stays right for a cpuset_root whose pool does not start at 0)
-  const h = detectHierarchy(o.cpusetRoot)
+  const h = detectHierarchy(o.cpusetRoot, o.defaults)
   const pool = typeof h === 'string' ? undefined : poolOf(h)
   const first = pool?.[0]
   if (typeof h === 'string' || !pool || first === undefined || !existsSync(join(h.root, `cpu${first}`))) {
     log.warning(NOT_FORMATTED_WARNING)
+    // why, once per call: DEBUG, as this runs for every partition on every run
+    if (typeof h === 'string') log.debug(`cpuset: ${h}`)
     return
   }
   // 2. a request? (read now, so that a refused file moves nothing at all)

@@ -3,14 +3,16 @@
 // Real: a child of the machine's cgroup v1 cpuset hierarchy is the manager's root
 // (`cpuset_root`), real `sleep` processes of `nobody` and root are moved, and the kernel's
 // view (/proc/<pid>/cpuset, Cpus_allowed_list) is checked. A machine whose cpuset controller
-// is on cgroup v2 instead runs the same test on a child of /sys/fs/cgroup.
+// is on cgroup v2 instead runs the same test on a child of /sys/fs/cgroup, named by
+// cpuset_root as an operator names a delegated cgroup (v2 is never used without it).
 //
 // File trees: cgroup v2 cannot run for real where cpuset is bound to the v1 hierarchy (a
 // controller lives in one hierarchy at a time), so v2 is also checked on a tree of regular
 // files laid out as v2 (which file is written with what); the same goes for pools the
 // machine does not have (0,2 and 0-3), for a machine without cgroups and for the hostile
-// request files. The requested PIDs there are still real processes: the manager reads their
-// owner from /proc.
+// request files. Every v2 tree is named by cpuset_root; without it, a v2-looking default root
+// (the defaults are a parameter) must be left alone. The requested PIDs there are still real
+// processes: the manager reads their owner from /proc.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
@@ -19,7 +21,7 @@ import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import type { Owner } from '../src/grid-common.ts'
 import { createLogger, type Logger } from '../src/log.ts'
-import { CPU_EXCLUSIVE_FILE, cpusetManager, FORMAT_WARNING, NOT_FORMATTED_WARNING, parseCpuList } from '../src/manager-cpuset.ts'
+import { CPU_EXCLUSIVE_FILE, cpusetManager, type DefaultRoots, detectHierarchy, FORMAT_WARNING, NOT_FORMATTED_WARNING, parseCpuList } from '../src/manager-cpuset.ts'
 import type { Manager, ManagerComputer, ManagerPartition } from '../src/managers.ts'
 import { realRunner } from '../src/system.ts'
 import { skip, tempDir } from './helpers.ts'
@@ -48,6 +50,19 @@ function manager(cpusetRoot: string, cpufreqRoot: string, powerUsers: string): M
     ]),
     runner: realRunner,
   })
+}
+
+/** The manager as manager_list loads it without cpuset_root, looking at `defaults` instead of /sys. */
+function defaultManager(defaults: DefaultRoots, cpufreqRoot: string, powerUsers: string): Manager {
+  return cpusetManager(
+    {
+      settings: new Map([['power_user_list', powerUsers]]),
+      firewall: undefined,
+      sections: new Map([['cpuset', new Map([['cpufreq_root', cpufreqRoot]])]]),
+      runner: realRunner,
+    },
+    defaults,
+  )
 }
 
 function computer(log: Logger): ManagerComputer {
@@ -352,6 +367,64 @@ test('v2 without the cpuset controller, or no cgroups at all: warnings, success 
   const ilog = memLog()
   await manager(empty, cpufreqTree([]), 'nobody').instance?.(partition(partitionDir(NOBODY, '1\n'), NOBODY, ilog))
   assert.ok(ilog.lines.some((l) => l.endsWith(`WARNING ${NOT_FORMATTED_WARNING}\n`)), ilog.lines.join(''))
+})
+
+const V2_HINT = 'set cpuset_root in [manager:cpuset] to a delegated cgroup'
+
+test('without cpuset_root a cgroup v2 default root is never used: warnings and the cpuset_root hint (checklist 9)', async () => {
+  if (!isRoot) return skip('needs root to own the request file as nobody')
+  // a machine booted with cgroup v2 only: no v1 cpuset mount, a v2 top cgroup with cpuset
+  const v2 = v2Tree('0-2', '0', '4000\n3999\n')
+  const defaults: DefaultRoots = { v1: join(tempDir('slapos-cpuset-nov1-'), 'cpuset'), v2 }
+  const why = detectHierarchy(undefined, defaults)
+  assert.type(why, 'string')
+  assert.ok(String(why).includes(V2_HINT), String(why))
+  // the same directory named by cpuset_root is a v2 hierarchy
+  assert.equal(detectHierarchy(v2, defaults), { version: 2, root: v2, procs: 'cgroup.procs' })
+
+  const cpufreq = cpufreqTree([0, 1, 2])
+  const flog = memLog()
+  await defaultManager(defaults, cpufreq, 'nobody').format?.(computer(flog))
+  assert.ok(flog.lines.some((l) => l.endsWith(`WARNING ${FORMAT_WARNING}\n`)), flog.lines.join(''))
+  assert.is(flog.lines.filter((l) => l.includes('INFO') && l.includes(V2_HINT)).length, 1, flog.lines.join(''))
+  assert.equal(readdirSync(v2).filter((f) => /^cpu\d+$/.test(f)), [], 'no partition made at the top')
+  assert.is(read(join(v2, 'cgroup.subtree_control')), '', 'the controller is not enabled at the top')
+
+  // even with cpu<N> present (as if someone formatted it), instance moves nothing without cpuset_root
+  await manager(v2, cpufreq, 'nobody').format?.(computer(memLog()))
+  assert.ok(existsSync(join(v2, 'cpu1', 'cpuset.cpus.partition')))
+  const mine = sleeper(NOBODY.uid)
+  try {
+    const request = `${mine}\n${mine + 1}\n${mine + 2}\n`
+    const part = partitionDir(NOBODY, request)
+    const ilog = memLog()
+    await defaultManager(defaults, cpufreq, 'nobody').instance?.(partition(part, NOBODY, ilog))
+    assert.ok(ilog.lines.some((l) => l.endsWith(`WARNING ${NOT_FORMATTED_WARNING}\n`)), ilog.lines.join(''))
+    assert.is(ilog.lines.filter((l) => l.includes(V2_HINT)).length, 1, 'the hint once per hook call, not per PID')
+    assert.ok(ilog.lines.some((l) => l.includes('DEBUG') && l.includes(V2_HINT)), ilog.lines.join(''))
+    assert.is(read(join(v2, 'cgroup.procs')), '4000\n3999\n', 'nothing left the top cgroup')
+    for (const cpu of [0, 1, 2]) assert.is(read(join(v2, `cpu${cpu}`, 'cgroup.procs')), '')
+    assert.is(read(join(part, CPU_EXCLUSIVE_FILE)), request, 'the request is left as it was')
+    assert.is(governor(cpufreq, 1), 'powersave')
+  } finally {
+    await stopSleepers()
+  }
+})
+
+test('without cpuset_root the v1 default is used even beside a cgroup v2 mount; neither: the reason', async () => {
+  const v1 = v1Tree('0-1')
+  const v2 = v2Tree('0-1', '0', '')
+  const h = detectHierarchy(undefined, { v1, v2 })
+  assert.equal(h, { version: 1, root: v1, procs: 'tasks' })
+  const log = memLog()
+  await defaultManager({ v1, v2 }, cpufreqTree([]), '').format?.(computer(log))
+  assert.is(read(join(v1, 'cpu1', 'cpuset.cpu_exclusive')), '1')
+  assert.equal(readdirSync(v2).filter((f) => /^cpu\d+$/.test(f)), [])
+  assert.not.ok(log.lines.some((l) => l.includes('WARNING')), log.lines.join(''))
+
+  const none = tempDir('slapos-cpuset-none-')
+  const why = detectHierarchy(undefined, { v1: join(none, 'cpuset'), v2: none })
+  assert.is(why, `no cgroup v1 cpuset hierarchy (${join(none, 'cpuset', 'cpuset.cpus')}) and no cpuset_root in [manager:cpuset]`)
 })
 
 test('v1 file tree: not formatted, no request, empty request: nothing happens', async () => {
