@@ -11,10 +11,13 @@
 // The file is the partition user's, and owning a device is root for whoever owns it (the
 // root disk, a disk of another partition): the file is read without following a link, the
 // requested path is resolved and must be a block device under /dev/ that lsblk lists as a
-// disk, a loop device or one of their partitions, and a device in use by the host (mounted,
-// swap, holding a mounted partition, held by LVM/RAID/dm-crypt) is never handed out.
+// disk, a loop device or one of their partitions; a device in use by the host (mounted,
+// swap, holding a mounted partition, held by LVM/RAID/dm-crypt) is never handed out; only a
+// device root owns is given (never one another partition's user holds); and, unless
+// `allowed-disk-for-vm` names it, a device that carries a storage signature (file system,
+// RAID/LVM/ZFS/Ceph member, LUKS: an unmounted part of the host's storage) is refused too.
 // Used through managers.ts.
-import { closeSync, constants, fstatSync, lchownSync, lstatSync, openSync, readFileSync, readSync, realpathSync } from 'node:fs'
+import { closeSync, constants, fstatSync, lchownSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync } from 'node:fs'
 import { isAbsolute, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import type { Manager, ManagerOptions, ManagerPartition } from './managers.ts'
@@ -26,6 +29,13 @@ export const DISK_PERMISSION_FILE = '.slapos-disk-permission'
 export const MAX_DISK_FILE_BYTES = 64 * 1024
 /** lsblk only reads sysfs and udev's database; a minute means something is badly wrong. */
 const LSBLK_TIMEOUT_MS = 60_000
+/** blkid -p reads a few blocks of one device. */
+const BLKID_TIMEOUT_MS = 60_000
+/**
+ * Where the device nodes devperm may have chowned live: lsblk's paths are /dev/<kernel name>,
+ * or /dev/mapper/<name> for a device-mapper partition (a real node there without udev).
+ */
+const DEVICE_DIRS = ['/dev', '/dev/mapper']
 
 export function devpermManager(options: ManagerOptions): Manager {
   const allowed = allowedDisks(options.sections.get('devperm'))
@@ -35,34 +45,41 @@ export function devpermManager(options: ManagerOptions): Manager {
 }
 
 /**
- * Before a partition is destroyed, the devices of its `.slapos-disk-permission` that its user
- * owns go back to root (group `disk`): the next instance of this partition, whose user has
- * the same uid, must not find the previous one's disks. (The original leaves them.) Only
- * devices the partition user owns are touched.
+ * Before a partition is destroyed, every block device its user owns goes back to root (group
+ * `disk`): the next instance of this partition, whose user has the same uid, must not find
+ * the previous one's disks. (The original leaves them.) The user's `.slapos-disk-permission`
+ * is not consulted (the user may have emptied or deleted it): the nodes of /dev and
+ * /dev/mapper are examined themselves, lstat (a link is never followed), and only block
+ * devices of the partition's uid are touched, never when that uid is root's.
  */
 export function returnDisks(p: ManagerPartition): void {
-  const file = readUserFile(join(p.path, DISK_PERMISSION_FILE), MAX_DISK_FILE_BYTES)
-  if (file.kind !== 'text') return
-  let list: unknown
-  try {
-    list = JSON.parse(file.text)
-  } catch {
-    return
-  }
-  if (!Array.isArray(list)) return
-  for (const item of list) {
-    const disk = record(item)?.disk
-    if (typeof disk !== 'string' || !isAbsolute(disk) || disk.includes('\0')) continue
-    let path: string
+  const uid = p.owner.uid
+  if (uid === 0) return
+  let gid: number | undefined
+  for (const dir of DEVICE_DIRS) {
+    let names: string[]
     try {
-      path = realpathSync(disk)
+      names = readdirSync(dir)
     } catch {
-      continue
+      continue // no /dev/mapper on this host
     }
-    const st = lstatSync(path, { throwIfNoEntry: false })
-    if (!st?.isBlockDevice() || !path.startsWith('/dev/') || st.uid !== p.owner.uid || p.owner.uid === 0) continue
-    p.log.info(`Giving ${escapeControls(path)} back to root: ${escapeControls(p.id)} is being destroyed`)
-    lchownSync(path, 0, diskGid())
+    for (const name of names.sort()) {
+      const path = join(dir, name)
+      let st
+      try {
+        st = lstatSync(path)
+      } catch {
+        continue // gone meanwhile
+      }
+      if (!st.isBlockDevice() || st.uid !== uid) continue
+      gid ??= diskGid()
+      p.log.info(`Giving ${escapeControls(path)} back to root: ${escapeControls(p.id)} is being destroyed`)
+      try {
+        lchownSync(path, 0, gid)
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+      }
+    }
   }
 }
 
@@ -85,6 +102,10 @@ export interface BlockDevice {
   path: string
   /** e.g. `is mounted on /srv`: the device is refused */
   busy: string | undefined
+  /** lsblk's `fstype` (from udev's database: absent on a host without udev) */
+  fstype: string | undefined
+  /** its partitions (lsblk `part` children), examined with it for signatures */
+  parts: string[]
 }
 
 /**
@@ -99,10 +120,14 @@ export function diskInventory(lsblk: unknown): Map<string, BlockDevice> | undefi
   for (const d of top) {
     const disk = record(d)
     if (!disk || (disk.type !== 'disk' && disk.type !== 'loop')) continue
-    if (typeof disk.path === 'string') devices.set(disk.path, { path: disk.path, busy: busyReason(disk) })
+    const parts: string[] = []
     for (const c of children(disk)) {
-      if (c.type === 'part' && typeof c.path === 'string') devices.set(c.path, { path: c.path, busy: busyReason(c) })
+      if (c.type === 'part' && typeof c.path === 'string') {
+        devices.set(c.path, { path: c.path, busy: busyReason(c), fstype: fstypeOf(c), parts: [] })
+        parts.push(c.path)
+      }
     }
+    if (typeof disk.path === 'string') devices.set(disk.path, { path: disk.path, busy: busyReason(disk), fstype: fstypeOf(disk), parts })
   }
   return devices
 }
@@ -121,6 +146,76 @@ export function busyReason(dev: Record<string, unknown>): string | undefined {
     if (c.type !== 'part') return `is held by ${name} (${String(c.type)})`
     const why = busyReason(c)
     if (why !== undefined) return `has a partition ${name} that ${why}`
+  }
+  return undefined
+}
+
+function fstypeOf(dev: Record<string, unknown>): string | undefined {
+  return typeof dev.fstype === 'string' && dev.fstype !== '' ? dev.fstype : undefined
+}
+
+/**
+ * Major and minor numbers of a device node's `rdev` (glibc's 64-bit encoding: major in bits
+ * 8-19 and 32-63, minor in bits 0-7 and 20-31), as sysfs writes them: `7:3`.
+ */
+export function devNumbers(rdev: number): string {
+  const lo = rdev % 2 ** 32
+  const hi = Math.floor(rdev / 2 ** 32)
+  const major = ((lo >>> 8) & 0xfff) + ((hi & 0xfffff000) >>> 0)
+  const minor = (lo & 0xff) + ((lo >>> 20) & 0xfff) * 0x100 + (hi & 0xfff) * 0x100000
+  return `${major}:${minor}`
+}
+
+/**
+ * The kernel's holders of a device (`/sys/dev/block/M:m/holders`: device-mapper, md, bcache
+ * built on it), by the node's `rdev`; `sys` is where sysfs is mounted.
+ */
+export function holdersOf(rdev: number, sys = '/sys'): string[] {
+  return readdirSync(join(sys, 'dev', 'block', devNumbers(rdev), 'holders')).sort()
+}
+
+/**
+ * What `blkid -p` (a low-level probe of the device's content, no cache, no udev) finds
+ * there: the signature type (`ext4`, `zfs_member`, `LVM2_member`, `linux_raid_member`,
+ * `crypto_LUKS`, `ceph_bluestore`, ...), undefined for none (a bare disk or one with only a
+ * partition table). Throws when the probe fails: the device is then refused.
+ */
+export async function probeSignature(path: string, runner: Runner): Promise<string | undefined> {
+  // path is a resolved device path under /dev/ (never an option), passed as one argument
+  const r = await runner.run(['blkid', '-p', '-o', 'value', '-s', 'TYPE', path], { timeoutMs: BLKID_TIMEOUT_MS })
+  if (r.code === 2) return undefined // nothing found
+  if (r.code === 8) return 'several (blkid: ambivalent result)'
+  if (r.code !== 0) throw new Error(`blkid -p exit ${String(r.code ?? r.signal)}${r.stderr.trim() ? `: ${r.stderr.trim().split('\n')[0] ?? ''}` : ''}`)
+  const type = r.stdout.trim().split('\n')[0]?.trim() ?? ''
+  return type === '' ? undefined : type.slice(0, 64)
+}
+
+/**
+ * Why `device` may be part of the host's storage though nothing is mounted (a ZFS pool disk,
+ * an inactive LVM PV, a RAID member, a LUKS container, a Ceph OSD), or undefined: the device
+ * or one of its partitions has an lsblk `fstype`, a holder in sysfs, or a signature blkid
+ * finds. lsblk's `fstype` comes from udev's database (empty without udev), hence the two
+ * direct looks.
+ */
+export async function storageReason(device: BlockDevice, inventory: ReadonlyMap<string, BlockDevice>, runner: Runner): Promise<string | undefined> {
+  for (const target of [device.path, ...device.parts]) {
+    const that = target === device.path ? '' : `has a partition ${target} that `
+    const fstype = inventory.get(target)?.fstype
+    if (fstype !== undefined) return `${that}has a signature (${fstype})`
+    let holders: string[]
+    try {
+      holders = holdersOf(lstatSync(target).rdev)
+    } catch (e) {
+      return `${that}cannot be examined in /sys (${(e as NodeJS.ErrnoException).code ?? String(e)})`
+    }
+    if (holders.length > 0) return `${that}is held by ${holders.join(', ')}`
+    let type: string | undefined
+    try {
+      type = await probeSignature(target, runner)
+    } catch (e) {
+      return `${that}cannot be probed (${e instanceof Error ? e.message : String(e)})`
+    }
+    if (type !== undefined) return `${that}has a signature (${type})`
   }
   return undefined
 }
@@ -234,7 +329,9 @@ export async function lsblkInventory(runner: Runner, log: ManagerPartition['log'
 /**
  * §1.5 for one partition: every valid request of `.slapos-disk-permission` that passes the
  * checks gets its device chowned to (partition uid, group `disk`) unless the partition user
- * already owns it. Refusals are warnings; only a missing `disk` group throws.
+ * already owns it. Only a device root owns is given: one another partition's user has is
+ * refused (else partitions could take each other's disks, or flip a disk they both name at
+ * every run). Refusals are warnings; only a missing `disk` group throws.
  */
 export async function applyDiskPermissions(p: ManagerPartition, allowed: readonly string[] | undefined, runner: Runner): Promise<void> {
   const file = readUserFile(join(p.path, DISK_PERMISSION_FILE), MAX_DISK_FILE_BYTES)
@@ -305,6 +402,19 @@ export async function applyDiskPermissions(p: ManagerPartition, allowed: readonl
       continue
     }
     if (st.uid === p.owner.uid) continue
+    if (st.uid !== 0) {
+      p.log.warning(`Disk ${quote(path)} is owned by uid ${st.uid}, not root: nothing changed (if it is free, give it back with chown root:disk)`)
+      continue
+    }
+    // a device the operator lists is meant to be given, whatever is written on it; a device
+    // named only by the partition must not be an unmounted piece of the host's storage
+    if (allowed === undefined || !allowed.includes(path)) {
+      const why = await storageReason(device, inventory, runner)
+      if (why !== undefined) {
+        p.log.warning(`Disk ${quote(path)} ${escapeControls(why)}: it stays with the host (list it in allowed-disk-for-vm to give it anyway)`)
+        continue
+      }
+    }
     const gid = diskGid()
     p.log.warning(`Transfer ownership of ${escapeControls(path)} to ${escapeControls(p.owner.name)}`)
     // path has no link left (realpath) and /dev is root's: lchown names exactly this node

@@ -3,21 +3,26 @@
 // directory owned by `nobody`, the real lsblk. Mounts are made in a private mount namespace
 // (lsblk is run there through nsenter) so the host's mount table never changes; the swap
 // test turns a loop device into swap for a moment. Every loop device is detached and given
-// back its owner, even when a test fails.
+// back its owner, even when a test fails. Partitions of other users have uids no account
+// has (STRANGER...), so that giving disks back never touches another test's devices.
 import { spawn, spawnSync } from 'node:child_process'
-import { chownSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, statSync, symlinkSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
+import { chownSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { basename } from 'node:path'
 import { join } from 'node:path'
 import { test } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ownerOf } from '../src/grid-common.ts'
 import { createLogger } from '../src/log.ts'
-import { allowedDisks, busyReason, devpermManager, diskInventory, gidOfGroup, MAX_DISK_FILE_BYTES } from '../src/manager-devperm.ts'
+import { allowedDisks, busyReason, devNumbers, devpermManager, diskInventory, gidOfGroup, holdersOf, MAX_DISK_FILE_BYTES } from '../src/manager-devperm.ts'
 import type { Manager, ManagerPartition } from '../src/managers.ts'
 import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { realRunner, type Runner } from '../src/system.ts'
 import { skip, tempDir } from './helpers.ts'
 
 const NOBODY = 65534
+/** uids no account has, unique to this run: the users of "other" partitions */
+const STRANGER = 3_210_000_000 + (process.pid % 100_000) * 2
+const STRANGER2 = STRANGER + 1
 const isRoot = process.getuid?.() === 0
 
 /** Runs a command of the test (never with partition text), throwing with its stderr when it fails. */
@@ -154,11 +159,11 @@ interface TestPartition {
   request: (value: unknown) => void
 }
 
-/** A partition directory owned by nobody, its owner read as the node reads it, and a logger that keeps its lines. */
-function partition(dir: string, id = 'slappart0'): TestPartition {
+/** A partition directory owned by `uid` (nobody), its owner read as the node reads it, and a logger that keeps its lines. */
+function partition(dir: string, id = 'slappart0', uid = NOBODY): TestPartition {
   const path = join(dir, id)
   mkdirSync(path, { recursive: true })
-  chownSync(path, NOBODY, NOBODY)
+  chownSync(path, uid, uid)
   const lines: string[] = []
   const log = createLogger({ level: 'debug', noTime: true, color: false, isTTY: false, write: (l) => lines.push(l) })
   const owner = ownerOf(path)
@@ -233,6 +238,10 @@ test('lsblk inventory: disks and loops with their partitions; busy devices say w
   assert.is(inv.get('/dev/sdd')?.busy, 'is used as swap')
   assert.is(inv.get('/dev/loop3')?.busy, 'is used as swap')
   assert.is(inv.get('/dev/loop4')?.busy, undefined)
+  assert.equal(inv.get('/dev/sda')?.parts, ['/dev/sda1', '/dev/sda2'], 'a disk knows its partitions (their signatures count)')
+  assert.equal(inv.get('/dev/sda1')?.parts, [])
+  assert.is(inv.get('/dev/sdd')?.fstype, 'swap')
+  assert.is(inv.get('/dev/sda')?.fstype, undefined)
   assert.is(busyReason({ mountpoint: '/srv', mountpoints: ['/srv', '/mnt'] }), 'is mounted on /srv, /mnt')
   assert.is(diskInventory({}), undefined)
   assert.is(diskInventory([]), undefined)
@@ -513,6 +522,157 @@ test('lsblk failing: logged as the original, every disk refused', async () => {
     assert.match(text, / INFO lsblk call failed\n/)
     assert.match(text, / INFO lsblk output not supported\n/)
     assert.ok(text.includes(`WARNING Disk '${loop.dev}' is not detected by lsblk list []`), text)
+  })
+})
+
+test('a device another partition user owns is refused, naming its uid; partitions cannot take each other\'s disks', async () => {
+  if (!isRoot) return skip('needs root (losetup, chown)')
+  await withCleanup(async (undo) => {
+    const dir = tempDir('slapos-devperm-')
+    const loop = await attachLoop(undo, dir)
+    lchownSync(loop.dev, 0, 0)
+    const a = partition(dir, 'slappart0')
+    const b = partition(dir, 'slappart1', STRANGER)
+    a.request([{ disk: loop.dev }])
+    b.request([{ disk: loop.dev }])
+    // both name the same disk, no allowed list: the first one gets it, and keeps it
+    for (let run = 0; run < 2; run++) {
+      await instance(devperm(), a.p)
+      await instance(devperm(), b.p)
+    }
+    assert.equal(own(loop.dev), [NOBODY, diskGroupGid()], 'still the first partition user\'s')
+    assert.is(transfers(a).length, 1, 'given once')
+    assert.equal(transfers(b), [])
+    const refusal = `slapos[${process.pid}] WARNING Disk '${loop.dev}' is owned by uid ${NOBODY}, not root: nothing changed (if it is free, give it back with chown root:disk)\n`
+    assert.equal(b.warnings(), [refusal, refusal])
+    // the same with the disk allowed to everyone: the list does not override another user's ownership
+    b.lines.length = 0
+    await instance(devperm(loop.dev), b.p)
+    assert.equal(b.warnings(), [refusal])
+    assert.equal(own(loop.dev), [NOBODY, diskGroupGid()])
+  })
+})
+
+test('unmounted storage (file system, swap signature, on a partition) is refused unless allowed-disk-for-vm lists it', async () => {
+  if (!isRoot) return skip('needs root (losetup, mkfs.ext4, mkswap, partx, chown)')
+  await withCleanup(async (undo) => {
+    const dir = tempDir('slapos-devperm-')
+    const fs = await attachLoop(undo, dir, { mkfs: 'ext4' })
+    const swap = await attachLoop(undo, dir, { mkfs: 'swap' })
+    const split = await attachLoop(undo, dir, { partitions: true })
+    const bare = await attachLoop(undo, dir)
+    const [p1, p2] = split.parts as [string, string]
+    sh(['mkfs.ext4', '-q', '-F', p1])
+    for (const d of [fs.dev, swap.dev, split.dev, p1, p2, bare.dev]) lchownSync(d, 0, 0)
+    const t = partition(dir)
+    t.request([{ disk: fs.dev }, { disk: swap.dev }, { disk: split.dev }, { disk: p1 }, { disk: p2 }, { disk: bare.dev }])
+    await instance(devperm(), t.p)
+    for (const d of [fs.dev, swap.dev, split.dev, p1]) assert.equal(own(d), [0, 0], `${d} stays root's`)
+    assert.equal(own(p2), [NOBODY, diskGroupGid()], 'the partition without a signature is given')
+    assert.equal(own(bare.dev), [NOBODY, diskGroupGid()], 'a blank disk is given')
+    const hint = ': it stays with the host (list it in allowed-disk-for-vm to give it anyway)'
+    const w = t.warnings().map((l) => l.replace(/^slapos\[\d+\] WARNING /, '').trimEnd())
+    assert.equal(w, [
+      `Disk '${fs.dev}' has a signature (ext4)${hint}`,
+      `Disk '${swap.dev}' has a signature (swap)${hint}`,
+      `Disk '${split.dev}' has a partition ${p1} that has a signature (ext4)${hint}`,
+      `Disk '${p1}' has a signature (ext4)${hint}`,
+      `Transfer ownership of ${p2} to nobody`,
+      `Transfer ownership of ${bare.dev} to nobody`,
+    ])
+
+    // the operator lists the ext4 device: it is given, the others still are not
+    const listed = partition(dir, 'slappart1')
+    listed.request([{ disk: fs.dev }, { disk: swap.dev }])
+    await instance(devperm(`${fs.dev}\n${swap.dev}`), listed.p)
+    assert.equal(own(fs.dev), [NOBODY, diskGroupGid()], 'listed: given')
+    assert.equal(own(swap.dev), [NOBODY, diskGroupGid()], 'listed, not in use as swap: given')
+    assert.is(transfers(listed).length, 2)
+  })
+})
+
+test('blkid failing: the device is refused, saying it cannot be probed', async () => {
+  if (!isRoot) return skip('needs root (losetup, chown)')
+  await withCleanup(async (undo) => {
+    const dir = tempDir('slapos-devperm-')
+    const loop = await attachLoop(undo, dir)
+    lchownSync(loop.dev, 0, 0)
+    const t = partition(dir)
+    t.request([{ disk: loop.dev }])
+    // the real blkid, given an option it does not know (exit 1); lsblk as it is
+    const failing: Runner = { run: (argv, o) => realRunner.run(argv[0] === 'blkid' ? ['blkid', '--no-such-option', ...argv.slice(1)] : argv, o) }
+    await instance(devperm(undefined, failing), t.p)
+    assert.equal(own(loop.dev), [0, 0])
+    const w = t.warnings()
+    assert.is(w.length, 1, w.join(''))
+    assert.match(w[0] ?? '', new RegExp(`WARNING Disk '${loop.dev}' cannot be probed \\(blkid -p exit 1: blkid: unrecognized option '--no-such-option'\\): it stays with the host`))
+  })
+})
+
+test('device numbers and sysfs holders of a real loop device; a holder is read from a sysfs-shaped tree', async () => {
+  if (!isRoot) return skip('needs root (losetup)')
+  await withCleanup(async (undo) => {
+    const dir = tempDir('slapos-devperm-')
+    const loop = await attachLoop(undo, dir)
+    const rdev = lstatSync(loop.dev).rdev
+    assert.is(devNumbers(rdev), readFileSync(`/sys/class/block/${basename(loop.dev)}/dev`, 'utf8').trim())
+    assert.equal(holdersOf(rdev), [], 'nothing is built on a fresh loop device')
+    // this machine has no device-mapper or md driver: a real holder cannot be made here
+    const sys = join(dir, 'sys')
+    mkdirSync(join(sys, 'dev', 'block', devNumbers(rdev), 'holders', 'dm-7'), { recursive: true })
+    assert.equal(holdersOf(rdev, sys), ['dm-7'])
+  })
+  // the large-number encoding (major and minor above 12 and 20 bits), as glibc's makedev
+  const makedev = (major: bigint, minor: bigint) =>
+    Number(((major & 0xfffn) << 8n) | ((major & ~0xfffn) << 32n) | (minor & 0xffn) | ((minor & ~0xffn) << 12n))
+  assert.is(devNumbers(makedev(259n, 1048575n)), '259:1048575')
+  assert.is(devNumbers(makedev(5000n, 300n)), '5000:300')
+  assert.is(devNumbers(makedev(8n, 16n)), '8:16')
+})
+
+test('report gives back every block device the partition uid owns, without its file, never through a link, never for root', async () => {
+  if (!isRoot) return skip('needs root (losetup, chown)')
+  await withCleanup(async (undo) => {
+    const dir = tempDir('slapos-devperm-')
+    const given = await attachLoop(undo, dir)
+    const part = await attachLoop(undo, dir, { partitions: true })
+    const others = await attachLoop(undo, dir)
+    const roots = await attachLoop(undo, dir)
+    const [p1] = part.parts as [string, string]
+    restoreOwner(undo, p1)
+    lchownSync(given.dev, 0, 0)
+    lchownSync(p1, 0, 0)
+    lchownSync(others.dev, STRANGER2, 0)
+    lchownSync(roots.dev, 0, 0)
+    const t = partition(dir, 'slappart0', STRANGER)
+    t.request([{ disk: given.dev }, { disk: p1 }])
+    await instance(devperm(), t.p)
+    assert.equal(own(given.dev), [STRANGER, diskGroupGid()])
+    assert.equal(own(p1), [STRANGER, diskGroupGid()])
+    // the user deletes its file before destruction; it also planted a link in /dev (as if
+    // it could) pointing at a root device
+    unlinkSync(join(t.p.path, '.slapos-disk-permission'))
+    const link = `/dev/slapos-test-devperm-${process.pid}`
+    symlinkSync(roots.dev, link)
+    undo.push(() => rmSync(link, { force: true }))
+    lchownSync(link, STRANGER, STRANGER)
+    t.lines.length = 0
+    const m = devperm()
+    assert.ok(m.report, 'devperm has a report hook')
+    await m.report(t.p)
+    assert.equal(own(given.dev), [0, diskGroupGid()], 'given back to root:disk')
+    assert.equal(own(p1), [0, diskGroupGid()], 'the partition too')
+    assert.equal(own(others.dev), [STRANGER2, 0], "another partition user's device is untouched")
+    assert.equal(own(roots.dev), [0, 0], 'nothing through the link')
+    assert.equal(own(link), [STRANGER, STRANGER], 'the link is not a block device: left')
+    const info = t.lines.filter((l) => l.includes(' INFO ')).map((l) => l.replace(/^slapos\[\d+\] INFO /, '').trimEnd())
+    assert.equal(info.sort(), [given.dev, p1].sort().map((d) => `Giving ${d} back to root: slappart0 is being destroyed`))
+
+    // a partition of root (uid 0): nothing is ever "given back"
+    const r = partition(dir, 'slappart9', 0)
+    await m.report(r.p)
+    assert.equal(own(roots.dev), [0, 0], 'root:root stays root:root')
+    assert.equal(r.lines, [])
   })
 })
 
