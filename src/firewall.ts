@@ -9,13 +9,32 @@
 //
 // The rules file `<partition>/.slapos-firewalld-rules` lies in a directory of the partition's
 // user, who can replace it: it is trusted only when it is a regular root-owned file, and each
-// recorded rule only when it parses as one of the shapes this module writes. No rule text
-// ever reaches a shell: firewall-cmd gets an argument list.
-import { closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs'
+// recorded rule only when it parses as one of the shapes this module writes. The user can
+// also delete it: a destroyed partition's rules are recomputed from its current inputs as
+// well. No rule text ever reaches a shell: firewall-cmd gets an argument list. Files of a
+// partition's user are read through readPartitionFile (bounded, no link followed).
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { ConfigError, NotFoundError, SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
 import { escapeControls, hasControl, quote } from './names.ts'
+import { Tuple } from './slap-protocol.ts'
 import { supervisorPaths } from './supervisor.ts'
 import type { Runner } from './system.ts'
 
@@ -91,13 +110,15 @@ export function routeAddresses(addresses: FirewallPartition['addresses']): strin
 }
 
 /**
- * §2.4 step 2: the IPv4 addresses of the instance tree (`/getHostingSubscriptionIpList`
- * answers `[interface, address]` pairs; a bare address is taken too), without `own`.
+ * §2.4 step 2: the IPv4 addresses of the instance tree, without `own`.
+ * `/getHostingSubscriptionIpList` answers a list of `(interface, address)` tuples, which the
+ * xml_marshaller decoder gives as Tuple objects; `[interface, address]` lists and bare
+ * addresses are taken too.
  */
 export function treeAddresses(raw: readonly unknown[], own: readonly string[]): string[] {
   const out: string[] = []
   for (const entry of raw) {
-    const address = Array.isArray(entry) ? (entry as unknown[])[1] : entry
+    const address = entry instanceof Tuple ? entry.items[1] : Array.isArray(entry) ? (entry as unknown[])[1] : entry
     if (isIPv4(address) && !own.includes(address) && !out.includes(address)) out.push(address)
   }
   return out
@@ -231,50 +252,110 @@ export async function applyFirewall(
   runner: Runner,
   log: Logger,
 ): Promise<boolean> {
-  const destinations = routeAddresses(partition.addresses)
-  const rules = firewallRules(
-    { destinations, tree: treeAddresses(tree, destinations), filter: firewallFilter(filter), authorizedSources: opts.authorizedSources },
-    (msg) => log.warning(msg),
-  )
+  const rules = wantedRules(opts, { addresses: partition.addresses, filter, tree }, (msg) => log.warning(msg))
   const file = join(partition.path, FIREWALL_RULES_FILE)
   if (rules.length === 0 && lstatSync(file, { throwIfNoEntry: false }) === undefined) return false
   log.info('Configuring firewall...')
   return syncRules(opts, file, rules, runner, log)
 }
 
-/** §2.3 destroyed: every recorded rule is removed (reload if any was present) and the file says `[]`. */
-export async function removeFirewall(opts: FirewallCommandOptions, partition: Pick<FirewallPartition, 'path'>, runner: Runner, log: Logger): Promise<boolean> {
+/** The inputs applyFirewall had for a partition, as the partition has them now. */
+export interface FirewallInputs {
+  /** ip_list then full_ip_list: [interface, address] */
+  addresses: FirewallPartition['addresses']
+  /** the partition's `_filter_dict` */
+  filter: unknown
+  /** `/getHostingSubscriptionIpList` of the partition ([] when unknown) */
+  tree: readonly unknown[]
+}
+
+/**
+ * §2.3 destroyed: every recorded rule is removed (reload if any was present) and the file says
+ * `[]`. The file lies in the user's directory and the user may have deleted it: with `current`
+ * the rules applyFirewall would write for those inputs are removed too (each queried first),
+ * so no ACCEPT rule is left for the next owner of the address.
+ */
+export async function removeFirewall(
+  opts: FirewallCommandOptions,
+  partition: Pick<FirewallPartition, 'path'>,
+  runner: Runner,
+  log: Logger,
+  current?: FirewallInputs,
+): Promise<boolean> {
   const file = join(partition.path, FIREWALL_RULES_FILE)
-  if (lstatSync(file, { throwIfNoEntry: false }) === undefined) return false
+  const computed = current ? wantedRules(opts, current, (msg) => log.debug(msg)) : []
+  if (computed.length === 0 && lstatSync(file, { throwIfNoEntry: false }) === undefined) return false
   log.info('Removing firewall configuration...')
-  return syncRules(opts, file, [], runner, log)
+  // a partition directory that is gone has no file to record in: the rules still go
+  const recordable = lstatSync(partition.path, { throwIfNoEntry: false })?.isDirectory() === true
+  return syncRules(opts, file, [], runner, log, { alsoRemove: computed, record: recordable })
+}
+
+/** §2.4: the rule strings for a partition's inputs. */
+function wantedRules(opts: FirewallCommandOptions, inputs: FirewallInputs, warn: (msg: string) => void): string[] {
+  const destinations = routeAddresses(inputs.addresses)
+  return firewallRules(
+    { destinations, tree: treeAddresses(inputs.tree, destinations), filter: firewallFilter(inputs.filter), authorizedSources: opts.authorizedSources },
+    warn,
+  )
+}
+
+/** What readPartitionFile found. */
+export type PartitionFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer }
+
+/**
+ * Reads a file that lies in a directory of a partition's user (who may swap it at any moment):
+ * only a regular file, never through a link, and never more than `maxBytes`: the size checks
+ * only give the early answer, the read itself stops at `maxBytes + 1` bytes, so a file grown
+ * or replaced by a huge sparse one after the checks costs no more memory. `trust` may refuse
+ * the file from its lstat and fstat (a reason, or undefined).
+ */
+export function readPartitionFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined): PartitionFile {
+  const refused = (why: string): PartitionFile => ({ kind: 'refused', why })
+  const problem = (st: Stats): string | undefined =>
+    !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes ? `larger than ${maxBytes} bytes` : undefined))
+  const st = lstatSync(file, { throwIfNoEntry: false })
+  if (!st) return { kind: 'absent' }
+  const early = problem(st)
+  if (early) return refused(early)
+  let fd: number | undefined
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+    const now = fstatSync(fd)
+    if (now.ino !== st.ino || now.dev !== st.dev) return refused('replaced while being read')
+    const late = problem(now)
+    if (late) return refused(late)
+    const buf = Buffer.alloc(maxBytes + 1)
+    let n = 0
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, null)
+      if (got === 0) break
+      n += got
+    }
+    if (n > maxBytes) return refused(`larger than ${maxBytes} bytes`)
+    return { kind: 'ok', bytes: buf.subarray(0, n) }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return { kind: 'absent' }
+    if (code === 'ELOOP') return refused('not a regular file')
+    return refused(`cannot be read (${code ?? String(e)})`)
+  } finally {
+    if (fd !== undefined) closeSync(fd)
+  }
 }
 
 /** The recorded rules we may act on, and the file's text when it is ours. */
 export function readRecordedRules(file: string, log: Logger): { rules: string[]; text: string | undefined } {
   const none = { rules: [], text: undefined }
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  if (!st) return none
   const refuse = (why: string) => {
     log.warning(`Ignoring the firewall rules file ${file}: ${why}; rules recorded there are not removed`)
     return none
   }
-  if (!st.isFile()) return refuse('not a regular file')
   const me = process.geteuid?.() ?? 0
-  if (st.uid !== me || st.nlink !== 1) return refuse('not written by this node (owner or link count changed)')
-  if (st.size > MAX_RULES_FILE) return refuse(`larger than ${MAX_RULES_FILE} bytes`)
-  let text: string
-  let fd: number | undefined
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const now = fstatSync(fd)
-    if (now.ino !== st.ino || now.dev !== st.dev || now.uid !== me || now.size > MAX_RULES_FILE) return refuse('replaced while being read')
-    text = readFileSync(fd, 'utf8')
-  } catch (e) {
-    return refuse(`cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
+  const read = readPartitionFile(file, MAX_RULES_FILE, (st) => (st.uid !== me || st.nlink !== 1 ? 'not written by this node (owner or link count changed)' : undefined))
+  if (read.kind === 'absent') return none
+  if (read.kind === 'refused') return refuse(read.why)
+  const text = read.bytes.toString('utf8')
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -304,15 +385,23 @@ export function readRecordedRules(file: string, log: Logger): { rules: string[];
  * run did not finish", and the next run reloads even when no rule changes. (Still a JSON list
  * of rule strings: the original reads it as well.)
  */
-async function syncRules(opts: FirewallCommandOptions, file: string, wanted: readonly string[], runner: Runner, log: Logger): Promise<boolean> {
+async function syncRules(
+  opts: FirewallCommandOptions,
+  file: string,
+  wanted: readonly string[],
+  runner: Runner,
+  log: Logger,
+  extra: { alsoRemove: readonly string[]; record: boolean } = { alsoRemove: [], record: true },
+): Promise<boolean> {
   const prefix = commandPrefix(opts)
-  const recorded = readRecordedRules(file, log)
+  const recorded = extra.record ? readRecordedRules(file, log) : { rules: [], text: undefined }
   const unfinished = recorded.text?.endsWith('\n') === true
-  const stale = recorded.rules.filter((r) => !wanted.includes(r))
-  const all = [...recorded.rules, ...wanted.filter((r) => !recorded.rules.includes(r))]
+  const known = [...new Set([...recorded.rules, ...extra.alsoRemove])]
+  const stale = known.filter((r) => !wanted.includes(r))
+  const all = [...known, ...wanted.filter((r) => !known.includes(r))]
   let marked = false
   const beforeChange = () => {
-    if (!marked) writeRootFile(file, `${JSON.stringify(all)}\n`, 0o644)
+    if (!marked && extra.record) writeRootFile(file, `${JSON.stringify(all)}\n`, 0o644)
     marked = true
   }
   let changed = false
@@ -329,12 +418,12 @@ async function syncRules(opts: FirewallCommandOptions, file: string, wanted: rea
       })
     }
   }
-  writeRulesFile(file, wanted, recorded.text)
+  if (extra.record) writeRulesFile(file, wanted, recorded.text)
   return changed || unfinished
 }
 
-/** `[firewall] firewall_cmd` as a program and its arguments. */
-function commandPrefix(opts: Pick<FirewallCommandOptions, 'firewallCmd'>): string[] {
+/** `[firewall] firewall_cmd` as a program and its arguments (also the whitelistfirewall manager's). */
+export function commandPrefix(opts: Pick<FirewallCommandOptions, 'firewallCmd'>): string[] {
   const prefix = opts.firewallCmd.trim().split(/\s+/).filter(Boolean)
   if (prefix.length === 0) throw new ConfigError('[firewall] firewall_cmd is empty', 'set it to the path of firewall-cmd')
   return prefix

@@ -8,15 +8,16 @@
 //   OUTPUT 0 -m owner --uid-owner <uid> -j <id>-whitelist
 //   <id>-whitelist:  0 -d <ip> -j ACCEPT (each listed address) ... 0 -j REJECT
 //
-// The file is the partition user's: it is read only as a regular file of bounded size, and
-// only strings that are IPv4 addresses become arguments. The md5 state file beside it is
-// written by replacing it (never through a link planted there).
+// The file is the partition user's: it is read only as a regular file, never more than
+// MAX_FILE bytes (readPartitionFile of firewall.ts), and only strings that are IPv4
+// addresses become arguments. The md5 state file beside it is read the same way (64 bytes)
+// and written by replacing it (never through a link planted there).
 import { createHash } from 'node:crypto'
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, unlinkSync } from 'node:fs'
+import { unlinkSync } from 'node:fs'
 import { isIPv4, isIPv6 } from 'node:net'
 import { join } from 'node:path'
 import { SlapError } from './errors.ts'
-import { writeRootFile } from './firewall.ts'
+import { commandPrefix, readPartitionFile, writeRootFile } from './firewall.ts'
 import type { Manager, ManagerOptions, ManagerPartition } from './managers.ts'
 import { escapeControls, isSafeId, quote } from './names.ts'
 import type { Runner } from './system.ts'
@@ -40,7 +41,7 @@ export function whitelistfirewallManager(options: ManagerOptions): Manager {
         p.log.warning('[firewall] missing in the configuration, manager disabled.')
         return
       }
-      await applyWhitelist(commandOf(fw.firewallCmd), p, runner)
+      await applyWhitelist(commandPrefix(fw), p, runner)
     },
     async report(p) {
       // the original crashes here (the partition is never destroyed): a warning is enough
@@ -48,7 +49,7 @@ export function whitelistfirewallManager(options: ManagerOptions): Manager {
         p.log.warning('[firewall] missing in the configuration, manager disabled.')
         return
       }
-      const ctx = context(commandOf(fw.firewallCmd), p, runner)
+      const ctx = context(commandPrefix(fw), p, runner)
       if (ctx && (await cleanUp(ctx))) p.log.info(`Cleaned up firewall for partition ${p.id}.`)
       removeMd5(p)
     },
@@ -68,7 +69,7 @@ interface Ctx {
 /** §1.8 instanceTearDown: the whitelist applied (only when it changed) or cleaned up when the file is gone. */
 export async function applyWhitelist(cmd: string[], p: ManagerPartition, runner: Runner): Promise<void> {
   const file = join(p.path, WHITELIST_FILE)
-  const read = readInput(file)
+  const read = readPartitionFile(file, MAX_FILE)
   if (read.kind === 'absent') {
     const ctx = context(cmd, p, runner)
     if (ctx && (await cleanUp(ctx))) p.log.info(`File ${file} does not exists, removed configuration for partition ${p.id}.`)
@@ -79,7 +80,7 @@ export async function applyWhitelist(cmd: string[], p: ManagerPartition, runner:
     p.log.warning(`Bad whitelist firewall config ${file}: ${read.why}`)
     return
   }
-  const parsed = whitelistAddresses(read.text, (m) => p.log.warning(m))
+  const parsed = whitelistAddresses(read.bytes.toString('utf8'), (m) => p.log.warning(m))
   if (parsed === undefined) {
     p.log.warning(`Bad whitelist firewall config ${file}: not a JSON list`)
     return
@@ -196,45 +197,10 @@ async function reload(ctx: Ctx): Promise<void> {
   }
 }
 
-function commandOf(firewallCmd: string): string[] {
-  const cmd = firewallCmd.trim().split(/\s+/).filter(Boolean)
-  if (cmd.length === 0) throw new SlapError('[firewall] firewall_cmd is empty', { code: 'E_CONFIG', hint: 'set it to the path of firewall-cmd' })
-  return cmd
-}
-
-type Input = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer; text: string }
-
-/** The whitelist file's bytes: a regular file (not a link) of at most MAX_FILE bytes. */
-function readInput(file: string): Input {
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  if (!st) return { kind: 'absent' }
-  if (!st.isFile()) return { kind: 'refused', why: 'not a regular file' }
-  if (st.size > MAX_FILE) return { kind: 'refused', why: `larger than ${MAX_FILE} bytes` }
-  let fd: number | undefined
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const now = fstatSync(fd)
-    if (!now.isFile() || now.size > MAX_FILE) return { kind: 'refused', why: 'replaced while being read' }
-    const bytes = readFileSync(fd)
-    return { kind: 'ok', bytes, text: bytes.toString('utf8') }
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' }
-    return { kind: 'refused', why: `cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-}
-
 /** The stored md5, or undefined when the state file is absent or not a small regular file. */
 function readMd5(p: ManagerPartition): string | undefined {
-  const file = join(p.path, WHITELIST_MD5_FILE)
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  if (!st?.isFile() || st.size > 64) return undefined
-  try {
-    return readFileSync(file, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK }).trim()
-  } catch {
-    return undefined
-  }
+  const read = readPartitionFile(join(p.path, WHITELIST_MD5_FILE), 64)
+  return read.kind === 'ok' ? read.bytes.toString('utf8').trim() : undefined
 }
 
 /** Deletes the md5 state file (a link is removed itself, not its target). */

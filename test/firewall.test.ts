@@ -4,7 +4,7 @@
 // programs `firewall` and `dbus` checked by a real supervisord that runs that firewalld.
 // The exact command sequences are recorded by a wrapper that logs its argv and execs the real
 // firewall-cmd.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -18,6 +18,7 @@ import {
   firewallRules,
   isOurRule,
   isSource,
+  readPartitionFile,
   removeFirewall,
   routeAddresses,
   treeAddresses,
@@ -25,6 +26,7 @@ import {
   type FirewallCommandOptions,
 } from '../src/firewall.ts'
 import { createLogger, type Logger } from '../src/log.ts'
+import { dumps, loads, Tuple } from '../src/slap-protocol.ts'
 import { createInstanceRootStructure, Supervisor, supervisorPaths, writeSupervisordConf } from '../src/supervisor.ts'
 import { realRunner } from '../src/system.ts'
 import { firewalldNamespace, firewalldProblem, type FirewalldNs } from './firewalld-ns.ts'
@@ -32,6 +34,11 @@ import { skip, tempDir } from './helpers.ts'
 import { stopSupervisord, waitFor } from './node-helpers.ts'
 
 const B = '--permanent --direct --add-rule ipv4 filter'
+
+/** What a master sends for `/getHostingSubscriptionIpList`: a list of (interface, address) tuples. */
+const TREE_XML =
+  '<marshal><list id="i2"><tuple><string>route_0</string><string>10.0.0.2</string></tuple>' +
+  '<tuple><string>route_0</string><string>10.0.0.9</string></tuple><tuple><string>eth0</string><string>fd00::2</string></tuple></list></marshal>'
 
 /** Awaits `fn` and checks it throws an error whose message matches `re`. */
 async function rejects(fn: () => Promise<unknown>, re: RegExp): Promise<void> {
@@ -74,6 +81,51 @@ rules('item 41: one route_ address, tree and authorized sources: 2*(|T|+|A|) ACC
   ])
   assert.is(out.length, 2 * (2 + 1) + 4)
   assert.equal(warnings, [])
+})
+
+rules('item 41: the master\'s list of tuples, decoded by loads(), gives the tree addresses', () => {
+  const decoded = loads(TREE_XML)
+  assert.ok(Array.isArray(decoded) && decoded.every((e) => e instanceof Tuple), 'the decoder gives Tuple objects, not arrays')
+  assert.is(dumps(decoded), TREE_XML, 'the XML is what xml_marshaller writes for a list of tuples')
+  assert.equal(treeAddresses(decoded as unknown[], ['10.0.0.9']), ['10.0.0.2'])
+  const out = firewallRules({ destinations: ['10.0.0.9'], tree: treeAddresses(decoded as unknown[], ['10.0.0.9']), filter: firewallFilter({}), authorizedSources: [] }, () => undefined)
+  assert.ok(out.includes(`${B} INPUT 0 -s 10.0.0.2 -d 10.0.0.9 -j ACCEPT`), out.join('\n'))
+})
+
+rules('readPartitionFile: never reads more than max + 1 bytes, even from a file grown to 2 GiB after the size checks', () => {
+  const dir = tempDir('slapos-fwread-')
+  const file = join(dir, 'f')
+  writeFileSync(file, '["x"]')
+  const ok = readPartitionFile(file, 16)
+  assert.ok(ok.kind === 'ok' && ok.bytes.toString() === '["x"]')
+  assert.equal(readPartitionFile(join(dir, 'none'), 16), { kind: 'absent' })
+  // exactly max is fine, one more byte is refused
+  writeFileSync(file, 'x'.repeat(16))
+  assert.is(readPartitionFile(file, 16).kind, 'ok')
+  writeFileSync(file, 'x'.repeat(17))
+  assert.equal(readPartitionFile(file, 16), { kind: 'refused', why: 'larger than 16 bytes' })
+  // the user's race: the file is extended to a 2 GiB sparse file right after the fstat check
+  // (trust runs on the lstat, then on the fstat): the read stops at max + 1 and refuses
+  writeFileSync(file, '[]')
+  let calls = 0
+  const grown = readPartitionFile(file, 1 << 20, () => {
+    if (++calls === 2) truncateSync(file, 2 ** 31)
+    return undefined
+  })
+  assert.is(calls, 2)
+  assert.equal(grown, { kind: 'refused', why: `larger than ${1 << 20} bytes` })
+  assert.is(statSync(file).size, 2 ** 31, 'the file really was 2 GiB when read')
+  assert.equal(readPartitionFile(file, 1 << 20), { kind: 'refused', why: `larger than ${1 << 20} bytes` })
+  rmSync(file)
+  // links are not followed, trust can refuse
+  symlinkSync('/etc/passwd', file)
+  assert.equal(readPartitionFile(file, 1 << 20), { kind: 'refused', why: 'not a regular file' })
+  rmSync(file)
+  writeFileSync(file, '[]')
+  assert.equal(
+    readPartitionFile(file, 16, () => 'not ours'),
+    { kind: 'refused', why: 'not ours' },
+  )
 })
 
 rules('item 42: fw_restricted_access = off: 800/900 REJECT per rejected source, then ACCEPT for tree + authorized, no catch-all', () => {
@@ -363,7 +415,8 @@ real('items 41, 44: rules queried then added, one reload, rules file written; on
   const p = partitionDir('slappart0')
   assert.ok(ns.connect('10.0.0.9', 7000, { from: '10.0.0.3' }).ok, 'open before the rules')
   const log = memLog()
-  const changed = await applyFirewall(opts, p, {}, [['route_0', '10.0.0.2'], ['route_0', '10.0.0.9']], realRunner, log)
+  // the tree as the master sends it (tuples through loads()), so the tree path is the real one
+  const changed = await applyFirewall(opts, p, {}, loads(TREE_XML) as unknown[], realRunner, log)
   assert.is(changed, true)
   const want = [
     `${B} INPUT 0 -s 10.0.0.2 -d 10.0.0.9 -j ACCEPT`,
@@ -434,6 +487,49 @@ real('item 45: a destroyed partition has every recorded rule removed, one reload
   // again: nothing recorded, nothing run
   assert.is(await removeFirewall(opts, p, realRunner, memLog()), false)
   assert.equal(take(), [])
+})
+
+real('item 45: rules file deleted by the partition user: destruction removes the rules recomputed from the current inputs', async () => {
+  if (problem) return skip(problem)
+  const { ns, opts, take } = ctx!
+  const p = partitionDir('slappart4')
+  const tree = loads(TREE_XML) as unknown[]
+  const filter = { fw_authorized_sources: '10.0.0.4' }
+  assert.is(await applyFirewall(opts, p, filter, tree, realRunner, memLog()), true)
+  const applied = recorded(p.path) as string[]
+  assert.is(applied.length, 2 * 3 + 4)
+  assert.not.ok(ns.connect('10.0.0.9', 7000, { from: '10.0.0.3' }).ok, 'rules in force')
+  rmSync(join(p.path, FIREWALL_RULES_FILE)) // the user deletes the record
+  take()
+  // without the current inputs nothing is known: nothing removed (what the original does)
+  assert.is(await removeFirewall(opts, p, realRunner, memLog()), false)
+  assert.equal(take(), [])
+  assert.ok(iptables().length > 0, 'the rules outlived the record')
+  // with them: each recomputed rule queried and removed, one reload, the file says []
+  const log = memLog()
+  assert.is(await removeFirewall(opts, p, realRunner, log, { addresses: p.addresses, filter, tree }), true)
+  assert.equal(take(), [...applied.flatMap((r) => [r.replace('--add-rule', '--query-rule'), r.replace('--add-rule', '--remove-rule')]), '--reload'])
+  assert.equal(iptables(), [])
+  assert.ok(ns.connect('10.0.0.9', 7000, { from: '10.0.0.3' }).ok, 'the next owner of the address is not filtered')
+  assert.equal(recorded(p.path), [])
+  assert.ok(log.lines.some((l) => l.includes('Removing firewall configuration...')))
+  // again: queries only, nothing removed, no reload
+  assert.is(await removeFirewall(opts, p, realRunner, memLog(), { addresses: p.addresses, filter, tree }), false)
+  assert.equal(take(), applied.map((r) => r.replace('--add-rule', '--query-rule')))
+  // recorded and recomputed rules both go: a rule recorded under an older filter is removed as well
+  assert.is(await applyFirewall(opts, p, { fw_authorized_sources: '10.0.0.3' }, tree, realRunner, memLog()), true)
+  assert.is(await removeFirewall(opts, p, realRunner, memLog(), { addresses: p.addresses, filter, tree }), true)
+  const commands = take().filter((c) => c.includes('--remove-rule'))
+  assert.is(commands.length, 2 * 3 + 4, commands.join('\n'))
+  assert.ok(commands.some((c) => c.includes('-s 10.0.0.3 ')), 'the recorded rule')
+  assert.equal(iptables(), [])
+  // the partition directory itself gone: the rules still go, no file is written
+  assert.is(await applyFirewall(opts, p, filter, tree, realRunner, memLog()), true)
+  rmSync(p.path, { recursive: true })
+  assert.is(await removeFirewall(opts, p, realRunner, memLog(), { addresses: p.addresses, filter, tree }), true)
+  assert.equal(iptables(), [])
+  assert.not.ok(existsSync(p.path))
+  take()
 })
 
 real('item 38 / no route_ address: no command, no rules file', async () => {

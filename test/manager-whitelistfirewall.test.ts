@@ -5,7 +5,7 @@
 // files of the partition's user.
 import { createHash } from 'node:crypto'
 import { execFileSync } from 'node:child_process'
-import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -370,6 +370,35 @@ real('hostile partition files: links, FIFOs and oversized input are refused; a p
   await manager(firewall).instanceTearDown!(long)
   assert.equal(take(), [])
   assert.ok(long.log.lines.some((l) => l.includes('cannot name a firewall chain')))
+})
+
+real('2 GiB sparse partition files: the input is refused without being read, a huge md5 file counts as no md5', async () => {
+  if (problem) return skip(problem)
+  const { take, firewall } = ctx!
+  const p = partition('slappart0')
+  const input = join(p.path, WHITELIST_FILE)
+  whitelist(p, '["127.0.0.1"]')
+  truncateSync(input, 2 ** 31)
+  assert.is(statSync(input).size, 2 ** 31)
+  await manager(firewall).instanceTearDown!(p)
+  assert.equal(take(), [])
+  assert.ok(p.log.lines.some((l) => l.includes(`Bad whitelist firewall config ${input}: larger than ${1 << 20} bytes`)), p.log.lines.join('\n'))
+  const bytes = whitelist(p, '["127.0.0.1"]')
+  await manager(firewall).instanceTearDown!(p)
+  take()
+  // the user swaps the md5 state file for a huge sparse one of its own: not read, rules applied again
+  const md5file = join(p.path, WHITELIST_MD5_FILE)
+  rmSync(md5file)
+  writeFileSync(md5file, md5(bytes))
+  chownSync(md5file, UID, UID)
+  truncateSync(md5file, 2 ** 31)
+  await manager(firewall).instanceTearDown!(p)
+  assert.ok(take().includes('--reload'), 'a state file that cannot be read is no proof of up-to-date rules')
+  assert.is(readFileSync(md5file, 'utf8'), md5(bytes))
+  assert.is(lstatSync(md5file).uid, 0)
+  rmSync(input)
+  await manager(firewall).instanceTearDown!(p)
+  take()
 })
 
 real.run()
