@@ -342,8 +342,9 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   if (env.managers.length === 0) return rest()
   // node-extras §1.2: instance before anything else, instanceTearDown after everything, for
   // up-to-date and failed partitions too; a hook that throws fails this partition only
-  const managed = managerPartition(env, p, id, path, state, log)
+  let managed: ManagerPartition
   try {
+    managed = managerPartition(env, p, id, path, state, log)
     await runHook(env.managers, 'instance', managed)
   } catch (e) {
     return managerFailure(env, id, path, log, e, summary)
@@ -578,7 +579,8 @@ async function dispatch(env: Env, w: Work): Promise<void> {
         await sendTransaction(env, w)
         return
       }
-      await startPartitionServices(sup, cfg.instanceRoot, processes, w.log)
+      // a manager group of a manager no longer listed goes (prerm's only lives during a destruction)
+      await startPartitionServices(sup, cfg.instanceRoot, processes, w.log, env.managers.some((m) => m.name === 'portredir') ? ['socat'] : [])
       await firewallAdd(env, w)
       const results = await runPromises(promiseRun(env, w))
       const failure = firstFailure(results)
@@ -608,7 +610,7 @@ async function dispatch(env: Env, w: Work): Promise<void> {
     }
     case 'destroyed':
       await stopPartitionServices(sup, cfg.instanceRoot, w.id)
-      if (env.firewall) await removeFirewall(env.firewall, w, env.ctx.runner, w.log)
+      if (env.firewall) await firewallRemove(env, w)
       if (!opts.forceStop) await ignoreErrors(w.log, () => client.stoppedComputerPartition(cfg.computerId, w.id))
       return
     default:
@@ -628,6 +630,24 @@ async function firewallAdd(env: Env, w: Work): Promise<void> {
     ? await fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log)
     : []
   await applyFirewall(env.firewall, { id: w.id, path: w.path, addresses }, w.params.raw.state._filter_dict, tree, env.ctx.runner, w.log)
+}
+
+/**
+ * §2.3 destroyed: every rule recorded in the partition, and every rule its current parameters
+ * give (the record lies in the user's directory, who may have deleted it), is removed. A tree
+ * the master cannot give then only loses its recorded rules: destruction goes on.
+ */
+async function firewallRemove(env: Env, w: Work): Promise<void> {
+  if (!env.firewall) return
+  const addresses = partitionAddresses(w.params._parameter_dict ?? {})
+  const tree = routeAddresses(addresses).length
+    ? await fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log).catch((e: unknown) => {
+        if (e instanceof ConnectionError) throw e
+        w.log.warning(`Cannot get the instance tree's addresses (${e instanceof Error ? e.message : String(e)}): only the recorded rules and those of the filter are removed`)
+        return []
+      })
+    : []
+  await removeFirewall(env.firewall, w, env.ctx.runner, w.log, { addresses, filter: w.params.raw.state._filter_dict, tree })
 }
 
 /** §4.5 (`Partition.install`): checks, buildout.cfg, then the instance buildout as the partition owner. */

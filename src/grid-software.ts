@@ -88,29 +88,30 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
     const managed = { url, path, log: srLog }
     let outcome: SoftwareOutcome | undefined
     try {
-      // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
-      if (hasControl(url)) throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
       // node-extras §1.2: every release of the list, selected or not
       if (run.managers.length) await runHook(run.managers, 'software', managed)
-      if (filter && !filter.has(url) && !filter.has(hash)) {
+      const selected = !filter || filter.has(url) || filter.has(hash)
+      // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
+      if (selected && hasControl(url)) throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
+      if (!selected) {
         outcome = 'skipped'
       } else if (state === 'available') {
         if (!opts.force && existsSync(join(path, '.completed'))) {
           srLog.debug(`${url} is already installed`)
           outcome = 'up-to-date'
         } else {
-        srLog.info(`Installing software release ${url}`)
-        try {
-          await client.buildingSoftwareRelease(url, cfg.computerId)
-        } catch (e) {
-          if (!(e instanceof NotFoundError)) throw e
-        }
-        await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx, abort: opts.abort })
-        await client.availableSoftwareRelease(url, cfg.computerId)
-        // after the report, like HEAD: a lost report means the install is retried next run
-        writeAtomic(join(path, '.completed'), asctime(ctx.now()))
-        srLog.info(`Software release ${url} installed`)
-        outcome = 'installed'
+          srLog.info(`Installing software release ${url}`)
+          try {
+            await client.buildingSoftwareRelease(url, cfg.computerId)
+          } catch (e) {
+            if (!(e instanceof NotFoundError)) throw e
+          }
+          await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx, abort: opts.abort })
+          await client.availableSoftwareRelease(url, cfg.computerId)
+          // after the report, like HEAD: a lost report means the install is retried next run
+          writeAtomic(join(path, '.completed'), asctime(ctx.now()))
+          srLog.info(`Software release ${url} installed`)
+          outcome = 'installed'
         }
       } else if (state === 'destroyed') {
         if (existsSync(path)) {

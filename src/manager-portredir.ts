@@ -16,6 +16,8 @@ import { escapeControls } from './names.ts'
 import { Supervisor, writeManagerGroup, type ManagerProgram } from './supervisor.ts'
 
 export const PORT_REDIRECT_FILE = '.slapos-port-redirect'
+/** Redirections taken from one partition: each is a program supervisord runs (some as root). */
+export const MAX_REDIRECTIONS = 64
 
 /** One valid redirection. */
 export interface Redirection {
@@ -42,7 +44,12 @@ export function portredirManager(_options: ManagerOptions): Manager {
  */
 export async function applyRedirections(p: ManagerPartition, path: string): Promise<void> {
   const read = readPartitionJson(join(p.path, PORT_REDIRECT_FILE))
-  if (read.kind === 'absent') return
+  // no file: no redirection (the group of an earlier file goes, as the original's next
+  // processing of the partition removed it)
+  if (read.kind === 'absent') {
+    if (writeManagerGroup(p.instanceRoot, p.processes, 'socat', [])) await p.sup.applyChanges()
+    return
+  }
   if (read.kind === 'refused') {
     p.log.warning(`Bad port redirection config file: ${read.why}`)
     return
@@ -51,12 +58,7 @@ export async function applyRedirections(p: ManagerPartition, path: string): Prom
     p.log.warning('Bad port redirection config file: not a JSON list')
     return
   }
-  const redirections: Redirection[] = []
-  for (const entry of read.value) {
-    const r = parseRedirection(entry, p.addresses)
-    if (typeof r === 'string') p.log.warning(r)
-    else redirections.push(r)
-  }
+  const redirections = redirectionsOf(read.value, p.addresses, (m) => p.log.warning(m))
   let socat: string | undefined
   if (redirections.length > 0) {
     socat = findSocat(path)
@@ -68,9 +70,22 @@ export async function applyRedirections(p: ManagerPartition, path: string): Prom
   for (const prog of programs) {
     const name = `${p.id}-socat:${prog.name}`
     const info = await p.sup.processInfoOf(name)
-    // never started (a new or re-added group): start it; a running one is left alone
-    if (info && info.start === 0) await p.sup.startProcess(name)
+    // never started (a new or re-added group), or ended (its port was busy, it crashed): start
+    // it; a running one is left alone
+    if (info && (info.start === 0 || ENDED.includes(info.statename))) await p.sup.startProcess(name)
   }
+}
+
+/** The valid redirections of the file's list, at most MAX_REDIRECTIONS; `warn` hears why others are skipped. */
+export function redirectionsOf(list: readonly unknown[], addresses: ManagerPartition['addresses'], warn: (message: string) => void): Redirection[] {
+  if (list.length > MAX_REDIRECTIONS) warn(`${PORT_REDIRECT_FILE} asks for ${list.length} redirections: only the first ${MAX_REDIRECTIONS} are made`)
+  const out: Redirection[] = []
+  for (const entry of list.slice(0, MAX_REDIRECTIONS)) {
+    const r = parseRedirection(entry, addresses)
+    if (typeof r === 'string') warn(r)
+    else out.push(r)
+  }
+  return out
 }
 
 /** A redirection of the file, or the warning that says why the entry is skipped (§1.6 table). */
@@ -114,6 +129,9 @@ export function socatProgram(socat: string, r: Redirection): ManagerProgram {
 }
 
 // --- internal ---
+
+/** States of a program that is not running and will not start by itself (autorestart is off). */
+const ENDED = ['EXITED', 'FATAL', 'STOPPED', 'BACKOFF']
 
 /** An integer port 1-65535, given as a number or a string of digits. */
 function port(v: unknown): number | undefined {

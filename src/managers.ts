@@ -13,7 +13,7 @@
 // Everything a manager reads from a partition was written by the partition's user, who is
 // not trusted: each manager validates it before it names a path, a command argument or a
 // line of a root-owned file.
-import { constants, lstatSync, readFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
 import type { ConfigFile } from './config.ts'
 import type { Logger } from './log.ts'
 import { Tuple, type PyDict } from './slap-protocol.ts'
@@ -168,21 +168,42 @@ export type PartitionJson = { kind: 'absent' } | { kind: 'refused'; why: string 
  * most `maxBytes`, read without following a link planted in its place, then parsed.
  */
 export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJson {
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  if (!st) return { kind: 'absent' }
-  if (!st.isFile()) return { kind: 'refused', why: `${file} is not a regular file` }
-  if (st.size > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
-  let text: string
+  const read = readBounded(file, maxBytes)
+  if (read.kind !== 'ok') return read
   try {
-    text = readFileSync(file, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK })
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' }
-    return { kind: 'refused', why: `${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
-  }
-  if (text.length > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
-  try {
-    return { kind: 'ok', value: JSON.parse(text) as unknown }
+    return { kind: 'ok', value: JSON.parse(read.text) as unknown }
   } catch (e) {
     return { kind: 'refused', why: `${file} is not JSON (${e instanceof Error ? e.message : String(e)})` }
+  }
+}
+
+/**
+ * The text of a file of the partition's user: a regular file (not a link, FIFO or device,
+ * checked on the opened descriptor) of at most `maxBytes`. At most `maxBytes + 1` bytes are
+ * ever read, whatever the file grows to meanwhile.
+ */
+export function readBounded(file: string, maxBytes: number): { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; text: string } {
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return { kind: 'absent' }
+    if (code === 'ELOOP') return { kind: 'refused', why: `${file} is a symbolic link` }
+    return { kind: 'refused', why: `${file} cannot be read (${code ?? String(e)})` }
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return { kind: 'refused', why: `${file} is not a regular file` }
+    const buf = Buffer.alloc(maxBytes + 1)
+    let n = 0
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, null)
+      if (got === 0) break
+      n += got
+    }
+    if (n > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
+    return { kind: 'ok', text: buf.toString('utf8', 0, n) }
+  } finally {
+    closeSync(fd)
   }
 }

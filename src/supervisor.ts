@@ -160,11 +160,12 @@ export interface PartitionProcesses {
 /**
  * §2.4/§4.6: writes etc/supervisord.conf.d/<id>.conf from <path>/etc/run then
  * <path>/etc/service (each sorted; services get the `-on-watch` suffix), deletes stale
- * `<id>.conf` / `<id>-*.conf` files (except manager groups), and removes the group file
+ * `<id>-*.conf` files (except the manager groups named by `keep`, by default all of them:
+ * `socat` and `prerm`), and removes the group file
  * when the partition has no services. `programs` are the supervisord names
  * (`<id>:<process>`), empty when there is nothing to run.
  */
-export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses): { changed: boolean; programs: string[]; refused: string[] } {
+export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses, keep: readonly string[] = MANAGER_GROUP_SUFFIXES): { changed: boolean; programs: string[]; refused: string[] } {
   const confDir = supervisorPaths(instanceRoot).confDir
   const entries: Array<{ name: string; command: string; processName: string }> = []
   const seen = new Set<string>()
@@ -189,7 +190,7 @@ export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses)
   for (const f of safeReaddir(confDir)) {
     if (!f.startsWith(`${p.id}-`) || !f.endsWith('.conf')) continue
     const suffix = f.slice(p.id.length + 1, -'.conf'.length)
-    if ((MANAGER_GROUP_SUFFIXES as readonly string[]).includes(suffix)) continue
+    if (keep.includes(suffix)) continue
     unlinkSync(join(confDir, f))
     changed = true
   }
@@ -703,8 +704,8 @@ export class Supervisor {
  * §4.6 start: (re)writes the partition's group file, applies it if anything changed, then
  * starts the group without waiting. A partition without services only gets a warning.
  */
-export async function startPartitionServices(sup: Supervisor, instanceRoot: string, p: PartitionProcesses, log: Logger): Promise<void> {
-  const { changed, programs, refused } = writePartitionGroup(instanceRoot, p)
+export async function startPartitionServices(sup: Supervisor, instanceRoot: string, p: PartitionProcesses, log: Logger, keep?: readonly string[]): Promise<void> {
+  const { changed, programs, refused } = writePartitionGroup(instanceRoot, p, keep)
   // the valid services still start; the partition fails, naming the others
   const refusal = refused.length ? new RefusedServicesError(p.id, refused) : undefined
   if (refusal) log.error(refusal.message)
@@ -759,7 +760,7 @@ export function decodeResponse(xml: string): { value: XmlRpcValue } | { fault: {
 const ACTIVE_STATES = ['STARTING', 'RUNNING', 'BACKOFF', 'STOPPING']
 
 /** Groups written by managers (prerm, socat): start and stop leave them to their manager. */
-const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat'] as const
+export const MANAGER_GROUP_SUFFIXES = ['prerm', 'socat'] as const
 
 /** A group file. A partition's commands are one path each (quoted here); a manager's are already quoted lines (`quoted`). */
 function groupText(p: PartitionProcesses, entries: Array<{ name: string; command: string; quoted?: boolean; processName: string; asRoot?: boolean }>): string {

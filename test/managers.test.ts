@@ -3,7 +3,8 @@
 // portredir (19-26) and prerm (27-30) with the built binary, our proxy, real supervisord,
 // real buildout of the sample release and real socat forwarding TCP and UDP traffic.
 import { createSocket } from 'node:dgram'
-import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -16,7 +17,7 @@ import { processPartitions } from '../src/grid-instance.ts'
 import { reportAndDestroy } from '../src/grid-report.ts'
 import { processSoftwareReleases } from '../src/grid-software.ts'
 import { createLogger } from '../src/log.ts'
-import { parseRedirection, socatProgram } from '../src/manager-portredir.ts'
+import { MAX_REDIRECTIONS, parseRedirection, redirectionsOf, socatProgram } from '../src/manager-portredir.ts'
 import { loadManagers } from '../src/manager-registry.ts'
 import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson, type Hook, type Manager } from '../src/managers.ts'
 import { ConfigFile } from '../src/config.ts'
@@ -92,6 +93,13 @@ loading('partition JSON files: absent, links, FIFOs, oversized and broken files 
     assert.is(readPartitionJson(join(dir, 'big'), 64).kind, 'refused')
     writeFileSync(join(dir, 'bad'), '[1,')
     assert.is(readPartitionJson(join(dir, 'bad')).kind, 'refused')
+    // a sparse file of 4 GiB: refused after reading one byte more than allowed, not allocated
+    writeFileSync(join(dir, 'huge'), '')
+    truncateSync(join(dir, 'huge'), 4 * 2 ** 30)
+    const before = process.memoryUsage().rss
+    assert.equal(readPartitionJson(join(dir, 'huge')), { kind: 'refused', why: `${join(dir, 'huge')} is larger than ${2 ** 20} bytes` })
+    assert.ok(process.memoryUsage().rss - before < 64 * 2 ** 20, 'no gigabytes allocated')
+    mkfifoOrSkip(join(dir, 'fifo'))
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -139,6 +147,15 @@ redir('bad ports, addresses and types skip the entry with the original warning; 
   // no IPv6 in the partition and no destAddress
   assert.is(parseRedirection({ srcPort: 1000, destPort: 1 }, [['slappart0', '10.0.0.2']]), 'Bad source address provided')
   assert.match(String(parseRedirection('1234', V6)), /^Bad port redirection entry/)
+})
+
+redir('at most 64 redirections are taken from a file, with a warning', () => {
+  const warnings: string[] = []
+  const list = Array.from({ length: 100 }, (_, i) => ({ srcPort: 2000 + i, destPort: 80, destAddress: '127.0.0.1' }))
+  const got = redirectionsOf(list, V6, (m) => warnings.push(m))
+  assert.is(got.length, MAX_REDIRECTIONS)
+  assert.is(got.at(-1)?.srcPort, 2000 + MAX_REDIRECTIONS - 1)
+  assert.equal(warnings, [`.slapos-port-redirect asks for 100 redirections: only the first ${MAX_REDIRECTIONS} are made`])
 })
 
 // --- end to end: node instance and node report with managers ---
@@ -265,11 +282,38 @@ e2e('portredir: socat forwards real TCP and UDP traffic, started once, removed w
     rmSync(join(path, '.timestamp'))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     assert.equal(await socatPids(node, id), before)
+    // a socat that ended (killed, port busy at boot) is started again at the next run (the TCP
+    // one: a UDP socat leaves a child serving the peer it answered, which keeps the port)
+    process.kill((await info(node, `${id}-socat:socat-tcp-${tcpPort}`))?.pid ?? 0, 'SIGKILL')
+    await waitFor('supervisord to see the socat end', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    await waitFor('the socat to run again', async () => ((await socatPids(node, id)).length === 2 ? true : undefined))
     // an empty list removes the group and its programs
     writeAsPartition(join(path, '.slapos-port-redirect'), '[]')
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-socat.conf`)))
     assert.equal(await socatPids(node, id), [])
+    // so does a removed file
+    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: tcpPort, destPort: 8080, destAddress: address }]))
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    await waitFor('one socat', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
+    rmSync(join(path, '.slapos-port-redirect'))
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    assert.equal(await socatPids(node, id), [])
+    // and, at the next processing, portredir leaving manager_list
+    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: tcpPort, destPort: 8080, destAddress: address }]))
+    assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+    await waitFor('one socat', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
+    const cfg = readFileSync(node.cfgPath, 'utf8')
+    try {
+      writeFileSync(node.cfgPath, cfg.replace('manager_list = portredir, prerm', 'manager_list = prerm'))
+      rmSync(join(path, '.timestamp'))
+      assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
+      assert.equal(await socatPids(node, id), [])
+      assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-socat.conf`)))
+    } finally {
+      writeFileSync(node.cfgPath, cfg)
+    }
   } finally {
     udp.close()
   }
@@ -478,6 +522,12 @@ function runArgs(node: TestNode): RunArgs {
   return { _: [], cfg: node.cfgPath, now: true, global: { verbosity: 0, logTime: false, logColor: false, help: false, version: false } }
 }
 
+
+/** A FIFO at `path` must be refused at once (not block the node). */
+function mkfifoOrSkip(path: string): void {
+  if (spawnSync('mkfifo', [path]).status !== 0) return
+  assert.equal(readPartitionJson(path), { kind: 'refused', why: `${path} is not a regular file` })
+}
 
 function need(): E2E {
   if (!S) throw new Error('the node was not set up')
