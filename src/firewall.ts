@@ -2,7 +2,7 @@
 // only the partition's instance tree and the authorised sources reach a partition's `route_*`
 // IPv4 addresses, and the supervisord programs `firewall` and `dbus` of the node. Used by
 // grid-instance.ts (rules, §2.3), by the structure creation of node software/instance/report
-// (programs, §2.2) and by manager-whitelistfirewall.ts (the safe writer of root files).
+// (programs, §2.2) and by manager-whitelistfirewall.ts (commandPrefix).
 //
 //   addresses, tree, _filter_dict, [firewall]  --firewallRules-->  rule strings (pure)
 //   rule strings  --applyFirewall-->  query/add, query/remove stale  --> reload --> rules file
@@ -11,28 +11,14 @@
 // user, who can replace it: it is trusted only when it is a regular root-owned file, and each
 // recorded rule only when it parses as one of the shapes this module writes. The user can
 // also delete it: a destroyed partition's rules are recomputed from its current inputs as
-// well. No rule text ever reaches a shell: firewall-cmd gets an argument list. Files of a
-// partition's user are read through readPartitionFile (bounded, no link followed).
-import {
-  closeSync,
-  constants,
-  fchmodSync,
-  fstatSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readSync,
-  renameSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-  type Stats,
-} from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+// well. No rule text ever reaches a shell: firewall-cmd gets an argument list. Files in a
+// partition's directory are read with readUserFile (bounded, no link followed) and written
+// with replaceFile (renamed over, never written through) of managers.ts.
+import { lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs'
+import { join } from 'node:path'
 import { ConfigError, NotFoundError, SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { readUserFile, replaceFile, shown } from './managers.ts'
 import { escapeControls, hasControl, quote } from './names.ts'
 import { Tuple } from './slap-protocol.ts'
 import { supervisorPaths } from './supervisor.ts'
@@ -300,50 +286,6 @@ function wantedRules(opts: FirewallCommandOptions, inputs: FirewallInputs, warn:
   )
 }
 
-/** What readPartitionFile found. */
-export type PartitionFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer }
-
-/**
- * Reads a file that lies in a directory of a partition's user (who may swap it at any moment):
- * only a regular file, never through a link, and never more than `maxBytes`: the size checks
- * only give the early answer, the read itself stops at `maxBytes + 1` bytes, so a file grown
- * or replaced by a huge sparse one after the checks costs no more memory. `trust` may refuse
- * the file from its lstat and fstat (a reason, or undefined).
- */
-export function readPartitionFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined): PartitionFile {
-  const refused = (why: string): PartitionFile => ({ kind: 'refused', why })
-  const problem = (st: Stats): string | undefined =>
-    !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes ? `larger than ${maxBytes} bytes` : undefined))
-  const st = lstatSync(file, { throwIfNoEntry: false })
-  if (!st) return { kind: 'absent' }
-  const early = problem(st)
-  if (early) return refused(early)
-  let fd: number | undefined
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-    const now = fstatSync(fd)
-    if (now.ino !== st.ino || now.dev !== st.dev) return refused('replaced while being read')
-    const late = problem(now)
-    if (late) return refused(late)
-    const buf = Buffer.alloc(maxBytes + 1)
-    let n = 0
-    while (n < buf.length) {
-      const got = readSync(fd, buf, n, buf.length - n, null)
-      if (got === 0) break
-      n += got
-    }
-    if (n > maxBytes) return refused(`larger than ${maxBytes} bytes`)
-    return { kind: 'ok', bytes: buf.subarray(0, n) }
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return { kind: 'absent' }
-    if (code === 'ELOOP') return refused('not a regular file')
-    return refused(`cannot be read (${code ?? String(e)})`)
-  } finally {
-    if (fd !== undefined) closeSync(fd)
-  }
-}
-
 /** The recorded rules we may act on, and the file's text when it is ours. */
 export function readRecordedRules(file: string, log: Logger): { rules: string[]; text: string | undefined } {
   const none = { rules: [], text: undefined }
@@ -352,7 +294,7 @@ export function readRecordedRules(file: string, log: Logger): { rules: string[];
     return none
   }
   const me = process.geteuid?.() ?? 0
-  const read = readPartitionFile(file, MAX_RULES_FILE, (st) => (st.uid !== me || st.nlink !== 1 ? 'not written by this node (owner or link count changed)' : undefined))
+  const read = readUserFile(file, MAX_RULES_FILE, (st) => (st.uid !== me || st.nlink !== 1 ? 'not written by this node (owner or link count changed)' : undefined))
   if (read.kind === 'absent') return none
   if (read.kind === 'refused') return refuse(read.why)
   const text = read.bytes.toString('utf8')
@@ -368,7 +310,7 @@ export function readRecordedRules(file: string, log: Logger): { rules: string[];
   for (const entry of value) {
     if (isOurRule(entry)) {
       if (!rules.includes(entry)) rules.push(entry)
-    } else if (++ignored <= 10) log.warning(`Ignoring the recorded firewall rule ${quote(String(JSON.stringify(entry)).slice(0, 200))} of ${file}: not a rule this node writes`)
+    } else if (++ignored <= 10) log.warning(`Ignoring the recorded firewall rule '${shown(entry)}' of ${file}: not a rule this node writes`)
   }
   if (ignored > 10) log.warning(`Ignored ${ignored} recorded firewall rules of ${file} in all`)
   return { rules, text }
@@ -401,7 +343,7 @@ async function syncRules(
   const all = [...known, ...wanted.filter((r) => !known.includes(r))]
   let marked = false
   const beforeChange = () => {
-    if (!marked && extra.record) writeRootFile(file, `${JSON.stringify(all)}\n`, 0o644)
+    if (!marked && extra.record) replaceFile(file, `${JSON.stringify(all)}\n`, 0o644)
     marked = true
   }
   let changed = false
@@ -412,7 +354,7 @@ async function syncRules(
     const r = await runner.run(['/bin/sh', '-c', opts.reloadConfigCmd], { timeoutMs: COMMAND_TIMEOUT_MS })
     if (r.code !== 0) {
       beforeChange()
-      throw new SlapError(`Failed to load firewalld rules with command ${opts.reloadConfigCmd}: ${shown(r)}`, {
+      throw new SlapError(`Failed to load firewalld rules with command ${opts.reloadConfigCmd}: ${outcome(r)}`, {
         code: 'E_FIREWALL',
         hint: 'check [firewall] reload_config_cmd and that firewalld runs',
       })
@@ -469,11 +411,11 @@ async function removeRule(prefix: string[], rule: string, runner: Runner, log: L
 function expectSuccess(argv: string[], r: { code: number | null; stdout: string; stderr: string }): void {
   if (r.code === 0 && output(r) === 'success') return
   const what = argv.includes('--remove-rule') ? 'remove' : 'add'
-  throw new SlapError(`Failed to ${what} firewalld rule ${argv.join(' ')}: ${shown(r)}`, { code: 'E_FIREWALL', hint: 'check that firewalld runs (firewall-cmd --state)' })
+  throw new SlapError(`Failed to ${what} firewalld rule ${argv.join(' ')}: ${outcome(r)}`, { code: 'E_FIREWALL', hint: 'check that firewalld runs (firewall-cmd --state)' })
 }
 
 function failedQuery(argv: string[], r: { code: number | null; stdout: string; stderr: string }): SlapError {
-  return new SlapError(`Failed to run firewalld rule ${argv.join(' ')}: ${shown(r)}`, { code: 'E_FIREWALL', hint: 'check that firewalld runs (firewall-cmd --state) and [firewall] firewall_cmd' })
+  return new SlapError(`Failed to run firewalld rule ${argv.join(' ')}: ${outcome(r)}`, { code: 'E_FIREWALL', hint: 'check that firewalld runs (firewall-cmd --state) and [firewall] firewall_cmd' })
 }
 
 /** stdout then stderr, stripped (the original merges them). */
@@ -481,42 +423,15 @@ function output(r: { stdout: string; stderr: string }): string {
   return (r.stdout + r.stderr).trim()
 }
 
-function shown(r: { code: number | null; stdout: string; stderr: string }): string {
+/** A command's output and exit status for an error message. */
+function outcome(r: { code: number | null; stdout: string; stderr: string }): string {
   const text = output(r)
   return `${text === '' ? '(no output)' : escapeControls(text.slice(0, 2000))} (exit ${r.code ?? 'signal'})`
 }
 
 function writeRulesFile(file: string, rules: readonly string[], current: string | undefined): void {
   const text = JSON.stringify(rules)
-  if (text !== current) writeRootFile(file, text, 0o644)
-}
-
-// --- files ---
-
-/**
- * Writes `text` to `path` as this process (root) with `mode`, through a new file created
- * exclusively beside it and renamed over it: a link or FIFO the directory's owner planted
- * under the name is replaced, never followed. A directory there is an error (removing a tree
- * its owner can change while we walk it is not worth the risk).
- */
-export function writeRootFile(path: string, text: string, mode: number): void {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`)
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode)
-  try {
-    try {
-      writeSync(fd, text)
-      fchmodSync(fd, mode)
-    } finally {
-      closeSync(fd)
-    }
-    if (lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) {
-      throw new SlapError(`Cannot write ${path}: a directory has that name`, { code: 'E_FIREWALL', hint: `remove the directory ${path}` })
-    }
-    renameSync(tmp, path)
-  } catch (e) {
-    rmSync(tmp, { force: true })
-    throw e
-  }
+  if (text !== current) replaceFile(file, text, 0o644)
 }
 
 // --- supervisord programs (§2.2) ---
@@ -583,7 +498,7 @@ export function writeFirewallPrograms(instanceRoot: string, opts: FirewallProgra
     const text = firewallProgramText(name, command, logFile)
     mkdirSync(confDir, { recursive: true, mode: 0o700 })
     if (sameFile(file, text, 0o600)) continue
-    writeRootFile(file, text, 0o600)
+    replaceFile(file, text, 0o600)
     changed = true
   }
   return changed

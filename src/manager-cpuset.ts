@@ -17,13 +17,12 @@
 // decimal PIDs count, only that user's own processes move, and it is rewritten by replacing
 // the directory entry (never by writing through what the user planted there). Used through
 // managers.ts.
-import { randomBytes } from 'node:crypto'
-import { closeSync, constants, type Stats, existsSync, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statfsSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statfsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { SlapError } from './errors.ts'
 import type { Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
-import type { Manager, ManagerOptions, ManagerPartition } from './managers.ts'
+import { readUserFile, replaceFile, type Manager, type ManagerOptions, type ManagerPartition } from './managers.ts'
 import { escapeControls } from './names.ts'
 
 export const CPU_EXCLUSIVE_FILE = '.slapos-cpu-exclusive'
@@ -326,7 +325,8 @@ export function placeRequests(p: ManagerPartition, o: PlaceOptions): void {
   const content = again.map((pid) => `${pid}\n`).join('')
   if (content !== request.text) {
     try {
-      replaceRequest(join(p.path, CPU_EXCLUSIVE_FILE), p.owner, content, request.mode)
+      // a new file of the user renamed over the old one: nothing written through a planted link
+      replaceFile(join(p.path, CPU_EXCLUSIVE_FILE), content, request.mode, p.owner)
     } catch (e) {
       log.warning(`Cannot rewrite ${CPU_EXCLUSIVE_FILE}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`)
     }
@@ -385,72 +385,23 @@ function setGovernor(cpufreqRoot: string, cpu: number, log: Logger): void {
 export type Request = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'read'; pids: number[]; invalid: string[]; text: string; mode: number }
 
 /**
- * The request file as the partition user left it: a regular file (not followed if it is a
- * symbolic link), owned by that user, at most REQUEST_MAX_BYTES. `pids` are its decimal PIDs
- * in order, each once; `invalid` the other words. No file and an empty file are `absent`
+ * The request file as the partition user left it: a regular file owned by that user, read
+ * with readUserFile (no link followed, at most REQUEST_MAX_BYTES). `pids` are its decimal
+ * PIDs in order, each once; `invalid` the other words. No file and an empty file are `absent`
  * (no request).
  */
 export function readRequest(path: string, owner: Owner): Request {
-  let lst: Stats
-  try {
-    lst = lstatSync(path)
-  } catch {
-    return { kind: 'absent' }
+  // a file of another user (a hard link to a root file) is not read, even one empty when checked
+  const read = readUserFile(path, REQUEST_MAX_BYTES, (st) => (st.uid !== owner.uid ? `owned by uid ${st.uid}, not by the partition user (uid ${owner.uid})` : undefined))
+  if (read.kind !== 'ok') return read
+  if (read.bytes.length === 0) return { kind: 'absent' }
+  const text = read.bytes.toString('latin1')
+  const pids: number[] = []
+  const invalid: string[] = []
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    const pid = /^\d{1,7}$/.test(word) ? Number(word) : 0
+    if (pid < 1 || pid > PID_MAX) invalid.push(word)
+    else if (!pids.includes(pid)) pids.push(pid)
   }
-  if (!lst.isFile()) return { kind: 'refused', why: 'not a regular file (a symbolic link or another kind of file)' }
-  if (lst.size === 0) return { kind: 'absent' }
-  let fd: number
-  try {
-    // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the node
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch (e) {
-    return { kind: 'refused', why: `cannot open it (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
-  }
-  try {
-    const st = fstatSync(fd)
-    if (!st.isFile()) return { kind: 'refused', why: 'not a regular file' }
-    if (st.uid !== owner.uid) return { kind: 'refused', why: `owned by uid ${st.uid}, not by the partition user (uid ${owner.uid})` }
-    if (st.size > REQUEST_MAX_BYTES) return { kind: 'refused', why: `larger than ${REQUEST_MAX_BYTES} bytes` }
-    const buf = Buffer.alloc(REQUEST_MAX_BYTES + 1)
-    let len = 0
-    for (let n; len < buf.length && (n = readSync(fd, buf, len, buf.length - len, null)) > 0; ) len += n
-    if (len > REQUEST_MAX_BYTES) return { kind: 'refused', why: `larger than ${REQUEST_MAX_BYTES} bytes` }
-    const text = buf.subarray(0, len).toString('latin1')
-    const pids: number[] = []
-    const invalid: string[] = []
-    for (const word of text.split(/\s+/).filter(Boolean)) {
-      const pid = /^\d{1,7}$/.test(word) ? Number(word) : 0
-      if (pid < 1 || pid > PID_MAX) invalid.push(word)
-      else if (!pids.includes(pid)) pids.push(pid)
-    }
-    return { kind: 'read', pids, invalid, text, mode: st.mode & 0o666 }
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/**
- * Gives the request file `content` by renaming a new file of the partition user over it: the
- * directory is that user's, so nothing is written through a link they may have put there.
- */
-export function replaceRequest(path: string, owner: Owner, content: string, mode: number): void {
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
-  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-  let open = true
-  try {
-    fchownSync(fd, owner.uid, owner.gid)
-    fchmodSync(fd, mode)
-    if (content) writeSync(fd, content)
-    open = false
-    closeSync(fd)
-    renameSync(tmp, path)
-  } catch (e) {
-    if (open) closeSync(fd)
-    try {
-      unlinkSync(tmp)
-    } catch {
-      // the user removed it
-    }
-    throw e
-  }
+  return { kind: 'read', pids, invalid, text, mode: read.mode & 0o666 }
 }

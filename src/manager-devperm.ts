@@ -17,10 +17,10 @@
 // `allowed-disk-for-vm` names it, a device that carries a storage signature (file system,
 // RAID/LVM/ZFS/Ceph member, LUKS: an unmounted part of the host's storage) is refused too.
 // Used through managers.ts.
-import { closeSync, constants, fstatSync, lchownSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync } from 'node:fs'
+import { lchownSync, lstatSync, readdirSync, readFileSync, realpathSync } from 'node:fs'
 import { isAbsolute, join } from 'node:path'
 import { SlapError } from './errors.ts'
-import type { Manager, ManagerOptions, ManagerPartition } from './managers.ts'
+import { readUserFile, shown, type Manager, type ManagerOptions, type ManagerPartition } from './managers.ts'
 import { escapeControls, quote } from './names.ts'
 import type { Runner } from './system.ts'
 
@@ -250,59 +250,6 @@ function diskGid(): number {
   return gid
 }
 
-/** What the partition's file gave: nothing, a reason to ignore it, or its text. */
-type UserFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'text'; text: string }
-
-/**
- * Reads a file of the partition user as root without letting the user choose what is read:
- * a regular file only (not a link, a FIFO or a device), at most `max` bytes, and the file
- * opened is the one checked (O_NOFOLLOW, O_NONBLOCK, same inode).
- */
-export function readUserFile(path: string, max: number): UserFile {
-  let st
-  try {
-    st = lstatSync(path)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' }
-    return { kind: 'refused', why: `cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
-  }
-  if (st.isSymbolicLink()) return { kind: 'refused', why: 'it is a symbolic link' }
-  if (!st.isFile()) return { kind: 'refused', why: 'it is not a regular file' }
-  if (st.size > max) return { kind: 'refused', why: `it is larger than ${max} bytes` }
-  let fd: number
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch (e) {
-    return { kind: 'refused', why: `cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
-  }
-  try {
-    const opened = fstatSync(fd)
-    if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev) return { kind: 'refused', why: 'it was replaced while being read' }
-    const buf = Buffer.alloc(max + 1)
-    let n = 0
-    for (;;) {
-      const got = readSync(fd, buf, n, buf.length - n, null)
-      if (got === 0) break
-      n += got
-      if (n > max) return { kind: 'refused', why: `it is larger than ${max} bytes` }
-    }
-    return { kind: 'text', text: buf.subarray(0, n).toString('utf8') }
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/** A value of the user's file for a log line: JSON, controls escaped, at most 200 characters. */
-function shown(v: unknown): string {
-  let s: string
-  try {
-    s = JSON.stringify(v) ?? String(v)
-  } catch {
-    s = String(v)
-  }
-  return escapeControls(s.length > 200 ? `${s.slice(0, 200)}...` : s)
-}
-
 /** A list as the original prints it (Python's repr of a list of str). */
 function pyList(items: Iterable<string>): string {
   return `[${[...items].map(quote).join(', ')}]`
@@ -337,12 +284,12 @@ export async function applyDiskPermissions(p: ManagerPartition, allowed: readonl
   const file = readUserFile(join(p.path, DISK_PERMISSION_FILE), MAX_DISK_FILE_BYTES)
   if (file.kind === 'absent') return
   if (file.kind === 'refused') {
-    p.log.warning(`Bad disk configuration file: ${DISK_PERMISSION_FILE} ${file.why}`)
+    p.log.warning(`Bad disk configuration file: ${DISK_PERMISSION_FILE} it is ${file.why}`)
     return
   }
   let list: unknown
   try {
-    list = JSON.parse(file.text)
+    list = JSON.parse(file.bytes.toString('utf8'))
   } catch (e) {
     p.log.warning(`Bad disk configuration file: ${escapeControls(e instanceof Error ? e.message : String(e))}`)
     return

@@ -11,8 +11,7 @@
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import { SlapError } from './errors.ts'
-import { readPartitionJson, type Manager, type ManagerOptions, type ManagerPartition } from './managers.ts'
-import { escapeControls } from './names.ts'
+import { readPartitionJson, shown, type Manager, type ManagerOptions, type ManagerPartition } from './managers.ts'
 import { Supervisor, writeManagerGroup, type ManagerProgram } from './supervisor.ts'
 
 export const PORT_REDIRECT_FILE = '.slapos-port-redirect'
@@ -141,8 +140,4 @@ function port(v: unknown): number | undefined {
 
 function findSocat(path: string): string | undefined {
   return Supervisor.which('socat', path)
-}
-
-function shown(v: unknown): string {
-  return escapeControls(JSON.stringify(v) ?? String(v)).slice(0, 200)
 }

@@ -9,7 +9,7 @@
 //   <id>-whitelist:  0 -d <ip> -j ACCEPT (each listed address) ... 0 -j REJECT
 //
 // The file is the partition user's: it is read only as a regular file, never more than
-// MAX_FILE bytes (readPartitionFile of firewall.ts), and only strings that are IPv4
+// MAX_FILE bytes (readUserFile of managers.ts), and only strings that are IPv4
 // addresses become arguments. The md5 state file beside it is read the same way (64 bytes)
 // and written by replacing it (never through a link planted there).
 import { createHash } from 'node:crypto'
@@ -17,8 +17,8 @@ import { unlinkSync } from 'node:fs'
 import { isIPv4, isIPv6 } from 'node:net'
 import { join } from 'node:path'
 import { SlapError } from './errors.ts'
-import { commandPrefix, readPartitionFile, writeRootFile } from './firewall.ts'
-import type { Manager, ManagerOptions, ManagerPartition } from './managers.ts'
+import { commandPrefix } from './firewall.ts'
+import { readUserFile, replaceFile, type Manager, type ManagerOptions, type ManagerPartition } from './managers.ts'
 import { escapeControls, isSafeId, quote } from './names.ts'
 import type { Runner } from './system.ts'
 
@@ -69,7 +69,7 @@ interface Ctx {
 /** §1.8 instanceTearDown: the whitelist applied (only when it changed) or cleaned up when the file is gone. */
 export async function applyWhitelist(cmd: string[], p: ManagerPartition, runner: Runner): Promise<void> {
   const file = join(p.path, WHITELIST_FILE)
-  const read = readPartitionFile(file, MAX_FILE)
+  const read = readUserFile(file, MAX_FILE)
   if (read.kind === 'absent') {
     const ctx = context(cmd, p, runner)
     if (ctx && (await cleanUp(ctx))) p.log.info(`File ${file} does not exists, removed configuration for partition ${p.id}.`)
@@ -99,13 +99,13 @@ export async function applyWhitelist(cmd: string[], p: ManagerPartition, runner:
     return
   }
   // empty until everything went through: a failure half-way is retried next run
-  writeRootFile(join(p.path, WHITELIST_MD5_FILE), '', 0o644)
+  replaceFile(join(p.path, WHITELIST_MD5_FILE), '', 0o644)
   await fw(ctx, ['--remove-rules', 'ipv4', 'filter', ctx.chain])
   for (const ip of parsed) await fw(ctx, ['--add-rule', 'ipv4', 'filter', ctx.chain, '0', '-d', ip, '-j', 'ACCEPT'])
   await fw(ctx, ['--add-rule', 'ipv4', 'filter', ctx.chain, '0', '-j', 'REJECT'])
   if (!(await isYes(ctx, ['--query-rule', ...ctx.hook]))) await fw(ctx, ['--add-rule', ...ctx.hook])
   await reload(ctx)
-  writeRootFile(join(p.path, WHITELIST_MD5_FILE), md5, 0o644)
+  replaceFile(join(p.path, WHITELIST_MD5_FILE), md5, 0o644)
   p.log.info(`Updated rules for partition ${p.id}.`)
 }
 
@@ -199,7 +199,7 @@ async function reload(ctx: Ctx): Promise<void> {
 
 /** The stored md5, or undefined when the state file is absent or not a small regular file. */
 function readMd5(p: ManagerPartition): string | undefined {
-  const read = readPartitionFile(join(p.path, WHITELIST_MD5_FILE), 64)
+  const read = readUserFile(join(p.path, WHITELIST_MD5_FILE), 64)
   return read.kind === 'ok' ? read.bytes.toString('utf8').trim() : undefined
 }
 

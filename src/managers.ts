@@ -12,10 +12,15 @@
 //
 // Everything a manager reads from a partition was written by the partition's user, who is
 // not trusted: each manager validates it before it names a path, a command argument or a
-// line of a root-owned file.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs'
+// line of a root-owned file. The files of that user's directory are read with readUserFile
+// (or readPartitionJson) and replaced with replaceFile, here for the managers and firewall.ts.
+import { randomBytes } from 'node:crypto'
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import type { ConfigFile } from './config.ts'
+import { SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
+import { escapeControls } from './names.ts'
 import { Tuple, type PyDict } from './slap-protocol.ts'
 import type { Supervisor, PartitionProcesses } from './supervisor.ts'
 import type { Runner } from './system.ts'
@@ -160,40 +165,40 @@ export async function runHook<T extends { log: Logger }>(managers: readonly Mana
   }
 }
 
-/** What a partition's JSON request file held. */
-export type PartitionJson = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; value: unknown }
+// --- files of the partition's user ---
+//
+// One reader and one writer for every manager and for firewall.ts: the partition's user can
+// swap any file of its directory at any moment (link, FIFO, hard link to a root file, a huge
+// sparse file).
+
+/** What readUserFile found: nothing, why the file is not read, or its bytes and permission bits. */
+export type UserFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer; mode: number }
+
+const LINK = 'not a regular file (a symbolic link)'
 
 /**
- * A JSON file the partition's user wrote (`.slapos-port-redirect`, ...): a regular file of at
- * most `maxBytes`, read without following a link planted in its place, then parsed.
+ * Reads a file that lies in a directory of a partition's user: only a regular file, never
+ * through a link (lstat, then O_NOFOLLOW), never blocking on a FIFO swapped in (O_NONBLOCK),
+ * only the file that was checked (same inode), never more than `maxBytes`: the size checks
+ * give the early answer, the read itself stops at `maxBytes + 1` bytes, so a file grown or
+ * replaced by a huge sparse one after the checks costs no more memory. `trust` may refuse the
+ * file from its lstat and from its fstat (a reason, or undefined). A refusal reads after "is"
+ * or a colon (`not a regular file`, `larger than N bytes`, `unreadable (EIO)`).
  */
-export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJson {
-  const read = readBounded(file, maxBytes)
-  if (read.kind !== 'ok') return read
+export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined): UserFile {
+  const refused = (why: string): UserFile => ({ kind: 'refused', why })
+  const problem = (st: Stats): string | undefined =>
+    st.isSymbolicLink() ? LINK : !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes ? `larger than ${maxBytes} bytes` : undefined))
+  let fd: number | undefined
   try {
-    return { kind: 'ok', value: JSON.parse(read.text) as unknown }
-  } catch (e) {
-    return { kind: 'refused', why: `${file} is not JSON (${e instanceof Error ? e.message : String(e)})` }
-  }
-}
-
-/**
- * The text of a file of the partition's user: a regular file (not a link, FIFO or device,
- * checked on the opened descriptor) of at most `maxBytes`. At most `maxBytes + 1` bytes are
- * ever read, whatever the file grows to meanwhile.
- */
-export function readBounded(file: string, maxBytes: number): { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; text: string } {
-  let fd: number
-  try {
+    const st = lstatSync(file)
+    const early = problem(st)
+    if (early) return refused(early)
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return { kind: 'absent' }
-    if (code === 'ELOOP') return { kind: 'refused', why: `${file} is a symbolic link` }
-    return { kind: 'refused', why: `${file} cannot be read (${code ?? String(e)})` }
-  }
-  try {
-    if (!fstatSync(fd).isFile()) return { kind: 'refused', why: `${file} is not a regular file` }
+    const now = fstatSync(fd)
+    if (now.ino !== st.ino || now.dev !== st.dev) return refused('replaced while being read')
+    const late = problem(now)
+    if (late) return refused(late)
     const buf = Buffer.alloc(maxBytes + 1)
     let n = 0
     while (n < buf.length) {
@@ -201,9 +206,75 @@ export function readBounded(file: string, maxBytes: number): { kind: 'absent' } 
       if (got === 0) break
       n += got
     }
-    if (n > maxBytes) return { kind: 'refused', why: `${file} is larger than ${maxBytes} bytes` }
-    return { kind: 'ok', text: buf.toString('utf8', 0, n) }
+    if (n > maxBytes) return refused(`larger than ${maxBytes} bytes`)
+    return { kind: 'ok', bytes: buf.subarray(0, n), mode: now.mode & 0o7777 }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'absent' }
+    if (code === 'ELOOP') return refused(LINK)
+    return refused(`unreadable (${code ?? String(e)})`)
   } finally {
-    closeSync(fd)
+    if (fd !== undefined) closeSync(fd)
   }
+}
+
+/** What a partition's JSON request file held. */
+export type PartitionJson = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; value: unknown }
+
+/**
+ * A JSON file the partition's user wrote (`.slapos-port-redirect`, ...): readUserFile, then
+ * parsed. A refusal names the file (`<file> is not a regular file`).
+ */
+export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJson {
+  const read = readUserFile(file, maxBytes)
+  if (read.kind === 'absent') return read
+  if (read.kind === 'refused') return { kind: 'refused', why: `${file} is ${read.why}` }
+  try {
+    return { kind: 'ok', value: JSON.parse(read.bytes.toString('utf8')) as unknown }
+  } catch (e) {
+    return { kind: 'refused', why: `${file} is not JSON (${e instanceof Error ? e.message : String(e)})` }
+  }
+}
+
+/**
+ * Gives `path` the content `text` and permission bits `mode` by renaming a new file over it,
+ * created exclusively beside it (O_EXCL, O_NOFOLLOW): a link, FIFO or hard link the
+ * directory's owner planted under the name is replaced, never written through. `owner`: the
+ * new file's uid and gid (default this process: root). A directory under the name is an error
+ * (removing a tree its owner can change while we walk it is not worth the risk).
+ */
+export function replaceFile(path: string, text: string, mode: number, owner?: { uid: number; gid: number }): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
+  try {
+    try {
+      if (owner) fchownSync(fd, owner.uid, owner.gid)
+      fchmodSync(fd, mode)
+      writeSync(fd, text)
+    } finally {
+      closeSync(fd)
+    }
+    if (lstatSync(path, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new SlapError(`Cannot write ${path}: a directory has that name`, { code: 'E_PATH_IS_DIRECTORY', hint: `remove the directory ${path}` })
+    }
+    renameSync(tmp, path)
+  } catch (e) {
+    try {
+      unlinkSync(tmp)
+    } catch {
+      // already gone: the directory's owner removed it
+    }
+    throw e
+  }
+}
+
+/** A value of a partition's file for a log line: JSON, controls escaped, cut at 200 characters. */
+export function shown(v: unknown): string {
+  let s: string
+  try {
+    s = escapeControls(JSON.stringify(v) ?? String(v))
+  } catch {
+    s = escapeControls(String(v)) // a BigInt or a cycle: never from JSON.parse
+  }
+  return s.length > 200 ? `${s.slice(0, 200)}...` : s
 }

@@ -4,7 +4,7 @@
 // programs `firewall` and `dbus` checked by a real supervisord that runs that firewalld.
 // The exact command sequences are recorded by a wrapper that logs its argv and execs the real
 // firewall-cmd.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -18,7 +18,6 @@ import {
   firewallRules,
   isOurRule,
   isSource,
-  readPartitionFile,
   removeFirewall,
   routeAddresses,
   treeAddresses,
@@ -90,42 +89,6 @@ rules('item 41: the master\'s list of tuples, decoded by loads(), gives the tree
   assert.equal(treeAddresses(decoded as unknown[], ['10.0.0.9']), ['10.0.0.2'])
   const out = firewallRules({ destinations: ['10.0.0.9'], tree: treeAddresses(decoded as unknown[], ['10.0.0.9']), filter: firewallFilter({}), authorizedSources: [] }, () => undefined)
   assert.ok(out.includes(`${B} INPUT 0 -s 10.0.0.2 -d 10.0.0.9 -j ACCEPT`), out.join('\n'))
-})
-
-rules('readPartitionFile: never reads more than max + 1 bytes, even from a file grown to 2 GiB after the size checks', () => {
-  const dir = tempDir('slapos-fwread-')
-  const file = join(dir, 'f')
-  writeFileSync(file, '["x"]')
-  const ok = readPartitionFile(file, 16)
-  assert.ok(ok.kind === 'ok' && ok.bytes.toString() === '["x"]')
-  assert.equal(readPartitionFile(join(dir, 'none'), 16), { kind: 'absent' })
-  // exactly max is fine, one more byte is refused
-  writeFileSync(file, 'x'.repeat(16))
-  assert.is(readPartitionFile(file, 16).kind, 'ok')
-  writeFileSync(file, 'x'.repeat(17))
-  assert.equal(readPartitionFile(file, 16), { kind: 'refused', why: 'larger than 16 bytes' })
-  // the user's race: the file is extended to a 2 GiB sparse file right after the fstat check
-  // (trust runs on the lstat, then on the fstat): the read stops at max + 1 and refuses
-  writeFileSync(file, '[]')
-  let calls = 0
-  const grown = readPartitionFile(file, 1 << 20, () => {
-    if (++calls === 2) truncateSync(file, 2 ** 31)
-    return undefined
-  })
-  assert.is(calls, 2)
-  assert.equal(grown, { kind: 'refused', why: `larger than ${1 << 20} bytes` })
-  assert.is(statSync(file).size, 2 ** 31, 'the file really was 2 GiB when read')
-  assert.equal(readPartitionFile(file, 1 << 20), { kind: 'refused', why: `larger than ${1 << 20} bytes` })
-  rmSync(file)
-  // links are not followed, trust can refuse
-  symlinkSync('/etc/passwd', file)
-  assert.equal(readPartitionFile(file, 1 << 20), { kind: 'refused', why: 'not a regular file' })
-  rmSync(file)
-  writeFileSync(file, '[]')
-  assert.equal(
-    readPartitionFile(file, 16, () => 'not ours'),
-    { kind: 'refused', why: 'not ours' },
-  )
 })
 
 rules('item 42: fw_restricted_access = off: 800/900 REJECT per rejected source, then ACCEPT for tree + authorized, no catch-all', () => {

@@ -437,7 +437,7 @@ test('.slapos-disk-permission must be a regular file of at most 64 KiB: a link, 
     symlinkSync(elsewhere, file)
     await instance(devperm(), t.p)
     assert.equal(own(loop.dev), [0, 0])
-    assert.equal(t.warnings(), [`slapos[${process.pid}] WARNING Bad disk configuration file: .slapos-disk-permission it is a symbolic link\n`])
+    assert.equal(t.warnings(), [`slapos[${process.pid}] WARNING Bad disk configuration file: .slapos-disk-permission it is not a regular file (a symbolic link)\n`])
 
     t.lines.length = 0
     sh(['rm', file])

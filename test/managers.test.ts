@@ -4,7 +4,7 @@
 // real buildout of the sample release and real socat forwarding TCP and UDP traffic.
 import { createSocket } from 'node:dgram'
 import { spawnSync } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ import { processSoftwareReleases } from '../src/grid-software.ts'
 import { createLogger } from '../src/log.ts'
 import { MAX_REDIRECTIONS, parseRedirection, redirectionsOf, socatProgram } from '../src/manager-portredir.ts'
 import { loadManagers } from '../src/manager-registry.ts'
-import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson, type Hook, type Manager } from '../src/managers.ts'
+import { firewallOptions, managerNames, managerOptions, partitionAddresses, readPartitionJson, readUserFile, replaceFile, shown, type Hook, type Manager } from '../src/managers.ts'
 import { ConfigFile } from '../src/config.ts'
 import { Tuple } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
@@ -100,6 +100,76 @@ loading('partition JSON files: absent, links, FIFOs, oversized and broken files 
     assert.equal(readPartitionJson(join(dir, 'huge')), { kind: 'refused', why: `${join(dir, 'huge')} is larger than ${2 ** 20} bytes` })
     assert.ok(process.memoryUsage().rss - before < 64 * 2 ** 20, 'no gigabytes allocated')
     mkfifoOrSkip(join(dir, 'fifo'))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+loading('readUserFile: never reads more than max + 1 bytes, even from a file grown to 2 GiB after the size checks; links, swaps and untrusted files refused', () => {
+  const dir = tempDir('slapos-userfile-')
+  try {
+    const file = join(dir, 'f')
+    writeFileSync(file, '["x"]')
+    const ok = readUserFile(file, 16)
+    assert.ok(ok.kind === 'ok' && ok.bytes.toString() === '["x"]')
+    assert.equal(readUserFile(join(dir, 'none'), 16), { kind: 'absent' })
+    // exactly max is fine, one more byte is refused
+    writeFileSync(file, 'x'.repeat(16))
+    assert.is(readUserFile(file, 16).kind, 'ok')
+    writeFileSync(file, 'x'.repeat(17))
+    assert.equal(readUserFile(file, 16), { kind: 'refused', why: 'larger than 16 bytes' })
+    // the user's race: the file is extended to a 2 GiB sparse file right after the fstat check
+    // (trust runs on the lstat, then on the fstat): the read stops at max + 1 and refuses
+    writeFileSync(file, '[]')
+    let calls = 0
+    const grown = readUserFile(file, 1 << 20, () => {
+      if (++calls === 2) truncateSync(file, 2 ** 31)
+      return undefined
+    })
+    assert.is(calls, 2)
+    assert.equal(grown, { kind: 'refused', why: `larger than ${1 << 20} bytes` })
+    assert.is(statSync(file).size, 2 ** 31, 'the file really was 2 GiB when read')
+    assert.equal(readUserFile(file, 1 << 20), { kind: 'refused', why: `larger than ${1 << 20} bytes` })
+    rmSync(file)
+    // the file is swapped for another right after its lstat: the opened one is not read
+    writeFileSync(file, '[]')
+    writeFileSync(join(dir, 'other'), '["other"]')
+    const swapped = readUserFile(file, 16, () => {
+      if (++calls === 3) renameSync(join(dir, 'other'), file)
+      return undefined
+    })
+    assert.equal(swapped, { kind: 'refused', why: 'replaced while being read' })
+    rmSync(file)
+    // links are not followed, trust can refuse
+    symlinkSync('/etc/passwd', file)
+    assert.equal(readUserFile(file, 1 << 20), { kind: 'refused', why: 'not a regular file (a symbolic link)' })
+    rmSync(file)
+    writeFileSync(file, '[]')
+    assert.equal(readUserFile(file, 16, () => 'not ours'), { kind: 'refused', why: 'not ours' })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+loading('replaceFile renames a new file over a planted link (target untouched), with the owner and mode asked; shown cuts and escapes', () => {
+  const dir = tempDir('slapos-replace-')
+  try {
+    const file = join(dir, 'f')
+    writeFileSync(join(dir, 'target'), 'precious')
+    symlinkSync(join(dir, 'target'), file)
+    replaceFile(file, 'new', 0o640, { uid: NOBODY, gid: NOBODY })
+    const st = lstatSync(file)
+    assert.ok(st.isFile())
+    assert.equal([st.uid, st.gid, st.mode & 0o777], [NOBODY, NOBODY, 0o640])
+    assert.is(readFileSync(file, 'utf8'), 'new')
+    assert.is(readFileSync(join(dir, 'target'), 'utf8'), 'precious')
+    rmSync(file)
+    mkdirSync(file)
+    assert.throws(() => replaceFile(file, 'x', 0o644), /a directory has that name/)
+    assert.equal(readdirSync(dir).sort(), ['f', 'target'], 'no temporary file left')
+    assert.is(shown({ a: 'x\u001b[31m' }), '{"a":"x\\u001b[31m"}')
+    assert.is(shown('\u2028'), '"\\u2028"')
+    assert.is(shown('x'.repeat(300)), `"${'x'.repeat(199)}...`)
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
