@@ -12,7 +12,6 @@
 // MAX_FILE bytes (readUserFile of managers.ts), and only strings that are IPv4
 // addresses become arguments. The md5 state file beside it is read the same way (64 bytes)
 // and written by replacing it (never through a link planted there).
-import { createHash } from 'node:crypto'
 import { unlinkSync } from 'node:fs'
 import { isIPv4, isIPv6 } from 'node:net'
 import { join } from 'node:path'
@@ -93,7 +92,7 @@ export async function applyWhitelist(cmd: string[], p: ManagerPartition, runner:
     await fw(ctx, ['--add-chain', 'ipv4', 'filter', ctx.chain])
     fresh = true
   }
-  const md5 = createHash('md5').update(read.bytes).digest('hex')
+  const md5 = process.getBuiltinModule('node:crypto').createHash('md5').update(read.bytes).digest('hex')
   if (!fresh && readMd5(p) === md5) {
     p.log.debug(`Skipped up-to-date rules for partition ${p.id}.`)
     return

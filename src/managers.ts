@@ -14,7 +14,6 @@
 // not trusted: each manager validates it before it names a path, a command argument or a
 // line of a root-owned file. The files of that user's directory are read with readUserFile
 // (or readPartitionJson) and replaced with replaceFile, here for the managers and firewall.ts.
-import { randomBytes } from 'node:crypto'
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { ConfigFile } from './config.ts'
@@ -24,6 +23,9 @@ import { escapeControls } from './names.ts'
 import { Tuple, type PyDict } from './slap-protocol.ts'
 import type { Supervisor, PartitionProcesses } from './supervisor.ts'
 import type { Runner } from './system.ts'
+
+/** node:crypto on first use: node instance loads this module on every run (docs/architecture.md). */
+const nodeCrypto = (): typeof import('node:crypto') => process.getBuiltinModule('node:crypto')
 
 /** What every manager is built with (the original's option dictionary, §1.1). */
 export interface ManagerOptions {
@@ -244,7 +246,7 @@ export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJs
  * (removing a tree its owner can change while we walk it is not worth the risk).
  */
 export function replaceFile(path: string, text: string, mode: number, owner?: { uid: number; gid: number }): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
+  const tmp = join(dirname(path), `.${basename(path)}.${nodeCrypto().randomBytes(6).toString('hex')}.tmp`)
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
   try {
     try {

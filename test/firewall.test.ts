@@ -28,7 +28,7 @@ import { createLogger, type Logger } from '../src/log.ts'
 import { dumps, loads, Tuple } from '../src/slap-protocol.ts'
 import { createInstanceRootStructure, Supervisor, supervisorPaths, writeSupervisordConf } from '../src/supervisor.ts'
 import { realRunner } from '../src/system.ts'
-import { firewalldNamespace, firewalldProblem, type FirewalldNs } from './firewalld-ns.ts'
+import { firewalldNamespace, firewalldProblem, recordingFirewallCmd, type FirewalldNs } from './firewalld-ns.ts'
 import { skip, tempDir } from './helpers.ts'
 import { stopSupervisord, waitFor } from './node-helpers.ts'
 
@@ -333,21 +333,13 @@ real.before(async () => {
     await ns.stop()
     throw e
   }
-  const log = join(dir, 'commands.log')
-  const rec = join(dir, 'rec.sh')
   // a recorder in front of the real firewall-cmd: logs its arguments, then execs them
-  writeFileSync(rec, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${log}'\nexec "$@"\n`, { mode: 0o755 })
-  const prefix = ns.firewallCmd.split(' ').length
+  const recorder = recordingFirewallCmd(ns, dir)
   ctx = {
     ns,
     dir,
-    take() {
-      if (!existsSync(log)) return []
-      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean)
-      rmSync(log)
-      return lines.map((l) => l.split(' ').slice(prefix).join(' '))
-    },
-    opts: { firewallCmd: `${rec} ${ns.firewallCmd}`, reloadConfigCmd: `${rec} ${ns.firewallCmd} --reload`, authorizedSources: ['10.0.0.5'] },
+    take: recorder.take,
+    opts: { firewallCmd: recorder.command, reloadConfigCmd: `${recorder.command} --reload`, authorizedSources: ['10.0.0.5'] },
   }
 })
 

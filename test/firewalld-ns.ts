@@ -10,7 +10,7 @@
 //   nsenter -t <holder> -n -m env DBUS_SYSTEM_BUS_ADDRESS=... firewalld --nofork --nopid
 //   firewallCmd = "nsenter -t <holder> -n -m env DBUS_SYSTEM_BUS_ADDRESS=... firewall-cmd"
 import { type ChildProcess, spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 /** Why a real firewalld cannot run here, or undefined when it can. */
@@ -187,4 +187,25 @@ export async function firewalldNamespace(dir: string): Promise<FirewalldNs> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
+}
+
+/**
+ * A wrapper in front of the namespace's real firewall-cmd that logs each call's arguments,
+ * then runs it: `command` is the `[firewall] firewall_cmd` value to use, `take()` the
+ * arguments of the calls since the last take() (the namespace prefix cut off).
+ */
+export function recordingFirewallCmd(ns: FirewalldNs, dir: string): { command: string; take(): string[] } {
+  const log = join(dir, 'commands.log')
+  const rec = join(dir, 'rec.sh')
+  writeFileSync(rec, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${log}'\nexec "$@"\n`, { mode: 0o755 })
+  const prefix = ns.firewallCmd.split(' ').length
+  return {
+    command: `${rec} ${ns.firewallCmd}`,
+    take() {
+      if (!existsSync(log)) return []
+      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean)
+      rmSync(log)
+      return lines.map((l) => l.split(' ').slice(prefix).join(' '))
+    },
+  }
 }

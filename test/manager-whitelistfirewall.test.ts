@@ -14,7 +14,7 @@ import { MAX_ENTRIES, WHITELIST_FILE, WHITELIST_MD5_FILE, whitelistAddresses, wh
 import { createLogger, type Logger } from '../src/log.ts'
 import type { Supervisor } from '../src/supervisor.ts'
 import { realRunner } from '../src/system.ts'
-import { firewalldNamespace, firewalldProblem, type FirewalldNs } from './firewalld-ns.ts'
+import { firewalldNamespace, firewalldProblem, recordingFirewallCmd, type FirewalldNs } from './firewalld-ns.ts'
 import { skip, tempDir } from './helpers.ts'
 
 const UID = 4242
@@ -86,22 +86,14 @@ real.before(async () => {
     await ns.stop()
     throw e
   }
-  const log = join(dir, 'commands.log')
-  const rec = join(dir, 'rec.sh')
-  writeFileSync(rec, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${log}'\nexec "$@"\n`, { mode: 0o755 })
-  const prefix = ns.firewallCmd.split(' ').length
+  const recorder = recordingFirewallCmd(ns, dir)
   ctx = {
     ns,
     dir,
-    rec,
-    take() {
-      if (!existsSync(log)) return []
-      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean)
-      rmSync(log)
-      return lines.map((l) => l.split(' ').slice(prefix).join(' '))
-    },
+    rec: recorder.command.split(' ')[0] ?? '',
+    take: recorder.take,
     firewall: {
-      firewallCmd: `${rec} ${ns.firewallCmd}`,
+      firewallCmd: recorder.command,
       reloadConfigCmd: 'true',
       firewallExecutable: '',
       dbusExecutable: '',

@@ -8,8 +8,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { get } from 'node:http'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -19,7 +18,7 @@ import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { firewalldNamespace, firewalldProblem, type FirewalldNs } from './firewalld-ns.ts'
 import { skip, tempDir } from './helpers.ts'
 import { canUseNamespaces, formatInNamespace } from './netns.ts'
-import { makeNode, waitFor, type TestNode } from './node-helpers.ts'
+import { freePorts, httpBody, makeNode, waitFor, type TestNode } from './node-helpers.ts'
 
 const NOBODY = 65534
 const CPUSET = '/sys/fs/cgroup/cpuset'
@@ -218,21 +217,6 @@ function removeCgroup(dir: string): void {
   rmdirSync(dir)
 }
 
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((res) => {
-          const s = createServer()
-          s.listen(0, '127.0.0.1', () => res(s))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
 
 async function accepts(port: number): Promise<boolean> {
   return new Promise((res) => {
@@ -245,20 +229,5 @@ async function accepts(port: number): Promise<boolean> {
   })
 }
 
-async function httpBody(url: string): Promise<string> {
-  return waitFor(
-    `an answer from ${url}`,
-    () =>
-      new Promise<string | undefined>((res) => {
-        const req = get(url, (r) => {
-          let body = ''
-          r.setEncoding('utf8').on('data', (c: string) => (body += c))
-          r.on('end', () => res(r.statusCode === 200 ? body : undefined))
-        })
-        req.on('error', () => res(undefined))
-        req.setTimeout(2000, () => req.destroy())
-      }),
-  )
-}
 
 t.run()

@@ -5,8 +5,6 @@
 import { createSocket } from 'node:dgram'
 import { spawnSync } from 'node:child_process'
 import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
-import { get } from 'node:http'
-import { createServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -25,7 +23,7 @@ import { Tuple } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
 import { realRunner } from '../src/system.ts'
 import { SLAPOS, tempDir } from './helpers.ts'
-import { baseEnv, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
+import { baseEnv, freePorts, httpBody, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
 const NOBODY = 65534
 const quiet = createLogger({ level: 'critical', write: () => undefined })
@@ -352,12 +350,15 @@ e2e('portredir: socat forwards real TCP and UDP traffic, started once, removed w
     rmSync(join(path, '.timestamp'))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     assert.equal(await socatPids(node, id), before)
-    // a socat that ended (killed, port busy at boot) is started again at the next run (the TCP
-    // one: a UDP socat leaves a child serving the peer it answered, which keeps the port)
-    process.kill((await info(node, `${id}-socat:socat-tcp-${tcpPort}`))?.pid ?? 0, 'SIGKILL')
+    // a socat that ended (killed, port busy at boot) is started again at the next run. The UDP
+    // one, with the child it forked for our peer: a killed TCP socat leaves its port in
+    // TIME_WAIT, and socat (without reuseaddr, as the original's command) cannot bind it again
+    // for a minute; the next run would
+    spawnSync('pkill', ['-KILL', '-f', `socat UDP4-LISTEN:${udpPort},`])
     await waitFor('supervisord to see the socat end', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     await waitFor('the socat to run again', async () => ((await socatPids(node, id)).length === 2 ? true : undefined))
+    assert.is(await udpAsk(udpPort, 'again'), 'pong:again')
     // an empty list removes the group and its programs
     writeAsPartition(join(path, '.slapos-port-redirect'), '[]')
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
@@ -636,17 +637,6 @@ async function socatPids(node: TestNode, id: string): Promise<number[]> {
     .sort()
 }
 
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<ReturnType<typeof createServer>>((res) => {
-      const s = createServer()
-      s.listen(0, '127.0.0.1', () => res(s))
-    })),
-  )
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
 
 /** A UDP server on `address` answering `pong:<message>`. */
 async function udpEcho(address: string): Promise<{ port: number; close(): void }> {
@@ -673,17 +663,6 @@ async function udpAsk(port: number, message: string): Promise<string> {
   }
 }
 
-async function httpBody(url: string): Promise<string> {
-  return waitFor(`an answer from ${url}`, () => new Promise<string | undefined>((res) => {
-    const req = get(url, (r) => {
-      let body = ''
-      r.setEncoding('utf8').on('data', (c: string) => (body += c))
-      r.on('end', () => res(r.statusCode === 200 ? body : undefined))
-    })
-    req.on('error', () => res(undefined))
-    req.setTimeout(2000, () => req.destroy())
-  }))
-}
 
 loading.run()
 redir.run()

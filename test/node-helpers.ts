@@ -3,8 +3,8 @@
 // slapos.cfg, a real proxy with the computer loaded, a tap recording every master call).
 import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer, get as httpGet, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { SlapClient } from '../src/slap-client.ts'
@@ -469,4 +469,38 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>,
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 100))
   }
+}
+
+/** `count` TCP ports of 127.0.0.1 that were free a moment ago (for services a test starts). */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createTcpServer>>((res) => {
+          const s = createTcpServer()
+          s.listen(0, '127.0.0.1', () => res(s))
+        }),
+    ),
+  )
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return ports
+}
+
+/** The body of a 200 answer of `url`, asked again until one comes (the service may be starting). */
+export async function httpBody(url: string): Promise<string> {
+  return waitFor(
+    `an answer from ${url}`,
+    () =>
+      new Promise<string | undefined>((res) => {
+        const req = httpGet(url, (r) => {
+          let body = ''
+          r.setEncoding('utf8').on('data', (c: string) => (body += c))
+          r.on('end', () => res(r.statusCode === 200 ? body : undefined))
+        })
+        req.on('error', () => res(undefined))
+        req.setTimeout(2000, () => req.destroy())
+      }),
+  )
 }
