@@ -26,7 +26,7 @@ import { EXIT } from './exit-codes.ts'
 import { asUser, cleanEnv, inside, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
-import { firewallOptions, partitionAddresses, runHook } from './managers.ts'
+import { firewallOptions, partitionAddresses, readUserFile, runHook } from './managers.ts'
 import { escapeControls, idProblem } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
 import {
@@ -151,8 +151,13 @@ export async function emptyDirectory(dir: string, keep: ReadonlySet<string> = ne
 export function retentionLock(p: { path: string; owner: Owner }, now: Date): Date | undefined {
   const delayFile = join(p.path, RETENTION_DELAY_FILE)
   const dateFile = join(p.path, RETENTION_DATE_FILE)
-  const delay = existsSync(delayFile) ? pyFloat(readFileSync(delayFile, 'utf8')) : -1
-  let date = existsSync(dateFile) ? pyFloat(readFileSync(dateFile, 'utf8')) : undefined
+  // the partition user's files: a number of a few bytes, never read through a link
+  const number = (file: string): number | undefined => {
+    const read = readUserFile(file, 64)
+    return read.kind === 'ok' ? pyFloat(read.bytes.toString('utf8')) : read.kind === 'absent' ? undefined : -1
+  }
+  const delay = number(delayFile) ?? -1
+  let date = number(dateFile)
   if (date === undefined && delay > 0) {
     date = Math.floor(now.getTime() / 1000) + delay * 86400
     writeAtomic(dateFile, pyFloatText(date), p.owner)

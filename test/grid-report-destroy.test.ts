@@ -188,6 +188,17 @@ destroy('retention: the first attempt writes the lock date and keeps everything;
   assert.equal(readdirSync(f.path), [])
 })
 
+destroy('retention files are read as the partition user wrote them: a link or a FIFO is not followed', async () => {
+  const f = partition()
+  // a root-only file elsewhere that holds a number: never read through the user's link
+  writeFileSync(join(f.outside, 'root-only'), '30.0', { mode: 0o600 })
+  symlinkSync(join(f.outside, 'root-only'), join(f.path, RETENTION_DELAY_FILE))
+  spawnSync('mkfifo', [join(f.path, RETENTION_DATE_FILE)])
+  const out = await destroyPartition(target(f), deps(f))
+  assert.equal(out, { done: true }, 'no retention read from the link, no wait on the FIFO')
+  assert.is(readFileSync(join(f.outside, 'root-only'), 'utf8'), '30.0')
+})
+
 destroy('retention delay 0 (what node instance writes by default) destroys at once', async () => {
   const f = partition()
   writeFileSync(join(f.path, RETENTION_DELAY_FILE), '0.0')

@@ -327,7 +327,8 @@ e2e('portredir: socat forwards real TCP and UDP traffic, started once, removed w
   const path = join(node.instanceRoot, id)
   const address = node.addresses[id] ?? ''
   const udp = await udpEcho(address)
-  const [tcpPort = 0, udpPort = 0] = await freePorts(2)
+  // each later step takes a port of its own: one a TCP socat served stays in TIME_WAIT a while
+  const [tcpPort = 0, udpPort = 0, again = 0, last = 0] = await freePorts(4)
   try {
     writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([
       { srcPort: tcpPort, destPort: 8080, destAddress: address },
@@ -365,14 +366,14 @@ e2e('portredir: socat forwards real TCP and UDP traffic, started once, removed w
     assert.not.ok(existsSync(join(node.instanceRoot, 'etc', 'supervisord.conf.d', `${id}-socat.conf`)))
     assert.equal(await socatPids(node, id), [])
     // so does a removed file
-    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: tcpPort, destPort: 8080, destAddress: address }]))
+    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: again, destPort: 8080, destAddress: address }]))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     await waitFor('one socat', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
     rmSync(join(path, '.slapos-port-redirect'))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     assert.equal(await socatPids(node, id), [])
     // and, at the next processing, portredir leaving manager_list
-    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: tcpPort, destPort: 8080, destAddress: address }]))
+    writeAsPartition(join(path, '.slapos-port-redirect'), JSON.stringify([{ srcPort: last, destPort: 8080, destAddress: address }]))
     assert.is((await node.run(['node', 'instance', '--now'])).code, 0)
     await waitFor('one socat', async () => ((await socatPids(node, id)).length === 1 ? true : undefined))
     const cfg = readFileSync(node.cfgPath, 'utf8')
