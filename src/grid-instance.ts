@@ -610,7 +610,7 @@ async function dispatch(env: Env, w: Work): Promise<void> {
     }
     case 'destroyed':
       await stopPartitionServices(sup, cfg.instanceRoot, w.id)
-      if (env.firewall) await firewallRemove(env, w)
+      await firewallRemove(env, w)
       if (!opts.forceStop) await ignoreErrors(w.log, () => client.stoppedComputerPartition(cfg.computerId, w.id))
       return
     default:
@@ -620,15 +620,11 @@ async function dispatch(env: Env, w: Work): Promise<void> {
 
 /**
  * node-extras §2.3-2.5: the firewalld rules of a started or stopped partition's `route_*`
- * addresses. The tree's addresses are asked for only when there is such an address (the
- * original asks for every partition).
+ * addresses.
  */
 async function firewallAdd(env: Env, w: Work): Promise<void> {
   if (!env.firewall) return
-  const addresses = partitionAddresses(w.params._parameter_dict ?? {})
-  const tree = routeAddresses(addresses).length
-    ? await fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log)
-    : []
+  const { addresses, tree } = await firewallInputs(env, w, false)
   await applyFirewall(env.firewall, { id: w.id, path: w.path, addresses }, w.params.raw.state._filter_dict, tree, env.ctx.runner, w.log)
 }
 
@@ -639,15 +635,27 @@ async function firewallAdd(env: Env, w: Work): Promise<void> {
  */
 async function firewallRemove(env: Env, w: Work): Promise<void> {
   if (!env.firewall) return
+  const { addresses, tree } = await firewallInputs(env, w, true)
+  await removeFirewall(env.firewall, w, env.ctx.runner, w.log, { addresses, filter: w.params.raw.state._filter_dict, tree })
+}
+
+/**
+ * The partition's addresses, and the tree's, asked for only when the partition has a
+ * `route_*` address (the original asks for every partition). `lenient`: a master that cannot
+ * give them (other than unreachable) is a warning and an empty tree.
+ */
+async function firewallInputs(env: Env, w: Work, lenient: boolean): Promise<{ addresses: Array<[string, string]>; tree: unknown[] }> {
   const addresses = partitionAddresses(w.params._parameter_dict ?? {})
-  const tree = routeAddresses(addresses).length
-    ? await fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log).catch((e: unknown) => {
+  if (routeAddresses(addresses).length === 0) return { addresses, tree: [] }
+  const fetching = fetchTreeAddresses(() => env.client.getHostingSubscriptionIpList(env.cfg.computerId, w.id), w.log)
+  const tree = lenient
+    ? await fetching.catch((e: unknown) => {
         if (e instanceof ConnectionError) throw e
         w.log.warning(`Cannot get the instance tree's addresses (${e instanceof Error ? e.message : String(e)}): only the recorded rules and those of the filter are removed`)
         return []
       })
-    : []
-  await removeFirewall(env.firewall, w, env.ctx.runner, w.log, { addresses, filter: w.params.raw.state._filter_dict, tree })
+    : await fetching
+  return { addresses, tree }
 }
 
 /** §4.5 (`Partition.install`): checks, buildout.cfg, then the instance buildout as the partition owner. */

@@ -201,13 +201,7 @@ export function writePartitionGroup(instanceRoot: string, p: PartitionProcesses,
     }
     return { changed, programs: [], refused }
   }
-  // supervisord (root) appends to each program's log in the partition: a link planted there
-  // would make it write elsewhere, so anything but a regular file is removed first
-  for (const e of entries) {
-    const log = programLog(p, e.name)
-    const st = lstatSync(log, { throwIfNoEntry: false })
-    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
-  }
+  resetProgramLogs(p, entries)
   const text = groupText(p, entries)
   if (writeIfChanged(own, text)) changed = true
   return { changed, programs: entries.map((e) => `${p.id}:${e.processName}`), refused }
@@ -264,11 +258,7 @@ export function writeManagerGroup(instanceRoot: string, p: PartitionProcesses, s
     byName.set(prog.name, prog) // the later of two programs of one name wins, as in the original
   }
   const entries = [...byName.values()].map((prog) => ({ name: prog.name, command: prog.argv.map(shellQuote).join(' '), quoted: true, processName: prog.name, asRoot: prog.asRoot === true }))
-  for (const e of entries) {
-    const log = programLog(group, e.name)
-    const st = lstatSync(log, { throwIfNoEntry: false })
-    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
-  }
+  resetProgramLogs(group, entries)
   return writeIfChanged(file, groupText(group, entries))
 }
 
@@ -435,15 +425,7 @@ export class Supervisor {
         if (e instanceof SupervisorFault && e.faultCode === FAULT.BAD_NAME) return undefined
         throw e
       }
-      if (!isStruct(v)) return undefined
-      return {
-        name: String(v.name ?? ''),
-        group: String(v.group ?? ''),
-        statename: String(v.statename ?? ''),
-        pid: Number(v.pid ?? 0),
-        exitstatus: Number(v.exitstatus ?? 0),
-        start: Number(v.start ?? 0),
-      }
+      return isStruct(v) ? { ...processInfo(v), start: Number(v.start ?? 0) } : undefined
     })
   }
 
@@ -513,13 +495,7 @@ export class Supervisor {
   private async allProcessInfo(): Promise<ProcessInfo[]> {
     const v = await this.rpc('supervisor.getAllProcessInfo', [])
     if (!Array.isArray(v)) return []
-    return v.filter(isStruct).map((p) => ({
-      name: String(p.name ?? ''),
-      group: String(p.group ?? ''),
-      statename: String(p.statename ?? ''),
-      pid: Number(p.pid ?? 0),
-      exitstatus: Number(p.exitstatus ?? 0),
-    }))
+    return v.filter(isStruct).map(processInfo)
   }
 
   private async apply(): Promise<void> {
@@ -798,6 +774,18 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
   return lines.join('\n')
 }
 
+/**
+ * supervisord (root) appends to each program's log in the partition: a link planted there
+ * would make it write elsewhere, so anything but a regular file is removed first.
+ */
+function resetProgramLogs(p: PartitionProcesses, entries: ReadonlyArray<{ name: string }>): void {
+  for (const e of entries) {
+    const log = programLog(p, e.name)
+    const st = lstatSync(log, { throwIfNoEntry: false })
+    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
+  }
+}
+
 function programLog(p: PartitionProcesses, name: string): string {
   return join(p.path, `.${p.id}_${name}.log`)
 }
@@ -886,6 +874,10 @@ function alive(pid: number): boolean {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
+}
+
+function processInfo(p: { [key: string]: XmlRpcValue }): ProcessInfo {
+  return { name: String(p.name ?? ''), group: String(p.group ?? ''), statename: String(p.statename ?? ''), pid: Number(p.pid ?? 0), exitstatus: Number(p.exitstatus ?? 0) }
 }
 
 function isStruct(v: unknown): v is { [key: string]: XmlRpcValue } {
