@@ -66,14 +66,7 @@ export class JsonRpcApi {
         } catch (err) {
           throw new JsonRpcError(400, `Failed to decode JSON object: ${(err as Error).message}`)
         }
-        const hostile = documentProblem(body, this.host.maxDepth)
-        if (hostile !== undefined) throw new JsonRpcError(400, hostile)
-        const invalid = schemaError(body, route.input)
-        if (invalid !== undefined) throw new JsonRpcError(400, invalid)
-        const unsafe = identifierProblem(body as Body)
-        if (unsafe !== undefined) throw new JsonRpcError(400, unsafe)
-        const doc = await route.run({ host: this.host, body: body as Body, req })
-        return checkOutput(doc, route.output)
+        return this.call(name, body, req)
       })
       .then(
         (doc) => sendJson(res, 200, doc, head),
@@ -87,6 +80,23 @@ export class JsonRpcApi {
           sendError(res, 500, 'Internal server error', head)
         },
       )
+  }
+
+  /**
+   * One call of a route with a parsed body, checked as `handle` checks it (the panel's checked
+   * request goes through here); refused with a JsonRpcError.
+   */
+  async call(name: string, body: unknown, req: IncomingMessage): Promise<unknown> {
+    const route = Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined
+    if (!route) throw new JsonRpcError(404, `/${name} is not a method of this API`)
+    const hostile = documentProblem(body, this.host.maxDepth)
+    if (hostile !== undefined) throw new JsonRpcError(400, hostile)
+    const invalid = schemaError(body, route.input)
+    if (invalid !== undefined) throw new JsonRpcError(400, invalid)
+    const unsafe = identifierProblem(body as Body)
+    if (unsafe !== undefined) throw new JsonRpcError(400, unsafe)
+    const doc = await route.run({ host: this.host, body: body as Body, req })
+    return checkOutput(doc, route.output)
   }
 }
 

@@ -1,23 +1,39 @@
 // The local master's panel (proxy.md §10.2): `/panel/` is one self-contained page that shows and
 // requests instances through the JSON API of proxy-jsonrpc.ts, `/panel/public/<path>` downloads
-// a file of `[slapproxy] public_directory_path`. Routed from proxy-server.ts.
+// a file of `[slapproxy] public_directory_path`; `/panel/schema` gives the page the request form
+// of a supplied software release (proxy-schema.ts), `/panel/request` checks a request against it
+// before making it. Routed from proxy-server.ts.
 import { closeSync, createReadStream, openSync, statSync, type BigIntStats } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { posix, resolve } from 'node:path'
+import type { Logger } from './log.ts'
+import { JsonRpcError } from './proxy-jsonrpc.ts'
+import { findEntry, loadReleaseSchema, SchemaUnavailable, serialiseParameters, unwrapJsonInXml, validateParameters, type ReleaseSchema } from './proxy-schema.ts'
 import { pyFloatRepr } from './slap-protocol.ts'
 
 // node:crypto costs a process ~1.4 MB of private memory and ~1 MB of code pages, and time to
 // load: taken on first use only
 const nodeCrypto = (): typeof import('node:crypto') => process.getBuiltinModule('node:crypto')
 
-/**
- * Answers a request whose path is `/panel` or starts with `/panel/`. `publicDirectory` is
- * `public_directory_path` as configured (undefined or empty: not configured).
- */
-export function servePanel(req: IncomingMessage, res: ServerResponse, url: URL, publicDirectory: string | undefined): void {
-  req.resume()
+/** What the panel needs from the master that serves it. */
+export interface PanelHost {
+  /** `public_directory_path` as configured (undefined or empty: not configured) */
+  publicDirectory: string | undefined
+  /** whether a software release of this URL is supplied to a computer of this master */
+  isSupplied(url: string): boolean
+  /** the request body, or undefined when it is over the size limit */
+  readBody(req: IncomingMessage): Promise<string | undefined>
+  /** slapos.post.v0.software_instance of the JSON API with this body (JsonRpcError when refused) */
+  requestInstance(body: Record<string, unknown>, req: IncomingMessage): Promise<unknown>
+  log: Logger
+}
+
+/** Answers a request whose path is `/panel` or starts with `/panel/`. */
+export function servePanel(req: IncomingMessage, res: ServerResponse, url: URL, host: PanelHost): void {
   const rest = url.pathname.replace(/^\/+panel/, '')
   const method = req.method ?? 'GET'
+  if (rest === '/request') return void panelRequest(req, res, host)
+  req.resume()
   if (method === 'OPTIONS') return send(res, 200, '', { Allow: ALLOW })
   if (method !== 'GET' && method !== 'HEAD') return errorPage(res, 405, DESCRIPTIONS[405], { Allow: ALLOW })
   const head = method === 'HEAD'
@@ -28,10 +44,11 @@ export function servePanel(req: IncomingMessage, res: ServerResponse, url: URL, 
     return send(res, 308, page, { Location: to })
   }
   if (rest === '/') return servePage(req, res, head)
+  if (rest === '/schema') return void serveSchema(res, url, host, head)
   if (rest.startsWith('/public/') && rest.length > '/public/'.length) {
     // 403 rather than 404, like the original, so that an operator sees what is missing
-    if (!publicDirectory) return errorPage(res, 403, 'The public directory path is not configured.')
-    return servePublicFile(req, res, publicDirectory, rest.slice('/public/'.length), head)
+    if (!host.publicDirectory) return errorPage(res, 403, 'The public directory path is not configured.')
+    return servePublicFile(req, res, host.publicDirectory, rest.slice('/public/'.length), head)
   }
   return errorPage(res, 404, DESCRIPTIONS[404])
 }
@@ -52,10 +69,13 @@ const REASONS: Record<number, string> = {
   206: 'Partial Content',
   304: 'Not Modified',
   308: 'Permanent Redirect',
+  400: 'Bad Request',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
   412: 'Precondition Failed',
+  413: 'Request Entity Too Large',
+  415: 'Unsupported Media Type',
   416: 'Requested Range Not Satisfiable',
   500: 'Internal Server Error',
 }
@@ -74,6 +94,133 @@ function errorPage(res: ServerResponse, status: number, text: string, headers: R
 
 function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
+}
+
+/** A JSON answer of the panel's own routes; errors as the JSON API writes them. */
+function sendJson(res: ServerResponse, status: number, doc: unknown, head = false): void {
+  const body = Buffer.from(JSON.stringify(doc), 'utf8')
+  res.writeHead(status, (REASONS[status] ?? '').toUpperCase(), {
+    'Content-Type': 'application/json',
+    'Content-Length': String(body.length),
+    'Cache-Control': 'no-store',
+    'X-Content-Type-Options': 'nosniff',
+  })
+  res.end(head ? undefined : body)
+}
+
+function sendJsonError(res: ServerResponse, status: number, title: string): void {
+  sendJson(res, status, { status, type: REASONS[status] ?? 'Error', title })
+}
+
+/** Schemas read recently, by release URL: the page asks when the URL is chosen, then on submit. */
+const schemaCache = new Map<string, { at: number; schema: Promise<ReleaseSchema> }>()
+const SCHEMA_CACHE_MS = 30_000
+
+/**
+ * The release's schema, read only when the release is supplied to this master: the page cannot
+ * make the proxy fetch an arbitrary URL.
+ */
+function releaseSchema(url: string, host: PanelHost): Promise<ReleaseSchema> {
+  if (!host.isSupplied(url)) return Promise.reject(new SchemaUnavailable('this software release is not supplied to this master: its schema is read once it is'))
+  const now = Date.now()
+  const hit = schemaCache.get(url)
+  if (hit && now - hit.at < SCHEMA_CACHE_MS) return hit.schema
+  if (schemaCache.size >= 100) schemaCache.clear()
+  const schema = loadReleaseSchema(url)
+  schemaCache.set(url, { at: now, schema })
+  return schema
+}
+
+/** `GET /panel/schema?url=<release>`: the form of a release, or why there is none. */
+async function serveSchema(res: ServerResponse, url: URL, host: PanelHost, head: boolean): Promise<void> {
+  const release = url.searchParams.get('url')
+  if (!release) return sendJsonError(res, 400, 'Give the software release URL as ?url=')
+  try {
+    const schema = await releaseSchema(release, host)
+    sendJson(res, 200, { software_release_uri: release, available: true, name: schema.name, description: schema.description, software_types: schema.types.map(({ softwareType, ...e }) => ({ ...e, software_type: softwareType })) }, head)
+  } catch (err) {
+    if (!(err instanceof SchemaUnavailable)) {
+      host.log.error(`GET /panel/schema: ${err instanceof Error ? err.message : String(err)}`)
+      return sendJsonError(res, 500, 'Internal server error')
+    }
+    sendJson(res, 200, { software_release_uri: release, available: false, problem: err.message }, head)
+  }
+}
+
+/**
+ * `POST /panel/request`: the body of slapos.post.v0.software_instance, plus the schema entry the
+ * page chose (`software_type_entry`). When the release has an input schema for that software
+ * type, the parameters are checked against it (refused: 400, nothing requested) and encoded as
+ * its serialisation says; otherwise they go as they are.
+ */
+async function panelRequest(req: IncomingMessage, res: ServerResponse, host: PanelHost): Promise<void> {
+  if (req.method !== 'POST') {
+    req.resume()
+    res.setHeader('Allow', 'POST')
+    return sendJsonError(res, 405, 'The method is not allowed for the requested URL.')
+  }
+  if (!/^application\/json\s*(;|$)/i.test(String(req.headers['content-type'] ?? ''))) {
+    req.resume()
+    return sendJsonError(res, 415, "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.")
+  }
+  try {
+    const text = await host.readBody(req)
+    if (text === undefined) throw new JsonRpcError(413, 'The data value transmitted exceeds the capacity limit.')
+    let body: unknown
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new JsonRpcError(400, 'The request is not valid JSON.')
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new JsonRpcError(400, 'The request must be a JSON object.')
+    const doc = body as Record<string, unknown>
+    const entryKey = doc.software_type_entry
+    delete doc.software_type_entry
+    if (entryKey !== undefined && typeof entryKey !== 'string') throw new JsonRpcError(400, 'software_type_entry must be a string')
+    await checkAgainstSchema(doc, entryKey, host)
+    sendJson(res, 200, await host.requestInstance(doc, req))
+  } catch (err) {
+    if (err instanceof JsonRpcError) {
+      host.log.warning(`POST /panel/request: ${err.status} ${err.message}`)
+      return sendJsonError(res, err.status, err.message)
+    }
+    host.log.error(`POST /panel/request: ${err instanceof Error ? err.message : String(err)}`)
+    sendJsonError(res, 500, 'Internal server error')
+  }
+}
+
+/** Checks and encodes `doc.parameters` in place when the release has a schema for the request. */
+async function checkAgainstSchema(doc: Record<string, unknown>, entryKey: string | undefined, host: PanelHost): Promise<void> {
+  const { software_release_uri: release, software_type: softwareType } = doc
+  if (typeof release !== 'string' || typeof softwareType !== 'string') return
+  if (!host.isSupplied(release)) {
+    if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software release is not supplied to this master, its schema cannot be checked')
+    return
+  }
+  let schema: ReleaseSchema
+  try {
+    schema = await releaseSchema(release, host)
+  } catch (err) {
+    if (!(err instanceof SchemaUnavailable)) throw err
+    // no schema: the parameters go as given, as from the key/value form
+    if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the schema cannot be read (${err.message})`)
+    return
+  }
+  const entry = findEntry(schema, softwareType, doc.shared === true, entryKey)
+  if (!entry) {
+    if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software type is not in the software release schema')
+    return
+  }
+  if (!entry.schema) {
+    if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the input schema of this software type cannot be read (${entry.problem ?? ''})`)
+    return
+  }
+  const given = doc.parameters ?? {}
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new JsonRpcError(400, 'Not requested: the parameters must be a JSON object')
+  const parameters = entry.serialisation === 'json-in-xml' ? unwrapJsonInXml(given as Record<string, unknown>) : given
+  const problems = validateParameters(entry.schema, parameters)
+  if (problems.length) throw new JsonRpcError(400, `Not requested, the parameters do not fit the schema of ${entry.title}: ${problems.join('; ')}`)
+  doc.parameters = serialiseParameters(entry.serialisation, given as Record<string, unknown>)
 }
 
 let pageCache: { body: Buffer; etag: string } | undefined
@@ -374,6 +521,9 @@ form textarea { font-family: ui-monospace, monospace; min-height: 8em }
 fieldset { border: 1px solid #ccc; margin: .6em 0 }
 .inline { display: inline-block; margin-right: 1.2em }
 #pairs input { display: inline-block; width: 40%; margin: .15em 0 }
+#schema-form { border: 0; padding: 0; margin: 0 }
+.field small { display: block }
+.field code { color: #555 }
 </style>
 </head>
 <body>
@@ -387,20 +537,25 @@ fieldset { border: 1px solid #ccc; margin: .6em 0 }
 <div id="trees"></div>
 
 <h2>Request an instance</h2>
-<form id="request">
+<form id="request" novalidate>
   <label>Title <input name="title" required maxlength="200"></label>
   <label>Software release URL <input name="software_release_uri" required list="software-releases"></label>
   <datalist id="software-releases"></datalist>
-  <label>Software type <input name="software_type" value="default"></label>
+  <p id="schema-status" class="muted" role="status"></p>
+  <label class="inline"><input type="checkbox" name="shared"> Shared instance</label>
+  <label id="software-type-text">Software type <input name="software_type" value="default"></label>
+  <label id="software-type-choice" hidden>Software type <select name="software_type_entry"></select></label>
+  <p id="software-type-description" class="muted"></p>
   <fieldset>
     <legend>Parameters</legend>
-    <label class="inline"><input type="radio" name="parameter_mode" value="pairs" checked> key / value</label>
+    <label class="inline" id="mode-form" hidden><input type="radio" name="parameter_mode" value="form"> form of the schema</label>
+    <label class="inline" id="mode-pairs"><input type="radio" name="parameter_mode" value="pairs" checked> key / value</label>
     <label class="inline"><input type="radio" name="parameter_mode" value="json"> JSON object</label>
+    <fieldset id="schema-form" hidden disabled></fieldset>
     <div id="pairs"></div>
     <button id="add-pair" type="button">Add a parameter</button>
     <textarea name="parameters_json" hidden spellcheck="false">{}</textarea>
   </fieldset>
-  <label class="inline"><input type="checkbox" name="shared"> Shared instance</label>
   <label>State <select name="state"><option>started</option><option>stopped</option><option>destroyed</option></select></label>
   <label>On computer <select name="computer_guid"><option value="">any</option></select></label>
   <button type="submit">Request</button>
@@ -524,13 +679,18 @@ function addPair(key, value) {
   document.getElementById('pairs').append(row)
 }
 
+/** Sets out[key] as an own property, whatever the key (a name such as __proto__ is data here). */
+function put(out, key, value) {
+  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
+}
+
 function pairsObject() {
   const out = {}
   for (const row of document.querySelectorAll('#pairs .pair')) {
     const key = row.querySelector('.key').value
     if (!key) continue
     if (Object.hasOwn(out, key)) throw new Error('parameter ' + key + ' is given twice')
-    out[key] = row.querySelector('.value').value
+    put(out, key, row.querySelector('.value').value)
   }
   return out
 }
@@ -556,30 +716,330 @@ function setParameters(mode, parameters) {
 }
 
 function showMode() {
-  const json = parameterMode() === 'json'
-  document.getElementById('pairs').hidden = json
-  document.getElementById('add-pair').hidden = json
-  form.elements.parameters_json.hidden = !json
+  const mode = parameterMode()
+  const schemaForm = document.getElementById('schema-form')
+  document.getElementById('pairs').hidden = mode !== 'pairs'
+  document.getElementById('add-pair').hidden = mode !== 'pairs'
+  form.elements.parameters_json.hidden = mode !== 'json'
+  // a hidden part of the form is disabled: its constraints do not stop a request
+  schemaForm.hidden = schemaForm.disabled = mode !== 'form'
 }
 
-function fillForm(d) {
+// --- the form built from the software release's schema (GET schema?url=, from this proxy) ---
+
+/** The schema of the release in the URL field, as the proxy read it; null when there is none. */
+let release = null
+/** The fields of the schema form: { name, node, kind, input, choices } */
+let fields = []
+let schemaAsked = 0
+
+function schemaEntries() {
+  if (!release) return []
+  const shared = form.elements.shared.checked
+  return release.software_types.filter((e) => e.shared === shared)
+}
+
+function currentEntry() {
+  const key = form.elements.software_type_entry.value
+  return schemaEntries().find((e) => e.key === key) || null
+}
+
+async function loadSchema() {
+  const url = form.elements.software_release_uri.value.trim()
+  const asked = ++schemaAsked
+  const status = document.getElementById('schema-status')
+  release = null
+  if (url) {
+    status.textContent = 'Reading the schema of this software release...'
+    try {
+      const r = await fetch(new URL('schema?url=' + encodeURIComponent(url), document.baseURI), { headers: { Accept: 'application/json' } })
+      const doc = await r.json()
+      if (asked !== schemaAsked) return
+      if (doc.available) release = doc
+      status.textContent = doc.available
+        ? 'Schema of the software release' + (doc.name ? ' ' + doc.name : '') + (doc.description ? ': ' + doc.description : '')
+        : 'No schema form: ' + (doc.problem || doc.title || 'HTTP ' + r.status) + ' (key / value parameters)'
+    } catch (e) {
+      if (asked !== schemaAsked) return
+      status.textContent = 'No schema form: ' + e.message
+    }
+  } else status.textContent = ''
+  showSoftwareTypes()
+}
+
+/** The software type select of the schema's entries (shared or not), or the free text field. */
+function showSoftwareTypes(wanted) {
+  const entries = schemaEntries()
+  const select = form.elements.software_type_entry
+  const previous = wanted || select.value
+  select.replaceChildren(...entries.map((e) => el('option', { value: e.key }, e.title + (e.title !== e.software_type ? ' (' + e.software_type + ')' : ''))))
+  const keep = entries.find((e) => e.key === previous) || entries.find((e) => e.software_type === form.elements.software_type.value) || entries[0]
+  if (keep) select.value = keep.key
+  document.getElementById('software-type-choice').hidden = entries.length === 0
+  document.getElementById('software-type-text').hidden = entries.length > 0
+  showEntry()
+}
+
+function showEntry() {
+  const entry = currentEntry()
+  const box = document.getElementById('schema-form')
+  const description = document.getElementById('software-type-description')
+  fields = []
+  box.replaceChildren()
+  description.textContent = ''
+  if (entry) {
+    form.elements.software_type.value = entry.software_type
+    description.textContent = [entry.description, entry.problem ? 'No form: ' + entry.problem : ''].filter(Boolean).join(' ')
+  }
+  const schema = entry && entry.schema
+  const usable = !!schema
+  document.getElementById('mode-form').hidden = !usable
+  if (usable) buildForm(box, schema)
+  if (usable) form.elements.parameter_mode.value = 'form'
+  else if (parameterMode() === 'form') form.elements.parameter_mode.value = 'pairs'
+  // a schema types its values: key / value (all text) is for releases without one
+  document.getElementById('mode-pairs').hidden = usable
+  if (usable && parameterMode() === 'pairs') form.elements.parameter_mode.value = 'form'
+  showMode()
+}
+
+function has(node, key) {
+  return node !== null && typeof node === 'object' && Object.hasOwn(node, key)
+}
+
+function isType(node, type) {
+  return !!(node && node.type && node.type.includes(type))
+}
+
+/** The values a select offers: an enum, or a oneOf of constants (with their titles). */
+function choicesOf(node) {
+  if (Array.isArray(node.enum) && node.enum.length && node.enum.every((v) => v === null || typeof v !== 'object')) return node.enum.map((v) => ({ value: v, title: String(v) }))
+  if (Array.isArray(node.oneOf) && node.oneOf.length && node.oneOf.every((b) => has(b, 'const') && (b.const === null || typeof b.const !== 'object'))) {
+    return node.oneOf.map((b) => ({ value: b.const, title: b.title ? b.title + ' (' + String(b.const) + ')' : String(b.const) }))
+  }
+  return null
+}
+
+function kindOf(node) {
+  if (node.unsupported || node.never) return 'json'
+  if (choicesOf(node)) return 'select'
+  const types = node.type || []
+  if (types.length === 1 || (types.length === 2 && types.includes('null'))) {
+    const t = types.find((x) => x !== 'null')
+    if (t === 'boolean') return 'boolean'
+    if (t === 'integer' || t === 'number') return 'number'
+    if (t === 'string' && !node.oneOf && !node.anyOf && !node.allOf) return 'string'
+    if (t === 'array' && node.items && !node.items.unsupported && (isType(node.items, 'string') || isType(node.items, 'integer') || isType(node.items, 'number')) && !choicesOf(node.items)) return 'lines'
+  }
+  return 'json'
+}
+
+/** One labelled input per property of the schema; what it cannot show as a field is a JSON text area. */
+function buildForm(box, schema) {
+  const properties = isType(schema, 'object') || schema.properties ? schema.properties || [] : null
+  const required = new Set(schema.required || [])
+  if (!properties || schema.unsupported || schema.oneOf || schema.anyOf) {
+    box.append(el('p', { class: 'muted' }, 'This schema is edited as one JSON object' + (schema.unsupported ? ' (the form does not handle: ' + schema.unsupported.join(', ') + ')' : '') + '.'))
+    fields.push(makeField(box, '', schema, 'json', true))
+    return
+  }
+  for (const [name, node] of properties) fields.push(makeField(box, name, node, kindOf(node), required.has(name)))
+  if (!properties.length) box.append(el('p', { class: 'muted' }, 'This software type takes no parameter.'))
+}
+
+function makeField(box, name, node, kind, required) {
+  const field = { name, node, kind, required, choices: null, input: null }
+  const hasDefault = has(node, 'default')
+  let input
+  if (kind === 'select') {
+    field.choices = choicesOf(node)
+    input = el('select', {}, required && hasDefault ? null : el('option', { value: '' }, '(not set)'), field.choices.map((c, i) => el('option', { value: String(i) }, c.title)))
+    const at = hasDefault ? field.choices.findIndex((c) => JSON.stringify(c.value) === JSON.stringify(node.default)) : -1
+    input.value = at >= 0 ? String(at) : ''
+  } else if (kind === 'boolean') {
+    if (hasDefault || required) {
+      input = el('input', { type: 'checkbox' })
+      input.checked = node.default === true
+    } else input = el('select', {}, el('option', { value: '' }, '(not set)'), el('option', { value: 'true' }, 'true'), el('option', { value: 'false' }, 'false'))
+  } else if (kind === 'number') {
+    input = el('input', { type: 'number', step: isType(node, 'integer') ? (node.multipleOf && Number.isInteger(node.multipleOf) ? String(node.multipleOf) : '1') : 'any' })
+    if (typeof node.minimum === 'number') input.min = String(node.minimum)
+    if (typeof node.maximum === 'number') input.max = String(node.maximum)
+    if (typeof node.default === 'number') input.value = String(node.default)
+  } else if (kind === 'string') {
+    input = el('input', { type: 'text' })
+    if (typeof node.maxLength === 'number') input.maxLength = node.maxLength
+    if (typeof node.minLength === 'number') input.minLength = node.minLength
+    if (typeof node.pattern === 'string') input.pattern = node.pattern
+    if (typeof node.default === 'string') input.value = node.default
+  } else if (kind === 'lines') {
+    input = el('textarea', { spellcheck: 'false', placeholder: 'one item a line' })
+    if (Array.isArray(node.default)) input.value = node.default.join('\\n')
+  } else {
+    input = el('textarea', { spellcheck: 'false', placeholder: 'JSON' })
+    if (hasDefault) input.value = JSON.stringify(node.default, null, 2)
+  }
+  if (required && kind !== 'boolean') input.required = true
+  input.addEventListener('input', () => input.setCustomValidity(''))
+  input.addEventListener('change', () => input.setCustomValidity(''))
+  field.input = input
+  const title = node.title || name || 'Parameters'
+  box.append(el('label', { class: 'field' },
+    el('span', { class: 'field-title' }, title), required ? ' *' : '', name ? ' ' : '', name ? el('code', {}, name) : null,
+    input,
+    node.description ? el('small', { class: 'muted' }, node.description) : null,
+    node.unsupported ? el('small', { class: 'muted' }, 'JSON: the form does not handle ' + node.unsupported.join(', ')) : null))
+  return field
+}
+
+/** The value a field holds, undefined when not set; throws with what is wrong. */
+function fieldValue(f) {
+  const input = f.input
+  if (f.kind === 'select') return input.value === '' ? undefined : f.choices[Number(input.value)].value
+  if (f.kind === 'boolean') return input.type === 'checkbox' ? input.checked : input.value === '' ? undefined : input.value === 'true'
+  const text = input.value
+  if (text.trim() === '') return undefined
+  if (f.kind === 'number') {
+    const n = Number(text)
+    if (!Number.isFinite(n)) throw new Error('is not a number')
+    return n
+  }
+  if (f.kind === 'string') return text
+  if (f.kind === 'lines') {
+    const items = text.split('\\n').map((l) => l.trim()).filter(Boolean)
+    return isType(f.node.items, 'string') ? items : items.map((x) => {
+      const n = Number(x)
+      if (!Number.isFinite(n)) throw new Error(JSON.stringify(x) + ' is not a number')
+      return n
+    })
+  }
+  try { return JSON.parse(text) } catch (e) { throw new Error('is not valid JSON') }
+}
+
+/** What the schema says of a value that the input's own constraints do not check. */
+function valueProblem(node, v) {
+  if (typeof v === 'number') {
+    if (typeof node.exclusiveMinimum === 'number' && v <= node.exclusiveMinimum) return 'must be more than ' + node.exclusiveMinimum
+    if (typeof node.exclusiveMaximum === 'number' && v >= node.exclusiveMaximum) return 'must be less than ' + node.exclusiveMaximum
+    if (typeof node.minimum === 'number' && v < node.minimum) return 'must be at least ' + node.minimum
+    if (typeof node.maximum === 'number' && v > node.maximum) return 'must be at most ' + node.maximum
+    if (isType(node, 'integer') && !Number.isInteger(v)) return 'must be an integer'
+  }
+  if (typeof v === 'string') {
+    const n = [...v].length
+    if (typeof node.minLength === 'number' && n < node.minLength) return 'must have at least ' + node.minLength + ' characters'
+    if (typeof node.maxLength === 'number' && n > node.maxLength) return 'must have at most ' + node.maxLength + ' characters'
+  }
+  if (Array.isArray(v)) {
+    if (typeof node.minItems === 'number' && v.length < node.minItems) return 'must have at least ' + node.minItems + ' items'
+    if (typeof node.maxItems === 'number' && v.length > node.maxItems) return 'must have at most ' + node.maxItems + ' items'
+  }
+  if (node.type && v !== undefined && wrongType(node, v)) return 'must be ' + node.type.join(' or ')
+  return ''
+}
+
+function wrongType(node, v) {
+  const t = v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v
+  return !node.type.some((x) => x === t || (x === 'integer' && t === 'number' && Number.isInteger(v)))
+}
+
+/** The parameters of the schema form, checked; undefined (and the first problem reported) when invalid. */
+function formObject() {
+  const out = {}
+  for (const f of fields) {
+    let v
+    try {
+      v = fieldValue(f)
+      const problem = v === undefined ? '' : valueProblem(f.node, v)
+      if (problem) throw new Error(problem)
+    } catch (e) {
+      f.input.setCustomValidity((f.node.title || f.name || 'the parameters') + ' ' + e.message)
+      continue
+    }
+    f.input.setCustomValidity('')
+    if (f.name === '') return v === undefined ? {} : v
+    if (v !== undefined) put(out, f.name, v)
+  }
+  return out
+}
+
+/** Fills the schema form from stored parameters (text for xml releases); false when they do not fit it. */
+function fillSchemaForm(parameters) {
+  const entry = currentEntry()
+  if (!entry || !entry.schema) return false
+  let values = parameters
+  if (entry.serialisation === 'json-in-xml' && Object.keys(parameters).length === 1 && typeof parameters._ === 'string') {
+    try { values = JSON.parse(parameters._) } catch (e) { return false }
+  }
+  if (values === null || typeof values !== 'object' || Array.isArray(values)) return false
+  if (fields.length === 1 && fields[0].name === '') {
+    fields[0].input.value = JSON.stringify(values, null, 2)
+    return true
+  }
+  const byName = new Map(fields.map((f) => [f.name, f]))
+  if (Object.keys(values).some((k) => !byName.has(k))) return false
+  for (const f of fields) {
+    const given = Object.hasOwn(values, f.name)
+    let v = given ? values[f.name] : undefined
+    if (typeof v === 'string' && f.kind !== 'string' && f.kind !== 'select') {
+      try { v = JSON.parse(v) } catch (e) { if (f.kind !== 'lines') return false }
+    }
+    const input = f.input
+    if (f.kind === 'select') {
+      const at = f.choices.findIndex((c) => c.value === v || String(c.value) === String(v))
+      if (given && at < 0) return false
+      input.value = at < 0 ? '' : String(at)
+    } else if (f.kind === 'boolean') {
+      if (input.type === 'checkbox') input.checked = v === true
+      else input.value = v === undefined ? '' : String(v === true)
+    } else if (f.kind === 'lines') input.value = Array.isArray(v) ? v.join('\\n') : v === undefined ? '' : String(v)
+    else if (f.kind === 'json') input.value = v === undefined ? '' : JSON.stringify(v, null, 2)
+    else input.value = v === undefined ? '' : String(v)
+  }
+  return true
+}
+
+async function fillForm(d) {
   form.elements.title.value = d.title
   form.elements.software_release_uri.value = d.software_release_uri
   form.elements.software_type.value = d.software_type
   form.elements.shared.checked = !!d.shared
   form.elements.state.value = d.state
   const parameters = d.parameters || {}
-  setParameters(Object.values(parameters).every((v) => typeof v === 'string') ? 'pairs' : 'json', parameters)
   form.scrollIntoView()
+  await loadSchema()
+  const entry = schemaEntries().find((e) => e.key === d.software_type) || schemaEntries().find((e) => e.software_type === d.software_type)
+  if (entry) showSoftwareTypes(entry.key)
+  else if (release) {
+    // the instance's software type is not in the schema: edited as it is
+    document.getElementById('software-type-choice').hidden = true
+    document.getElementById('software-type-text').hidden = false
+    form.elements.software_type.value = d.software_type
+    fields = []
+    document.getElementById('mode-form').hidden = true
+    document.getElementById('mode-pairs').hidden = false
+  }
+  if (entry && fillSchemaForm(parameters)) {
+    form.elements.parameter_mode.value = 'form'
+    showMode()
+    return
+  }
+  const textOnly = Object.values(parameters).every((v) => typeof v === 'string')
+  setParameters(textOnly && document.getElementById('mode-pairs').hidden === false ? 'pairs' : 'json', parameters)
 }
 
 // switching mode carries the parameters over when they fit the other form
 for (const radio of form.elements.parameter_mode) radio.addEventListener('change', () => {
   const result = document.getElementById('request-result')
   result.textContent = ''
+  const from = radio.value === 'json' ? (document.getElementById('mode-pairs').hidden ? 'form' : 'pairs') : 'json'
   try {
-    if (parameterMode() === 'json') form.elements.parameters_json.value = JSON.stringify(pairsObject(), null, 2)
-    else {
+    if (radio.value === 'json') {
+      const v = from === 'form' ? formObject() : pairsObject()
+      form.elements.parameters_json.value = JSON.stringify(v, null, 2)
+    } else if (radio.value === 'form') {
+      if (!fillSchemaForm(jsonObject())) throw new Error('these parameters do not fit the form of the schema')
+    } else {
       const v = jsonObject()
       if (!Object.values(v).every((x) => typeof x === 'string')) throw new Error('values that are not strings can only be edited as JSON')
       setParameters('pairs', v)
@@ -587,7 +1047,7 @@ for (const radio of form.elements.parameter_mode) radio.addEventListener('change
   } catch (e) {
     result.className = 'error'
     result.textContent = e.message
-    form.elements.parameter_mode.value = parameterMode() === 'json' ? 'pairs' : 'json'
+    form.elements.parameter_mode.value = from
   }
   showMode()
 })
@@ -596,28 +1056,57 @@ form.addEventListener('submit', async (event) => {
   event.preventDefault()
   const result = document.getElementById('request-result')
   const f = form.elements
-  const body = { title: f.title.value, software_release_uri: f.software_release_uri.value, software_type: f.software_type.value, shared: f.shared.checked, state: f.state.value }
-  try {
-    body.parameters = parameterMode() === 'json' ? jsonObject() : pairsObject()
-  } catch (e) {
+  const refuse = (message) => {
     result.className = 'error'
-    result.textContent = 'Not requested: ' + e.message
+    result.textContent = 'Not requested: ' + message
+  }
+  const body = { title: f.title.value, software_release_uri: f.software_release_uri.value, software_type: f.software_type.value, shared: f.shared.checked, state: f.state.value }
+  const entry = currentEntry()
+  if (entry && !document.getElementById('software-type-choice').hidden) {
+    body.software_type = entry.software_type
+    body.software_type_entry = entry.key
+  }
+  try {
+    body.parameters = parameterMode() === 'json' ? jsonObject() : parameterMode() === 'form' ? formObject() : pairsObject()
+  } catch (e) {
+    return refuse(e.message)
+  }
+  // the browser's own checks of every field (required, bounds, patterns) and those of formObject
+  if (!form.checkValidity()) {
+    const bad = [...form.elements].find((x) => x.willValidate && !x.validity.valid)
+    if (bad) {
+      const label = bad.closest('label')
+      const name = label && label.querySelector('.field-title') ? label.querySelector('.field-title').textContent : bad.name || 'a field'
+      refuse(name + ': ' + bad.validationMessage)
+      bad.focus()
+    } else refuse('a field is not valid')
     return
   }
   if (f.computer_guid.value) body.sla_parameters = { computer_guid: f.computer_guid.value }
   result.className = 'muted'
   result.textContent = 'Requesting...'
   try {
-    const doc = await api('slapos.post.v0.software_instance', body)
+    // the proxy checks the parameters against the schema again before it requests
+    const r = await fetch(new URL('request', document.baseURI), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(body),
+    })
+    let doc
+    try { doc = await r.json() } catch (e) { throw new Error('HTTP ' + r.status + ' ' + r.statusText) }
+    if (!r.ok) throw new Error(doc && doc.title ? doc.title : 'HTTP ' + r.status)
     result.className = ''
     result.textContent = 'Requested ' + doc.title + (doc.compute_partition_id ? ' on ' + doc.computer_guid + ' / ' + doc.compute_partition_id : '') + ' (' + doc.state + ')'
   } catch (e) {
     result.className = 'error'
-    result.textContent = 'Not requested: ' + e.message
+    result.textContent = e.message.startsWith('Not requested') ? e.message : 'Not requested: ' + e.message
   }
   await refresh()
 })
 
+form.elements.software_release_uri.addEventListener('change', loadSchema)
+form.elements.shared.addEventListener('change', () => showSoftwareTypes())
+form.elements.software_type_entry.addEventListener('change', showEntry)
 document.getElementById('add-pair').addEventListener('click', () => addPair())
 document.getElementById('refresh').addEventListener('click', refresh)
 addPair()

@@ -15,7 +15,7 @@ import { escapingLogger, type Logger } from './log.ts'
 import { hasControl, idProblem, quote } from './names.ts'
 import { firstHeader, hostAllowed, hostPolicy, localLocation, machineNames, originAllowed, parseTarget, type HostPolicy } from './proxy-guard.ts'
 import { ProxyDb, ProxyDbError, type PartitionRow, type AddressRow } from './proxy-db.ts'
-import { servePanel } from './proxy-panel.ts'
+import { servePanel, type PanelHost } from './proxy-panel.ts'
 import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
@@ -226,13 +226,14 @@ export class ProxyApp {
     }
     const name = url.pathname.replace(/^\/+/, '')
     if (name.startsWith('slapos.')) return this.jsonRpcApi().handle(req, res, name)
+    // the panel reads the body of its request route itself
+    if (name === 'panel' || name.startsWith('panel/')) return servePanel(req, res, url, this.panelHost())
     const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
     if (!route) {
       // drain the body so keep-alive connections stay usable
       req.resume()
       if (name.startsWith('hateoas')) return void this.respondSafely(req, res, () => this.hateoas(req, url))
       if (name === '' && (req.method === 'GET' || req.method === 'HEAD')) return redirect(res, '/panel/')
-      if (name === 'panel' || name.startsWith('panel/')) return servePanel(req, res, url, this.publicDirectory)
       return send(res, errorPage(404))
     }
     const method = req.method === 'HEAD' ? 'GET' : req.method
@@ -295,6 +296,17 @@ export class ProxyApp {
         if (computerId && use && !idProblem('computer_id', computerId) && this.db.getComputer(computerId)) this.db.storeConsumption(computerId, use, new Date(this.clock() * 1000).toISOString())
         return 'Ignored'
       }),
+    }
+  }
+
+  /** What the panel (proxy-panel.ts) may use: supplied releases, and the JSON API's request. */
+  private panelHost(): PanelHost {
+    return {
+      publicDirectory: this.publicDirectory,
+      isSupplied: (url) => this.db.listAllSoftware().some((s) => s.url === url),
+      readBody: (req) => readBody(req, this.limits.maxRequestBodySize),
+      requestInstance: (body, req) => this.jsonRpcApi().call('slapos.post.v0.software_instance', body, req),
+      log: this.log,
     }
   }
 

@@ -1,21 +1,19 @@
 // The panel of the local master (proxy.md §10.2) against the built proxy: the redirect, the page
 // and the JSON routes it uses, downloads of public_directory_path, and - when Debian's chromium
 // is installed - the page driven for real in headless Chromium over the DevTools protocol.
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { request as httpRequest } from 'node:http'
 import { join } from 'node:path'
 import { Script } from 'node:vm'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { Browser, CHROMIUM } from './chromium.ts'
 import { skip, type StartedProxy, startProxy, tempDir } from './helpers.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
 const SR = 'http://sr.example/panel/software.cfg'
 const PANEL_ROUTES = [
   'slapos.allDocs.v0.instance_tree_list',
   'slapos.get.v0.instance_tree',
-  'slapos.post.v0.software_instance',
   'slapos.allDocs.v0.compute_node_software_installation_list',
   'slapos.allDocs.WIP.compute_node_list',
 ]
@@ -102,6 +100,9 @@ t('the panel is one self-contained HTML page that calls the JSON routes it needs
   for (const route of PANEL_ROUTES) assert.ok(r.body.includes(`'${route}'`), `the page calls ${route}`)
   // the JSON API answers those routes on this very proxy (relative to /panel/: ../slapos.*)
   assert.ok(r.body.includes("new URL('../' + name, document.baseURI)"))
+  // requests go through the panel's own route, which checks them against the release's schema
+  assert.ok(r.body.includes("new URL('request', document.baseURI)"))
+  assert.ok(r.body.includes("new URL('schema?url=' + encodeURIComponent(url), document.baseURI)"))
   assert.equal(await api(p, 'slapos.allDocs.WIP.compute_node_list'), { result_list: [] })
   // nothing loaded from elsewhere, nothing rendered as HTML
   assert.not.match(r.body, /<(link|img|iframe)\b|\bsrc=|https?:\/\/|innerHTML|outerHTML|insertAdjacentHTML|document\.write/)
@@ -284,7 +285,7 @@ t('headless Chromium: the page lists computers and trees and requests an instanc
     // JSON parameters: invalid JSON requests nothing, a JSON object is sent as it is
     await page.eval(`(() => {
       const f = document.getElementById('request').elements
-      f.parameter_mode[1].click()
+      document.querySelector('[name=parameter_mode][value=json]').click()
       f.title.value = 'json-one'
       f.parameters_json.value = '{"x": '
       document.getElementById('request').requestSubmit()
@@ -314,6 +315,8 @@ t('headless Chromium: the page lists computers and trees and requests an instanc
     // "Edit in the request form" loads a tree's values
     await page.eval("document.querySelector('[data-title=from-panel] button').click()")
     const form = "document.getElementById('request').elements"
+    // the page first asks the proxy for the release's schema (this one has none)
+    await page.waitFor(`${form}.parameter_mode.value === 'pairs'`)
     assert.equal(
       await page.eval(`[${form}.title.value, ${form}.software_release_uri.value, ${form}.state.value, ${form}.parameter_mode.value]`),
       ['from-panel', SR, 'stopped', 'pairs'],
@@ -325,110 +328,3 @@ t('headless Chromium: the page lists computers and trees and requests an instanc
 })
 
 t.run()
-
-// --- internal ---
-
-/** Headless Chromium driven over the DevTools protocol (Node's WebSocket), one page. */
-class Browser {
-  private constructor(
-    private readonly child: ChildProcess,
-    private readonly profile: string,
-    readonly page: Page,
-  ) {}
-
-  static async start(url: string): Promise<Browser> {
-    const profile = tempDir('slapos-chromium-')
-    const child = spawn(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--remote-debugging-port=0', `--user-data-dir=${profile}`, url], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    try {
-      const port = await new Promise<string>((resolve, reject) => {
-        let err = ''
-        const timer = setTimeout(() => reject(new Error(`chromium did not start:\n${err}`)), 30_000)
-        child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-          err += s
-          const m = /DevTools listening on ws:\/\/[^:]+:(\d+)\//.exec(err)
-          if (m?.[1]) {
-            clearTimeout(timer)
-            resolve(m[1])
-          }
-        })
-        child.once('exit', () => reject(new Error(`chromium exited:\n${err}`)))
-      })
-      const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as { type: string; url: string; webSocketDebuggerUrl: string }[]
-      const target = targets.find((x) => x.type === 'page')
-      if (!target) throw new Error('chromium has no page')
-      return new Browser(child, profile, await Page.connect(target.webSocketDebuggerUrl))
-    } catch (err) {
-      child.kill('SIGKILL')
-      rmSync(profile, { recursive: true, force: true })
-      throw err
-    }
-  }
-
-  async close(): Promise<void> {
-    this.page.close()
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      const exited = new Promise((r) => this.child.once('exit', r))
-      this.child.kill('SIGTERM')
-      const force = setTimeout(() => this.child.kill('SIGKILL'), 5000)
-      await exited
-      clearTimeout(force)
-    }
-    rmSync(this.profile, { recursive: true, force: true })
-  }
-}
-
-class Page {
-  private next = 1
-  private readonly pending = new Map<number, { resolve(v: any): void; reject(e: Error): void }>()
-
-  private constructor(private readonly ws: WebSocket) {
-    ws.addEventListener('message', (ev) => {
-      const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string } }
-      const waiter = m.id === undefined ? undefined : this.pending.get(m.id)
-      if (!waiter) return
-      this.pending.delete(m.id!)
-      if (m.error) waiter.reject(new Error(m.error.message))
-      else waiter.resolve(m.result)
-    })
-  }
-
-  static connect(url: string): Promise<Page> {
-    const ws = new WebSocket(url)
-    return new Promise((resolve, reject) => {
-      ws.addEventListener('open', () => resolve(new Page(ws)))
-      ws.addEventListener('error', () => reject(new Error(`cannot connect to ${url}`)))
-    })
-  }
-
-  /** The value of a page expression (promises awaited). */
-  async eval(expression: string): Promise<any> {
-    const id = this.next++
-    const answer = new Promise<any>((resolve, reject) => this.pending.set(id, { resolve, reject }))
-    this.ws.send(JSON.stringify({ id, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } }))
-    const r = await answer
-    if (r.exceptionDetails) throw new Error(`${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`)
-    return r.result.value
-  }
-
-  /** Polls until the expression is true (15 s at most). */
-  async waitFor(expression: string): Promise<void> {
-    const end = Date.now() + 15_000
-    for (;;) {
-      let ok = false
-      try {
-        ok = (await this.eval(expression)) === true
-      } catch {
-        // the page may not be there yet
-      }
-      if (ok) return
-      if (Date.now() > end) throw new Error(`timed out waiting for ${expression}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
-  }
-
-  close(): void {
-    this.ws.close()
-  }
-}

@@ -1,0 +1,651 @@
+// The software release's JSON schema for the panel's request form (proxy-panel.ts): reads
+// `<release>.json` and the input schema of each software type beside it, resolves `$ref`, keeps
+// only the keywords the form knows (a small, plain description the page renders as text), checks
+// parameters against it and encodes them as the release's serialisation says.
+//
+// Everything read here is hostile: the release is only read when it was supplied to this master,
+// only `.json` files in the release's directory (or below it) are read, with size, count, time
+// and expansion limits; a `$ref` elsewhere, or in a loop, becomes a raw JSON field.
+import type { Stats } from 'node:fs'
+
+/** A JSON value read from a schema file. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+
+/** The part of a JSON schema the panel handles; everything else is named in `unsupported`. */
+export interface SchemaNode {
+  type?: string[]
+  title?: string
+  description?: string
+  default?: Json
+  enum?: Json[]
+  const?: Json
+  minimum?: number
+  maximum?: number
+  exclusiveMinimum?: number
+  exclusiveMaximum?: number
+  multipleOf?: number
+  minLength?: number
+  maxLength?: number
+  /** checked by the browser only: a regular expression of the schema never runs on the proxy */
+  pattern?: string
+  format?: string
+  items?: SchemaNode
+  minItems?: number
+  maxItems?: number
+  uniqueItems?: boolean
+  /** name and schema of each property, in the schema's order (a list: names are data, never keys) */
+  properties?: [string, SchemaNode][]
+  required?: string[]
+  additionalProperties?: boolean | SchemaNode
+  oneOf?: SchemaNode[]
+  anyOf?: SchemaNode[]
+  allOf?: SchemaNode[]
+  /** keywords present but not handled (shown, not enforced); the form edits such a part as JSON */
+  unsupported?: string[]
+  /** the schema `false`: no value is valid */
+  never?: true
+}
+
+export type Serialisation = 'xml' | 'json-in-xml'
+
+/** One `software-type` entry of `software.cfg.json`. */
+export interface SoftwareTypeEntry {
+  /** its key in `software-type` (how slapos.core looks it up) */
+  key: string
+  /** the software type to request: the entry's `software-type`, else its key */
+  softwareType: string
+  title: string
+  description: string
+  shared: boolean
+  serialisation: Serialisation
+  index: number
+  /** the input schema; undefined when it could not be read (then `problem` says why) */
+  schema?: SchemaNode
+  problem?: string
+}
+
+export interface ReleaseSchema {
+  name: string
+  description: string
+  types: SoftwareTypeEntry[]
+}
+
+export const SCHEMA_LIMITS = {
+  /** bytes of one file */
+  fileSize: 1024 * 1024,
+  /** files read for one release (software.cfg.json, input schemas, `$ref` targets) */
+  files: 64,
+  /** milliseconds for one file, and for the whole release */
+  fileTimeout: 5_000,
+  totalTimeout: 15_000,
+  /** schema nodes kept for one release, `$ref` expanded */
+  nodes: 20_000,
+  /** software types of one release, properties of one object, values of one enum */
+  entries: 500,
+  /** characters of a title, a description, a name */
+  text: 4_000,
+  depth: 32,
+  /** validation steps of one request */
+  steps: 200_000,
+}
+
+/** Why a release has no schema form: said to the person, never with the text of a file. */
+export class SchemaUnavailable extends Error {}
+
+/**
+ * The schema of a software release URL, or SchemaUnavailable. `http(s)://` and `file://` URLs
+ * and absolute paths; nothing is read outside the release's directory.
+ */
+export async function loadReleaseSchema(releaseUrl: string): Promise<ReleaseSchema> {
+  const base = releaseLocation(releaseUrl)
+  const reader = new Reader(base.directory)
+  const top = await reader.read(base.schema)
+  if (!isObject(top)) throw new SchemaUnavailable(`${base.schema.href} is not a JSON object`)
+  const types = top['software-type']
+  if (!isObject(types)) throw new SchemaUnavailable(`${base.schema.href} has no software-type entries`)
+  const topSerialisation = serialisationOf(top.serialisation)
+  const entries: SoftwareTypeEntry[] = []
+  // one budget of parts for the whole release
+  const expander = new Expander(reader)
+  for (const [key, raw] of Object.entries(types).slice(0, SCHEMA_LIMITS.entries)) {
+    if (!isObject(raw) || key === '' || hasControlText(key)) continue
+    const declared = typeof raw['software-type'] === 'string' && raw['software-type'] !== '' && !hasControlText(raw['software-type']) ? raw['software-type'] : key
+    const entry: SoftwareTypeEntry = {
+      key: clip(key),
+      softwareType: clip(declared),
+      title: typeof raw.title === 'string' ? clip(raw.title) : key,
+      description: typeof raw.description === 'string' ? clip(raw.description) : '',
+      shared: raw.shared === true,
+      // slapos.core's SoftwareReleaseSchema.getSerialisation: the type's, else the release's, else json-in-xml
+      serialisation: serialisationOf(raw.serialisation) ?? topSerialisation ?? 'json-in-xml',
+      index: typeof raw.index === 'number' && Number.isFinite(raw.index) ? raw.index : Number.MAX_SAFE_INTEGER,
+    }
+    try {
+      if (typeof raw.request !== 'string' || raw.request === '') throw new SchemaUnavailable('no input schema (request) is named')
+      const file = reader.locate(raw.request, base.schema)
+      entry.schema = await expander.node(await reader.read(file), file, '', 0)
+    } catch (err) {
+      if (!(err instanceof SchemaUnavailable)) throw err
+      entry.problem = err.message
+    }
+    entries.push(entry)
+  }
+  entries.sort((a, b) => a.index - b.index || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  return {
+    name: typeof top.name === 'string' ? clip(top.name) : '',
+    description: typeof top.description === 'string' ? clip(top.description) : '',
+    types: entries,
+  }
+}
+
+/**
+ * The entry a request names: by the panel's entry key when given, else the entry whose key is
+ * the software type (slapos.core's lookup, with its RootSoftwareInstance → default fallback),
+ * else one that declares it; of the same sharedness.
+ */
+export function findEntry(schema: ReleaseSchema, softwareType: string, shared: boolean, key?: string): SoftwareTypeEntry | undefined {
+  const fits = (e: SoftwareTypeEntry) => e.shared === shared
+  if (key !== undefined) return schema.types.find((e) => e.key === key && e.softwareType === softwareType && fits(e))
+  return (
+    schema.types.find((e) => e.key === softwareType && fits(e)) ??
+    (softwareType === 'RootSoftwareInstance' ? schema.types.find((e) => e.key === 'default' && fits(e)) : undefined) ??
+    schema.types.find((e) => e.softwareType === softwareType && fits(e))
+  )
+}
+
+/** What is wrong with these parameters for this schema (empty: valid). At most 20 problems. */
+export function validateParameters(schema: SchemaNode, value: unknown): string[] {
+  // comparing values (enum, const, uniqueItems) walks them: their depth is bounded first
+  if (depthOver(value, 64)) return ['the parameters are nested deeper than 64 levels']
+  const v = new Validator()
+  try {
+    v.check(schema, value, '')
+  } catch (err) {
+    if (err instanceof TooComplex) return ['the parameters are too complex to check against the schema']
+    throw err
+  }
+  return v.problems
+}
+
+/**
+ * The parameters as the instance receives them: json-in-xml sends the whole object as JSON
+ * text in one `_` parameter (unless that is already all it holds); xml sends one parameter per
+ * key, a string as it is and any other value as its JSON text.
+ */
+export function serialiseParameters(serialisation: Serialisation, parameters: Record<string, unknown>): Record<string, string> {
+  const keys = Object.keys(parameters)
+  if (serialisation === 'json-in-xml') {
+    if (keys.length === 1 && keys[0] === '_' && typeof parameters._ === 'string') return { _: parameters._ }
+    return { _: JSON.stringify(parameters) }
+  }
+  const out: Record<string, string> = {}
+  for (const k of keys) {
+    const v = parameters[k]
+    Object.defineProperty(out, k, { value: typeof v === 'string' ? v : JSON.stringify(v), enumerable: true, writable: true, configurable: true })
+  }
+  return out
+}
+
+/** The object behind a json-in-xml `_` parameter, for checking what a person typed as JSON. */
+export function unwrapJsonInXml(parameters: Record<string, unknown>): unknown {
+  const keys = Object.keys(parameters)
+  if (keys.length !== 1 || keys[0] !== '_' || typeof parameters._ !== 'string') return parameters
+  try {
+    return JSON.parse(parameters._) as unknown
+  } catch {
+    return parameters._
+  }
+}
+
+// --- internal ---
+
+class TooComplex extends Error {}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+}
+
+function hasControlText(s: string): boolean {
+  return /[\0-\x1f\x7f]/.test(s)
+}
+
+function clip(s: string): string {
+  return s.length > SCHEMA_LIMITS.text ? `${s.slice(0, SCHEMA_LIMITS.text)}…` : s
+}
+
+function serialisationOf(v: unknown): Serialisation | undefined {
+  return v === 'xml' || v === 'json-in-xml' ? v : undefined
+}
+
+/**
+ * Where the release's schema is and the directory nothing may be read outside of. slapos.core
+ * appends `.json` to the release URL; a local path is a file URL.
+ */
+function releaseLocation(releaseUrl: string): { schema: URL; directory: URL } {
+  let url: URL
+  try {
+    if (releaseUrl.startsWith('/')) url = process.getBuiltinModule('node:url').pathToFileURL(releaseUrl)
+    else url = new URL(releaseUrl)
+  } catch {
+    throw new SchemaUnavailable('the software release URL is not an absolute URL or path')
+  }
+  if (!['http:', 'https:', 'file:'].includes(url.protocol)) throw new SchemaUnavailable(`no schema is read over ${url.protocol}`)
+  if (url.search || url.hash || url.username || url.password) throw new SchemaUnavailable('no schema is read for a URL with a query, a fragment or credentials')
+  if (url.pathname.endsWith('/')) throw new SchemaUnavailable('the software release URL names a directory')
+  const schema = new URL(`${url.href}.json`)
+  return { schema, directory: new URL('./', url) }
+}
+
+/** Reads the files of one release: counted, bounded, each at most once. */
+class Reader {
+  private readonly files = new Map<string, Promise<unknown>>()
+  private readonly deadline = Date.now() + SCHEMA_LIMITS.totalTimeout
+  private realDirectory: string | undefined
+
+  constructor(private readonly directory: URL) {}
+
+  /** A reference relative to `from`, if it names a `.json` file in the release's directory. */
+  locate(reference: string, from: URL): URL {
+    let url: URL
+    try {
+      url = new URL(reference, from)
+    } catch {
+      throw new SchemaUnavailable(`${JSON.stringify(clip(reference))} is not a URL`)
+    }
+    url.hash = ''
+    const shown = JSON.stringify(clip(reference))
+    if (url.origin !== this.directory.origin || url.protocol !== this.directory.protocol || !url.href.startsWith(this.directory.href) || url.search || url.username || url.password) {
+      throw new SchemaUnavailable(`${shown} is outside the software release's directory: not read`)
+    }
+    if (!url.pathname.endsWith('.json') || /%2f|%5c|%00/i.test(url.pathname)) throw new SchemaUnavailable(`${shown} is not a .json file beside the software release: not read`)
+    return url
+  }
+
+  read(url: URL): Promise<unknown> {
+    const known = this.files.get(url.href)
+    if (known) return known
+    if (this.files.size >= SCHEMA_LIMITS.files) throw new SchemaUnavailable(`the schema spans more than ${SCHEMA_LIMITS.files} files`)
+    const p = this.readText(url).then((text) => {
+      try {
+        return JSON.parse(text) as unknown
+      } catch {
+        // the parser's message quotes the text: not repeated
+        throw new SchemaUnavailable(`${url.href} is not valid JSON`)
+      }
+    })
+    this.files.set(url.href, p)
+    return p
+  }
+
+  private async readText(url: URL): Promise<string> {
+    const left = this.deadline - Date.now()
+    if (left <= 0) throw new SchemaUnavailable('reading the schema took too long')
+    if (url.protocol === 'file:') return this.readFile(url)
+    let res: Response
+    const signal = AbortSignal.timeout(Math.min(left, SCHEMA_LIMITS.fileTimeout))
+    try {
+      // a redirect could lead anywhere: not followed
+      res = await fetch(url, { redirect: 'manual', signal, headers: { Accept: 'application/json' } })
+    } catch {
+      throw new SchemaUnavailable(`${url.href} could not be fetched`)
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined)
+      throw new SchemaUnavailable(`${url.href} answered HTTP ${res.status}`)
+    }
+    const declared = Number(res.headers.get('content-length') ?? 0)
+    if (declared > SCHEMA_LIMITS.fileSize) {
+      await res.body?.cancel().catch(() => undefined)
+      throw new SchemaUnavailable(`${url.href} is larger than ${SCHEMA_LIMITS.fileSize} bytes`)
+    }
+    const chunks: Uint8Array[] = []
+    let size = 0
+    try {
+      const reader = res.body?.getReader()
+      for (;;) {
+        if (!reader) break
+        const { done, value } = await reader.read()
+        if (done) break
+        size += value.byteLength
+        if (size > SCHEMA_LIMITS.fileSize) {
+          await reader.cancel().catch(() => undefined)
+          throw new SchemaUnavailable(`${url.href} is larger than ${SCHEMA_LIMITS.fileSize} bytes`)
+        }
+        chunks.push(value)
+      }
+    } catch (err) {
+      if (err instanceof SchemaUnavailable) throw err
+      throw new SchemaUnavailable(`${url.href} could not be read`)
+    }
+    return Buffer.concat(chunks).toString('utf8')
+  }
+
+  /** A regular file whose real path is in the release's real directory (no link out, no device). */
+  private readFile(url: URL): string {
+    const fs = process.getBuiltinModule('node:fs')
+    const { fileURLToPath } = process.getBuiltinModule('node:url')
+    let real: string
+    let fd: number | undefined
+    try {
+      this.realDirectory ??= fs.realpathSync(fileURLToPath(this.directory))
+      real = fs.realpathSync(fileURLToPath(url))
+    } catch {
+      throw new SchemaUnavailable(`${url.href} does not exist`)
+    }
+    const dir = this.realDirectory.endsWith('/') ? this.realDirectory : `${this.realDirectory}/`
+    if (!real.startsWith(dir)) throw new SchemaUnavailable(`${url.href} leads outside the software release's directory: not read`)
+    try {
+      fd = fs.openSync(real, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      const st: Stats = fs.fstatSync(fd)
+      if (!st.isFile()) throw new SchemaUnavailable(`${url.href} is not a regular file`)
+      if (st.size > SCHEMA_LIMITS.fileSize) throw new SchemaUnavailable(`${url.href} is larger than ${SCHEMA_LIMITS.fileSize} bytes`)
+      const buf = Buffer.alloc(SCHEMA_LIMITS.fileSize + 1)
+      let size = 0
+      for (;;) {
+        const n = fs.readSync(fd, buf, size, buf.length - size, null)
+        if (n === 0) break
+        size += n
+        if (size > SCHEMA_LIMITS.fileSize) throw new SchemaUnavailable(`${url.href} is larger than ${SCHEMA_LIMITS.fileSize} bytes`)
+      }
+      return buf.subarray(0, size).toString('utf8')
+    } catch (err) {
+      if (err instanceof SchemaUnavailable) throw err
+      throw new SchemaUnavailable(`${url.href} could not be read`)
+    } finally {
+      if (fd !== undefined) fs.closeSync(fd)
+    }
+  }
+}
+
+const TYPES = new Set(['string', 'integer', 'number', 'boolean', 'object', 'array', 'null'])
+/** keywords that only describe: ignored without a word */
+const IGNORED = new Set(['$schema', '$id', 'id', '$comment', 'examples', 'definitions', '$defs', 'readOnly', 'writeOnly', 'deprecated', 'textarea', 'contentMediaType', 'contentEncoding'])
+
+/** Turns one schema file's node into a SchemaNode, following `$ref` (each chain once). */
+class Expander {
+  private nodes = 0
+  private readonly active: string[] = []
+
+  constructor(private readonly reader: Reader) {}
+
+  async node(raw: unknown, file: URL, pointer: string, depth: number): Promise<SchemaNode> {
+    if (++this.nodes > SCHEMA_LIMITS.nodes) throw new SchemaUnavailable(`the schema has more than ${SCHEMA_LIMITS.nodes} parts`)
+    if (raw === true) return {}
+    if (raw === false) return { never: true }
+    if (!isObject(raw)) return { unsupported: ['a schema that is not an object'] }
+    if (depth > SCHEMA_LIMITS.depth) return { unsupported: [`nesting deeper than ${SCHEMA_LIMITS.depth}`] }
+    const out: SchemaNode = {}
+    const unsupported: string[] = []
+    let base: SchemaNode | undefined
+    if (typeof raw.$ref === 'string') base = await this.ref(raw.$ref, file, depth, unsupported)
+    for (const [k, v] of Object.entries(raw)) {
+      if (k === '$ref' || IGNORED.has(k)) continue
+      switch (k) {
+        case 'type': {
+          const list = (Array.isArray(v) ? v : [v]).filter((t): t is string => typeof t === 'string' && TYPES.has(t))
+          if (list.length) out.type = list
+          break
+        }
+        case 'title':
+        case 'description':
+        case 'pattern':
+        case 'format':
+          if (typeof v === 'string') out[k] = clip(v)
+          break
+        case 'default':
+          out.default = this.value(v, 0)
+          break
+        case 'const':
+          out.const = this.value(v, 0)
+          break
+        case 'enum':
+          if (Array.isArray(v)) out.enum = v.slice(0, SCHEMA_LIMITS.entries).map((x) => this.value(x, 0))
+          break
+        case 'minimum':
+        case 'maximum':
+        case 'multipleOf':
+        case 'minLength':
+        case 'maxLength':
+        case 'minItems':
+        case 'maxItems':
+          if (typeof v === 'number' && Number.isFinite(v)) out[k] = v
+          break
+        case 'exclusiveMinimum':
+        case 'exclusiveMaximum':
+          // draft 4 writes a boolean beside minimum/maximum; later drafts the bound itself
+          if (typeof v === 'number' && Number.isFinite(v)) out[k] = v
+          else if (v === true) {
+            const bound = raw[k === 'exclusiveMinimum' ? 'minimum' : 'maximum']
+            if (typeof bound === 'number' && Number.isFinite(bound)) out[k] = bound
+          }
+          break
+        case 'uniqueItems':
+          if (typeof v === 'boolean') out.uniqueItems = v
+          break
+        case 'required':
+          if (Array.isArray(v)) out.required = v.filter((x): x is string => typeof x === 'string').slice(0, SCHEMA_LIMITS.entries).map(clip)
+          break
+        case 'items':
+          if (Array.isArray(v)) unsupported.push('items as a list (tuples)')
+          else out.items = await this.node(v, file, `${pointer}/items`, depth + 1)
+          break
+        case 'properties':
+          if (isObject(v)) {
+            out.properties = []
+            for (const [name, sub] of Object.entries(v).slice(0, SCHEMA_LIMITS.entries)) {
+              out.properties.push([clip(name), await this.node(sub, file, `${pointer}/properties/${escapePointer(name)}`, depth + 1)])
+            }
+          }
+          break
+        case 'additionalProperties':
+          if (typeof v === 'boolean') out.additionalProperties = v
+          else out.additionalProperties = await this.node(v, file, `${pointer}/additionalProperties`, depth + 1)
+          break
+        case 'oneOf':
+        case 'anyOf':
+        case 'allOf':
+          if (Array.isArray(v)) {
+            const list: SchemaNode[] = []
+            for (const [i, sub] of v.slice(0, SCHEMA_LIMITS.entries).entries()) list.push(await this.node(sub, file, `${pointer}/${k}/${i}`, depth + 1))
+            out[k] = list
+          }
+          break
+        default:
+          unsupported.push(clip(k))
+      }
+    }
+    if (unsupported.length) out.unsupported = unsupported.slice(0, 20)
+    if (!base) return out
+    // `$ref` beside other keywords: the reference, with what is written beside it on top
+    const merged: SchemaNode = { ...base }
+    for (const [k, v] of Object.entries(out) as [keyof SchemaNode, unknown][]) {
+      if (k === 'unsupported') merged.unsupported = [...(base.unsupported ?? []), ...(v as string[])]
+      else (merged as Record<string, unknown>)[k] = v
+    }
+    return merged
+  }
+
+  private async ref(ref: string, file: URL, depth: number, unsupported: string[]): Promise<SchemaNode | undefined> {
+    let target: URL
+    let pointer: string
+    try {
+      const hash = ref.indexOf('#')
+      pointer = hash < 0 ? '' : decodeURIComponent(ref.slice(hash + 1))
+      target = hash === 0 ? file : this.reader.locate(hash < 0 ? ref : ref.slice(0, hash), file)
+    } catch (err) {
+      if (err instanceof SchemaUnavailable) {
+        unsupported.push(`$ref ${err.message}`)
+        return undefined
+      }
+      unsupported.push('$ref that is not a URL')
+      return undefined
+    }
+    const key = `${target.href}#${pointer}`
+    if (this.active.includes(key)) {
+      unsupported.push('$ref in a loop')
+      return undefined
+    }
+    let doc: unknown
+    try {
+      doc = await this.reader.read(target)
+    } catch (err) {
+      if (!(err instanceof SchemaUnavailable)) throw err
+      unsupported.push(`$ref: ${err.message}`)
+      return undefined
+    }
+    const found = resolvePointer(doc, pointer)
+    if (found === undefined) {
+      unsupported.push(`$ref ${JSON.stringify(clip(ref))} names nothing`)
+      return undefined
+    }
+    this.active.push(key)
+    try {
+      return await this.node(found, target, pointer, depth + 1)
+    } finally {
+      this.active.pop()
+    }
+  }
+
+  /** A JSON value of the schema (default, enum, const), its size counted. */
+  private value(v: unknown, depth: number): Json {
+    if (++this.nodes > SCHEMA_LIMITS.nodes) throw new SchemaUnavailable(`the schema has more than ${SCHEMA_LIMITS.nodes} parts`)
+    if (v === null || typeof v === 'boolean' || typeof v === 'number') return v
+    if (typeof v === 'string') return v.length > SCHEMA_LIMITS.fileSize ? v.slice(0, SCHEMA_LIMITS.fileSize) : v
+    if (depth > SCHEMA_LIMITS.depth) return null
+    if (Array.isArray(v)) return v.map((x) => this.value(x, depth + 1))
+    if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, this.value(x, depth + 1)]))
+    return null
+  }
+}
+
+function escapePointer(s: string): string {
+  return s.replace(/~/g, '~0').replace(/\//g, '~1')
+}
+
+/** A JSON pointer (`/definitions/a`) in a document; own properties only. */
+function resolvePointer(doc: unknown, pointer: string): unknown {
+  if (pointer === '') return doc
+  if (!pointer.startsWith('/')) return undefined
+  let cur: unknown = doc
+  for (const raw of pointer.slice(1).split('/')) {
+    const part = raw.replace(/~1/g, '/').replace(/~0/g, '~')
+    if (Array.isArray(cur) && /^\d+$/.test(part)) cur = cur[Number(part)]
+    else if (isObject(cur) && Object.hasOwn(cur, part)) cur = cur[part]
+    else return undefined
+  }
+  return cur
+}
+
+/** Checks a value against a SchemaNode with a step budget (hostile schema × hostile value). */
+class Validator {
+  readonly problems: string[] = []
+  private steps = 0
+
+  check(s: SchemaNode, v: unknown, path: string): boolean {
+    if (++this.steps > SCHEMA_LIMITS.steps) throw new TooComplex()
+    const before = this.problems.length
+    const fail = (what: string) => {
+      if (this.problems.length < 20) this.problems.push(`${path === '' ? 'the parameters' : path}: ${what}`)
+      else this.problems.length = 20
+    }
+    if (s.never) fail('no value is allowed')
+    if (s.type && !s.type.some((t) => hasType(v, t))) {
+      fail(`must be ${s.type.map((t) => (t === 'integer' ? 'an integer' : t === 'object' || t === 'array' ? `an ${t}` : `a ${t}`)).join(' or ')}`)
+      return false
+    }
+    if (s.enum && !s.enum.some((e) => same(e, v))) fail(`must be one of ${s.enum.map((e) => JSON.stringify(e)).join(', ').slice(0, 300)}`)
+    if (s.const !== undefined && !same(s.const, v)) fail(`must be ${JSON.stringify(s.const).slice(0, 200)}`)
+    if (typeof v === 'number') {
+      if (s.minimum !== undefined && v < s.minimum) fail(`must be at least ${s.minimum}`)
+      if (s.maximum !== undefined && v > s.maximum) fail(`must be at most ${s.maximum}`)
+      if (s.exclusiveMinimum !== undefined && v <= s.exclusiveMinimum) fail(`must be more than ${s.exclusiveMinimum}`)
+      if (s.exclusiveMaximum !== undefined && v >= s.exclusiveMaximum) fail(`must be less than ${s.exclusiveMaximum}`)
+      if (s.multipleOf !== undefined && s.multipleOf > 0 && !Number.isInteger(Number((v / s.multipleOf).toPrecision(12)))) fail(`must be a multiple of ${s.multipleOf}`)
+    }
+    if (typeof v === 'string') {
+      const length = [...v].length
+      if (s.minLength !== undefined && length < s.minLength) fail(`must have at least ${s.minLength} characters`)
+      if (s.maxLength !== undefined && length > s.maxLength) fail(`must have at most ${s.maxLength} characters`)
+    }
+    if (Array.isArray(v)) {
+      if (s.minItems !== undefined && v.length < s.minItems) fail(`must have at least ${s.minItems} items`)
+      if (s.maxItems !== undefined && v.length > s.maxItems) fail(`must have at most ${s.maxItems} items`)
+      if (s.uniqueItems && new Set(v.map(canonical)).size !== v.length) fail('must not repeat an item')
+      if (s.items) v.forEach((x, i) => this.check(s.items!, x, `${path}[${i}]`))
+    }
+    if (isObject(v)) {
+      for (const name of s.required ?? []) if (!Object.hasOwn(v, name)) fail(`${JSON.stringify(name)} is required`)
+      const known = new Set<string>()
+      for (const [name, sub] of s.properties ?? []) {
+        known.add(name)
+        if (Object.hasOwn(v, name)) this.check(sub, v[name], path === '' ? name : `${path}.${name}`)
+      }
+      if (s.additionalProperties !== undefined && s.additionalProperties !== true) {
+        for (const name of Object.keys(v)) {
+          if (known.has(name)) continue
+          if (s.additionalProperties === false) fail(`${JSON.stringify(name.slice(0, 200))} is not a parameter of this software type`)
+          else this.check(s.additionalProperties, v[name], path === '' ? name : `${path}.${name}`)
+        }
+      }
+    }
+    for (const sub of s.allOf ?? []) this.check(sub, v, path)
+    if (s.anyOf && !s.anyOf.some((sub) => this.quietly(sub, v))) fail('matches none of the allowed forms (anyOf)')
+    if (s.oneOf) {
+      const n = s.oneOf.filter((sub) => this.quietly(sub, v)).length
+      if (n !== 1) fail(n === 0 ? 'matches none of the allowed forms (oneOf)' : 'matches more than one of the allowed forms (oneOf)')
+    }
+    return this.problems.length === before
+  }
+
+  /** Whether a value fits, without reporting (for anyOf, oneOf). */
+  private quietly(s: SchemaNode, v: unknown): boolean {
+    const kept = this.problems.splice(0)
+    const ok = this.check(s, v, '')
+    this.problems.splice(0, this.problems.length, ...kept)
+    return ok
+  }
+}
+
+/** Whether a JSON value is nested deeper than `max` (iterative: depth costs no stack). */
+function depthOver(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]]
+  while (stack.length) {
+    const [v, d] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    if (d >= max) return true
+    for (const x of Object.values(v)) stack.push([x, d + 1])
+  }
+  return false
+}
+
+function hasType(v: unknown, t: string): boolean {
+  switch (t) {
+    case 'string':
+      return typeof v === 'string'
+    case 'integer':
+      return typeof v === 'number' && Number.isInteger(v)
+    case 'number':
+      return typeof v === 'number' && Number.isFinite(v)
+    case 'boolean':
+      return typeof v === 'boolean'
+    case 'null':
+      return v === null
+    case 'array':
+      return Array.isArray(v)
+    case 'object':
+      return isObject(v)
+    default:
+      return true
+  }
+}
+
+/** JSON text with sorted keys: equal values give equal text. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
+  if (isObject(v)) return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`
+  return JSON.stringify(v) ?? 'null'
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return canonical(a) === canonical(b)
+}
