@@ -11,7 +11,7 @@ all: dist/slapos ## Build dist/slapos (bundle + Node single executable)
 help: ## List the targets
 	@grep -E '^[a-z.-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-dist/slapos.cjs: build.ts scripts/esbuild-plugins.ts package.json $(shell find src -name '*.ts')
+dist/slapos.cjs: build.ts scripts/esbuild-plugins.ts package.json packaging/slapos-node.cron $(shell find src -name '*.ts')
 	$(NODE_BIN) build.ts
 
 dist/slapos: dist/slapos.cjs sea-config.json

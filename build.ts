@@ -13,7 +13,12 @@ await build({
   target: 'node24',
   // yargs 18 calls createRequire(import.meta.url); CJS output leaves import.meta empty.
   banner: { js: 'const __slapos_import_meta_url = require("node:url").pathToFileURL(__filename).href;' },
-  define: { 'import.meta.url': '__slapos_import_meta_url', SLAPOS_VERSION: JSON.stringify(pkg.version) },
+  define: {
+    'import.meta.url': '__slapos_import_meta_url',
+    SLAPOS_VERSION: JSON.stringify(pkg.version),
+    // the cron file the packages install, carried so that `node doctor` compares with it
+    SLAPOS_NODE_CRON: JSON.stringify(readFileSync('packaging/slapos-node.cron', 'utf8')),
+  },
   legalComments: 'none',
   minifyWhitespace: true,
   minifySyntax: true,

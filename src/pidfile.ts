@@ -32,9 +32,8 @@ export function acquirePidfile(path: string): () => void {
   }
 }
 
-// --- internal ---
-
-function readPid(path: string): number | undefined {
+/** The pid a pid file holds, or undefined (absent, unreadable, not a positive number). `node doctor` reads it too. */
+export function readPid(path: string): number | undefined {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
@@ -46,7 +45,7 @@ function readPid(path: string): number | undefined {
 }
 
 /** Like slapgrid's check (HEAD): alive, and "slapos" in /proc/<pid>/cmdline. */
-function isLiveSlapos(pid: number): boolean {
+export function isLiveSlapos(pid: number): boolean {
   const proc = `/proc/${pid}/cmdline`
   if (!existsSync(proc)) return false
   try {

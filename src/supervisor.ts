@@ -370,8 +370,8 @@ export class Supervisor {
   }
 
   /** `RUNNING`, `SHUTDOWN`, `RESTARTING` or `FATAL`. */
-  async getState(): Promise<string> {
-    return this.exclusive(() => this.stateName())
+  async getState(timeoutMs?: number): Promise<string> {
+    return this.exclusive(() => this.stateName(timeoutMs))
   }
 
   /**

@@ -92,6 +92,12 @@ export const COMMANDS: CommandSpec[] = [
     load: () => import('./node-collect.ts'),
   },
   {
+    name: 'node doctor',
+    group: 'node',
+    summary: 'check the node (configuration, master, supervisord, cron, disks, software, partitions); changes nothing',
+    load: () => import('./node-doctor.ts'),
+  },
+  {
     name: 'node format',
     group: 'node',
     summary: 'create users, partitions and network configuration',
