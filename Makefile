@@ -25,6 +25,18 @@ dist/slapos: dist/slapos.cjs sea-config.json
 	test "$$(./$$t --version)" = "slapos $(VERSION)" || { rm -f $$t; exit 1; }; \
 	mv $$t $@
 
+BUN_BIN := node_modules/@oven/bun-linux-x64/bin/bun
+
+# The same bundle compiled by Bun (bytecode: parsed at build time, not at each start), to
+# measure against the Node executable (scripts/bench-runtime.ts) and run the tests on
+# (SLAPOS_BIN=dist/slapos-bun). Node's executable stays the one shipped: docs/architecture.md.
+dist/slapos-bun: dist/slapos.cjs ## Build dist/slapos-bun (the same bundle as a Bun executable)
+	set -e; t=$@.tmp.$$$$; \
+	$(BUN_BIN) build --compile --bytecode --no-compile-autoload-dotenv --no-compile-autoload-bunfig dist/slapos.cjs --outfile $$t > $$t.log 2>&1 || { cat $$t.log; rm -f $$t $$t.log; exit 1; }; \
+	rm -f $$t.log; \
+	test "$$(./$$t --version)" = "slapos $(VERSION)" || { rm -f $$t; exit 1; }; \
+	mv $$t $@
+
 deps: ## Install the Debian and npm packages the node and the tests need (when missing)
 	sh scripts/deps.sh
 

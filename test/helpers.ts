@@ -10,9 +10,15 @@ export const ROOT = resolve(import.meta.dirname, '..')
 /**
  * The built binary under test. Tests run it as other users too (nobody): a clone inside a
  * directory only root can enter (root's home is 0700 on Debian) cannot give it to them, so
- * then the tests run a copy in a directory everyone can reach.
+ * then the tests run a copy in a directory everyone can reach. SLAPOS_BIN (relative to the
+ * repository, or absolute) chooses another binary, e.g. dist/slapos-bun.
  */
-export const SLAPOS = reachableByAll(join(ROOT, 'dist', 'slapos'))
+export const SLAPOS = reachableByAll(resolve(ROOT, process.env.SLAPOS_BIN || join('dist', 'slapos')))
+/**
+ * Whether the binary under test is a Bun executable (`SLAPOS_BIN=dist/slapos-bun`): the few
+ * tests about Node itself (its SEA fuse, its module loader) say they are skipped, and why.
+ */
+export const UNDER_BUN = /(^|\/)slapos-bun$/.test(process.env.SLAPOS_BIN ?? '')
 export const FIXTURES = join(ROOT, 'test', 'fixtures')
 
 /**
