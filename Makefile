@@ -58,7 +58,7 @@ boundaries:
 test: dist/slapos ## Run every test (unit and end-to-end against the built binary)
 	$(NODE_BIN) scripts/test.ts
 
-bench: dist/slapos ## Run the benchmarks
+bench: dist/slapos dist/slapos-bun ## Run the benchmarks (bench-runtime.ts compares dist/slapos with dist/slapos-bun)
 	for b in scripts/bench-*.ts; do $(NODE_BIN) --import tsx $$b || exit 1; done
 
 # the buildout launcher and its compatibility module, as the packages and the installer carry them
