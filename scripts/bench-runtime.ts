@@ -17,14 +17,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { Agent, request } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-// src and test modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
-const { register } = await import('tsx/esm/api')
-register()
-const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import('../test/node-helpers.ts')
-const { Supervisor, supervisorPaths } = (await import('../src/supervisor.ts')) as typeof import('../src/supervisor.ts')
-const { createLogger } = (await import('../src/log.ts')) as typeof import('../src/log.ts')
+import { BENCH_ENV as ENV, directCfg, median, mustRun, prepare, teardown } from './bench-common.ts'
 const { dumps } = (await import('../src/slap-protocol.ts')) as typeof import('../src/slap-protocol.ts')
-type TestNode = Awaited<ReturnType<typeof makeNode>>
 
 const ROOT = resolve(import.meta.dirname, '..')
 const ROUNDS = Number(process.argv[2] ?? 15)
@@ -38,7 +32,6 @@ for (const f of [NODE_EXE, BUN_EXE, NODE_RUNTIME, BUN_RUNTIME]) {
     process.exit(1)
   }
 }
-const ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' }
 const SIDES = ['node', 'bun'] as const
 type Side = (typeof SIDES)[number]
 const EXE: Record<Side, string> = { node: NODE_EXE, bun: BUN_EXE }
@@ -55,44 +48,8 @@ interface Row {
   floor?: boolean
 }
 const rows: Row[] = []
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length === 0 ? 0 : s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
 const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`)
 
-interface Measured {
-  code: number | null
-  wallMs: number
-  cpuMs: number
-  /** peak RSS of the process (and of the largest child it waited for), MB */
-  maxRssMb: number
-  stderr: string
-}
-
-/** Runs argv under /usr/bin/time: wall time around it, CPU time and peak RSS from time's own line. */
-function measured(argv: string[]): Promise<Measured> {
-  return new Promise((res, rej) => {
-    const t0 = performance.now()
-    const child = spawn('/usr/bin/time', ['-f', 'TIME %U %S %M', ...argv], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
-    child.on('error', rej)
-    child.on('close', (code) => {
-      const wallMs = performance.now() - t0
-      const m = /TIME ([\d.]+) ([\d.]+) (\d+)\s*$/.exec(stderr)
-      if (!m) return rej(new Error(`no figures from /usr/bin/time for ${argv.join(' ')}:\n${stderr.slice(-2000)}`))
-      res({ code, wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000, maxRssMb: Number(m[3]) / 1024, stderr })
-    })
-  })
-}
-
-async function mustRun(argv: string[]): Promise<Measured> {
-  const r = await measured(argv)
-  if (r.code !== 0) throw new Error(`${argv.join(' ')} exited ${r.code}:\n${r.stderr.slice(-3000)}`)
-  return r
-}
 
 // --- start-up, and the floors of both runtimes ---
 
@@ -129,40 +86,6 @@ async function startup(): Promise<void> {
 
 // --- node instance: idle runs, first deployment ---
 
-/** A node with `n` partitions, the software release installed and `n` instances requested (as scripts/bench-node.ts). */
-async function prepare(n: number): Promise<TestNode> {
-  const node = await makeNode({ partitions: n })
-  const tpl = join(node.dir, 'sr', 'instance.cfg.in')
-  writeFileSync(tpl, readFileSync(tpl, 'utf8').replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000'))
-  await node.supply()
-  const sw = await node.run(['node', 'software', '--now'])
-  if (sw.code !== 0) throw new Error(`node software failed:\n${sw.stderr}`)
-  for (let i = 0; i < n; i++) {
-    await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: `bench${i}`, partitionParameterKw: { n: String(i) }, state: 'started' })
-  }
-  return node
-}
-
-/** The node's configuration with the proxy itself as master_url (no recording tap in between, as on a real node). */
-function directCfg(node: TestNode): string {
-  const path = join(node.dir, 'slapos-direct.cfg')
-  writeFileSync(path, readFileSync(node.cfgPath, 'utf8').replace(/^master_url = .*$/m, `master_url = ${node.proxy.url}`))
-  return path
-}
-
-/** Stops the node, and kills whatever service supervisord did not stop in time. */
-async function teardown(node: TestNode): Promise<void> {
-  const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'critical', write: () => undefined }))
-  const pids = (await sup.processInfo().catch(() => [])).map((p) => p.pid).filter((pid) => pid > 0)
-  await node.stop()
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL')
-    } catch {
-      /* already gone */
-    }
-  }
-}
 
 async function idleInstance(n: number): Promise<void> {
   const node = await prepare(n)

@@ -140,10 +140,21 @@ export async function runRepl(ns: Record<string, unknown>, opts: { banner: boole
   // A statement that throws goes to the REPL's domain, which prints it (through `writer`: one
   // line) and never calls back: the statement ends there, and the next one may start.
   let finishing: (() => void) | undefined
-  ;(server as unknown as { _domain?: NodeJS.EventEmitter })._domain?.on('error', () => {
+  const failedStatement = () => {
     failed = true
     finishing?.()
-  })
+  }
+  const internals = server as unknown as { _domain?: NodeJS.EventEmitter; _handleError?: (...a: unknown[]) => unknown }
+  if (internals._domain) internals._domain.on('error', failedStatement)
+  else if (typeof internals._handleError === 'function') {
+    // Bun's REPL has no domain: it prints a throwing statement through _handleError
+    const print = internals._handleError.bind(server)
+    internals._handleError = (...a: unknown[]) => {
+      const r = print(...a)
+      failedStatement()
+      return r
+    }
+  }
   let queue: Promise<void> = Promise.resolve()
   const awaiting: typeof server.eval = (cmd, context, file, cb) => {
     queue = queue.then(

@@ -67,9 +67,13 @@ export const realRunner: Runner = {
       const savedUmask = opts.umask === undefined ? undefined : process.umask(opts.umask)
       let child: ChildProcess
       try {
-        child = childProcess().spawn(drop.argv[0] ?? cmd, [...drop.argv.slice(1), ...(drop.argv.length ? [cmd] : []), ...args], {
+        const env = opts.env ?? process.env
+        // Bun's spawn with a uid fails with EACCES on the first PATH entry the new user cannot
+        // search instead of going on as execvp does: a bare name is looked up here first
+        const exe = drop.uid !== undefined && drop.argv.length === 0 ? onPath(cmd, env.PATH, drop.uid, [drop.gid ?? -1, ...(opts.groups ?? [])]) : cmd
+        child = childProcess().spawn(drop.argv[0] ?? exe, [...drop.argv.slice(1), ...(drop.argv.length ? [cmd] : []), ...args], {
           cwd: opts.cwd,
-          env: opts.env ?? process.env,
+          env,
           uid: drop.uid,
           gid: drop.gid,
           detached: opts.processGroup === true,
@@ -124,6 +128,33 @@ export const realRunner: Runner = {
       })
     })
   },
+}
+
+/**
+ * The first regular file named `cmd` in PATH's directories that the user `uid` (groups
+ * `gids`) may run, every directory above it searchable by that user, as execvp finds it;
+ * `cmd` itself when it has a slash or none is found.
+ */
+export function onPath(cmd: string, path: string | undefined, uid: number, gids: readonly number[]): string {
+  if (cmd.includes('/') || !path) return cmd
+  const { statSync } = process.getBuiltinModule('node:fs')
+  const may = (p: string, file: boolean): boolean => {
+    const st = statSync(p)
+    if (file && !st.isFile()) return false
+    const bits = uid === 0 ? st.mode | (st.mode >> 3) | (st.mode >> 6) : st.uid === uid ? st.mode >> 6 : gids.includes(st.gid) ? st.mode >> 3 : st.mode
+    return (bits & 1) !== 0
+  }
+  for (const dir of path.split(':')) {
+    if (!dir.startsWith('/')) continue
+    const file = `${dir.replace(/\/+$/, '')}/${cmd}`
+    const parts = file.split('/').slice(1)
+    try {
+      if (parts.slice(0, -1).every((_, i) => may('/' + parts.slice(0, i + 1).join('/'), false)) && may(file, true)) return file
+    } catch {
+      /* not there: the next directory */
+    }
+  }
+  return cmd
 }
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv']

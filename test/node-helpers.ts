@@ -126,6 +126,11 @@ export interface MakeNodeOptions {
   extraCfg?: string
   /** last octet of the first partition address (127.0.1.<base + i>); by default a free range, reserved */
   ipv4Base?: number
+  /**
+   * The partitions' services bind no address (benchmarks whose service is a `sleep`): addresses
+   * 127.2.x.y, as many as wanted (1,000 and more), none reserved.
+   */
+  unboundAddresses?: boolean
 }
 
 /**
@@ -145,13 +150,13 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
   const runDir = join(dir, 'run')
   for (const d of [softwareRoot, instanceRoot, certificateRepository, runDir]) mkdirSync(d, { recursive: true, mode: 0o755 })
   const addresses: Record<string, string> = {}
-  const reserved = reserveAddresses(opts.partitions, opts.ipv4Base)
+  const reserved = opts.unboundAddresses ? { base: 0, release: () => undefined } : reserveAddresses(opts.partitions, opts.ipv4Base)
   const base = reserved.base
   for (let i = 0; i < opts.partitions; i++) {
     const id = `slappart${i}`
     mkdirSync(join(instanceRoot, id))
     chmodSync(join(instanceRoot, id), 0o750)
-    addresses[id] = `127.0.1.${base + i}`
+    addresses[id] = opts.unboundAddresses ? `127.2.${(i + 1) >> 8}.${(i + 1) & 255}` : `127.0.1.${base + i}`
   }
   const buildout = buildoutShim(dir)
   const srUrl = renderSoftwareRelease(join(dir, 'sr'))
