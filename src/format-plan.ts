@@ -75,6 +75,28 @@ export interface HostAddress {
   prefixlen: number
 }
 
+/** A passwd entry, as far as `usermod -d H -g G -s S` would change it. */
+export interface AccountFacts {
+  home: string
+  gid: number
+  shell: string
+}
+
+/** A group: its gid and its members in the group database and, when readable, in gshadow. */
+export interface GroupFacts {
+  gid: number
+  members: string[]
+  shadowMembers?: string[]
+}
+
+/** One route of any table, its destination normalised to `<network>/<len>` (`ip -j route`). */
+export interface HostRoute {
+  table: string
+  dst: string
+  dev: string
+  gateway: string | null
+}
+
 /** What exists on the host before formatting (read by format.ts, faked in unit tests). */
 export interface HostFacts {
   /** names in the password database */
@@ -89,24 +111,52 @@ export interface HostFacts {
   uidOf(name: string): number | undefined
   /** `data<N>` directories of instance_storage_home, in directory-listing order */
   storageDirs: string[]
+  /** passwd entries; without them every existing user gets its `usermod` (a no-op when nothing differs) */
+  accounts?: Map<string, AccountFacts>
+  /** groups by name; without them `usermod` always runs */
+  groupInfo?: Map<string, GroupFacts>
+  /** users whose password is already locked (`!` in shadow); without it `passwd -l` always runs */
+  locked?: Set<string>
+  /** the routes of every table; without them every route format wants is added */
+  routes?: HostRoute[]
+  /** net.ipv6.ip_nonlocal_bind is already 1 (the `sysctl` would change nothing) */
+  nonlocalBind?: boolean
+}
+
+/** One line of an `ip -batch -` (the words after `ip`), what it is for, and whether its failure is fatal. */
+export interface IpLine {
+  args: string[]
+  check: boolean
+  /** the partition or device the line is for, named in the error message */
+  item: string
+  /** lines of one group stop at the first failure (the original's "speed hack") */
+  group?: number
+}
+
+/** An IPv6 address that must be on its interface after a batch; non-TAP ones are waited for (DAD). */
+export interface Ipv6Check {
+  iface: string
+  addr: string
+  prefixlen: number
+  tap: boolean
 }
 
 /**
  * One thing to do. `run` is one command (argv, never a shell string); `check` makes a
- * failure fatal. `ensure` runs `show` and, when it fails or its output lacks one of `has`,
- * runs `del` (only if the output contains `delIf`) then `add`. `addr` puts an address on an
- * interface and, for IPv6, reads the interface back (`ip -6 addr list`). `speed` runs its
- * commands in order until the first failure (slapos.core's "speed hack").
+ * failure fatal. `lock` runs `passwd -l` unless the user's password is locked already.
+ * `ip` runs its lines through one `ip -batch -` in order, stopping at a failing `check` line
+ * (the original ran them one by one, see format.ts). `verify6` checks that IPv6 addresses
+ * are on their interfaces and hands the ones still in duplicate address detection to the
+ * final wait.
  */
 export type Step =
   | { kind: 'rootdir'; path: string }
   | { kind: 'partdir'; path: string; owner: string | null }
   | { kind: 'chown'; path: string; user: string }
   | { kind: 'run'; argv: string[]; check: boolean }
-  | { kind: 'speed'; argvs: string[][] }
-  | { kind: 'ensure'; show: string[]; has: string[]; delIf?: string; del?: string[]; add: string[] }
-  | { kind: 'addr'; argv: string[] | null; iface: string; addr: string; prefixlen: number; v6: boolean; tap: boolean }
-  | { kind: 'pause'; ms: number }
+  | { kind: 'lock'; user: string }
+  | { kind: 'ip'; lines: IpLine[] }
+  | { kind: 'verify6'; addrs: Ipv6Check[] }
 
 export interface Plan {
   computer: ComputerModel
@@ -424,16 +474,44 @@ function newPartition(cfg: FormatConfig, c: ComputerModel, i: number): Partition
   }
 }
 
-/** Walks the model in the original's order, emitting steps and simulating their effect. */
+/**
+ * The steps of one phase: its own steps, then its `ip` lines as one batch, then the check of
+ * the IPv6 addresses that batch added.
+ */
+interface Phase {
+  steps: Step[]
+  lines: IpLine[]
+  verify: Ipv6Check[]
+}
+
+/**
+ * Walks the model in the original's order, simulating each command's effect, and sorts the
+ * commands into phases run one after the other:
+ *
+ *   root dirs -> network (addresses, ranges) -> users -> devices (TAP/TUN) -> partition dirs
+ *
+ * The partition addresses come first so that the kernel's duplicate address detection of
+ * the new IPv6 addresses (one to two seconds, format.ts waits for it at the end) runs while
+ * the users are created; TAP/TUN devices come after the users that own them. Within a phase
+ * the original's per-partition order is kept.
+ */
 class Planner {
-  steps: Step[] = []
+  private head: Step[] = []
+  private network = newPhase()
+  private accounts = newPhase()
+  private devices = newPhase()
+  private dirs = newPhase()
   private users: Set<string>
   private groups: Set<string>
   private ifaces: Map<string, HostAddress[]>
+  private routes: HostRoute[]
   private reserved = new Set<string>()
   private base: HostAddress | undefined
   private tapCandidates: { addrs: string[]; netmask: string; gateway: string; network: string } | undefined
   private usedV4 = new Set<string>()
+  private speedGroups = 0
+  /** the partition being planned, named in error messages */
+  private item = ''
 
   constructor(
     readonly cfg: FormatConfig,
@@ -443,6 +521,7 @@ class Planner {
     this.users = new Set(env.facts.users)
     this.groups = new Set(env.facts.groups)
     this.ifaces = new Map([...env.facts.interfaces].map(([k, v]) => [k, [...v]]))
+    this.routes = [...(env.facts.routes ?? [])]
   }
 
   get mainIface(): string {
@@ -452,15 +531,19 @@ class Planner {
     return this.cfg.ipv6Interface ?? this.cfg.interfaceName ?? ''
   }
 
+  get steps(): Step[] {
+    return [...this.head, ...[this.network, this.accounts, this.devices, this.dirs].flatMap(phaseSteps)]
+  }
+
   plan(): void {
     const { cfg, c } = this
     for (const p of c.partition_list) for (const a of p.address_list) if (!a.addr.includes(':')) this.usedV4.add(a.addr)
     this.chooseComputerAddress()
     // 4.1 root directories, 4.2 software user
-    this.steps.push({ kind: 'rootdir', path: c.instance_root }, { kind: 'rootdir', path: c.software_root })
+    this.head.push({ kind: 'rootdir', path: c.instance_root }, { kind: 'rootdir', path: c.software_root })
     if (cfg.alterUser) {
       this.createUser(c.software_user, c.software_root, [])
-      this.steps.push({ kind: 'chown', path: c.software_root, user: c.software_user })
+      this.accounts.steps.push({ kind: 'chown', path: c.software_root, user: c.software_user })
     }
     if (cfg.alterNetwork) this.networkPreamble()
     c.partition_list.forEach((p, i) => this.partition(p, i))
@@ -488,17 +571,35 @@ class Planner {
   }
 
   private createUser(name: string, home: string, groups: string[]): void {
+    const steps = this.accounts.steps
+    const existed = this.users.has(name)
     if (!this.groups.has(name)) {
-      this.steps.push({ kind: 'run', argv: ['groupadd', name], check: true })
+      steps.push({ kind: 'run', argv: ['groupadd', name], check: true })
       this.groups.add(name)
     }
-    if (!this.users.has(name)) {
-      this.steps.push({ kind: 'run', argv: ['useradd', '-d', home, '-g', name, '-s', '/bin/sh', '-r', ...(groups.length ? ['-G', groups.join(',')] : []), name], check: true })
+    if (!existed) {
+      steps.push({ kind: 'run', argv: ['useradd', '-d', home, '-g', name, '-s', '/bin/sh', '-r', ...(groups.length ? ['-G', groups.join(',')] : []), name], check: true })
       this.users.add(name)
-    } else {
-      this.steps.push({ kind: 'run', argv: ['usermod', '-d', home, '-g', name, '-s', '/bin/sh', ...(groups.length ? ['-aG', groups.join(',')] : []), name], check: false })
+    } else if (!this.accountIs(name, home, groups)) {
+      steps.push({ kind: 'run', argv: ['usermod', '-d', home, '-g', name, '-s', '/bin/sh', ...(groups.length ? ['-aG', groups.join(',')] : []), name], check: false })
     }
-    this.steps.push({ kind: 'run', argv: ['passwd', '-l', name], check: true })
+    // `passwd -l` of a locked password changes nothing (format.ts checks again before running it)
+    if (!(existed && this.env.facts.locked?.has(name))) steps.push({ kind: 'lock', user: name })
+  }
+
+  /**
+   * True when `usermod -d home -g name -s /bin/sh [-aG groups] name` would change nothing: the
+   * original runs it on every run, we only when the user database differs.
+   */
+  private accountIs(name: string, home: string, groups: string[]): boolean {
+    const { accounts, groupInfo } = this.env.facts
+    const a = accounts?.get(name)
+    const primary = groupInfo?.get(name)
+    if (!a || !primary || a.home !== home || a.gid !== primary.gid || a.shell !== '/bin/sh') return false
+    return groups.every((g) => {
+      const info = groupInfo?.get(g)
+      return info !== undefined && info.members.includes(name) && (info.shadowMembers === undefined || info.shadowMembers.includes(name))
+    })
   }
 
   private networkPreamble(): void {
@@ -513,22 +614,26 @@ class Planner {
       if (addrs.length < c.partition_list.length) throw new FormatError(`Could not create ${c.partition_list.length} tap interfaces from address ${gw.addr}.`)
       this.tapCandidates = { addrs, netmask: netmaskFromLenIPv4(gw.prefixlen), gateway: gw.addr, network: formatIpv4(net.first) }
     }
-    if (cfg.partitionHasIpv6Range) this.steps.push({ kind: 'run', argv: ['sysctl', 'net.ipv6.ip_nonlocal_bind=1'], check: true })
-    // the original's speed hack: re-add every stored address, stop at the first failure
+    // the value is already 1 on every run after the first: setting it again changes nothing
+    if (cfg.partitionHasIpv6Range && !this.env.facts.nonlocalBind) this.network.steps.push({ kind: 'run', argv: ['sysctl', 'net.ipv6.ip_nonlocal_bind=1'], check: true })
+    // The original's speed hack re-adds every stored address of a partition and stops at the
+    // first failure, which on a formatted host is the first address (already there). Only the
+    // addresses before the first present one are re-added: the same end, without the failures.
     for (const p of c.partition_list) {
-      if (!p.address_list.length) continue
-      const argvs = p.address_list.map((a) => ['ip', 'addr', 'add', `${a.addr}/${lenNetmaskIpv6(a.netmask)}`, 'dev', a.addr.includes(':') ? this.v6Iface : this.mainIface])
-      this.steps.push({ kind: 'speed', argvs })
+      const group = this.speedGroups++
       for (const a of p.address_list) {
         const iface = a.addr.includes(':') ? this.v6Iface : this.mainIface
-        if (!this.onAnyIface(a.addr)) this.ifaces.get(iface)?.push({ addr: a.addr, prefixlen: lenNetmaskIpv6(a.netmask) })
-        else break
+        if (this.onAnyIface(a.addr)) break
+        const len = lenNetmaskIpv6(a.netmask)
+        this.ifaces.get(iface)?.push({ addr: a.addr, prefixlen: len })
+        this.network.lines.push({ args: ['addr', 'add', `${a.addr}/${len}`, 'dev', iface], check: false, item: p.reference, group })
       }
     }
   }
 
   private partition(p: PartitionModel, i: number): void {
     const { cfg, c } = this
+    this.item = p.reference
     p.path = `${c.instance_root}/${p.reference}`
     p.user.path = p.path
     p.user.additional_group_list = [c.software_user]
@@ -542,15 +647,15 @@ class Planner {
       this.range(p, i)
     }
     const owner = cfg.alterUser ? p.user.name || 'root' : null
-    this.steps.push({ kind: 'partdir', path: p.path, owner })
-    for (const d of p.external_storage_list) this.steps.push({ kind: 'partdir', path: d, owner })
+    this.dirs.steps.push({ kind: 'partdir', path: p.path, owner })
+    for (const d of p.external_storage_list) this.dirs.steps.push({ kind: 'partdir', path: d, owner })
   }
 
   private device(name: string, mode: 'tap' | 'tun', owner: string): void {
     const have = this.env.facts.tunOwners.get(name)
     if (have !== undefined) return // exists; a wrong owner is only warned about by format.ts
-    this.steps.push({ kind: 'run', argv: ['ip', 'tuntap', 'add', 'dev', name, 'mode', mode, 'user', owner], check: true })
-    this.steps.push({ kind: 'run', argv: ['ip', 'link', 'set', name, 'up'], check: true })
+    this.devices.lines.push({ args: ['tuntap', 'add', 'dev', name, 'mode', mode, 'user', owner], check: true, item: this.item })
+    this.devices.lines.push({ args: ['link', 'set', name, 'up'], check: true, item: this.item })
     if (!this.ifaces.has(name)) this.ifaces.set(name, [])
   }
 
@@ -579,7 +684,7 @@ class Planner {
         addr = r.addr
         len = r.prefixlen
         this.reserved.add(`${getIpv6RangeFirstAddr(addr, len)}/${len}`)
-        this.pushAddr(t.name, addr, len, true)
+        this.pushAddr(this.devices, t.name, addr, len, true)
       }
       t.ipv6_addr = addr
       t.ipv6_netmask = netmaskFromLenIPv6(len)
@@ -589,17 +694,24 @@ class Planner {
     } else {
       t.ipv6_addr = t.ipv6_netmask = t.ipv6_gateway = t.ipv6_network = ''
     }
-    if (t.ipv4_addr) this.steps.push({ kind: 'ensure', show: ['ip', 'route', 'show', t.ipv4_addr], has: [t.ipv4_addr, t.name], add: ['ip', 'route', 'add', t.ipv4_addr, 'dev', t.name] })
+    // createRoutes: `ip route show <dst>` lists the routes of exactly that destination; the
+    // routes read once from the host answer the same questions
+    const lines = this.devices.lines
+    if (t.ipv4_addr && !this.findRoutes('main', t.ipv4_addr).some((r) => r.dev === t.name)) {
+      lines.push({ args: ['route', 'add', t.ipv4_addr, 'dev', t.name], check: true, item: this.item })
+      this.addRoute('main', t.ipv4_addr, t.name, null)
+    }
     if (t.ipv6_network) {
-      this.steps.push({ kind: 'ensure', show: ['ip', '-6', 'route', 'show', t.ipv6_gateway], has: [t.name], add: ['ip', '-6', 'route', 'add', t.ipv6_gateway, 'dev', t.name] })
-      this.steps.push({
-        kind: 'ensure',
-        show: ['ip', '-6', 'route', 'show', t.ipv6_network],
-        has: [`via ${t.ipv6_gateway}`, `dev ${t.name}`],
-        delIf: `dev ${t.name}`,
-        del: ['ip', '-6', 'route', 'del', t.ipv6_network, 'dev', t.name],
-        add: ['ip', '-6', 'route', 'add', t.ipv6_network, 'dev', t.name, 'via', t.ipv6_gateway],
-      })
+      if (!this.findRoutes('main', t.ipv6_gateway).some((r) => r.dev === t.name)) {
+        lines.push({ args: ['route', 'add', t.ipv6_gateway, 'dev', t.name], check: true, item: this.item })
+        this.addRoute('main', t.ipv6_gateway, t.name, null)
+      }
+      const net = this.findRoutes('main', t.ipv6_network)
+      if (!net.some((r) => r.dev === t.name && r.gateway !== null && sameAddr(r.gateway, t.ipv6_gateway))) {
+        if (net.some((r) => r.dev === t.name)) lines.push({ args: ['route', 'del', t.ipv6_network, 'dev', t.name], check: true, item: this.item })
+        lines.push({ args: ['route', 'add', t.ipv6_network, 'dev', t.name, 'via', t.ipv6_gateway], check: true, item: this.item })
+        this.addRoute('main', t.ipv6_network, t.name, t.ipv6_gateway)
+      }
     }
   }
 
@@ -618,8 +730,8 @@ class Planner {
       if (!net) continue
       const a = net.split('/')[0] ?? ''
       if (present.some((x) => x.addr === a)) continue
-      this.steps.push({ kind: 'run', argv: ['ip', 'addr', 'add', net, 'dev', t.name], check: false })
-      this.steps.push({ kind: 'pause', ms: 0 })
+      // exit status ignored, like the original (which then slept a second)
+      this.devices.lines.push({ args: ['addr', 'add', net, 'dev', t.name], check: false, item: this.item })
     }
   }
 
@@ -633,15 +745,25 @@ class Planner {
     return undefined
   }
 
-  private pushAddr(iface: string, addr: string, prefixlen: number, tap = false): void {
+  /** `ip addr add` unless present (the original's `_addSystemAddress`); IPv6 ones are then checked. */
+  private pushAddr(phase: Phase, iface: string, addr: string, prefixlen: number, tap = false): void {
     const v6 = addr.includes(':')
     const present = this.ifaces.get(iface)?.some((a) => sameAddr(a.addr, addr)) === true
-    const argv = present ? null : ['ip', 'addr', 'add', `${addr}/${prefixlen}`, 'dev', iface, ...(tap && v6 ? ['noprefixroute'] : [])]
     if (!present) {
       if (!this.ifaces.has(iface)) this.ifaces.set(iface, [])
       this.ifaces.get(iface)?.push({ addr, prefixlen })
+      phase.lines.push({ args: ['addr', 'add', `${addr}/${prefixlen}`, 'dev', iface, ...(tap && v6 ? ['noprefixroute'] : [])], check: true, item: this.item })
     }
-    if (argv || v6) this.steps.push({ kind: 'addr', argv, iface, addr, prefixlen, v6, tap })
+    if (v6) phase.verify.push({ iface, addr, prefixlen, tap })
+  }
+
+  private findRoutes(table: string, dst: string): HostRoute[] {
+    const want = routeKey(dst)
+    return this.routes.filter((r) => r.table === table && r.dst === want)
+  }
+
+  private addRoute(table: string, dst: string, dev: string, gateway: string | null): void {
+    this.routes.push({ table, dst: routeKey(dst), dev, gateway })
   }
 
   private randomIpv4(): string {
@@ -679,9 +801,9 @@ class Planner {
   private addresses(p: PartitionModel, i: number): void {
     if (!p.address_list.length) {
       const v4 = this.randomIpv4()
-      this.pushAddr(this.mainIface, v4, 32)
+      this.pushAddr(this.network, this.mainIface, v4, 32)
       const v6 = this.partitionIpv6(i)
-      this.pushAddr(this.v6Iface, v6.addr, v6.prefixlen)
+      this.pushAddr(this.network, this.v6Iface, v6.addr, v6.prefixlen)
       p.address_list = [
         { addr: v4, netmask: '255.255.255.255' },
         { addr: v6.addr, netmask: netmaskFromLenIPv6(v6.prefixlen) },
@@ -697,17 +819,17 @@ class Planner {
         const len = lenNetmaskIpv6(a.netmask)
         this.usedV6(a.addr)
         if (this.ifaces.get(this.v6Iface)?.some((x) => sameAddr(x.addr, a.addr))) return { addr: a.addr, netmask: a.netmask.split('/')[0] ?? '' }
-        this.pushAddr(this.v6Iface, a.addr, len)
+        this.pushAddr(this.network, this.v6Iface, a.addr, len)
         return { addr: a.addr, netmask: netmaskFromLenIPv6(len) }
       }
       this.usedV4.add(a.addr)
       if (this.ifaces.get(this.mainIface)?.some((x) => x.addr === a.addr)) return { addr: a.addr, netmask: '255.255.255.255' }
       if (this.onAnyIface(a.addr, this.mainIface)) {
         const v4 = this.randomIpv4()
-        this.pushAddr(this.mainIface, v4, 32)
+        this.pushAddr(this.network, this.mainIface, v4, 32)
         return { addr: v4, netmask: '255.255.255.255' }
       }
-      this.pushAddr(this.mainIface, a.addr, 32)
+      this.pushAddr(this.network, this.mainIface, a.addr, 32)
       return { addr: a.addr, netmask: '255.255.255.255' }
     })
   }
@@ -750,7 +872,11 @@ class Planner {
     } else if (!isIpv6(r.addr)) {
       throw new FormatError(`stored IPv6 range of ${p.reference} is not valid: ${r.addr}`)
     }
-    this.steps.push({ kind: 'ensure', show: ['ip', '-6', 'route', 'show', 'table', 'local', r.network], has: ['dev lo'], add: ['ip', '-6', 'route', 'add', 'local', r.network, 'dev', 'lo'] })
+    // `ip -6 route show table local <range>` lacking `dev lo` -> `ip -6 route add local <range> dev lo`
+    if (!this.findRoutes('local', r.network).some((x) => x.dev === 'lo')) {
+      this.network.lines.push({ args: ['route', 'add', 'local', r.network, 'dev', 'lo'], check: true, item: p.reference })
+      this.addRoute('local', r.network, 'lo', null)
+    }
   }
 
   /** alter_network = false: compute addresses for new partitions, put nothing on the host. */
@@ -764,14 +890,53 @@ class Planner {
   }
 }
 
+function newPhase(): Phase {
+  return { steps: [], lines: [], verify: [] }
+}
+
+function phaseSteps(p: Phase): Step[] {
+  const out = [...p.steps]
+  if (p.lines.length) out.push({ kind: 'ip', lines: p.lines })
+  if (p.verify.length) out.push({ kind: 'verify6', addrs: p.verify })
+  return out
+}
+
+/**
+ * A route destination as `<network>/<len>` in canonical form, host bits cleared (what the
+ * kernel stores and `ip -j route` prints; a bare address is a host route).
+ */
+export function routeKey(dst: string): string {
+  const [a = '', l] = dst.split('/')
+  if (a.includes(':')) {
+    const len = l === undefined ? 128 : Number.parseInt(l, 10)
+    return `${formatIpv6(prefix(parseIpv6(a), len))}/${len}`
+  }
+  const len = l === undefined ? 32 : l.includes('.') ? lenNetmaskIpv4(l) : Number.parseInt(l, 10)
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0
+  return `${formatIpv4((parseIpv4(a) & mask) >>> 0)}/${len}`
+}
+
 function sameAddr(a: string, b: string): boolean {
   if (a.includes(':') !== b.includes(':')) return false
-  if (!a.includes(':')) return a === b
+  if (!a.includes(':') || a === b) return a === b
+  const x = ipv6Value(a)
+  const y = ipv6Value(b)
+  return x === undefined || y === undefined ? false : x === y
+}
+
+// The planner compares every new address with every address of every interface: parsing
+// each text once keeps a hundred partitions in milliseconds.
+const ipv6Values = new Map<string, bigint | undefined>()
+function ipv6Value(s: string): bigint | undefined {
+  if (ipv6Values.has(s)) return ipv6Values.get(s)
+  let v: bigint | undefined
   try {
-    return parseIpv6(a) === parseIpv6(b)
+    v = parseIpv6(s)
   } catch {
-    return a === b
+    v = undefined
   }
+  ipv6Values.set(s, v)
+  return v
 }
 
 /** The computer as a plain dictionary for dumps(): optional keys left out, key order irrelevant. */

@@ -1,7 +1,8 @@
 // Effectful part of `slapos node format` (commands/node-format.ts calls formatNode): reads
-// what exists on the host, asks format-plan.ts what to do, applies the steps through the
-// Runner and node:fs, writes slapos.xml (with its zip history), slapos.json and the
-// .slapos-resource files, then posts the computer to the master.
+// what exists on the host (user databases, addresses, routes: once), asks format-plan.ts what
+// to do, applies the steps through the Runner (network commands as `ip -batch`) and node:fs,
+// waits for duplicate address detection of the new IPv6 addresses, writes slapos.xml (with its
+// zip history), slapos.json and the .slapos-resource files, then posts the computer to the master.
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { networkInterfaces, release, arch } from 'node:os'
 import { basename, dirname, join } from 'node:path'
@@ -9,19 +10,33 @@ import { crc32, deflateRawSync } from 'node:zlib'
 import type { FormatConfig } from './config.ts'
 import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { computerDict, FormatError, planFormat, type ComputerModel, type HostAddress, type HostFacts, type Plan, type Step } from './format-plan.ts'
+import { computerDict, FormatError, parseIpv6, planFormat, routeKey, type AccountFacts, type ComputerModel, type GroupFacts, type HostAddress, type HostFacts, type HostRoute, type IpLine, type Ipv6Check, type Plan, type Step } from './format-plan.ts'
 import type { Logger } from './log.ts'
 import { runHook, type Manager } from './managers.ts'
 import { dumps, loads, type PyDict } from './slap-protocol.ts'
-import { runSync, type Runner } from './system.ts'
+import { escapeControls } from './names.ts'
+import { realRunner, type Runner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
 
-/** The user and group databases; the real one reads `<etc>/passwd` and `<etc>/group` on each call. */
+/** The user and group databases; the real one reads `<etc>/passwd`, `group`, `shadow`, `gshadow` when they change. */
 export interface UserDb {
   user(name: string): { uid: number; gid: number } | undefined
   groups(): Set<string>
   users(): Set<string>
+  /** whether the user's password is locked (`!...` in shadow); undefined when unknown */
+  locked?(name: string): boolean | undefined
+  /** what lets a re-run skip the commands that would change nothing (format-plan.ts HostFacts) */
+  details?(): { accounts: Map<string, AccountFacts>; groupInfo: Map<string, GroupFacts>; locked?: Set<string> }
+}
+
+/** One IPv6 address of an interface with its duplicate address detection state (/proc/net/if_inet6). */
+export interface Ipv6State {
+  iface: string
+  addr: bigint
+  prefixlen: number
+  tentative: boolean
+  dadfailed: boolean
 }
 
 export interface FormatDeps {
@@ -32,7 +47,9 @@ export interface FormatDeps {
   progress?: (line: string) => void
   users?: UserDb
   /** what exists on the host; the real reader by default */
-  readHost?: (cfg: FormatConfig, users: UserDb) => HostFacts
+  readHost?: (cfg: FormatConfig, users: UserDb) => HostFacts | Promise<HostFacts>
+  /** the IPv6 addresses of every interface; /proc/net/if_inet6 by default */
+  ipv6Addresses?: () => Ipv6State[]
   random?: () => number
   /** posts the computer; the SLAP client by default */
   post?: (cfg: FormatConfig, dict: PyDict) => Promise<void>
@@ -46,7 +63,7 @@ export interface FormatDeps {
 export interface FormatResult {
   exitCode: number
   computer: ComputerModel
-  /** every command run (or, in dry-run, that would have run) */
+  /** every command run (or, in dry-run, that would have run); each line of an `ip -batch` as its own `ip ...` */
   commands: string[][]
 }
 
@@ -61,6 +78,9 @@ export async function formatNode(cfg: FormatConfig, deps: FormatDeps): Promise<F
     await sleep(s * 1000)
   }
   if (cfg.dryRun) log.info('Dry-run mode enabled.')
+  // reading the host only reads: it runs while the binaries are probed
+  const factsRead = Promise.resolve().then(() => (deps.readHost ?? readHostFacts)(cfg, users))
+  factsRead.catch(() => undefined)
   if (!cfg.dryRun) await probeBinaries(cfg, deps.runner)
   let stored = null
   if (existsSync(cfg.computerXml)) {
@@ -73,7 +93,7 @@ export async function formatNode(cfg: FormatConfig, deps: FormatDeps): Promise<F
   } else {
     log.warning(`Creating new computer data with id '${cfg.computerId}'`)
   }
-  const facts = (deps.readHost ?? readHostFacts)(cfg, users)
+  const facts = await factsRead
   const plan = planFormat(cfg, {
     stored,
     facts,
@@ -120,15 +140,29 @@ export async function formatNode(cfg: FormatConfig, deps: FormatDeps): Promise<F
   return { exitCode, computer: plan.computer, commands: applier.commands }
 }
 
-/** Users and groups of `<etc>/passwd` and `<etc>/group`, read afresh on every call (useradd changes them). */
+/**
+ * The user and group databases of `<etc>`. A file is read again only when it changed (useradd
+ * replaces it): chown of a hundred partition directories reads /etc/passwd once.
+ */
 export function etcUserDb(etc: string): UserDb {
-  const rows = (f: string) => {
+  const cache = new Map<string, { key: string; rows: string[][] }>()
+  /** the file's lines split at ':', or undefined when it cannot be read (shadow files as a user) */
+  const read = (f: string): string[][] | undefined => {
+    const file = join(etc, f)
     try {
-      return readFileSync(join(etc, f), 'utf8').split('\n').filter(Boolean).map((l) => l.split(':'))
+      const st = statSync(file)
+      const key = `${st.ino}:${st.size}:${st.mtimeMs}`
+      const hit = cache.get(f)
+      if (hit?.key === key) return hit.rows
+      const rows = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => l.split(':'))
+      cache.set(f, { key, rows })
+      return rows
     } catch {
-      return []
+      return undefined
     }
   }
+  const rows = (f: string) => read(f) ?? []
+  const members = (field: string | undefined) => (field ? field.split(',').filter(Boolean) : [])
   return {
     user(name) {
       const r = rows('passwd').find((x) => x[0] === name)
@@ -136,11 +170,37 @@ export function etcUserDb(etc: string): UserDb {
     },
     users: () => new Set(rows('passwd').map((x) => x[0] ?? '')),
     groups: () => new Set(rows('group').map((x) => x[0] ?? '')),
+    locked(name) {
+      const r = read('shadow')?.find((x) => x[0] === name)
+      return r === undefined ? undefined : (r[1] ?? '').startsWith('!')
+    },
+    details() {
+      const accounts = new Map<string, AccountFacts>(rows('passwd').map((r) => [r[0] ?? '', { home: r[5] ?? '', gid: Number(r[3]), shell: r[6] ?? '' }]))
+      const gshadow = read('gshadow')
+      const shadowMembers = new Map((gshadow ?? []).map((r) => [r[0] ?? '', members(r[3])]))
+      const groupInfo = new Map<string, GroupFacts>(
+        rows('group').map((r) => {
+          const name = r[0] ?? ''
+          const sm = gshadow === undefined ? undefined : shadowMembers.get(name)
+          return [name, { gid: Number(r[2]), members: members(r[3]), ...(sm === undefined ? {} : { shadowMembers: sm }) }]
+        }),
+      )
+      const shadow = read('shadow')
+      const locked = shadow === undefined ? undefined : new Set(shadow.filter((r) => (r[1] ?? '').startsWith('!')).map((r) => r[0] ?? ''))
+      return { accounts, groupInfo, ...(locked ? { locked } : {}) }
+    },
   }
 }
 
-/** Interfaces and addresses (node's getifaddrs view plus /sys for address-less links), TUN owners, users. */
-export function readHostFacts(cfg: FormatConfig, users: UserDb): HostFacts {
+/**
+ * Interfaces and addresses (node's getifaddrs view plus /sys for address-less links), TUN
+ * owners, users, and, when format may change the network, every route and the
+ * ip_nonlocal_bind setting: read once, so that the plan asks nothing per partition.
+ */
+export async function readHostFacts(cfg: FormatConfig, users: UserDb): Promise<HostFacts> {
+  // one `ip -j -batch -` prints one JSON document per line: the addresses, the IPv4 routes and
+  // (`root ::/0` selects the IPv6 family) the IPv6 routes of every table
+  const [addrs, routes4, routes6] = await ipJsonBatch(cfg.alterNetwork ? ['addr', 'route show table all', 'route show table all root ::/0'] : ['addr'])
   const interfaces = new Map<string, HostAddress[]>()
   for (const name of safeReaddir('/sys/class/net')) interfaces.set(name, [])
   for (const [name, list] of Object.entries(networkInterfaces())) {
@@ -149,7 +209,7 @@ export function readHostFacts(cfg: FormatConfig, users: UserDb): HostFacts {
     interfaces.set(name, l)
   }
   // node's view (libuv) skips links without carrier, such as TAPs: prefer iproute2's when present
-  const ip = ipAddresses()
+  const ip = addrs === undefined ? undefined : parseIpAddr(addrs)
   if (ip) for (const [name, list] of ip) interfaces.set(name, list)
   const tunOwners = new Map<string, number>()
   for (const name of safeReaddir('/sys/devices/virtual/net')) {
@@ -161,30 +221,83 @@ export function readHostFacts(cfg: FormatConfig, users: UserDb): HostFacts {
     }
   }
   const storageDirs = cfg.instanceStorageHome ? safeReaddir(cfg.instanceStorageHome).filter((d) => /^data\d+$/.test(d)).map((d) => join(cfg.instanceStorageHome ?? '', d)) : []
-  return { users: users.users(), groups: users.groups(), interfaces, tunOwners, uidOf: (n) => users.user(n)?.uid, storageDirs }
+  const facts: HostFacts = { users: users.users(), groups: users.groups(), interfaces, tunOwners, uidOf: (n) => users.user(n)?.uid, storageDirs, ...users.details?.() }
+  if (cfg.alterNetwork) {
+    if (routes4 === undefined || routes6 === undefined) {
+      if (!cfg.dryRun) throw new FormatError('cannot read the addresses and routes with `ip -j -batch -`', 'install a recent iproute2 (with JSON output)')
+    } else facts.routes = [...parseIpRoutes(routes4), ...parseIpRoutes(routes6)]
+    try {
+      facts.nonlocalBind = readFileSync('/proc/sys/net/ipv6/ip_nonlocal_bind', 'utf8').trim() === '1'
+    } catch {
+      // no IPv6: the sysctl runs (and fails) as in the original
+    }
+  }
+  return facts
+}
+
+/** The routes of `ip -j route show table all`, destinations as format-plan.ts `routeKey`. */
+export function parseIpRoutes(json: unknown): HostRoute[] {
+  if (!Array.isArray(json)) return []
+  const out: HostRoute[] = []
+  for (const r of json as { dst?: unknown; dev?: unknown; table?: unknown; gateway?: unknown }[]) {
+    if (typeof r.dst !== 'string' || typeof r.dev !== 'string' || r.dst === 'default') continue
+    try {
+      out.push({ table: typeof r.table === 'string' ? r.table : 'main', dst: routeKey(r.dst), dev: r.dev, gateway: typeof r.gateway === 'string' ? r.gateway : null })
+    } catch {
+      // a destination format does not write (multicast, broadcast of other families)
+    }
+  }
+  return out
+}
+
+/** /proc/net/if_inet6: address, ifindex, prefix length, scope, flags (hex), name per line. */
+export function parseIfInet6(text: string): Ipv6State[] {
+  const out: Ipv6State[] = []
+  for (const line of text.split('\n')) {
+    const [hex, , len, , flags, iface] = line.trim().split(/\s+/)
+    if (!hex || hex.length !== 32 || !iface || len === undefined || flags === undefined) continue
+    const f = Number.parseInt(flags, 16)
+    out.push({ iface, addr: BigInt(`0x${hex}`), prefixlen: Number.parseInt(len, 16), tentative: (f & IFA_F_TENTATIVE) !== 0, dadfailed: (f & IFA_F_DADFAILED) !== 0 })
+  }
+  return out
 }
 
 // --- internal ---
 
-function ipAddresses(): Map<string, HostAddress[]> | undefined {
-  let r
+// linux/if_addr.h
+const IFA_F_DADFAILED = 0x08
+const IFA_F_TENTATIVE = 0x40
+/** how often the addresses are read while waiting for duplicate address detection */
+const DAD_POLL_MS = 20
+
+function readIfInet6(): Ipv6State[] {
   try {
-    r = runSync(['ip', '-j', 'addr'])
+    return parseIfInet6(readFileSync('/proc/net/if_inet6', 'utf8'))
   } catch {
-    return undefined
+    return []
   }
-  if (r.code !== 0) return undefined
+}
+
+/** The JSON output of each command, undefined for all when `ip` fails or is missing. */
+async function ipJsonBatch(commands: string[]): Promise<unknown[]> {
   try {
-    const links = JSON.parse(r.stdout) as { ifname?: string; addr_info?: { local?: string; prefixlen?: number }[] }[]
-    const m = new Map<string, HostAddress[]>()
-    for (const l of links) {
-      if (!l.ifname) continue
-      m.set(l.ifname, (l.addr_info ?? []).filter((a) => a.local).map((a) => ({ addr: a.local ?? '', prefixlen: a.prefixlen ?? 0 })))
-    }
-    return m
+    const r = await realRunner.run(['ip', '-j', '-batch', '-'], { input: commands.join('\n') + '\n' })
+    const docs = r.stdout.split('\n').filter((l) => l.trim())
+    if (r.code !== 0 || docs.length !== commands.length) return []
+    return docs.map((d) => JSON.parse(d) as unknown)
   } catch {
-    return undefined
+    return []
   }
+}
+
+function parseIpAddr(json: unknown): Map<string, HostAddress[]> | undefined {
+  if (!Array.isArray(json)) return undefined
+  const m = new Map<string, HostAddress[]>()
+  for (const l of json as { ifname?: string; addr_info?: { local?: string; prefixlen?: number }[] }[]) {
+    if (!l.ifname) continue
+    m.set(l.ifname, (l.addr_info ?? []).filter((a) => a.local).map((a) => ({ addr: a.local ?? '', prefixlen: a.prefixlen ?? 0 })))
+  }
+  return m
 }
 
 function safeReaddir(d: string): string[] {
@@ -195,9 +308,17 @@ function safeReaddir(d: string): string[] {
   }
 }
 
+/**
+ * Whether `ip -batch` reads the words of a line back as they are: it splits lines at blanks,
+ * treats quotes and backslashes and stops at `#`. A line with any other word runs on its own.
+ */
+function batchable(args: string[]): boolean {
+  return args.every((a) => /^[A-Za-z0-9_.:/@%+=,-]+$/.test(a))
+}
+
 class Applier {
   commands: string[][] = []
-  private pendingDad: { iface: string; addr: string; prefixlen: number }[] = []
+  private pendingDad: Ipv6Check[] = []
   private done = 0
 
   constructor(
@@ -223,21 +344,30 @@ class Applier {
     await this.waitForDad()
   }
 
-  private async run(argv: string[]): Promise<{ code: number; output: string }> {
+  /** Logs and records a command; in dry-run that is all. */
+  private record(argv: string[]): void {
     this.commands.push(argv)
     this.log.debug(argv.join(' '))
-    if (this.cfg.dryRun) return { code: 0, output: '' }
+  }
+
+  private async exec(argv: string[], input?: string): Promise<{ code: number; output: string; stderr: string }> {
     try {
-      const r = await this.deps.runner.run(argv)
-      return { code: r.code ?? 1, output: r.stdout + r.stderr }
+      const r = await this.deps.runner.run(argv, input === undefined ? undefined : { input })
+      return { code: r.code ?? 1, output: r.stdout + r.stderr, stderr: r.stderr }
     } catch (err) {
       throw new FormatError(`cannot run ${argv[0]}: ${(err as Error).message}`, `install ${argv[0]} (iproute2, passwd, procps) or set alter_user/alter_network = false`)
     }
   }
 
+  private async run(argv: string[]): Promise<{ code: number; output: string }> {
+    this.record(argv)
+    if (this.cfg.dryRun) return { code: 0, output: '' }
+    return this.exec(argv)
+  }
+
   private async must(argv: string[]): Promise<string> {
     const r = await this.run(argv)
-    if (r.code !== 0) throw new FormatError(`'${argv.join(' ')}' failed (exit ${r.code}): ${r.output.trim()}`)
+    if (r.code !== 0) throw new FormatError(`'${argv.join(' ')}' failed (exit ${r.code}): ${oneLine(r.output)}`)
     return r.output
   }
 
@@ -282,31 +412,82 @@ class Applier {
         else await this.run(s.argv)
         return
       }
-      case 'speed': {
-        for (const argv of s.argvs) if ((await this.run(argv)).code !== 0) break
+      case 'lock': {
+        // useradd leaves the password locked (`!`): `passwd -l` would only rewrite shadow as it is
+        if (this.users.locked?.(s.user) === true) return
+        await this.must(['passwd', '-l', s.user])
         return
       }
-      case 'ensure': {
-        const r = await this.run(s.show)
-        if (r.code === 0 && s.has.every((h) => r.output.includes(h))) return
-        if (s.del && s.delIf && r.output.includes(s.delIf)) await this.must(s.del)
-        await this.must(s.add)
+      case 'ip':
+        await this.ipBatch(s.lines)
         return
+      case 'verify6':
+        await this.verify6(s.addrs)
+        return
+    }
+  }
+
+  /**
+   * Runs the lines in order through `ip -batch -`, which stops at the first failing line and
+   * names it (`Command failed -:N`). A failing `check` line stops format with its own error;
+   * any other failure is ignored (with the rest of its group) and the batch goes on after it.
+   * So the commands run and fail exactly as the original's one-by-one calls, in one process.
+   */
+  private async ipBatch(lines: IpLine[]): Promise<void> {
+    this.log.debug(`ip -batch - (${lines.length} line${lines.length === 1 ? '' : 's'}):`)
+    for (const l of lines) {
+      this.commands.push(['ip', ...l.args])
+      this.log.debug(`  ip ${l.args.join(' ')}`)
+    }
+    if (this.cfg.dryRun) return
+    let todo = lines
+    while (todo.length) {
+      let n = 0
+      while (n < todo.length && batchable(todo[n]?.args ?? [])) n++
+      if (n === 0) {
+        const line = todo[0] as IpLine
+        const r = await this.exec(['ip', ...line.args])
+        todo = r.code === 0 ? todo.slice(1) : this.failed(todo, r.output)
+        continue
       }
-      case 'addr': {
-        if (s.argv) await this.must(s.argv)
-        if (!s.v6) return
-        const out = await this.must(['ip', '-6', 'addr', 'list', s.iface])
-        if (this.cfg.dryRun) return
-        const line = out.split('\n').find((l) => l.includes(s.addr))
-        if (line === undefined) throw new FormatError(`IPv6 ${s.addr} is not on ${s.iface} after adding it`)
-        // Unlike the original (2 s sleep and a check after every address), addresses still
-        // in duplicate address detection are checked once, together, at the end.
-        if (line.includes('tentative') && !s.tap) this.pendingDad.push({ iface: s.iface, addr: s.addr, prefixlen: s.prefixlen })
-        return
+      const chunk = todo.slice(0, n)
+      const r = await this.exec(['ip', '-batch', '-'], chunk.map((l) => l.args.join(' ')).join('\n') + '\n')
+      if (r.code === 0) {
+        todo = todo.slice(n)
+        continue
       }
-      case 'pause':
-        return
+      const m = /^Command failed -:(\d+)$/m.exec(r.stderr)
+      const k = m ? Number(m[1]) - 1 : -1
+      if (k < 0 || k >= n) throw new FormatError(`'ip -batch -' failed (exit ${r.code}): ${oneLine(r.output)}`, 'check that iproute2 is installed and working')
+      const before = r.stderr.slice(0, m?.index ?? 0)
+      todo = this.failed(todo.slice(k), before)
+    }
+  }
+
+  /** After the failure of `todo[0]`: throws for a `check` line, else the lines still to run. */
+  private failed(todo: IpLine[], output: string): IpLine[] {
+    const [line, ...rest] = todo
+    if (!line) return []
+    const text = `'ip ${line.args.join(' ')}' for ${line.item}`
+    if (line.check) throw new FormatError(`${text} failed: ${oneLine(output) || 'no message'}`, 'check the interfaces and routes named above, then run node format again')
+    this.log.debug(`${text} failed (ignored): ${oneLine(output)}`)
+    return line.group === undefined ? rest : rest.filter((l) => l.group !== line.group)
+  }
+
+  /**
+   * The original read `ip -6 addr list <iface>` after each IPv6 address: it must be there, and
+   * not tentative (TAPs, without carrier, stay tentative and are exempt). Addresses still in
+   * duplicate address detection are waited for once, together, at the end.
+   */
+  private async verify6(addrs: Ipv6Check[]): Promise<void> {
+    if (this.cfg.dryRun) return
+    const state = (this.deps.ipv6Addresses ?? readIfInet6)()
+    for (const a of addrs) {
+      const e = findAddr(state, a)
+      if (!e) throw new FormatError(`IPv6 ${a.addr} is not on ${a.iface} after adding it`, 'check the interface, then run node format again')
+      if (a.tap) continue
+      if (e.dadfailed) await this.dadFailed(a)
+      if (e.tentative) this.pendingDad.push(a)
     }
   }
 
@@ -316,23 +497,33 @@ class Applier {
     const deadline = Date.now() + (this.deps.dadTimeoutMs ?? 5000)
     this.log.info(`Waiting for duplicate address detection of ${this.pendingDad.length} IPv6 address(es)`)
     while (this.pendingDad.length) {
-      await this.sleep(200)
-      const byIface = new Map<string, string>()
+      await this.sleep(DAD_POLL_MS)
+      const state = (this.deps.ipv6Addresses ?? readIfInet6)()
+      const still: Ipv6Check[] = []
       for (const p of this.pendingDad) {
-        if (!byIface.has(p.iface)) byIface.set(p.iface, (await this.run(['ip', '-6', 'addr', 'list', p.iface])).output)
-      }
-      const still: typeof this.pendingDad = []
-      for (const p of this.pendingDad) {
-        const line = (byIface.get(p.iface) ?? '').split('\n').find((l) => l.includes(p.addr)) ?? ''
-        if (line.includes('dadfailed') || (line.includes('tentative') && Date.now() > deadline)) {
-          await this.run(['ip', 'addr', 'del', `${p.addr}/${p.prefixlen}`, 'dev', p.iface])
-          throw new FormatError(`IPv6 ${p.addr} on ${p.iface} failed duplicate address detection (another host uses it?)`, 'check the network, then run node format again')
-        }
-        if (line.includes('tentative')) still.push(p)
+        const e = findAddr(state, p)
+        if (!e) throw new FormatError(`IPv6 ${p.addr} disappeared from ${p.iface} during duplicate address detection`, 'check the network, then run node format again')
+        if (e.dadfailed || (e.tentative && Date.now() > deadline)) await this.dadFailed(p)
+        if (e.tentative) still.push(p)
       }
       this.pendingDad = still
     }
   }
+
+  private async dadFailed(p: Ipv6Check): Promise<never> {
+    await this.run(['ip', 'addr', 'del', `${p.addr}/${p.prefixlen}`, 'dev', p.iface])
+    throw new FormatError(`IPv6 ${p.addr} on ${p.iface} failed duplicate address detection (another host uses it?)`, 'check the network, then run node format again')
+  }
+}
+
+function findAddr(state: Ipv6State[], a: Ipv6Check): Ipv6State | undefined {
+  const v = parseIpv6(a.addr)
+  return state.find((e) => e.iface === a.iface && e.addr === v)
+}
+
+/** A command's output as one line of a message. */
+function oneLine(s: string): string {
+  return escapeControls(s.trim().split('\n').map((l) => l.trim()).filter(Boolean).join(' / '))
 }
 
 async function probeBinaries(cfg: FormatConfig, runner: Runner): Promise<void> {

@@ -2,7 +2,9 @@
 // (a veth pair, both ends inside) and a mount namespace with a private copy of /etc. Checks
 // users, directory owners and modes, addresses and local routes, slapos.json against the
 // original's 3-partition output, what the proxy received, idempotence, and that the host's
-// users and interfaces are untouched.
+// users and interfaces are untouched. The end state (user databases byte for byte,
+// directories, addresses with their flags, every route, TUN/TAP devices) is compared with
+// what the original's commands leave when run one by one in the same kind of namespace.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import { join } from 'node:path'
@@ -10,7 +12,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { SlapClient } from '../src/slap-client.ts'
 import { FIXTURES, skip, startProxy, tempDir } from './helpers.ts'
-import { BASE_IPV6, canUseNamespaces, formatInNamespace } from './netns.ts'
+import { BASE_IPV6, canUseNamespaces, formatInNamespace, replayInNamespace } from './netns.ts'
 
 function hostSnapshot(): string {
   const files = ['/etc/passwd', '/etc/group', '/etc/shadow'].map((f) => (existsSync(f) ? readFileSync(f, 'utf8') : ''))
@@ -57,6 +59,105 @@ function routesSetByFormat(file: string): string {
     .split('\n')
     .filter((l) => !/^\s*local fe80:/i.test(l))
     .join('\n')
+}
+
+interface FormattedPartition {
+  reference: string
+  user: { name: string }
+  address_list: { addr: string; netmask: string }[]
+  ipv6_range: { network?: string }
+  tap: Record<string, string>
+  tun: Record<string, string> | null
+}
+
+/**
+ * The original's commands for the computer format wrote to slapos.json, one by one and in its
+ * order (format.md §4, §10), with `root` in place of format's directory: what format's batches
+ * and skipped no-ops must end up equal to.
+ */
+function originalCommands(json: { partition_list: FormattedPartition[] }, root: string): string[][] {
+  const c: string[][] = [
+    ['mkdir', '-m', '755', `${root}/inst`],
+    ['mkdir', '-m', '755', `${root}/soft`],
+    ['groupadd', 'slapsoft'],
+    ['useradd', '-d', `${root}/soft`, '-g', 'slapsoft', '-s', '/bin/sh', '-r', 'slapsoft'],
+    ['passwd', '-l', 'slapsoft'],
+    ['chown', 'slapsoft:slapsoft', `${root}/soft`],
+    ['sysctl', 'net.ipv6.ip_nonlocal_bind=1'],
+  ]
+  for (const p of json.partition_list) {
+    const u = p.user.name
+    const home = `${root}/inst/${p.reference}`
+    c.push(['groupadd', u], ['useradd', '-d', home, '-g', u, '-s', '/bin/sh', '-r', '-G', 'slapsoft', u], ['passwd', '-l', u])
+    if (p.tap.ipv6_addr) {
+      const t = p.tap
+      c.push(['ip', 'tuntap', 'add', 'dev', t.name ?? '', 'mode', 'tap', 'user', u], ['ip', 'link', 'set', t.name ?? '', 'up'])
+      c.push(['ip', 'addr', 'add', `${t.ipv6_addr}/${t.ipv6_network?.split('/')[1]}`, 'dev', t.name ?? '', 'noprefixroute'])
+      c.push(['ip', '-6', 'route', 'add', t.ipv6_gateway ?? '', 'dev', t.name ?? ''])
+      c.push(['ip', '-6', 'route', 'add', t.ipv6_network ?? '', 'dev', t.name ?? '', 'via', t.ipv6_gateway ?? ''])
+    }
+    if (p.tun) {
+      const t = p.tun
+      c.push(['ip', 'tuntap', 'add', 'dev', t.name ?? '', 'mode', 'tun', 'user', u], ['ip', 'link', 'set', t.name ?? '', 'up'])
+      for (const net of [t.ipv4_network, t.ipv6_network]) if (net) c.push(['ip', 'addr', 'add', net, 'dev', t.name ?? ''])
+    }
+    for (const a of p.address_list) c.push(['ip', 'addr', 'add', `${a.addr}/${a.addr.includes(':') ? 64 : 32}`, 'dev', 'eth0'])
+    if (p.ipv6_range.network) c.push(['ip', '-6', 'route', 'add', 'local', p.ipv6_range.network, 'dev', 'lo'])
+    c.push(['mkdir', home], ['chown', `${u}:${u}`, home], ['chmod', '750', home])
+  }
+  return c
+}
+
+/** Every address with its flags and every link with its flags, as `ip -j addr` shows them (link-local left out). */
+function addressState(file: string): unknown {
+  const links = JSON.parse(readFileSync(file, 'utf8')) as { ifname: string; flags?: string[]; addr_info?: Record<string, unknown>[] }[]
+  const drop = new Set(['valid_life_time', 'preferred_life_time'])
+  return links
+    .map((l) => ({
+      ifname: l.ifname,
+      flags: [...(l.flags ?? [])].sort(),
+      addresses: (l.addr_info ?? [])
+        .filter((a) => !(a.family === 'inet6' && /^fe80:/i.test(String(a.local))))
+        .map((a) => JSON.stringify(Object.fromEntries(Object.entries(a).filter(([k]) => !drop.has(k)).sort(([x], [y]) => x.localeCompare(y)))))
+        .sort(),
+    }))
+    .sort((a, b) => a.ifname.localeCompare(b.ifname))
+}
+
+/** The TUN/TAP devices: kind, owner, flags (`ip -d -j link`). */
+function deviceState(file: string): unknown {
+  const links = JSON.parse(readFileSync(file, 'utf8')) as { ifname: string; flags?: string[]; mtu?: number; linkinfo?: { info_kind?: string; info_data?: unknown } }[]
+  return links
+    .filter((l) => l.linkinfo?.info_kind === 'tun')
+    .map((l) => ({ ifname: l.ifname, flags: [...(l.flags ?? [])].sort(), mtu: l.mtu, info: l.linkinfo?.info_data }))
+    .sort((a, b) => a.ifname.localeCompare(b.ifname))
+}
+
+/** Every route of every table (`ip -j route show table all`) but those of link-local addresses, which differ per MAC. */
+function routeState(file: string): string[] {
+  const routes = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>[]
+  return routes
+    .filter((r) => !(/^fe80:/i.test(String(r.dst)) && r.dst !== 'fe80::/64'))
+    .map((r) => JSON.stringify(Object.fromEntries(Object.entries(r).sort(([x], [y]) => x.localeCompare(y)))))
+    .sort()
+}
+
+/** The user databases, the directories, the addresses and the routes format left equal what the original's commands leave. */
+function assertSameEndState(dir: string, ref: string, run: number): void {
+  for (const f of ['passwd', 'group', 'shadow', 'gshadow', 'subuid', 'subgid']) {
+    const read = (d: string) => (existsSync(join(d, 'etc', f)) ? readFileSync(join(d, 'etc', f), 'utf8') : '')
+    assert.is(read(dir).replaceAll(dir, '<root>'), read(ref).replaceAll(ref, '<root>'), `/etc/${f}`)
+  }
+  const json = JSON.parse(readFileSync(join(dir, 'slapos.json'), 'utf8')) as { partition_list: FormattedPartition[] }
+  for (const d of ['inst', 'soft', ...json.partition_list.map((p) => `inst/${p.reference}`)]) {
+    const mine = statSync(join(dir, d))
+    const theirs = statSync(join(ref, d))
+    assert.equal([mine.mode & 0o7777, mine.uid, mine.gid], [theirs.mode & 0o7777, theirs.uid, theirs.gid], d)
+  }
+  assert.equal(addressState(join(dir, 'state', `addr.${run}.json`)), addressState(join(ref, 'state', 'addr.ref.json')))
+  for (const r of ['routes4', 'routes6']) assert.equal(routeState(join(dir, 'state', `${r}.${run}.json`)), routeState(join(ref, 'state', `${r}.ref.json`)), r)
+  assert.is(readFileSync(join(dir, 'state', `nonlocal.${run}.txt`), 'utf8'), readFileSync(join(ref, 'state', 'nonlocal.ref.txt'), 'utf8'))
+  assert.equal(deviceState(join(dir, 'state', `links.${run}.json`)), deviceState(join(ref, 'state', 'links.ref.json')))
 }
 
 const netns = suite('node format as root in network + mount namespaces (built binary)')
@@ -124,6 +225,13 @@ netns('3 partitions: users, directories, addresses, slapos.json, proxy; second r
   assert.match(log1, 'Adding 3 new partitions')
   assert.match(log2, 'Updating computer')
 
+  // the same end state as the original's commands run one by one, after either run
+  const ref = tempDir()
+  const replay = await replayInNamespace(ref, originalCommands(json as unknown as { partition_list: FormattedPartition[] }, ref))
+  assert.is(replay.code, 0, replay.output)
+  assertSameEndState(dir, ref, 2)
+  assert.equal(addressState(join(dir, 'state', 'addr.1.json')), addressState(join(dir, 'state', 'addr.2.json')))
+
   // what the master received
   const proxy = await startProxy({ dir })
   try {
@@ -156,6 +264,11 @@ netns('TAP and TUN per partition: devices, addresses, routes; second run adds no
   assert.not.match(log2, /tuntap|route add|addr add \S+:|addr add 172/)
   assert.equal(addressesSetByFormat(join(dir, 'state', 'addr.2.json')), addressesSetByFormat(join(dir, 'state', 'addr.1.json')))
   assert.is(routesSetByFormat(join(dir, 'state', 'routes.2.txt')), routesSetByFormat(join(dir, 'state', 'routes.1.txt')))
+  // devices, their owners, addresses and routes as the original's commands leave them
+  const ref = tempDir()
+  const replay = await replayInNamespace(ref, originalCommands(json as unknown as { partition_list: FormattedPartition[] }, ref))
+  assert.is(replay.code, 0, replay.output)
+  assertSameEndState(dir, ref, 2)
 })
 
 netns.run()

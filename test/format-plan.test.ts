@@ -7,9 +7,10 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ConfigFile, loadFormatConfig, type FormatConfig } from '../src/config.ts'
-import { formatNode, type UserDb } from '../src/format.ts'
+import { formatNode, parseIfInet6, parseIpRoutes, type FormatDeps, type Ipv6State, type UserDb } from '../src/format.ts'
 import {
   chooseBaseIpv6,
+  FormatError,
   formatIpv6,
   getIpv6RangeFirstAddr,
   getPartitionIpv6Addr,
@@ -20,12 +21,14 @@ import {
   netmaskFromLenIPv6,
   parseIpv6,
   planFormat,
+  routeKey,
   tunIpv4,
   type HostAddress,
   type HostFacts,
+  type HostRoute,
 } from '../src/format-plan.ts'
 import type { Logger } from '../src/log.ts'
-import type { Runner, RunResult } from '../src/system.ts'
+import type { Runner, RunOptions, RunResult } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 
 // --- format.md §9 ---
@@ -114,59 +117,106 @@ ipv6.run()
 
 // --- a FAKE host for command-order tests only (format.md §11.2) ---
 
-/** FAKE (tests only): users, groups, interfaces, routes and TUN owners that the fake `ip`/`useradd` mutate. */
+interface FakeUser {
+  name: string
+  uid: number
+  gid: number
+  home: string
+  shell: string
+  password: string
+}
+
+/**
+ * FAKE (tests only): users, groups, interfaces, routes and TUN owners that the fake `ip`,
+ * `ip -batch -`, `groupadd`, `useradd`, `usermod` and `passwd -l` mutate. A batch is recorded
+ * as `ip -batch -` followed by its lines, each as `| <line>`.
+ */
 class FakeHost implements Runner, UserDb {
   recorded: string[] = []
-  userList: string[] = []
-  groupList: string[] = []
+  userList: FakeUser[] = []
+  groupList: { name: string; gid: number; members: string[] }[] = []
   ifaces = new Map<string, HostAddress[]>()
-  routes: string[] = []
+  routes: HostRoute[] = []
   owners = new Map<string, number>()
+  nonlocalBind = false
+  /** a line that fails like the kernel would refuse it, with its error text */
+  refuse: { line: RegExp; error: string } | undefined
 
-  async run(argv: string[]): Promise<RunResult> {
-    const line = argv.join(' ')
-    this.recorded.push(line)
-    const ok = (stdout = 'UP'): RunResult => ({ code: 0, signal: null, stdout, stderr: '', timedOut: false })
-    const fail = (stderr: string): RunResult => ({ code: 2, signal: null, stdout: '', stderr, timedOut: false })
+  async run(argv: string[], opts?: RunOptions): Promise<RunResult> {
+    this.recorded.push(argv.join(' '))
+    const done = (code: number, stdout = '', stderr = ''): RunResult => ({ code, signal: null, stdout, stderr, timedOut: false })
     const [cmd, ...a] = argv
-    if (cmd === 'groupadd' && a[0]) this.groupList.push(a[0])
-    if (cmd === 'useradd' && a.length) this.userList.push(a[a.length - 1] ?? '')
-    if (cmd !== 'ip') return ok()
-    const words = a.join(' ')
-    let m: RegExpExecArray | null
-    if ((m = /^addr add (\S+)\/(\d+) dev (\S+)/.exec(words))) {
-      const list = this.ifaces.get(m[3] ?? '') ?? []
-      if (list.some((x) => x.addr === m?.[1])) return fail('Error: ipv4: Address already assigned.')
-      list.push({ addr: m[1] ?? '', prefixlen: Number(m[2]) })
-      this.ifaces.set(m[3] ?? '', list)
-      return ok()
+    if (cmd === 'ip' && a[0] === '-batch' && a[1] === '-') {
+      const lines = (opts?.input ?? '').split('\n').filter(Boolean)
+      for (const [k, line] of lines.entries()) {
+        this.recorded.push(`| ${line}`)
+        const err = this.ip(line.split(' '))
+        if (err !== undefined) return done(1, '', `${err}\nCommand failed -:${k + 1}\n`)
+      }
+      return done(0)
     }
-    if ((m = /^-6 addr list (\S+)/.exec(words))) return ok((this.ifaces.get(m[1] ?? '') ?? []).map((x) => `    inet6 ${x.addr}/${x.prefixlen} scope global`).join('\n'))
+    if (cmd === 'ip') {
+      const err = this.ip(a)
+      return err === undefined ? done(0, 'OK') : done(2, '', err)
+    }
+    if (cmd === 'sysctl') this.nonlocalBind = true
+    if (cmd === 'groupadd' && a[0]) this.groupList.push({ name: a[0], gid: 1000 + this.groupList.length, members: [] })
+    if (cmd === 'useradd' && a.length) {
+      const name = a[a.length - 1] ?? ''
+      const group = this.groupList.find((g) => g.name === a[a.indexOf('-g') + 1])
+      this.userList.push({ name, uid: 1000 + this.userList.length, gid: group?.gid ?? -1, home: a[a.indexOf('-d') + 1] ?? '', shell: a[a.indexOf('-s') + 1] ?? '', password: '!' })
+      const extra = a.indexOf('-G')
+      if (extra >= 0) for (const g of (a[extra + 1] ?? '').split(',')) this.groupList.find((x) => x.name === g)?.members.push(name)
+    }
+    if (cmd === 'passwd' && a[0] === '-l') {
+      const u = this.userList.find((x) => x.name === a[1])
+      if (u && !u.password.startsWith('!')) u.password = `!${u.password}`
+    }
+    return done(0)
+  }
+
+  /** one `ip` command: undefined when it worked, else its error text */
+  private ip(a: string[]): string | undefined {
+    const words = a.join(' ')
+    if (this.refuse?.line.test(words)) return this.refuse.error
+    let m: RegExpExecArray | null
+    if ((m = /^addr add (\S+)\/(\S+) dev (\S+)/.exec(words))) {
+      const list = this.ifaces.get(m[3] ?? '') ?? []
+      if (list.some((x) => x.addr === m?.[1])) return 'Error: ipv4: Address already assigned.'
+      const len = m[2] ?? ''
+      list.push({ addr: m[1] ?? '', prefixlen: len.includes('.') ? lenNetmaskIpv6(len) : Number(len) })
+      this.ifaces.set(m[3] ?? '', list)
+      return undefined
+    }
     if ((m = /^tuntap add dev (\S+) mode \S+ user (\S+)/.exec(words))) {
       this.owners.set(m[1] ?? '', this.user(m[2] ?? '')?.uid ?? 0)
       this.ifaces.set(m[1] ?? '', [])
-      return ok()
+      return undefined
     }
-    if ((m = /^-6 route add (.*)$/.exec(words))) {
-      this.routes.push((m[1] ?? '').replace(/^local /, 'local '))
-      return ok()
+    if ((m = /^route add (local )?(\S+) dev (\S+)(?: via (\S+))?$/.exec(words))) {
+      const r = { table: m[1] ? 'local' : 'main', dst: routeKey(m[2] ?? ''), dev: m[3] ?? '', gateway: m[4] ?? null }
+      if (this.routes.some((x) => x.table === r.table && x.dst === r.dst && x.dev === r.dev)) return 'RTNETLINK answers: File exists'
+      this.routes.push(r)
+      return undefined
     }
-    if ((m = /^-6 route show (?:table local )?(\S+)$/.exec(words))) {
-      const key = m[1] ?? ''
-      return ok(this.routes.filter((r) => r.split(' ').some((w) => w === key)).join('\n'))
-    }
-    return ok('OK')
+    return undefined
   }
 
   user(name: string): { uid: number; gid: number } | undefined {
-    const i = this.userList.indexOf(name)
-    return i < 0 ? undefined : { uid: 1000 + i, gid: 1000 + i }
+    const u = this.userList.find((x) => x.name === name)
+    return u ? { uid: u.uid, gid: u.gid } : undefined
   }
   users(): Set<string> {
-    return new Set(this.userList)
+    return new Set(this.userList.map((u) => u.name))
   }
   groups(): Set<string> {
-    return new Set(this.groupList)
+    return new Set(this.groupList.map((g) => g.name))
+  }
+  locked(name: string): boolean | undefined {
+    return this.userList.find((u) => u.name === name)?.password.startsWith('!')
+  }
+  ipv6State(): Ipv6State[] {
+    return [...this.ifaces].flatMap(([iface, list]) => list.filter((a) => a.addr.includes(':')).map((a) => ({ iface, addr: parseIpv6(a.addr), prefixlen: a.prefixlen, tentative: false, dadfailed: false })))
   }
   facts(cfg: FormatConfig): HostFacts {
     return {
@@ -176,6 +226,11 @@ class FakeHost implements Runner, UserDb {
       tunOwners: new Map(this.owners),
       uidOf: (n) => this.user(n)?.uid,
       storageDirs: cfg.instanceStorageHome ? [] : [],
+      accounts: new Map(this.userList.map((u) => [u.name, { home: u.home, gid: u.gid, shell: u.shell }])),
+      groupInfo: new Map(this.groupList.map((g) => [g.name, { gid: g.gid, members: [...g.members] }])),
+      locked: new Set(this.userList.filter((u) => u.password.startsWith('!')).map((u) => u.name)),
+      routes: this.routes.map((r) => ({ ...r })),
+      nonlocalBind: this.nonlocalBind,
     }
   }
 }
@@ -221,7 +276,7 @@ computer_xml = ${T}/opt/slapos/slapos.xml
   return loadFormatConfig(ConfigFile.fromText(lines.join('\n'), join(T, 'slapos.cfg')), { now: true })
 }
 
-async function runFake(host: FakeHost, cfg: FormatConfig, randoms: number[]) {
+async function runFake(host: FakeHost, cfg: FormatConfig, randoms: number[], over: Partial<FormatDeps> = {}) {
   const fs: string[] = []
   const posted: unknown[] = []
   let k = 0
@@ -234,6 +289,8 @@ async function runFake(host: FakeHost, cfg: FormatConfig, randoms: number[]) {
     random: () => randoms[k++ % randoms.length] ?? 0,
     post: async (_c, dict) => void posted.push(dict),
     sleep: async () => undefined,
+    ipv6Addresses: () => host.ipv6State(),
+    ...over,
   })
   return { result, fs, posted }
 }
@@ -251,33 +308,37 @@ golden('first run, then re-run (§10.1)', async () => {
   const R0 = '10.0.64.0'
   const R1 = '10.0.192.0'
   const probes = ['groupadd', 'useradd', 'usermod', 'passwd -h', 'ip']
-  const part = (i: number, r: string) => [
-    `groupadd slapuser${i}`,
-    `useradd -d ${T}/srv/slapgrid/slappart${i} -g slapuser${i} -s /bin/sh -r -G slapsoft slapuser${i}`,
-    `passwd -l slapuser${i}`,
-    `ip tuntap add dev slaptap${i} mode tap user slapuser${i}`,
-    `ip link set slaptap${i} up`,
-    `ip addr add 2001:db8:1234:5678:800${i + 1}:ffff:ffff:ffff/80 dev slaptap${i} noprefixroute`,
-    `ip -6 addr list slaptap${i}`,
-    `ip -6 route show 2001:db8:1234:5678:800${i + 1}::1`,
-    `ip -6 route add 2001:db8:1234:5678:800${i + 1}::1 dev slaptap${i}`,
-    `ip -6 route show 2001:db8:1234:5678:800${i + 1}::1/80`,
-    `ip -6 route add 2001:db8:1234:5678:800${i + 1}::1/80 dev slaptap${i} via 2001:db8:1234:5678:800${i + 1}::1`,
-    `ip addr add ${r}/32 dev eth0`,
-    `ip addr add 2001:db8:1234:5678::${i + 2}/64 dev eth0`,
-    `ip -6 addr list eth0`,
-    `ip -6 route show table local 2001:db8:1234:5678:400${i + 1}::/80`,
-    `ip -6 route add local 2001:db8:1234:5678:400${i + 1}::/80 dev lo`,
+  // the original's per-partition commands in phases: addresses and ranges in one batch, the
+  // users (useradd leaves the password locked: no `passwd -l`), the TAPs in a second batch
+  const network = (i: number, r: string) => [
+    `| addr add ${r}/32 dev eth0`,
+    `| addr add 2001:db8:1234:5678::${i + 2}/64 dev eth0`,
+    `| route add local 2001:db8:1234:5678:400${i + 1}::/80 dev lo`,
+  ]
+  const user = (i: number) => [`groupadd slapuser${i}`, `useradd -d ${T}/srv/slapgrid/slappart${i} -g slapuser${i} -s /bin/sh -r -G slapsoft slapuser${i}`]
+  const tap = (i: number) => [
+    `| tuntap add dev slaptap${i} mode tap user slapuser${i}`,
+    `| link set slaptap${i} up`,
+    `| addr add 2001:db8:1234:5678:800${i + 1}:ffff:ffff:ffff/80 dev slaptap${i} noprefixroute`,
+    `| route add 2001:db8:1234:5678:800${i + 1}::1 dev slaptap${i}`,
+    `| route add 2001:db8:1234:5678:800${i + 1}::1/80 dev slaptap${i} via 2001:db8:1234:5678:800${i + 1}::1`,
   ]
   assert.equal(host.recorded, [
     ...probes,
+    'sysctl net.ipv6.ip_nonlocal_bind=1',
+    'ip -batch -',
+    ...network(0, R0),
+    ...network(1, R1),
     'groupadd slapsoft',
     `useradd -d ${T}/opt/slapgrid -g slapsoft -s /bin/sh -r slapsoft`,
-    'passwd -l slapsoft',
-    'sysctl net.ipv6.ip_nonlocal_bind=1',
-    ...part(0, R0),
-    ...part(1, R1),
+    ...user(0),
+    ...user(1),
+    'ip -batch -',
+    ...tap(0),
+    ...tap(1),
   ])
+  // what a dry run prints: every line of a batch as its own `ip` command
+  assert.ok(first.result.commands.some((c) => c.join(' ') === `ip addr add ${R0}/32 dev eth0`))
   const fsOps = (lines: string[]) => lines.filter((l) => /^(makedirs|mkdir|chmod|chown)\(/.test(l))
   assert.equal(fsOps(first.fs), [
     `makedirs('${T}/srv/slapgrid', 493)`,
@@ -316,23 +377,9 @@ golden('first run, then re-run (§10.1)', async () => {
   // §10.1: the same command, nothing changed on the host
   host.recorded = []
   const second = await runFake(host, cfg, [0.5])
-  const rerun = (i: number) => [
-    `usermod -d ${T}/srv/slapgrid/slappart${i} -g slapuser${i} -s /bin/sh -aG slapsoft slapuser${i}`,
-    `passwd -l slapuser${i}`,
-    `ip -6 route show 2001:db8:1234:5678:800${i + 1}::1`,
-    `ip -6 route show 2001:db8:1234:5678:800${i + 1}::1/80`,
-    `ip -6 route show table local 2001:db8:1234:5678:400${i + 1}::/80`,
-  ]
-  assert.equal(host.recorded, [
-    ...probes,
-    `usermod -d ${T}/opt/slapgrid -g slapsoft -s /bin/sh slapsoft`,
-    'passwd -l slapsoft',
-    'sysctl net.ipv6.ip_nonlocal_bind=1',
-    `ip addr add ${R0}/32 dev eth0`,
-    `ip addr add ${R1}/32 dev eth0`,
-    ...rerun(0),
-    ...rerun(1),
-  ])
+  // the original's re-run commands (usermod, passwd -l, the speed hack's failing `ip addr add`,
+  // route shows) would all change nothing: only the binary probes run
+  assert.equal(host.recorded, probes)
   assert.equal(fsOps(second.fs), [
     `chown('${T}/opt/slapgrid', 1000, 1000)`,
     `chown('${T}/srv/slapgrid/slappart0', 1001, 1001)`,
@@ -341,6 +388,114 @@ golden('first run, then re-run (§10.1)', async () => {
     `chmod('${T}/srv/slapgrid/slappart1', 488)`,
   ])
   assert.equal(second.posted, first.posted)
+})
+
+golden('ip -batch: a failing line is named with its partition; ignored failures skip their group only', async () => {
+  const T = tempDir()
+  mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+  const host = new FakeHost()
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  const cfg = section10Config(T, 'create_tap = false')
+  assert.is((await runFake(host, cfg, [0.25, 0.75])).result.exitCode, 0)
+
+  // after a reboot the stored addresses are gone: the speed hack re-adds them; one refused
+  // address stops its partition's group (as the original's loop), the batch goes on after it
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  host.refuse = { line: /^addr add 10\.0\.64\.0\/32/, error: 'Error: ipv4: Invalid prefix.' }
+  host.recorded = []
+  assert.is((await runFake(host, cfg, [0.5])).result.exitCode, 0)
+  const batches = host.recorded.filter((l) => l.startsWith('ip ') || l.startsWith('| '))
+  assert.equal(batches, [
+    'ip -batch -',
+    '| addr add 10.0.64.0/32 dev eth0',
+    'ip -batch -',
+    '| addr add 10.0.192.0/32 dev eth0',
+    '| addr add 2001:db8:1234:5678::3/64 dev eth0',
+  ])
+
+  // a line whose failure is fatal stops format with one line naming the command and the partition
+  const fresh = new FakeHost()
+  fresh.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  fresh.refuse = { line: /^route add local 2001:db8:1234:5678:4002::\/80/, error: 'RTNETLINK answers: Permission denied' }
+  const T2 = tempDir()
+  mkdirSync(join(T2, 'opt', 'slapos'), { recursive: true })
+  try {
+    await runFake(fresh, section10Config(T2, 'create_tap = false'), [0.25, 0.75])
+    assert.unreachable('format should fail')
+  } catch (err) {
+    assert.instance(err, FormatError)
+    assert.is((err as Error).message, "'ip route add local 2001:db8:1234:5678:4002::/80 dev lo' for slappart1 failed: RTNETLINK answers: Permission denied")
+  }
+  // nothing after the failed line ran: no user was created
+  assert.not.ok(fresh.recorded.some((l) => l.startsWith('useradd ')))
+})
+
+golden('duplicate address detection: one wait for all new addresses; a duplicate removes its address and fails', async () => {
+  const T = tempDir()
+  mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+  const host = new FakeHost()
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  const cfg = section10Config(T, 'create_tap = false')
+  // the kernel keeps the new addresses tentative for the first three reads
+  let reads = 0
+  const tentative = (flag: 'tentative' | 'dadfailed', until: number) => () => {
+    reads++
+    return host.ipv6State().map((a) => (a.addr === parseIpv6('2001:db8:1234:5678::1') ? a : { ...a, [flag]: reads < until, tentative: reads < until }))
+  }
+  const ok = await runFake(host, cfg, [0.25, 0.75], { ipv6Addresses: tentative('tentative', 3) })
+  assert.is(ok.result.exitCode, 0)
+  assert.is(reads, 3, 'read once after the batch, then until none is tentative')
+
+  const dup = new FakeHost()
+  dup.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  const T2 = tempDir()
+  mkdirSync(join(T2, 'opt', 'slapos'), { recursive: true })
+  reads = 0
+  const failing = () => {
+    reads++
+    return dup.ipv6State().map((a) => (a.addr === parseIpv6('2001:db8:1234:5678::3') && reads > 1 ? { ...a, dadfailed: true } : { ...a, tentative: a.addr !== parseIpv6('2001:db8:1234:5678::1') }))
+  }
+  try {
+    await runFake(dup, section10Config(T2, 'create_tap = false'), [0.25, 0.75], { ipv6Addresses: failing })
+    assert.unreachable('format should fail')
+  } catch (err) {
+    assert.instance(err, FormatError)
+    assert.match((err as Error).message, 'IPv6 2001:db8:1234:5678::3 on eth0 failed duplicate address detection')
+  }
+  assert.ok(dup.recorded.includes('ip addr del 2001:db8:1234:5678::3/64 dev eth0'))
+})
+
+golden('what is read from the host: /proc/net/if_inet6 and `ip -j route`', () => {
+  const inet6 = [
+    'fe8000000000000000fc00fffe000001 04 40 20 80     eth0',
+    '00000000000000000000000000000001 01 80 10 80       lo',
+    'fd00005a000000010000000000000002 1a2 40 00 40     eth0',
+    'fd00005a000000010000000000000003 04 40 00 08 slaptap12',
+    '',
+  ].join('\n')
+  assert.equal(parseIfInet6(inet6).map((a) => [a.iface, formatIpv6(a.addr), a.prefixlen, a.tentative, a.dadfailed]), [
+    ['eth0', 'fe80::fc:ff:fe00:1', 64, false, false],
+    ['lo', '::1', 128, false, false],
+    ['eth0', 'fd00:5a:0:1::2', 64, true, false],
+    ['slaptap12', 'fd00:5a:0:1::3', 64, false, true],
+  ])
+  const routes = parseIpRoutes([
+    { dst: 'default', gateway: '10.0.0.1', dev: 'eth0' },
+    { dst: '10.8.0.2', dev: 'slaptap0', scope: 'link' },
+    { type: 'local', dst: 'fd00:5a:0:1:4001::/80', dev: 'lo', table: 'local' },
+    { dst: 'fd00:5a:0:1:8001::/80', gateway: 'fd00:5a:0:1:8001::1', dev: 'slaptap0' },
+    { dst: 'fd00:5a:0:1:8001::1', dev: 'slaptap0' },
+    { dst: 'not an address', dev: 'x' },
+  ])
+  assert.equal(routes, [
+    { table: 'main', dst: '10.8.0.2/32', dev: 'slaptap0', gateway: null },
+    { table: 'local', dst: 'fd00:5a:0:1:4001::/80', dev: 'lo', gateway: null },
+    { table: 'main', dst: 'fd00:5a:0:1:8001::/80', dev: 'slaptap0', gateway: 'fd00:5a:0:1:8001::1' },
+    { table: 'main', dst: 'fd00:5a:0:1:8001::1/128', dev: 'slaptap0', gateway: null },
+  ])
+  // what format writes (the TAP network keeps its gateway's host bits) names the same route
+  assert.is(routeKey('fd00:5a:0:1:8001::1/80'), 'fd00:5a:0:1:8001::/80')
+  assert.is(routeKey('172.16.0.1/255.248.0.0'), '172.16.0.0/13')
 })
 
 golden('create_tap = false and alter_* = false (checklist 11, 12, 56)', async () => {
@@ -362,22 +517,43 @@ golden('users: exact useradd/usermod/groupadd lines (checklist 1-6, 9, 10)', () 
   const cfg = section10Config(T, 'alter_network = false\npartition_amount = 1')
   const facts = (users: string[], groups: string[]): HostFacts => ({ users: new Set(users), groups: new Set(groups), interfaces: new Map(), tunOwners: new Map(), uidOf: () => undefined, storageDirs: [] })
   const env = (f: HostFacts) => ({ stored: null, facts: f, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' })
-  const runs = (f: HostFacts) => planFormat({ ...cfg, partitionAmount: 1 }, env(f)).steps.flatMap((s) => (s.kind === 'run' ? [s.argv.join(' ')] : []))
+  // `lock` is `passwd -l` unless the password is locked when it is reached (format.ts)
+  const runs = (f: HostFacts) => planFormat({ ...cfg, partitionAmount: 1 }, env(f)).steps.flatMap((s) => (s.kind === 'run' ? [s.argv.join(' ')] : s.kind === 'lock' ? [`lock ${s.user}`] : []))
   assert.equal(runs(facts([], [])), [
     'groupadd slapsoft',
     `useradd -d ${T}/opt/slapgrid -g slapsoft -s /bin/sh -r slapsoft`,
-    'passwd -l slapsoft',
+    'lock slapsoft',
     'groupadd slapuser0',
     `useradd -d ${T}/srv/slapgrid/slappart0 -g slapuser0 -s /bin/sh -r -G slapsoft slapuser0`,
-    'passwd -l slapuser0',
+    'lock slapuser0',
   ])
+  // what the user database holds is unknown: the original's usermod and passwd -l
   assert.equal(runs(facts(['slapsoft', 'slapuser0'], ['slapsoft'])), [
     `usermod -d ${T}/opt/slapgrid -g slapsoft -s /bin/sh slapsoft`,
-    'passwd -l slapsoft',
+    'lock slapsoft',
     'groupadd slapuser0',
     `usermod -d ${T}/srv/slapgrid/slappart0 -g slapuser0 -s /bin/sh -aG slapsoft slapuser0`,
-    'passwd -l slapuser0',
+    'lock slapuser0',
   ])
+  // known: only what would change something runs
+  const known = (over: Partial<{ shell: string; members: string[]; shadowMembers: string[]; locked: string[] }>): HostFacts => ({
+    ...facts(['slapsoft', 'slapuser0'], ['slapsoft', 'slapuser0']),
+    accounts: new Map([
+      ['slapsoft', { home: `${T}/opt/slapgrid`, gid: 1001, shell: '/bin/sh' }],
+      ['slapuser0', { home: `${T}/srv/slapgrid/slappart0`, gid: 1002, shell: over.shell ?? '/bin/sh' }],
+    ]),
+    groupInfo: new Map([
+      ['slapsoft', { gid: 1001, members: over.members ?? ['slapuser0'], shadowMembers: over.shadowMembers ?? ['slapuser0'] }],
+      ['slapuser0', { gid: 1002, members: [] }],
+    ]),
+    locked: new Set(over.locked ?? ['slapsoft', 'slapuser0']),
+  })
+  assert.equal(runs(known({})), [])
+  const usermod0 = `usermod -d ${T}/srv/slapgrid/slappart0 -g slapuser0 -s /bin/sh -aG slapsoft slapuser0`
+  assert.equal(runs(known({ shell: '/bin/bash' })), [usermod0])
+  assert.equal(runs(known({ members: [] })), [usermod0])
+  assert.equal(runs(known({ shadowMembers: ['other'] })), [usermod0])
+  assert.equal(runs(known({ locked: ['slapsoft'] })), ['lock slapuser0'])
   const steps = planFormat({ ...cfg, partitionAmount: 1 }, env(facts(['slapsoft'], ['slapsoft', 'slapuser0']))).steps
   const u = steps.find((s) => s.kind === 'run' && s.argv[0] === 'usermod')
   assert.ok(u && u.kind === 'run' && u.check === false, 'usermod failures do not abort')
@@ -400,9 +576,9 @@ golden('partition_has_ipv6_range = false, create_tun (checklist 36, 51)', async 
   host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
   const r = await runFake(host, section10Config(T, 'partition_has_ipv6_range = false\ncreate_tap = false\ncreate_tun = true\nalter_user = false'), [0.25, 0.75])
   assert.not.ok(host.recorded.some((l) => l.startsWith('sysctl') || l.includes('table local')))
-  assert.ok(host.recorded.includes('ip tuntap add dev slaptun0 mode tun user root'))
-  assert.ok(host.recorded.includes('ip addr add 172.16.0.1/255.248.0.0 dev slaptun0'))
-  assert.ok(host.recorded.includes('ip addr add 2001:db8:1234:5678:c002::1/80 dev slaptun1'))
+  assert.ok(host.recorded.includes('| tuntap add dev slaptun0 mode tun user root'))
+  assert.ok(host.recorded.includes('| addr add 172.16.0.1/255.248.0.0 dev slaptun0'))
+  assert.ok(host.recorded.includes('| addr add 2001:db8:1234:5678:c002::1/80 dev slaptun1'))
   assert.equal(r.result.computer.partition_list[0]?.ipv6_range, {})
   assert.is(r.result.computer.partition_list[1]?.tun?.ipv4_network, '172.24.0.1/255.248.0.0')
 })
