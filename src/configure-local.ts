@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path'
 import type { Ctx } from './context.ts'
 import { SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
+import { hasControl, quote } from './names.ts'
 import { COMPAT_MODULE, COMPAT_PATH, LAUNCHER, LAUNCHER_PATH } from './buildout-launcher.ts'
 import { NODE_CONFIG_EXAMPLE, PROXY_CONFIG_EXAMPLE, setKeys } from './templates.ts'
 
@@ -44,6 +45,13 @@ export interface LocalOptions {
   shacacheProxy?: boolean | undefined
   /** --run-as-root: `run_as_root = true`, software and partitions owned by root run as root */
   runAsRoot?: boolean | undefined
+  /** --computer-id: this node's computer id (default LOCAL_COMPUTER_ID) */
+  computerId?: string | undefined
+  /**
+   * --master-url: the node of an existing master (another node's proxy, a lab's master): no
+   * proxy of its own (no slapos-proxy.cfg, no supervisord entry, no [slapproxy] section)
+   */
+  masterUrl?: string | undefined
 }
 
 export interface PlannedFile {
@@ -55,7 +63,11 @@ export interface PlannedFile {
 export interface LocalPlan {
   standalone: boolean
   nodeCfg: string
-  proxyCfg: string
+  /** undefined: the node uses an existing master (--master-url) */
+  proxyCfg?: string | undefined
+  computerId: string
+  /** true when the node starts its own local master */
+  ownMaster: boolean
   configurationDirectory: string
   instanceRoot: string
   softwareRoot: string
@@ -81,7 +93,9 @@ export function planLocal(o: LocalOptions): LocalPlan {
   const softwareRoot = resolve(o.softwareRoot ?? under('/opt/slapgrid'))
   const home = resolve(o.buildoutDirectory ?? under('/opt/slapos'))
   const network = o.ipv4LocalNetwork ?? (base ? STANDALONE_NETWORK : '10.0.0.0/16')
-  const masterUrl = `http://${hostForUrl(o.daemonListenIp)}:${o.daemonListenPort}`
+  const ownMaster = o.masterUrl === undefined
+  const masterUrl = o.masterUrl?.replace(/\/+$/, '') ?? `http://${hostForUrl(o.daemonListenIp)}:${o.daemonListenPort}`
+  const computerId = o.computerId ?? LOCAL_COMPUTER_ID
   const nodeCfg = join(confDir, 'slapos.cfg')
   const proxyCfg = join(confDir, 'slapos-proxy.cfg')
   const databaseUri = join(home, 'slapproxy.db')
@@ -96,7 +110,7 @@ export function planLocal(o: LocalOptions): LocalPlan {
   // (the proxy has no authentication), plus [slapproxy] so that one file serves
   // `slapos proxy start` as well.
   let node = setKeys(NODE_CONFIG_EXAMPLE, 'slapos', {
-    computer_id: LOCAL_COMPUTER_ID,
+    computer_id: computerId,
     master_url: masterUrl,
     // the client's service and computer commands read the proxy's hateoas subset there
     master_rest_url: `${masterUrl}/hateoas`,
@@ -147,25 +161,26 @@ export function planLocal(o: LocalOptions): LocalPlan {
       'download-dir-url': `${masterUrl}/shacache/dir`,
     })
   }
-  node = setKeys(node, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri, ...shacache })
-
-  let proxy = setKeys(PROXY_CONFIG_EXAMPLE, 'slapos', {
-    instance_root: instanceRoot,
-    software_root: softwareRoot,
-    computer_id: LOCAL_COMPUTER_ID,
-  })
-  proxy = setKeys(uncommentKeys(proxy, shacache), 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
-
   const logDir = join(home, 'log')
-  const files: PlannedFile[] = [
-    { path: nodeCfg, content: node, mode: 0o644 },
-    { path: proxyCfg, content: proxy, mode: 0o644 },
-    {
-      path: join(instanceRoot, 'etc', 'supervisord.conf.d', 'slapproxy.conf'),
-      content: supervisorEntry({ home, command: `${slapos} proxy start --cfg ${shellWord(proxyCfg)}`, log: join(logDir, 'slapos-proxy.log'), asRoot: !base }),
-      mode: 0o600,
-    },
-  ]
+  // a node of an existing master keeps the example's [slapproxy] as comments: it starts no proxy
+  if (ownMaster) node = setKeys(node, 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri, ...shacache })
+  const files: PlannedFile[] = [{ path: nodeCfg, content: node, mode: 0o644 }]
+  if (ownMaster) {
+    let proxy = setKeys(PROXY_CONFIG_EXAMPLE, 'slapos', {
+      instance_root: instanceRoot,
+      software_root: softwareRoot,
+      computer_id: computerId,
+    })
+    proxy = setKeys(uncommentKeys(proxy, shacache), 'slapproxy', { host: o.daemonListenIp, port: o.daemonListenPort, database_uri: databaseUri })
+    files.push(
+      { path: proxyCfg, content: proxy, mode: 0o644 },
+      {
+        path: join(instanceRoot, 'etc', 'supervisord.conf.d', 'slapproxy.conf'),
+        content: supervisorEntry({ home, command: `${slapos} proxy start --cfg ${shellWord(proxyCfg)}`, log: join(logDir, 'slapos-proxy.log'), asRoot: !base }),
+        mode: 0o600,
+      },
+    )
+  }
   if (launcher) {
     files.push({ path: launcher, content: LAUNCHER, mode: 0o755 }, { path: join(home, COMPAT_PATH), content: COMPAT_MODULE, mode: 0o644 })
   }
@@ -194,7 +209,9 @@ export function planLocal(o: LocalOptions): LocalPlan {
   return {
     standalone: base !== undefined,
     nodeCfg,
-    proxyCfg,
+    proxyCfg: ownMaster ? proxyCfg : undefined,
+    computerId,
+    ownMaster,
     configurationDirectory: confDir,
     instanceRoot,
     softwareRoot,
@@ -238,14 +255,15 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
   }
   if (plan.signingKey && !existsSync(plan.signingKey)) writeSigningKey(plan.signingKey, log)
   if (plan.clientLink) linkClientConfig(plan.clientLink, log)
-  if (!again) log.info(`SlapOS node configuration written to ${plan.nodeCfg} (local master ${plan.masterUrl}/)`)
+  if (!again) log.info(`SlapOS node configuration written to ${plan.nodeCfg} (${plan.ownMaster ? 'local master' : 'master'} ${plan.masterUrl}/, computer ${plan.computerId})`)
   if (opts.start) await bringUp(plan, ctx, opts.quiet === true)
   const cfg = shellWord(plan.nodeCfg)
   log.info(again ? 'Nothing to change: the node is configured.' : 'The node is configured.')
   const cfgOpt = plan.standalone ? ` --cfg ${cfg}` : ''
-  if (!opts.start) log.info(`Next: slapos node supervisord${cfgOpt}  (starts the local master), then  slapos node format --now${cfgOpt}`)
+  if (!opts.start) log.info(`Next: slapos node supervisord${cfgOpt}  (starts ${plan.ownMaster ? 'the local master' : 'the node\'s supervisord'}), then  slapos node format --now${cfgOpt}`)
+  const pin = plan.computerId === LOCAL_COMPUTER_ID ? '' : ` --node computer_guid=${plan.computerId}`
   log.info(
-    `Then: slapos supply <software.cfg URL> ${LOCAL_COMPUTER_ID}${cfgOpt}; slapos request <title> <software.cfg URL>${cfgOpt}; ` +
+    `Then: slapos supply <software.cfg URL> ${plan.computerId}${cfgOpt}; slapos request <title> <software.cfg URL>${pin}${cfgOpt}; ` +
       `slapos node software --now${cfgOpt}; slapos node instance --now${cfgOpt}`,
   )
   if (plan.standalone) {
@@ -253,6 +271,23 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
     if (plan.cronFile) log.info(`Periodic runs: crontab ${shellWord(plan.cronFile)}`)
   }
   return EXIT.OK
+}
+
+/**
+ * Why a --master-url is refused (it becomes a line of slapos.cfg), or undefined: an http or
+ * https URL without credentials, query or fragment, no control character.
+ */
+export function masterUrlProblem(url: string): string | undefined {
+  if (hasControl(url) || /\s/.test(url)) return `--master-url ${quote(url)} has spaces or control characters`
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    return `--master-url ${quote(url)} is not a URL`
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `--master-url ${quote(url)} is not an http or https URL`
+  if (u.username || u.password || u.search || u.hash) return `--master-url ${quote(url)} must not carry credentials, a query or a fragment`
+  return undefined
 }
 
 // --- internal ---
@@ -379,7 +414,7 @@ async function bringUp(plan: LocalPlan, ctx: Ctx, quiet: boolean): Promise<void>
   if (r.code !== 0) ctx.log.warning(`supervisord did not start: ${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}`)
   // supervisord starts the local master in the background: give it a moment to listen,
   // so that the first format can post the computer
-  else if (!(await masterAnswers(plan.masterUrl, 10_000))) ctx.log.warning(`the local master does not answer at ${plan.masterUrl}/ yet`)
+  else if (!(await masterAnswers(plan.masterUrl, 10_000))) ctx.log.warning(`the ${plan.ownMaster ? 'local ' : ''}master does not answer at ${plan.masterUrl}/ yet`)
   ctx.log.info('Formatting the node (slapos node format --now)')
   const f = await ctx.runner.run([...ctx.self, 'node', 'format', '--now', '--cfg', plan.nodeCfg, ...(quiet ? ['-q'] : [])], { env: ctx.env, onOutput: (s) => ctx.io.err(s) })
   // like the original, a failed format (e.g. the master not up yet) does not fail configure
@@ -388,12 +423,13 @@ async function bringUp(plan: LocalPlan, ctx: Ctx, quiet: boolean): Promise<void>
 
 /** True once something accepts TCP connections at the master's address (polled every 100 ms). */
 async function masterAnswers(masterUrl: string, limitMs: number): Promise<boolean> {
-  const { hostname, port } = new URL(masterUrl)
+  const { hostname, port, protocol } = new URL(masterUrl)
   const host = hostname.replace(/^\[|\]$/g, '')
+  const defaultPort = protocol === 'https:' ? 443 : 80
   const deadline = Date.now() + limitMs
   while (Date.now() < deadline) {
     const ok = await new Promise<boolean>((resolve) => {
-      const sock = connect({ host, port: Number(port) || 80 }, () => {
+      const sock = connect({ host, port: Number(port) || defaultPort }, () => {
         sock.destroy()
         resolve(true)
       })

@@ -3,8 +3,9 @@
 // The work is in configure-local.ts; this file maps the options.
 import { homedir } from 'node:os'
 import type { CommandModule } from '../command.ts'
-import { configureLocal, planLocal } from '../configure-local.ts'
+import { configureLocal, masterUrlProblem, planLocal } from '../configure-local.ts'
 import { NotRootError, UsageError } from '../errors.ts'
+import { idProblem } from '../names.ts'
 
 const configureLocalCommand: CommandModule = {
   // accepted as the original's configure commands accept it; configure local writes the
@@ -21,6 +22,9 @@ const configureLocalCommand: CommandModule = {
     'no system user or network change (alter_user, alter_network and root_check are false), ' +
     'partitions on loopback addresses, the home directory untouched, and the periodic runs ' +
     'written as a crontab in DIR/etc/cron.d/slapos-node.\n\n' +
+    'With --master-url URL the node uses that master (another node\'s local master, a lab\'s ' +
+    'master) instead of starting its own: no slapos-proxy.cfg, no proxy program; with ' +
+    '--computer-id, several such nodes on one machine are the computers of one master.\n\n' +
     'Running it again with the same options changes nothing; an existing slapos.cfg with other ' +
     'content is never replaced.',
   options: (y) =>
@@ -49,6 +53,11 @@ const configureLocalCommand: CommandModule = {
           'Write run_as_root = true: software releases and partitions owned by root build and run as root (a standalone node made by root). ' +
           'Without it such a node refuses to run them, and warns every run when it does',
       })
+      .option('computer-id', { type: 'string', describe: 'Computer id of this node on its master (default: local_computer)' })
+      .option('master-url', {
+        type: 'string',
+        describe: 'URL of an existing master for this node (e.g. a lab\'s slapos proxy); the node then starts no local master of its own',
+      })
       .option('start', { type: 'boolean', default: true, describe: 'Start supervisord and format the node once configured; --no-start only writes the configuration' })
       .option('enable-shacache-proxy', {
         type: 'boolean',
@@ -66,6 +75,15 @@ const configureLocalCommand: CommandModule = {
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('slapos configure local: error: --daemon-listen-port must be a port number (0-65535)')
     if (!Number.isInteger(partitions) || partitions < 0) throw new UsageError('slapos configure local: error: --partition-number must be a whole number')
     const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined)
+    const computerId = str(args.computerId)
+    const idError = computerId === undefined ? undefined : idProblem('--computer-id', computerId)
+    if (idError) throw new UsageError(`slapos configure local: error: ${idError}`)
+    const masterUrl = str(args.masterUrl)
+    const urlError = masterUrl === undefined ? undefined : masterUrlProblem(masterUrl)
+    if (urlError) throw new UsageError(`slapos configure local: error: ${urlError}`)
+    if (masterUrl && args.enableShacacheProxy === true) {
+      throw new UsageError('slapos configure local: error: --enable-shacache-proxy needs the local master, not --master-url', 'enable the cache on the master the URL names instead')
+    }
     const runAsRoot = args.runAsRoot === true
     if (standalone && process.getuid?.() === 0 && !runAsRoot) {
       ctx.log.warning(
@@ -89,6 +107,8 @@ const configureLocalCommand: CommandModule = {
       self: ctx.self,
       shacacheProxy: args.enableShacacheProxy === true,
       runAsRoot,
+      computerId,
+      masterUrl,
     })
     return configureLocal(plan, ctx, { start: args.start !== false, quiet: args.global.verbosity === 0 })
   },
