@@ -10,7 +10,13 @@
 //   - managers: 100 deployed partitions, idle runs alternating (a) this build with no manager,
 //     (b) the build named by SLAPOS_BASELINE (an older dist/slapos) if given, (c) this build with
 //     every manager listed (no partition asks anything of them) and [firewall].
-// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins|managers (default idle and jobs)]
+//   - dryrun: 100 deployed partitions, idle runs alternating the real run and `--dry-run`
+//     (target: the dry run takes no more than 1.2 x the real idle run).
+//   - converge: a parent of the tree release (test/fixtures/software-release/tree.cfg) that requests
+//     two instances of the sample release: from `slapos request` to the parent's published URLs in
+//     one `node instance --converge`, beside the buildouts' own time and the start-up floor
+//     (target: at most 5 s above the buildouts).
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins|managers|dryrun|converge (default idle and jobs)]
 import { spawn } from 'node:child_process'
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
@@ -33,7 +39,7 @@ async function prepare(n: number): Promise<TestNode> {
   const tpl = join(node.dir, 'sr', 'instance.cfg.in')
   // a `sleep` listens on no port: the release's port promise goes too
   const text = readFileSync(tpl, 'utf8').replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000')
-  writeFileSync(tpl, text.replace(/^parts = service page publish promise$/m, 'parts = service page publish'))
+  writeFileSync(tpl, text.replace(/^(parts = .*) promise$/m, '$1'))
   await node.supply()
   const sw = await node.run(['node', 'software', '--now'])
   if (sw.code !== 0) throw new Error(`node software failed:\n${sw.stderr}`)
@@ -115,7 +121,7 @@ const out: string[] = []
   console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
 }
 
-for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' ? [] : [10, 100]) {
+for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' ? [] : [10, 100]) {
   const node = await prepare(n)
   try {
     const first = await timed(node, ['--jobs', '2'])
@@ -144,7 +150,7 @@ for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' ? [
 }
 
 const first: Record<number, number> = {}
-for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' ? [] : [1, 2]) {
+for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' ? [] : [1, 2]) {
   const node = await prepare(20)
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
@@ -157,6 +163,8 @@ for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' 
 }
 if (ONLY === 'plugins') await benchPlugins(100)
 if (ONLY === 'managers') await benchManagers(100)
+if (ONLY === 'dryrun') await benchDryRun(100)
+if (ONLY === 'converge') await benchConverge()
 if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
 console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')
@@ -274,4 +282,111 @@ async function benchManagers(n: number): Promise<void> {
   } finally {
     await teardown(node)
   }
+}
+
+/**
+ * `node instance --dry-run` beside the real idle run on one node with `n` deployed partitions,
+ * alternating (the machine's speed varies from minute to minute), each pair after a
+ * `slapos --version` (the start-up floor).
+ */
+async function benchDryRun(n: number): Promise<void> {
+  const node = await prepare(n)
+  try {
+    await timed(node, ['--jobs', '2'])
+    const floor: number[] = []
+    const real: number[] = []
+    const realCpu: number[] = []
+    const dry: number[] = []
+    const dryCpu: number[] = []
+    const ratio: number[] = []
+    for (let i = 0; i < RUNS; i++) {
+      const t0 = performance.now()
+      await runMeasured([SLAPOS, '--version'])
+      floor.push(performance.now() - t0)
+      real.push(await timed(node, []))
+      realCpu.push(lastCpu)
+      dry.push(await timed(node, ['--dry-run']))
+      dryCpu.push(lastCpu)
+      ratio.push((dry.at(-1) ?? 0) / (real.at(-1) ?? 1))
+    }
+    console.log(`floor (slapos --version): median ${f(median(floor))} ms wall`)
+    console.log(`idle node instance, ${n} partitions: median ${f(median(real))} ms wall, ${f(median(realCpu))} ms CPU (${RUNS} runs, alternating)`)
+    console.log(`node instance --dry-run, same node: median ${f(median(dry))} ms wall, ${f(median(dryCpu))} ms CPU`)
+    console.log(`dry run / real idle run: ${(median(dry) / median(real)).toFixed(2)} (ratio of the medians; median of the per-pair ratios ${median(ratio).toFixed(2)}); target <= 1.2`)
+  } finally {
+    await teardown(node)
+  }
+}
+
+/**
+ * From `slapos request` of a tree's root to its published URLs in one `node instance
+ * --converge` (3 partitions: the parent and its two children), on a node whose releases are
+ * built and where nothing is requested (a snapshot restored before each run). The buildouts'
+ * own time: the configured buildout runs through a wrapper that appends each run's wall time.
+ */
+async function benchConverge(): Promise<void> {
+  const node = await makeNode({ partitions: 3 })
+  try {
+    const treeUrl = join(node.dir, 'sr', 'tree.cfg')
+    await node.supply()
+    await node.supply(treeUrl)
+    const sw = await node.run(['node', 'software', '--now'])
+    if (sw.code !== 0) throw new Error(`node software failed:\n${sw.stderr}`)
+    const times = join(node.dir, 'buildout-times')
+    const wrapper = join(node.dir, 'bin', 'buildout-timed')
+    writeFileSync(
+      wrapper,
+      `#!/bin/sh\nstart=$(date +%s%N)\n'${node.buildout}' "$@"\nrc=$?\necho $(( ($(date +%s%N) - start) / 1000000 )) >> '${times}'\nexit $rc\n`,
+      { mode: 0o755 },
+    )
+    const cfg = join(node.dir, 'slapos-converge.cfg')
+    writeFileSync(cfg, readFileSync(directCfg(node), 'utf8').replace(/^buildout = .*$/m, `buildout = ${wrapper}`))
+    const clientCfg = join(node.dir, 'client.cfg')
+    writeFileSync(clientCfg, `[slapos]\nmaster_url = ${node.proxy.url}\n`)
+    const clean = await node.snapshot()
+    const floor: number[] = []
+    const total: number[] = []
+    const buildouts: number[] = []
+    const above: number[] = []
+    let passes = 0
+    for (let i = 0; i < RUNS; i++) {
+      await node.restore(clean)
+      rmSync(times, { force: true })
+      const f0 = performance.now()
+      await runMeasured([SLAPOS, '--version'])
+      floor.push(performance.now() - f0)
+      const t0 = performance.now()
+      const requested = await runMeasured([SLAPOS, 'request', 'parent', treeUrl, '--cfg', clientCfg])
+      if (requested.code !== 0) throw new Error(`slapos request exited ${requested.code}:\n${requested.stderr}`)
+      const run = await runMeasured([SLAPOS, 'node', 'instance', '--now', '--converge', '--cfg', cfg])
+      total.push(performance.now() - t0)
+      if (run.code !== 0) throw new Error(`node instance --converge exited ${run.code}:\n${run.stderr.slice(-3000)}`)
+      passes = run.stderr.split('\n').filter((l) => l.includes('converge pass ')).length
+      const urls = await publishedUrls(clientCfg, treeUrl)
+      if (!urls.every((u) => /^http:/.test(u))) throw new Error(`the parent did not publish both URLs: ${JSON.stringify(urls)}`)
+      const own = readFileSync(times, 'utf8').split('\n').filter(Boolean).map(Number).reduce((a, b) => a + b, 0)
+      buildouts.push(own)
+      above.push((total.at(-1) ?? 0) - own)
+    }
+    console.log(
+      `converge, a parent and 2 children (${passes} passes, ${RUNS} runs): from \`slapos request\` to the published URLs median ${f(median(total))} ms; ` +
+        `the buildouts' own time ${f(median(buildouts))} ms; above the buildouts ${f(median(above))} ms (min ${f(Math.min(...above))}, max ${f(Math.max(...above))}; target <= 5000); ` +
+        `floor \`slapos --version\` ${f(median(floor))} ms`,
+    )
+  } finally {
+    await teardown(node)
+  }
+}
+
+/** The parent's child-1-url and child-2-url, as `slapos request --json` gives them. */
+async function publishedUrls(clientCfg: string, treeUrl: string): Promise<string[]> {
+  const out = await new Promise<string>((res, rej) => {
+    const child = spawn(SLAPOS, ['request', 'parent', treeUrl, '--cfg', clientCfg, '--json'], { stdio: ['ignore', 'pipe', 'ignore'] })
+    let text = ''
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (text += s))
+    child.on('error', rej)
+    child.on('close', () => res(text))
+  })
+  const published = (JSON.parse(out) as { 'connection-parameters': Record<string, unknown> })['connection-parameters']
+  return ['child-1-url', 'child-2-url'].map((k) => String(published[k] ?? ''))
 }

@@ -34,7 +34,7 @@ export interface NodeRun {
  * unless --now, pid file (exit 10), then the master client. Nothing contacts the master here
  * (the original's best-effort getHateoasUrl is not made: it has no effect on the node).
  */
-export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ctx): Promise<NodeRun> {
+export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ctx, opts: { dryRun?: boolean } = {}): Promise<NodeRun> {
   const file = readConfig('node', args.cfg, ctx.env)
   checkRoot(file)
   const overrides = commonOverrides(args)
@@ -42,7 +42,9 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
   const settings = new Map([...file.section('slapos'), ...file.section('networkcache')])
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') settings.set(k, String(v))
   checkFiles(cfg, settings)
-  const delay = args.now === true ? 0 : cfg.maximalDelay
+  // a dry run (`--dry-run`) neither waits nor takes the pid file: it only reads, so it neither
+  // blocks nor is blocked by cron's real run
+  const delay = args.now === true || opts.dryRun ? 0 : cfg.maximalDelay
   if (delay > 0) {
     const seconds = 1 + Math.floor(Math.random() * delay)
     ctx.log.info(`Sleeping for ${seconds} second${seconds === 1 ? '' : 's'} (maximal_delay = ${delay}; --now skips this)`)
@@ -50,7 +52,7 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
   }
   rootWarning.log = ctx.log
   const pidfile = kind === 'software' ? cfg.pidfileSoftware : kind === 'report' ? cfg.pidfileReport : cfg.pidfileInstance
-  const release = acquirePidfile(pidfile)
+  const release = opts.dryRun ? () => undefined : acquirePidfile(pidfile)
   const client = new SlapClient({ masterUrl: cfg.masterUrl, keyFile: cfg.keyFile, certFile: cfg.certFile, caFile: cfg.masterCaFile })
   // the managers are loaded by the command (manager-registry.ts: loadRunManagers)
   return { cfg, client, log: ctx.log, settings, managers: [], release }

@@ -13,6 +13,8 @@
 // `stopped`: buildout, then (always) stop services, /stopped. `destroyed` (with a software
 // release): stop services, /stopped; the files stay until `node report` destroys them.
 // Errors are caught at the partition boundary: one failing partition never stops the others.
+// `--dry-run` (planPartitions) reads the same local state into the same decisions
+// (viewPartition, grid-plan.ts decidePartition) and prints them instead of doing them.
 import {
   existsSync,
   lchownSync,
@@ -35,7 +37,21 @@ import type { Ctx } from './context.ts'
 import { ConnectionError, NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
-import { planPartition, runExitCode, unknownPartitionsMessage, type PartitionDecision } from './grid-plan.ts'
+import {
+  decidePartition,
+  deploymentRecord,
+  deploymentRecordText,
+  parseDeploymentRecord,
+  planText,
+  runExitCode,
+  unknownPartitionsMessage,
+  type DeploymentRecord,
+  type LocalPartitionState,
+  type PartitionDecision,
+  type PartitionStep,
+  type PlanOptions,
+  type WantedPartition,
+} from './grid-plan.ts'
 import type { Logger } from './log.ts'
 import { applyFirewall, fetchTreeAddresses, removeFirewall, routeAddresses, writeFirewallPrograms } from './firewall.ts'
 import { firewallOptions, partitionAddresses, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
@@ -69,6 +85,17 @@ export interface InstanceOptions {
   json: boolean
   /** -q: no summary table on stderr */
   quiet?: boolean
+  /** --converge (grid-converge.ts): partitions processed even when up to date, as with --force */
+  reprocess?: ReadonlySet<string> | undefined
+  /** --converge: told what an online run saw and did, before it returns its exit status */
+  onPass?: ((pass: InstancePass) => void) | undefined
+}
+
+/** What one online run saw (the master's list) and did (one summary per partition). */
+export interface InstancePass {
+  code: number
+  partitions: ComputerPartition[]
+  items: PartitionSummary[]
 }
 
 /** How one partition ended in this run (the summary table and --json). */
@@ -187,7 +214,66 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   else if (!opts.quiet && shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
   const lookedAt = summaries.filter((s) => s.result !== 'not-selected').length
   log.info(`Finished computer partitions (${lookedAt} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
+  opts.onPass?.({ code, partitions, items: summaries })
   return code
+}
+
+/** What `node instance --dry-run --json` prints. */
+export interface InstancePlan {
+  dryRun: true
+  /** supervisord now, and what a real run would do about it */
+  supervisord: SupervisordPlan
+  /** the master could not be reached: a real run would go offline (exit 3) */
+  offline?: string
+  items: PartitionStep[]
+}
+
+export type SupervisordPlan = 'running' | 'not running: a real run starts it' | 'not running: forbid_supervisord_automatic_launch keeps it stopped'
+
+/**
+ * `node instance --dry-run`: the reading and the decisions of processPartitions
+ * (viewPartition, grid-plan.ts decidePartition), printed instead of done. Reads only: no file
+ * written, supervisord asked its state and never started, the master asked the partition list
+ * only; no manager hook, no promise. Exit status 0; 3 when the master cannot be reached (a
+ * real run would go offline); the start-up errors of a real run (unknown --only-cp partition,
+ * missing software root) alike.
+ */
+export async function planPartitions(run: Pick<NodeRun, 'cfg' | 'client' | 'log'>, opts: InstanceOptions, ctx: Ctx): Promise<number> {
+  const { cfg, client, log } = run
+  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
+  const listing = client.getFullComputerInformation(cfg.computerId).then(
+    (computer) => ({ partitions: computer._computer_partition_list }),
+    (error: unknown) => ({ error }),
+  )
+  const supervisord = await supervisordPlan(cfg, log, ctx)
+  const listed = await listing
+  const print = (plan: InstancePlan) => {
+    if (opts.json) ctx.io.out(JSON.stringify(plan, null, 2) + '\n')
+    else if (plan.offline) ctx.io.out(`${plan.offline}\nsupervisord: ${plan.supervisord}\n`)
+    else ctx.io.out(`supervisord: ${plan.supervisord}\n${planText(plan.items, ['partition', 'partitions'])}`)
+  }
+  if ('error' in listed) {
+    const e = listed.error
+    if (e instanceof ConnectionError || (e instanceof ServerError && e.status === 503)) {
+      print({ dryRun: true, supervisord, offline: `the master cannot be reached (${escapeControls(e.message)}): a real run would start every supervised process (offline mode, exit 3)`, items: [] })
+      return EXIT.OFFLINE_SUCCESS
+    }
+    throw e
+  }
+  const partitions: ComputerPartition[] = listed.partitions
+  const unknown = unknownPartitionsMessage(
+    partitions.map((p) => p._partition_id ?? ''),
+    opts.only,
+  )
+  if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
+  const reader: Reader = { cfg, opts, ctx, periodicity: new Map(), softwarePaths: new Map() }
+  const items = partitions.map((p): PartitionStep => {
+    const refused = masterDataProblem(p)
+    if (!refused) return viewPartition(reader, p).step
+    return { id: escapeControls(p._partition_id ?? ''), state: escapeControls(p._requested_state ?? 'destroyed'), action: 'error', reason: 'refused', detail: escapeControls(refused) }
+  })
+  print({ dryRun: true, supervisord, items })
+  return EXIT.OK
 }
 
 /** The summary table written on stderr at the end of a run. */
@@ -261,66 +347,127 @@ export function buildoutTail(t: {
 
 // --- internal ---
 
-interface Env {
+/** What reading the partitions needs (a real run and a dry run). */
+interface Reader {
   cfg: NodeConfig
+  opts: InstanceOptions
+  ctx: Ctx
+  /** periodicity files read in this run: every partition of a software release shares one */
+  periodicity: Map<string, string | undefined>
+  softwarePaths: Map<string, string>
+}
+
+interface Env extends Reader {
   managers: Manager[]
   /** [firewall], when the node manages firewalld rules */
   firewall: FirewallOptions | undefined
   client: SlapClient
   sup: Supervisor
   log: Logger
-  ctx: Ctx
-  opts: InstanceOptions
   progress: Progress
   settings: Map<string, string>
-  /** periodicity files read in this run: every partition of a software release shares one */
-  periodicity: Map<string, string | undefined>
-  softwarePaths: Map<string, string>
 }
 
 /** <software_root>/<md5 of the URL>, computed once per software release and run. */
-function softwarePathOf(env: Env, url: string): string {
+function softwarePathOf(env: Reader, url: string): string {
   let path = env.softwarePaths.get(url)
   if (path === undefined) env.softwarePaths.set(url, (path = join(env.cfg.softwareRoot, md5hex(url))))
   return path
 }
 
-function periodicityOf(env: Env, file: string): string | undefined {
+function periodicityOf(env: Reader, file: string): string | undefined {
   if (!env.periodicity.has(file)) env.periodicity.set(file, readPartitionFile(file))
   return env.periodicity.get(file)
 }
 
-/** One partition, from the master's description to its summary. Throws only ConnectionError. */
-async function handlePartition(env: Env, p: ComputerPartition): Promise<PartitionSummary> {
-  const { cfg, client, opts } = env
-  const start = Date.now()
-  const id = p._partition_id ?? ''
-  // what the master sends names paths and lines of files here: checked before anything is touched
-  const refused = masterDataProblem(p)
-  if (refused) return refusePartition(env, p, refused)
-  const path = join(cfg.instanceRoot, id)
+/** What the node reads (never writes) of one partition whose master data passed masterDataProblem, and the decision. */
+interface PartitionView {
+  id: string
+  path: string
+  state: string
+  srUrl: string | null
+  softwarePath: string | undefined
+  softwareType: string | undefined
+  timestampFile: string
+  periodicityFile: string | undefined
+  decision: PartitionDecision
+  step: PartitionStep
+}
+
+/** The master's description of a partition in the words of this file. */
+function masterView(p: ComputerPartition) {
   const params = p._parameter_dict ?? {}
   const doc = p._software_release_document
-  const srUrl = (typeof doc === 'string' ? doc : doc?._software_release) ?? null
-  const state = p._requested_state ?? 'destroyed'
-  const softwareType = typeof params.slap_software_type === 'string' ? params.slap_software_type : undefined
   const rawTimestamp = params.timestamp
-  const timestamp = rawTimestamp === undefined || rawTimestamp === null ? undefined : String(rawTimestamp)
-  const softwarePath = srUrl ? softwarePathOf(env, srUrl) : undefined
-  const log = env.log.child(id)
-  const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
+  return {
+    id: p._partition_id ?? '',
+    /** the instance parameters (the name deploymentRecord takes) */
+    parameters: params,
+    srUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
+    softwareReleaseUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
+    state: p._requested_state ?? 'destroyed',
+    softwareType: typeof params.slap_software_type === 'string' ? params.slap_software_type : undefined,
+    timestamp: rawTimestamp === undefined || rawTimestamp === null ? undefined : String(rawTimestamp),
+  }
+}
 
+/**
+ * Reads the local state of a partition and asks grid-plan.ts: the one path from the master's
+ * description to a decision, for the real run and for --dry-run alike. Only reads: what only
+ * says why (the deployment record, the error log, a free partition's leftovers) is read when
+ * the decision needs it, so an idle run reads one `.timestamp` per partition.
+ */
+function viewPartition(env: Reader, p: ComputerPartition): PartitionView {
+  const { cfg, opts } = env
+  const { id, srUrl, state, softwareType, timestamp } = masterView(p)
+  const path = join(cfg.instanceRoot, id)
+  const softwarePath = srUrl ? softwarePathOf(env, srUrl) : undefined
   // (path and softwarePath are normalised: these names need no join)
   const timestampFile = `${path}/.timestamp`
   const periodicityFile = softwarePath ? `${softwarePath}/periodicity` : undefined
   // a .timestamp read there also says that the directory exists
   const localTimestamp = readRegularFile(timestampFile)
   const dirExists = localTimestamp !== undefined || isDirectory(path)
-  const decision: PartitionDecision = planPartition(
-    { id, state, softwareReleaseUrl: srUrl, timestamp },
-    { dirExists, timestamp: localTimestamp, periodicityFile: periodicityFile ? periodicityOf(env, periodicityFile) : undefined },
-    { force: opts.force, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() },
-  )
+  let record: DeploymentRecord | undefined
+  const wanted: WantedPartition = {
+    id,
+    state,
+    softwareReleaseUrl: srUrl,
+    timestamp,
+    get record() {
+      return (record ??= deploymentRecord(masterView(p)))
+    },
+  }
+  const local: LocalPartitionState = {
+    dirExists,
+    timestamp: localTimestamp,
+    periodicityFile: periodicityFile ? periodicityOf(env, periodicityFile) : undefined,
+    get lastDeployment() {
+      return readDeploymentRecord(cfg.instanceRoot, id)
+    },
+    get failedBefore() {
+      return lstatSync(`${path}/.slapgrid-${id}-error.log`, { throwIfNoEntry: false }) !== undefined
+    },
+    get leftovers() {
+      return ['.slapgrid', '.timestamp'].some((f) => lstatSync(`${path}/${f}`, { throwIfNoEntry: false }) !== undefined)
+    },
+  }
+  const planOpts: PlanOptions = { force: opts.force || opts.reprocess?.has(id) === true, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() }
+  const { decision, step } = decidePartition(wanted, local, planOpts)
+  return { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step }
+}
+
+/** One partition, from the master's description to its summary. Throws only ConnectionError. */
+async function handlePartition(env: Env, p: ComputerPartition): Promise<PartitionSummary> {
+  const { cfg, client } = env
+  const start = Date.now()
+  // what the master sends names paths and lines of files here: checked before anything is touched
+  const refused = masterDataProblem(p)
+  if (refused) return refusePartition(env, p, refused)
+  const view = viewPartition(env, p)
+  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step } = view
+  const log = env.log.child(id)
+  const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
 
   switch (decision.kind) {
     case 'missing-dir': {
@@ -331,6 +478,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
     }
     case 'free':
       cleanFreePartition(path, log)
+      removeIfExists(recordFile(cfg.instanceRoot, id))
       return summary('free')
     default:
       break
@@ -338,7 +486,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   // §4.3 step 1: what the previous buildout requested is forgotten before anything else
   removeIfExists(`${path}/.slapos-request-transaction-${id}`)
   if (decision.kind === 'not-selected') return summary('not-selected')
-  const rest = () => processSelected(env, p, { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary })
+  const rest = () => processSelected(env, p, { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step, log, summary })
   if (env.managers.length === 0) return rest()
   // node-extras §1.2: instance before anything else, instanceTearDown after everything, for
   // up-to-date and failed partitions too; a hook that throws fails this partition only
@@ -368,6 +516,7 @@ interface Selected {
   timestampFile: string
   periodicityFile: string | undefined
   decision: Extract<PartitionDecision, { kind: 'up-to-date' | 'process' }>
+  step: PartitionStep
   log: Logger
   summary: (result: PartitionResult, message?: string) => PartitionSummary
 }
@@ -375,7 +524,7 @@ interface Selected {
 /** A selected partition: up to date (anomaly check) or processed for its requested state. */
 async function processSelected(env: Env, p: ComputerPartition, s: Selected): Promise<PartitionSummary> {
   const { cfg, client, opts } = env
-  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary } = s
+  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step, log, summary } = s
   if (decision.deletePeriodicityFile && periodicityFile) {
     log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
     removeIfExists(periodicityFile)
@@ -404,12 +553,15 @@ async function processSelected(env: Env, p: ComputerPartition, s: Selected): Pro
   // §4.4: from here on every line of this partition also goes to its instance.log
   const owner = partitionOwner(path)
   const plog = partitionLogger(log, path, owner, env.progress)
-  plog.info(`Processing partition ${id} (requested state ${state}${softwareType ? `, software type ${softwareType}` : ''})`)
+  plog.info(`Processing partition ${id} (requested state ${state}${softwareType ? `, software type ${softwareType}` : ''}): ${step.action}, ${step.reason}: ${step.detail}`)
   try {
     await fetchCertificate(env, id, owner)
     removeIfExists(join(path, `.slapgrid-${id}-error.log`))
     await dispatch(env, { id, path, state, srUrl: srUrl ?? '', softwarePath: softwarePath ?? '', owner, log: plog, params: p })
-    if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) writePartitionFile(timestampFile, decision.writeTimestamp, 0o644)
+    if (decision.writeTimestamp !== undefined && !(opts.forceStop && state === 'started')) {
+      writePartitionFile(timestampFile, decision.writeTimestamp, 0o644)
+      recordDeployment(env, id, p)
+    }
     const started = state === 'started' && !opts.forceStop
     plog.info(`Partition ${id} ${started ? 'deployed and started' : state === 'destroyed' ? 'stopped (node report destroys it)' : 'processed'}`)
     return summary(started ? 'deployed' : 'stopped')
@@ -544,6 +696,31 @@ async function anomalyCheck(env: Env, w: { id: string; path: string; owner: Owne
   if (message) await report(w.log, () => env.client.softwareInstanceError(env.cfg.computerId, w.id, message))
   else await env.client.startedComputerPartition(env.cfg.computerId, w.id)
   recordToldStatus(env, w.id, status)
+}
+
+/**
+ * The deployment record of a partition (grid-plan.ts DeploymentRecord):
+ * `<instance_root>/var/run/<id>.deployment`, beside `<id>.promise-status`, outside the
+ * partition: a directory only root writes, so the partition's user can neither forge it nor
+ * make the node write through a link of theirs. It only names why a partition is processed.
+ */
+function recordFile(instanceRoot: string, id: string): string {
+  return join(instanceRoot, 'var', 'run', `${id}.deployment`)
+}
+
+function readDeploymentRecord(instanceRoot: string, id: string): DeploymentRecord | undefined {
+  return parseDeploymentRecord(readPartitionFile(recordFile(instanceRoot, id)))
+}
+
+/** After a fully successful processing, with `.timestamp`: what the master asked this time. */
+function recordDeployment(env: Env, id: string, p: ComputerPartition): void {
+  const record = deploymentRecord(masterView(p))
+  try {
+    writePartitionFile(recordFile(env.cfg.instanceRoot, id), deploymentRecordText(record), 0o600)
+  } catch (e) {
+    // only a reason of a later plan is lost
+    env.log.debug(`cannot record the deployment of ${id}: ${e instanceof Error ? e.message : String(e)}`)
+  }
 }
 
 /** What the master was last told of a partition's promises (`<instance_root>/var/run/<id>.promise-status`), outside the partition. */
@@ -805,6 +982,24 @@ async function offline(cfg: NodeConfig, sup: Supervisor, log: Logger, why: Conne
     return EXIT.FAIL
   }
   return EXIT.OFFLINE_SUCCESS
+}
+
+/**
+ * supervisord's state for a dry run: asked on its socket (a read), never started, nothing
+ * stopped (a real run's launch also stops a stray supervisord on the other socket name).
+ */
+async function supervisordPlan(cfg: NodeConfig, log: Logger, ctx: Ctx): Promise<SupervisordPlan> {
+  const paths = supervisorPaths(cfg.instanceRoot)
+  let state: string | undefined
+  if (existsSync(paths.socket)) {
+    try {
+      state = await new Supervisor(paths, log, ctx.runner).getState()
+    } catch (e) {
+      log.debug(`supervisord does not answer on ${paths.socket}: ${e instanceof Error ? e.message : String(e)}`)
+    }
+  }
+  if (state === 'RUNNING') return 'running'
+  return cfg.forbidSupervisordAutomaticLaunch ? 'not running: forbid_supervisord_automatic_launch keeps it stopped' : 'not running: a real run starts it'
 }
 
 /** Master calls whose failure is logged, not fatal for the partition (a lost master still is). */

@@ -1,6 +1,7 @@
 // slapos node software: install the software releases the master supplies to this node with
 // buildout, remove the destroyed ones, tell the master about each (spec grid.md §3). Called
-// by commands/node-software.ts after startNodeRun.
+// by commands/node-software.ts after startNodeRun. What to do with each release is decided by
+// grid-plan.ts planSoftwareRelease, which `--dry-run` (planSoftwareReleases) prints instead.
 //
 // One software release, as the master asks (state) and as the disk says (.completed):
 //
@@ -25,10 +26,11 @@ import type { Ctx } from './context.ts'
 import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import { md5hex, ownerOf, refuseRoot, type NodeRun } from './grid-common.ts'
+import { garbageStep, planSoftwareRelease, type SoftwareStep } from './grid-plan.ts'
 import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
 import { firewallOptions, runHook } from './managers.ts'
-import { escapeControls, hasControl, quote } from './names.ts'
+import { escapeControls, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
 import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
 
@@ -90,17 +92,17 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
     try {
       // node-extras §1.2: every release of the list, selected or not
       if (run.managers.length) await runHook(run.managers, 'software', managed)
-      const selected = !filter || filter.has(url) || filter.has(hash)
-      // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
-      if (selected && hasControl(url)) throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
-      if (!selected) {
-        outcome = 'skipped'
-      } else if (state === 'available') {
-        if (!opts.force && existsSync(join(path, '.completed'))) {
+      const step = planSoftwareRelease({ url, hash, state }, readSoftware(path), { force: opts.force, selected: !filter || filter.has(url) || filter.has(hash) })
+      switch (step.action) {
+        case 'skip':
+          outcome = 'skipped'
+          break
+        case 'nothing':
           srLog.debug(`${url} is already installed`)
           outcome = 'up-to-date'
-        } else {
-          srLog.info(`Installing software release ${url}`)
+          break
+        case 'install':
+          srLog.info(`Installing software release ${url} (${step.reason}: ${step.detail})`)
           try {
             await client.buildingSoftwareRelease(url, cfg.computerId)
           } catch (e) {
@@ -112,16 +114,19 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
           writeAtomic(join(path, '.completed'), asctime(ctx.now()))
           srLog.info(`Software release ${url} installed`)
           outcome = 'installed'
-        }
-      } else if (state === 'destroyed') {
-        if (existsSync(path)) {
-          srLog.info(`Removing software release ${url}`)
-          removeSoftware(path, url)
-        }
-        await client.destroyedSoftwareRelease(url, cfg.computerId)
-        outcome = 'destroyed'
-      } else {
-        throw new SlapError(`Unsupported requested state for software release ${url}: ${state}`)
+          break
+        case 'remove':
+          if (existsSync(path)) {
+            srLog.info(`Removing software release ${url}`)
+            removeSoftware(path, url)
+          }
+          await client.destroyedSoftwareRelease(url, cfg.computerId)
+          outcome = 'destroyed'
+          break
+        case 'error':
+          // the URL becomes the `extends =` line of buildout.cfg: one line, nothing else
+          if (step.reason === 'refused') throw new SlapError(`the software release URL has control characters: ${quote(url)}`, { code: 'E_SOFTWARE_URL' })
+          throw new SlapError(`Unsupported requested state for software release ${url}: ${state}`)
       }
       if (run.managers.length) await runHook(run.managers, 'softwareTearDown', managed)
       done(outcome)
@@ -189,13 +194,54 @@ export function removeSoftware(path: string, url: string): void {
 /** §3.1 step 4: md5-named directories holding a buildout.cfg that are not in use. Returns what was removed. */
 export function garbageCollect(softwareRoot: string, inUse: Set<string>): string[] {
   const removed: string[] = []
-  for (const name of readdirSync(softwareRoot)) {
-    const p = join(softwareRoot, name)
-    if (!/^[0-9a-f]{32}$/.test(name) || inUse.has(p) || !isDirectory(p) || !existsSync(join(p, 'buildout.cfg'))) continue
+  for (const p of garbageDirectories(softwareRoot, inUse)) {
     removeTree(p)
     removed.push(p)
   }
   return removed
+}
+
+/** What garbageCollect removes (reads only). */
+export function garbageDirectories(softwareRoot: string, inUse: Set<string>): string[] {
+  return readdirSync(softwareRoot)
+    .filter((name) => /^[0-9a-f]{32}$/.test(name))
+    .map((name) => join(softwareRoot, name))
+    .filter((p) => !inUse.has(p) && isDirectory(p) && existsSync(join(p, 'buildout.cfg')))
+}
+
+/** What `node software --dry-run --json` prints. */
+export interface SoftwarePlan {
+  dryRun: true
+  items: SoftwareStep[]
+}
+
+/**
+ * `node software --dry-run`: the decisions of processSoftwareReleases (grid-plan.ts
+ * planSoftwareRelease on the same reading of the disk), and with --garbage-collect the
+ * directories it would remove. Reads only: the master is asked the list, nothing is written,
+ * no manager hook runs.
+ */
+export async function planSoftwareReleases(run: Pick<NodeRun, 'cfg' | 'client'>, opts: Pick<SoftwareOptions, 'force' | 'onlySr' | 'garbageCollect'>): Promise<SoftwarePlan> {
+  const { cfg, client } = run
+  if (!isDirectory(cfg.softwareRoot)) {
+    throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'create software_root (node format does) or fix it in the configuration' })
+  }
+  const computer = await client.getFullComputerInformation(cfg.computerId)
+  const filter = opts.onlySr?.length ? new Set(opts.onlySr) : undefined
+  const inUse = new Set<string>()
+  const items: SoftwareStep[] = []
+  for (const sr of computer._software_release_list) {
+    const url = sr._software_release
+    const hash = md5hex(url)
+    const path = join(cfg.softwareRoot, hash)
+    const state = sr._requested_state ?? 'available'
+    if (state === 'available') inUse.add(path)
+    items.push(planSoftwareRelease({ url, hash, state }, readSoftware(path), { force: opts.force, selected: !filter || filter.has(url) || filter.has(hash) }))
+  }
+  // a destroyed release's directory is gone by then: only what is left is garbage
+  const removed = new Set(items.filter((s) => s.action === 'remove').map((s) => s.id))
+  if (opts.garbageCollect) for (const p of garbageDirectories(cfg.softwareRoot, inUse)) if (!removed.has(basename(p))) items.push(garbageStep(basename(p)))
+  return { dryRun: true, items }
 }
 
 // --- internal ---
@@ -347,6 +393,12 @@ function makeWritable(p: string): void {
   if (!st.isDirectory()) return
   chmodSync(p, (st.mode & 0o7777) | 0o700)
   for (const name of readdirSync(p)) makeWritable(join(p, name))
+}
+
+/** What the decision about a software release reads of its directory. */
+function readSoftware(path: string): { dirExists: boolean; completed: boolean } {
+  const completed = existsSync(join(path, '.completed'))
+  return { dirExists: completed || existsSync(path), completed }
 }
 
 function isDirectory(p: string): boolean {

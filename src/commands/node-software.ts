@@ -5,7 +5,9 @@ import type { CommandModule } from '../command.ts'
 import { UsageError } from '../errors.ts'
 import { startNodeRun, nodeCommonOptions } from '../grid-common.ts'
 import { loadRunManagers } from '../manager-registry.ts'
-import { errorLine, processSoftwareReleases, type SoftwareResult } from '../grid-software.ts'
+import { EXIT } from '../exit-codes.ts'
+import { planText } from '../grid-plan.ts'
+import { errorLine, planSoftwareReleases, processSoftwareReleases, type SoftwareResult } from '../grid-software.ts'
 
 const nodeSoftware: CommandModule = {
   cfg: 'node',
@@ -14,7 +16,8 @@ const nodeSoftware: CommandModule = {
     'remove the ones it marks destroyed, and report each result to the master. Installed software releases ' +
     '(with a .completed file) are left alone unless --force. With a binary cache configured ([networkcache] ' +
     'download-binary-*), a signed archive built for this system is installed instead of building; with ' +
-    'upload-binary-*, what was built is published. ' +
+    'upload-binary-*, what was built is published. With --dry-run, prints what a run would do to each software ' +
+    'release and why, changing nothing. ' +
     'Exit status: 0 all done, 1 at least one software release failed (or a configuration error), 5 not root, ' +
     '10 another node software run holds the pid file.',
   options: (y) =>
@@ -30,10 +33,22 @@ const nodeSoftware: CommandModule = {
       .option('buildout-debug', { type: 'boolean', describe: 'run buildout with -D (debugger on failure) on this terminal' })
       .option('garbage-collect', { type: 'boolean', describe: 'remove software directories of releases no longer supplied' })
       .option('json', { type: 'boolean', describe: 'print the results as JSON on stdout' })
+      .option('dry-run', {
+        alias: 'n',
+        type: 'boolean',
+        describe: 'print what a run would do to each software release and why (install, remove, nothing), change nothing: only reads, no pid file',
+      })
       .conflicts('all', 'only-sr')
       .conflicts('develop', 'only-sr'),
   async run(args, ctx) {
     const onlySr = onlyList(args.onlySr)
+    const force = args.force === true || args.all === true || args.develop === true
+    if (args.dryRun === true) {
+      const run = await startNodeRun('software', args, ctx, { dryRun: true })
+      const plan = await planSoftwareReleases(run, { force, onlySr, garbageCollect: args.garbageCollect === true })
+      ctx.io.out(args.json === true ? JSON.stringify(plan, null, 2) + '\n' : planText(plan.items, ['software release', 'software releases']))
+      return EXIT.OK
+    }
     const run = await startNodeRun('software', args, ctx)
     await loadRunManagers(run, ctx.runner)
     // like the original, an interruption is reported to the master for the release being
@@ -50,7 +65,7 @@ const nodeSoftware: CommandModule = {
       const { exitCode, results } = await processSoftwareReleases(
         run,
         {
-          force: args.force === true || args.all === true || args.develop === true,
+          force,
           onlySr,
           buildoutDebug: args.buildoutDebug === true,
           garbageCollect: args.garbageCollect === true,
