@@ -274,25 +274,34 @@ export async function configureLocal(plan: LocalPlan, ctx: Ctx, opts: { start: b
 }
 
 /**
- * Why a --master-url is refused (it becomes a line of slapos.cfg), or undefined: an http or
- * https URL without credentials, query or fragment, no control character.
+ * A --master-url as it is written into slapos.cfg (the URL as parsed, without a final `/`),
+ * or why it is refused: an http or https URL without credentials, query or fragment, of
+ * letters, digits and `-._~:/[]` only. The value becomes `master_url` of slapos.cfg (read by
+ * ConfigParser, which expands `%`) and `server-url` of every partition's buildout (which
+ * expands `$` and `{...}`).
  */
-export function masterUrlProblem(url: string): string | undefined {
-  if (hasControl(url) || /\s/.test(url)) return `--master-url ${quote(url)} has spaces or control characters`
+export function checkMasterUrl(url: string): { url: string } | { problem: string } {
+  const refuse = (why: string) => ({ problem: `--master-url ${quote(url)} ${why}` })
+  if (url === '') return refuse('is empty: give the URL of a master, or leave the option out for a local master of its own')
+  if (hasControl(url) || /\s/.test(url)) return refuse('has spaces or control characters')
   let u: URL
   try {
     u = new URL(url)
   } catch {
-    return `--master-url ${quote(url)} is not a URL`
+    return refuse('is not a URL')
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return `--master-url ${quote(url)} is not an http or https URL`
-  if (u.username || u.password || u.search || u.hash) return `--master-url ${quote(url)} must not carry credentials, a query or a fragment`
-  return undefined
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return refuse('is not an http or https URL')
+  if (u.username || u.password || u.search || u.hash || url.includes('?') || url.includes('#')) return refuse('must not carry credentials, a query or a fragment')
+  const href = u.href.replace(/\/+$/, '')
+  if (!URL_CHARS.test(url) || !URL_CHARS.test(href)) return refuse("has characters other than letters, digits and - . _ ~ : / [ ] (no '%', '$', '{' or '}')")
+  return { url: href }
 }
 
 // --- internal ---
 
 const STANDALONE_NETWORK = '127.0.1.0/24'
+/** what a --master-url may hold: nothing ConfigParser or buildout would expand */
+const URL_CHARS = /^[A-Za-z0-9._~:/[\]-]+$/
 /** where the shacache proxy of --enable-shacache-proxy fetches what it does not have (the original's) */
 const UPSTREAM_CACHE_URL = 'http://shacache.nxdcdn.com'
 const UPSTREAM_DIR_URL = 'http://shadir.nxdcdn.com'

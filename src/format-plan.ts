@@ -3,6 +3,7 @@
 // previous slapos.xml and what exists on the host into the ordered steps format.ts applies.
 import { ConfigError, SlapError } from './errors.ts'
 import type { FormatConfig } from './config.ts'
+import { quote } from './names.ts'
 import { isPyDict, type PyDict, type PyValue } from './slap-protocol.ts'
 
 // The model uses the slapos.xml key names on purpose: it is written to disk and posted
@@ -89,7 +90,10 @@ export interface GroupFacts {
   shadowMembers?: string[]
 }
 
-/** One route of any table, its destination normalised to `<network>/<len>` (`ip -j route`). */
+/**
+ * One route of any table, its destination normalised to `<network>/<len>` (`ip -j route`); a
+ * multipath route is one HostRoute per next hop.
+ */
 export interface HostRoute {
   table: string
   dst: string
@@ -131,6 +135,12 @@ export interface IpLine {
   item: string
   /** lines of one group stop at the first failure (the original's "speed hack") */
   group?: number
+  /**
+   * the words that take back what this line did, run when format fails after it: an address
+   * drawn by this run is recorded nowhere until slapos.xml is written, and the next run would
+   * draw another one
+   */
+  undo?: string[]
 }
 
 /** An IPv6 address that must be on its interface after a batch; non-TAP ones are waited for (DAD). */
@@ -493,7 +503,9 @@ interface Phase {
  * The partition addresses come first so that the kernel's duplicate address detection of
  * the new IPv6 addresses (one to two seconds, format.ts waits for it at the end) runs while
  * the users are created; TAP/TUN devices come after the users that own them. Within a phase
- * the original's per-partition order is kept.
+ * the original's per-partition order is kept. The original went partition by partition, so a
+ * failure left the addresses of the partitions before it only; here a later failure would leave
+ * every new partition's address, which is why those lines carry their `undo`.
  */
 class Planner {
   private head: Step[] = []
@@ -545,8 +557,8 @@ class Planner {
       this.createUser(c.software_user, c.software_root, [])
       this.accounts.steps.push({ kind: 'chown', path: c.software_root, user: c.software_user })
     }
-    if (cfg.alterNetwork) this.networkPreamble()
-    c.partition_list.forEach((p, i) => this.partition(p, i))
+    if (cfg.alterNetwork) this.storedValues(() => this.networkPreamble())
+    c.partition_list.forEach((p, i) => this.storedValues(() => this.partition(p, i)))
     // a node that does not touch the network still gets addresses for new partitions
     // (like slapformat 0.35.1), so that instances have something to bind
     if (!cfg.alterNetwork) c.partition_list.forEach((p, i) => this.addressesWithoutNetwork(p, i))
@@ -617,16 +629,19 @@ class Planner {
     // the value is already 1 on every run after the first: setting it again changes nothing
     if (cfg.partitionHasIpv6Range && !this.env.facts.nonlocalBind) this.network.steps.push({ kind: 'run', argv: ['sysctl', 'net.ipv6.ip_nonlocal_bind=1'], check: true })
     // The original's speed hack re-adds every stored address of a partition and stops at the
-    // first failure, which on a formatted host is the first address (already there). Only the
-    // addresses before the first present one are re-added: the same end, without the failures.
+    // first failure. On a formatted host that is the first address, already on its interface
+    // ("already assigned"): we stop before it instead of running it. An address found only on
+    // another interface is added like the original does (`ip addr add` on the target succeeds);
+    // a line the kernel refuses for another reason still stops its group, at run time.
     for (const p of c.partition_list) {
       const group = this.speedGroups++
+      this.item = p.reference
       for (const a of p.address_list) {
         const iface = a.addr.includes(':') ? this.v6Iface : this.mainIface
-        if (this.onAnyIface(a.addr)) break
-        const len = lenNetmaskIpv6(a.netmask)
+        if (this.ifaces.get(iface)?.some((x) => sameAddr(x.addr, a.addr))) break
+        const len = this.storedLen(a.netmask)
         this.ifaces.get(iface)?.push({ addr: a.addr, prefixlen: len })
-        this.network.lines.push({ args: ['addr', 'add', `${a.addr}/${len}`, 'dev', iface], check: false, item: p.reference, group })
+        this.line(this.network, { args: ['addr', 'add', `${a.addr}/${len}`, 'dev', iface], check: false, item: p.reference, group })
       }
     }
   }
@@ -651,11 +666,48 @@ class Planner {
     for (const d of p.external_storage_list) this.dirs.steps.push({ kind: 'partdir', path: d, owner })
   }
 
+  /**
+   * A value of a partition that is not an address, a netmask or a name (a ConfigError of the
+   * arithmetic, or a word `ip` would refuse) stops format naming the partition and where such
+   * values come from: the stored slapos.xml, or the names of [slapformat] for a new one.
+   */
+  private storedValues(f: () => void): void {
+    try {
+      f()
+    } catch (err) {
+      if (!(err instanceof ConfigError) || !this.item) throw err
+      throw new FormatError(`${this.item}: ${err.message}`, `correct it in ${this.cfg.computerXml} (or restore that file from its .zip) or in [slapformat], then run node format again`)
+    }
+  }
+
+  /** The prefix length of a stored netmask (`255.255.255.255`, `ffff:ffff::`, `ffff::/64`). */
+  private storedLen(mask: string): number {
+    let len = Number.NaN
+    try {
+      len = lenNetmaskIpv6(mask)
+    } catch {
+      // neither form: said below
+    }
+    if (!Number.isInteger(len) || len < 0 || len > 128) throw new ConfigError(`netmask ${quote(mask)} is not a netmask`)
+    return len
+  }
+
+  /**
+   * Adds a line to a phase, after checking its words as `ip` parses them: a word it refuses
+   * there (a bad prefix, an interface name too long) makes it exit at once, without naming the
+   * line, and would stop the batch with the lines after it, ignored ones included.
+   */
+  private line(phase: Phase, l: IpLine): void {
+    const problem = ipLineProblem(l.args)
+    if (problem) throw new ConfigError(`${problem} in 'ip ${l.args.map((w) => escapeWord(w)).join(' ')}'`)
+    phase.lines.push(l)
+  }
+
   private device(name: string, mode: 'tap' | 'tun', owner: string): void {
     const have = this.env.facts.tunOwners.get(name)
     if (have !== undefined) return // exists; a wrong owner is only warned about by format.ts
-    this.devices.lines.push({ args: ['tuntap', 'add', 'dev', name, 'mode', mode, 'user', owner], check: true, item: this.item })
-    this.devices.lines.push({ args: ['link', 'set', name, 'up'], check: true, item: this.item })
+    this.line(this.devices, { args: ['tuntap', 'add', 'dev', name, 'mode', mode, 'user', owner], check: true, item: this.item })
+    this.line(this.devices, { args: ['link', 'set', name, 'up'], check: true, item: this.item })
     if (!this.ifaces.has(name)) this.ifaces.set(name, [])
   }
 
@@ -678,9 +730,9 @@ class Planner {
       let addr = t.ipv6_addr
       let len: number
       if (addr && this.ifaces.get(t.name)?.some((a) => a.addr === addr)) {
-        len = lenNetmaskIpv6(t.ipv6_netmask)
+        len = this.storedLen(t.ipv6_netmask)
       } else {
-        const r = addr ? { addr, prefixlen: lenNetmaskIpv6(t.ipv6_netmask) } : getTapIpv6Range(base, i, this.cfg.ipv6Prefixshift)
+        const r = addr ? { addr, prefixlen: this.storedLen(t.ipv6_netmask) } : getTapIpv6Range(base, i, this.cfg.ipv6Prefixshift)
         addr = r.addr
         len = r.prefixlen
         this.reserved.add(`${getIpv6RangeFirstAddr(addr, len)}/${len}`)
@@ -695,21 +747,23 @@ class Planner {
       t.ipv6_addr = t.ipv6_netmask = t.ipv6_gateway = t.ipv6_network = ''
     }
     // createRoutes: `ip route show <dst>` lists the routes of exactly that destination; the
-    // routes read once from the host answer the same questions
-    const lines = this.devices.lines
+    // routes read once from the host answer the same questions. The original looks for the
+    // TAP's name anywhere in that output; we look for it as the device of the route or of one
+    // of its next hops (a longer name that contains it, slaptap10 for slaptap1, does not count)
+    const route = (args: string[]) => this.line(this.devices, { args, check: true, item: this.item })
     if (t.ipv4_addr && !this.findRoutes('main', t.ipv4_addr).some((r) => r.dev === t.name)) {
-      lines.push({ args: ['route', 'add', t.ipv4_addr, 'dev', t.name], check: true, item: this.item })
+      route(['route', 'add', t.ipv4_addr, 'dev', t.name])
       this.addRoute('main', t.ipv4_addr, t.name, null)
     }
     if (t.ipv6_network) {
       if (!this.findRoutes('main', t.ipv6_gateway).some((r) => r.dev === t.name)) {
-        lines.push({ args: ['route', 'add', t.ipv6_gateway, 'dev', t.name], check: true, item: this.item })
+        route(['route', 'add', t.ipv6_gateway, 'dev', t.name])
         this.addRoute('main', t.ipv6_gateway, t.name, null)
       }
       const net = this.findRoutes('main', t.ipv6_network)
       if (!net.some((r) => r.dev === t.name && r.gateway !== null && sameAddr(r.gateway, t.ipv6_gateway))) {
-        if (net.some((r) => r.dev === t.name)) lines.push({ args: ['route', 'del', t.ipv6_network, 'dev', t.name], check: true, item: this.item })
-        lines.push({ args: ['route', 'add', t.ipv6_network, 'dev', t.name, 'via', t.ipv6_gateway], check: true, item: this.item })
+        if (net.some((r) => r.dev === t.name)) route(['route', 'del', t.ipv6_network, 'dev', t.name])
+        route(['route', 'add', t.ipv6_network, 'dev', t.name, 'via', t.ipv6_gateway])
         this.addRoute('main', t.ipv6_network, t.name, t.ipv6_gateway)
       }
     }
@@ -731,7 +785,7 @@ class Planner {
       const a = net.split('/')[0] ?? ''
       if (present.some((x) => x.addr === a)) continue
       // exit status ignored, like the original (which then slept a second)
-      this.devices.lines.push({ args: ['addr', 'add', net, 'dev', t.name], check: false, item: this.item })
+      this.line(this.devices, { args: ['addr', 'add', net, 'dev', t.name], check: false, item: this.item })
     }
   }
 
@@ -745,14 +799,19 @@ class Planner {
     return undefined
   }
 
-  /** `ip addr add` unless present (the original's `_addSystemAddress`); IPv6 ones are then checked. */
-  private pushAddr(phase: Phase, iface: string, addr: string, prefixlen: number, tap = false): void {
+  /**
+   * `ip addr add` unless present (the original's `_addSystemAddress`); IPv6 ones are then
+   * checked. `drawn`: the address is new in this run (slapos.xml does not hold it yet), so a
+   * failure later in the run takes it back.
+   */
+  private pushAddr(phase: Phase, iface: string, addr: string, prefixlen: number, tap = false, drawn = false): void {
     const v6 = addr.includes(':')
     const present = this.ifaces.get(iface)?.some((a) => sameAddr(a.addr, addr)) === true
     if (!present) {
       if (!this.ifaces.has(iface)) this.ifaces.set(iface, [])
       this.ifaces.get(iface)?.push({ addr, prefixlen })
-      phase.lines.push({ args: ['addr', 'add', `${addr}/${prefixlen}`, 'dev', iface, ...(tap && v6 ? ['noprefixroute'] : [])], check: true, item: this.item })
+      const prefix = `${addr}/${prefixlen}`
+      this.line(phase, { args: ['addr', 'add', prefix, 'dev', iface, ...(tap && v6 ? ['noprefixroute'] : [])], check: true, item: this.item, ...(drawn ? { undo: ['addr', 'del', prefix, 'dev', iface] } : {}) })
     }
     if (v6) phase.verify.push({ iface, addr, prefixlen, tap })
   }
@@ -801,9 +860,9 @@ class Planner {
   private addresses(p: PartitionModel, i: number): void {
     if (!p.address_list.length) {
       const v4 = this.randomIpv4()
-      this.pushAddr(this.network, this.mainIface, v4, 32)
+      this.pushAddr(this.network, this.mainIface, v4, 32, false, true)
       const v6 = this.partitionIpv6(i)
-      this.pushAddr(this.network, this.v6Iface, v6.addr, v6.prefixlen)
+      this.pushAddr(this.network, this.v6Iface, v6.addr, v6.prefixlen, false, true)
       p.address_list = [
         { addr: v4, netmask: '255.255.255.255' },
         { addr: v6.addr, netmask: netmaskFromLenIPv6(v6.prefixlen) },
@@ -816,7 +875,7 @@ class Planner {
     if (!list.some((a) => !a.addr.includes(':'))) throw new FormatError('No valid IPv4 address loaded from XML config')
     p.address_list = list.map((a) => {
       if (a.addr.includes(':')) {
-        const len = lenNetmaskIpv6(a.netmask)
+        const len = this.storedLen(a.netmask)
         this.usedV6(a.addr)
         if (this.ifaces.get(this.v6Iface)?.some((x) => sameAddr(x.addr, a.addr))) return { addr: a.addr, netmask: a.netmask.split('/')[0] ?? '' }
         this.pushAddr(this.network, this.v6Iface, a.addr, len)
@@ -826,7 +885,7 @@ class Planner {
       if (this.ifaces.get(this.mainIface)?.some((x) => x.addr === a.addr)) return { addr: a.addr, netmask: '255.255.255.255' }
       if (this.onAnyIface(a.addr, this.mainIface)) {
         const v4 = this.randomIpv4()
-        this.pushAddr(this.network, this.mainIface, v4, 32)
+        this.pushAddr(this.network, this.mainIface, v4, 32, false, true)
         return { addr: v4, netmask: '255.255.255.255' }
       }
       this.pushAddr(this.network, this.mainIface, a.addr, 32)
@@ -874,7 +933,7 @@ class Planner {
     }
     // `ip -6 route show table local <range>` lacking `dev lo` -> `ip -6 route add local <range> dev lo`
     if (!this.findRoutes('local', r.network).some((x) => x.dev === 'lo')) {
-      this.network.lines.push({ args: ['route', 'add', 'local', r.network, 'dev', 'lo'], check: true, item: p.reference })
+      this.line(this.network, { args: ['route', 'add', 'local', r.network, 'dev', 'lo'], check: true, item: p.reference })
       this.addRoute('local', r.network, 'lo', null)
     }
   }
@@ -899,6 +958,63 @@ function phaseSteps(p: Phase): Step[] {
   if (p.lines.length) out.push({ kind: 'ip', lines: p.lines })
   if (p.verify.length) out.push({ kind: 'verify6', addrs: p.verify })
   return out
+}
+
+/**
+ * Why `ip` would refuse a word of one of the lines format writes (`addr add|del <prefix> dev
+ * <if> [noprefixroute]`, `tuntap add dev <if> mode tap|tun user <name>`, `link set <if> up`,
+ * `route add|del [local] <prefix> dev <if> [via <addr>]`), or undefined. Such a refusal exits
+ * `ip` at once (exit 1 or 255) without `Command failed -:N`, so it is caught here instead.
+ */
+export function ipLineProblem(args: string[]): string | undefined {
+  for (let k = 1; k < args.length; k++) {
+    const w = args[k] ?? ''
+    const prev = args[k - 1]
+    if (prev === 'dev' && !isIfname(w)) return `${quote(w)} is not an interface name (1 to 15 characters, no '/' or blank)`
+    if (prev === 'via' && !isAddress(w)) return `${quote(w)} is not an address`
+    if (prev === 'user' && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(w)) return `${quote(w)} is not a user name`
+  }
+  const [obj, verb, first, second] = args
+  if ((obj === 'addr' || obj === 'route') && (verb === 'add' || verb === 'del')) {
+    const p = obj === 'route' && first === 'local' ? second : first
+    if (p === undefined || !isPrefix(p)) return `${quote(p ?? '')} is not an address or a network`
+  }
+  return undefined
+}
+
+/** An interface name as the kernel takes it (IFNAMSIZ). */
+function isIfname(s: string): boolean {
+  return s.length >= 1 && s.length <= 15 && !/[/\s]/.test(s)
+}
+
+function isAddress(s: string): boolean {
+  if (s.includes('%')) return false
+  if (!s.includes(':')) return /^\d+\.\d+\.\d+\.\d+$/.test(s) && ipv4Valid(s)
+  return ipv6Value(s) !== undefined
+}
+
+function ipv4Valid(s: string): boolean {
+  try {
+    parseIpv4(s)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** `<addr>`, `<addr>/<len>`, or for IPv4 `<addr>/<contiguous dotted netmask>`. */
+function isPrefix(s: string): boolean {
+  const [a = '', len, more] = s.split('/')
+  if (more !== undefined || !isAddress(a)) return false
+  if (len === undefined) return true
+  const max = a.includes(':') ? 128 : 32
+  if (/^\d{1,3}$/.test(len)) return Number(len) <= max
+  return max === 32 && ipv4Valid(len) && netmaskFromLenIPv4(lenNetmaskIpv4(len)) === formatIpv4(parseIpv4(len))
+}
+
+/** A word of an error message: control characters escaped. */
+function escapeWord(w: string): string {
+  return quote(w).slice(1, -1)
 }
 
 /**

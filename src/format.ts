@@ -3,6 +3,7 @@
 // to do, applies the steps through the Runner (network commands as `ip -batch`) and node:fs,
 // waits for duplicate address detection of the new IPv6 addresses, writes slapos.xml (with its
 // zip history), slapos.json and the .slapos-resource files, then posts the computer to the master.
+// A run that fails before slapos.xml is written deletes the addresses it drew.
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { networkInterfaces, release, arch } from 'node:os'
 import { basename, dirname, join } from 'node:path'
@@ -14,7 +15,7 @@ import { computerDict, FormatError, parseIpv6, planFormat, routeKey, type Accoun
 import type { Logger } from './log.ts'
 import { runHook, type Manager } from './managers.ts'
 import { dumps, loads, type PyDict } from './slap-protocol.ts'
-import { escapeControls } from './names.ts'
+import { escapeControls, quote } from './names.ts'
 import { realRunner, type Runner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
@@ -114,19 +115,27 @@ export async function formatNode(cfg: FormatConfig, deps: FormatDeps): Promise<F
   const applier = new Applier(cfg, deps, users, sleep)
   const managers = cfg.dryRun ? [] : (deps.managers ?? [])
   const computer = { instanceRoot: cfg.instanceRoot, softwareRoot: cfg.softwareRoot, log }
+  let dict: PyDict
   await runHook(managers, 'format', computer)
   try {
-    await applier.apply(plan)
-  } finally {
-    await runHook(managers, 'formatTearDown', computer)
+    try {
+      await applier.apply(plan)
+    } finally {
+      await runHook(managers, 'formatTearDown', computer)
+    }
+    if (cfg.certificateRepositoryPath && !existsSync(cfg.certificateRepositoryPath)) {
+      mkdirSync(cfg.certificateRepositoryPath, { recursive: true, mode: 0o700 })
+    }
+    dict = computerDict(plan.computer)
+    if (cfg.dryRun) return { exitCode: EXIT.OK, computer: plan.computer, commands: applier.commands }
+    writePartitionResources(plan, log)
+    writeComputerXml(cfg.computerXml, dumps(dict, { pretty: true }), deps.now(), log)
+  } catch (err) {
+    // until slapos.xml holds them, the addresses drawn by this run are known nowhere: the
+    // next run (node boot retries every few seconds) would draw others and leave these
+    await applier.undo()
+    throw err
   }
-  if (cfg.certificateRepositoryPath && !existsSync(cfg.certificateRepositoryPath)) {
-    mkdirSync(cfg.certificateRepositoryPath, { recursive: true, mode: 0o700 })
-  }
-  const dict = computerDict(plan.computer)
-  if (cfg.dryRun) return { exitCode: EXIT.OK, computer: plan.computer, commands: applier.commands }
-  writePartitionResources(plan, log)
-  writeComputerXml(cfg.computerXml, dumps(dict, { pretty: true }), deps.now(), log)
   if (cfg.computerJson) atomicWrite(cfg.computerJson, pyJson(dict, 1) + '\n')
   log.info(`Posting information to '${cfg.masterUrl}'`)
   let exitCode: number = EXIT.OK
@@ -235,16 +244,26 @@ export async function readHostFacts(cfg: FormatConfig, users: UserDb): Promise<H
   return facts
 }
 
-/** The routes of `ip -j route show table all`, destinations as format-plan.ts `routeKey`. */
+/**
+ * The routes of `ip -j route show table all`, destinations as format-plan.ts `routeKey`; a
+ * multipath route (`nexthops`) gives one HostRoute per next hop, with that hop's device.
+ */
 export function parseIpRoutes(json: unknown): HostRoute[] {
   if (!Array.isArray(json)) return []
+  type Hop = { dev?: unknown; gateway?: unknown }
   const out: HostRoute[] = []
-  for (const r of json as { dst?: unknown; dev?: unknown; table?: unknown; gateway?: unknown }[]) {
-    if (typeof r.dst !== 'string' || typeof r.dev !== 'string' || r.dst === 'default') continue
+  for (const r of json as (Hop & { dst?: unknown; table?: unknown; nexthops?: unknown } | null)[]) {
+    if (r === null || typeof r !== 'object' || typeof r.dst !== 'string' || r.dst === 'default') continue
+    let dst: string
     try {
-      out.push({ table: typeof r.table === 'string' ? r.table : 'main', dst: routeKey(r.dst), dev: r.dev, gateway: typeof r.gateway === 'string' ? r.gateway : null })
+      dst = routeKey(r.dst)
     } catch {
-      // a destination format does not write (multicast, broadcast of other families)
+      continue // a destination format does not write (multicast, broadcast of other families)
+    }
+    const hops: Hop[] = typeof r.dev === 'string' ? [r] : Array.isArray(r.nexthops) ? (r.nexthops as Hop[]) : []
+    for (const h of hops) {
+      if (h === null || typeof h !== 'object' || typeof h.dev !== 'string') continue
+      out.push({ table: typeof r.table === 'string' ? r.table : 'main', dst, dev: h.dev, gateway: typeof h.gateway === 'string' ? h.gateway : null })
     }
   }
   return out
@@ -320,6 +339,8 @@ class Applier {
   commands: string[][] = []
   private pendingDad: Ipv6Check[] = []
   private done = 0
+  /** lines that ran and have an `undo`, in order */
+  private undoable: IpLine[] = []
 
   constructor(
     readonly cfg: FormatConfig,
@@ -447,20 +468,53 @@ class Applier {
       if (n === 0) {
         const line = todo[0] as IpLine
         const r = await this.exec(['ip', ...line.args])
+        if (r.code === 0) this.ran([line])
         todo = r.code === 0 ? todo.slice(1) : this.failed(todo, r.output)
         continue
       }
       const chunk = todo.slice(0, n)
       const r = await this.exec(['ip', '-batch', '-'], chunk.map((l) => l.args.join(' ')).join('\n') + '\n')
       if (r.code === 0) {
+        this.ran(chunk)
         todo = todo.slice(n)
         continue
       }
       const m = /^Command failed -:(\d+)$/m.exec(r.stderr)
       const k = m ? Number(m[1]) - 1 : -1
-      if (k < 0 || k >= n) throw new FormatError(`'ip -batch -' failed (exit ${r.code}): ${oneLine(r.output)}`, 'check that iproute2 is installed and working')
+      if (k < 0 || k >= n) {
+        // ip exited without naming a line (format-plan.ts checks the words ip refuses this way,
+        // so this is unexpected): which lines ran is unknown, the chunk is all we can name
+        const first = chunk[0] as IpLine
+        const last = chunk[n - 1] as IpLine
+        const range = n === 1 ? `at ${describe(first)}` : `between ${describe(first)} and ${describe(last)} (${n} lines)`
+        throw new FormatError(`'ip -batch -' stopped (exit ${r.code}) ${range}: ${oneLine(r.output) || 'no message'}`, 'run node format -v to see every line, correct the value ip refuses, then run node format again')
+      }
+      this.ran(chunk.slice(0, k))
       const before = r.stderr.slice(0, m?.index ?? 0)
       todo = this.failed(todo.slice(k), before)
+    }
+  }
+
+  private ran(lines: IpLine[]): void {
+    for (const l of lines) if (l.undo) this.undoable.push(l)
+  }
+
+  /**
+   * After a failure: deletes (best effort, last first) the addresses this run drew and added,
+   * which no slapos.xml records yet. The original leaves them; its next run draws others.
+   */
+  async undo(): Promise<void> {
+    const lines = this.undoable.reverse()
+    this.undoable = []
+    if (!lines.length || this.cfg.dryRun) return
+    this.log.info(`Removing the ${lines.length} address(es) this run added, as it failed`)
+    for (const l of lines) this.log.debug(`  ip ${(l.undo ?? []).join(' ')}`)
+    try {
+      // -force: go on after a line that fails (an address that is gone already)
+      const r = await this.deps.runner.run(['ip', '-force', '-batch', '-'], { input: lines.map((l) => (l.undo ?? []).join(' ')).join('\n') + '\n' })
+      if (r.code !== 0) this.log.warning(`some addresses this run added could not be removed: ${oneLine(r.stdout + r.stderr)}`)
+    } catch (err) {
+      this.log.warning(`the addresses this run added could not be removed: ${oneLine((err as Error).message)}`)
     }
   }
 
@@ -468,7 +522,7 @@ class Applier {
   private failed(todo: IpLine[], output: string): IpLine[] {
     const [line, ...rest] = todo
     if (!line) return []
-    const text = `'ip ${line.args.join(' ')}' for ${line.item}`
+    const text = describe(line)
     if (line.check) throw new FormatError(`${text} failed: ${oneLine(output) || 'no message'}`, 'check the interfaces and routes named above, then run node format again')
     this.log.debug(`${text} failed (ignored): ${oneLine(output)}`)
     return line.group === undefined ? rest : rest.filter((l) => l.group !== line.group)
@@ -512,6 +566,7 @@ class Applier {
 
   private async dadFailed(p: Ipv6Check): Promise<never> {
     await this.run(['ip', 'addr', 'del', `${p.addr}/${p.prefixlen}`, 'dev', p.iface])
+    this.undoable = this.undoable.filter((l) => l.args[2] !== `${p.addr}/${p.prefixlen}` || l.args[4] !== p.iface)
     throw new FormatError(`IPv6 ${p.addr} on ${p.iface} failed duplicate address detection (another host uses it?)`, 'check the network, then run node format again')
   }
 }
@@ -519,6 +574,11 @@ class Applier {
 function findAddr(state: Ipv6State[], a: Ipv6Check): Ipv6State | undefined {
   const v = parseIpv6(a.addr)
   return state.find((e) => e.iface === a.iface && e.addr === v)
+}
+
+/** A line of a batch and its partition, for a message: `'ip addr add ...' for slappart3`. */
+function describe(l: IpLine): string {
+  return `${quote(`ip ${l.args.join(' ')}`)} for ${escapeControls(l.item)}`
 }
 
 /** A command's output as one line of a message. */

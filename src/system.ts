@@ -115,7 +115,13 @@ export const realRunner: Runner = {
         stderr = (stderr + s).slice(-cap)
         opts.onOutput?.(s)
       })
-      if (opts.input !== undefined) child.stdin?.end(opts.input)
+      if (opts.input !== undefined) {
+        // a child may exit (or stop reading) before it has read all its input, e.g. `ip -batch`
+        // at its first failing line: the write then fails with EPIPE, and the exit status says
+        // what happened
+        child.stdin?.on('error', () => undefined)
+        child.stdin?.end(opts.input)
+      }
       child.on('error', (err) => {
         if (timer) clearTimeout(timer)
         opts.abort?.removeEventListener('abort', onAbort)

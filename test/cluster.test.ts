@@ -156,6 +156,10 @@ test('configure local --master-url/--computer-id: what it writes, what it refuse
   // what to run next names this computer
   assert.match(ok.stderr, 'slapos supply <software.cfg URL> COMP-lab-1')
   assert.match(ok.stderr, '--node computer_guid=COMP-lab-1')
+  // the URL as parsed is written: scheme and host in lower case, no final '/'
+  const v6 = await slaposAsync([...args.map((a) => (a === join(dir, 'n') ? join(dir, 'v6') : a)), '--master-url', 'HTTP://[2001:DB8::A]:8080//'], { env: ENV })
+  assert.is(v6.code, 0, v6.stderr)
+  assert.match(readFileSync(join(dir, 'v6', 'etc', 'opt', 'slapos', 'slapos.cfg'), 'utf8'), /^master_url = http:\/\/\[2001:db8::a\]:8080$/m)
 
   const refused: [string[], string][] = [
     [['--computer-id', '../etc'], "--computer-id '../etc' is not a safe identifier"],
@@ -164,6 +168,15 @@ test('configure local --master-url/--computer-id: what it writes, what it refuse
     [['--master-url', 'http://x/\n[slapos]'], 'has spaces or control characters'],
     [['--master-url', 'http://user:pw@x/'], 'must not carry credentials'],
     [['--master-url', 'http://x/', '--enable-shacache-proxy'], '--enable-shacache-proxy needs the local master'],
+    // slapos.cfg is read by ConfigParser (% expands), each partition's buildout gets the URL ($, {} expand)
+    [['--master-url', 'http://x/%(computer_id)s'], "no '%'"],
+    [['--master-url', 'http://x/${slap-connection:key-file}'], "no '%'"],
+    [['--master-url', 'http://x/%7Bpart%7D'], "no '%'"],
+    // an empty URL is not "no URL" (a local master of its own)
+    [['--master-url', ''], 'is empty'],
+    [['--master-url', 'http://x/', '--daemon-listen-port', '9000'], '--daemon-listen-port configures the local master'],
+    [['--master-url', 'http://x/', '--daemon-listen-ip', '127.0.0.9'], '--daemon-listen-ip configures the local master'],
+    [['--computer-id=-rf'], "--computer-id '-rf' must not start with '-'"],
   ]
   for (const [extra, message] of refused) {
     const where = join(dir, `r${refused.findIndex((r) => r[0] === extra)}`)

@@ -271,4 +271,48 @@ netns('TAP and TUN per partition: devices, addresses, routes; second run adds no
   assertSameEndState(dir, ref, 2)
 })
 
+/** The addresses on eth0 after run `run` but the base IPv6 and link-local ones. */
+function partitionAddresses(dir: string, run: number): string[] {
+  const addr = JSON.parse(readFileSync(join(dir, 'state', `addr.${run}.json`), 'utf8')) as { ifname: string; addr_info: { local: string; prefixlen: number }[] }[]
+  return (addr.find((l) => l.ifname === 'eth0')?.addr_info ?? []).filter((a) => a.local !== BASE_IPV6 && !/^fe80:/i.test(a.local)).map((a) => `${a.local}/${a.prefixlen}`)
+}
+
+netns('a run that fails after adding the addresses takes them back: retries do not pile them up', async () => {
+  if (!canUseNamespaces()) return skip('needs root and unshare --net --mount')
+  const dir = tempDir()
+  // a lock file without a pid in the private /etc: groupadd (the first user step) refuses to
+  // go on; it is gone after the second run, as when a person removes it
+  const run = await formatInNamespace(dir, {
+    partitions: 5,
+    runs: 3,
+    setup: 'echo held > /etc/group.lock',
+    afterRun: 'if [ "$n" -eq 2 ]; then rm -f /etc/group.lock; fi',
+  })
+  assert.is(run.code, 0, run.output)
+  const log = (n: number) => readFileSync(join(dir, 'state', `format.${n}.log`), 'utf8')
+  assert.equal(run.formatCodes, [1, 1, 0], log(3))
+  for (const n of [1, 2]) {
+    assert.match(log(n), "'groupadd slapsoft' failed", log(n))
+    assert.match(log(n), 'Removing the 10 address(es) this run added')
+    assert.equal(partitionAddresses(dir, n), [], `addresses left after failed run ${n}`)
+  }
+  const after = partitionAddresses(dir, 3)
+  assert.is(after.filter((a) => a.startsWith('10.44.')).length, 5, after.join(' '))
+  assert.is(after.length, 10)
+})
+
+netns('a failing line of a batch (tuntap add over an existing veth) is named with its partition', async () => {
+  if (!canUseNamespaces()) return skip('needs root and unshare --net --mount')
+  const dir = tempDir()
+  const run = await formatInNamespace(dir, { partitions: 2, runs: 1, extraFormatCfg: 'create_tun = true', setup: 'ip link add slaptun0 type veth peer name slaptun0p' })
+  assert.is(run.code, 0, run.output)
+  const log = readFileSync(join(dir, 'state', 'format.1.log'), 'utf8')
+  assert.equal(run.formatCodes, [1], log)
+  assert.match(log, /'ip tuntap add dev slaptun0 mode tun user slapuser0' for slappart0 failed: \S/)
+  // nothing after the failing line ran, and the addresses of the new partitions went
+  const links = JSON.parse(readFileSync(join(dir, 'state', 'links.1.json'), 'utf8')) as { ifname: string }[]
+  assert.not.ok(links.some((l) => l.ifname === 'slaptun1'))
+  assert.equal(partitionAddresses(dir, 1), [])
+})
+
 netns.run()

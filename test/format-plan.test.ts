@@ -17,6 +17,7 @@ import {
   getPartitionIpv6Range,
   getTapIpv6Range,
   getTunIpv6Range,
+  ipLineProblem,
   lenNetmaskIpv6,
   netmaskFromLenIPv6,
   parseIpv6,
@@ -28,7 +29,7 @@ import {
   type HostRoute,
 } from '../src/format-plan.ts'
 import type { Logger } from '../src/log.ts'
-import type { Runner, RunOptions, RunResult } from '../src/system.ts'
+import { realRunner, type Runner, type RunOptions, type RunResult } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 
 // --- format.md §9 ---
@@ -141,20 +142,29 @@ class FakeHost implements Runner, UserDb {
   nonlocalBind = false
   /** a line that fails like the kernel would refuse it, with its error text */
   refuse: { line: RegExp; error: string } | undefined
+  /** a line whose words `ip` refuses while parsing: it exits at once (255) without naming the line */
+  badWord: RegExp | undefined
+  /** a command (not `ip`) that fails, with its exit status and message */
+  failing: { command: RegExp; code: number; error: string } | undefined
 
   async run(argv: string[], opts?: RunOptions): Promise<RunResult> {
     this.recorded.push(argv.join(' '))
     const done = (code: number, stdout = '', stderr = ''): RunResult => ({ code, signal: null, stdout, stderr, timedOut: false })
     const [cmd, ...a] = argv
-    if (cmd === 'ip' && a[0] === '-batch' && a[1] === '-') {
+    const force = cmd === 'ip' && a[0] === '-force'
+    if (cmd === 'ip' && a[force ? 1 : 0] === '-batch' && a[force ? 2 : 1] === '-') {
       const lines = (opts?.input ?? '').split('\n').filter(Boolean)
+      let failed = false
       for (const [k, line] of lines.entries()) {
         this.recorded.push(`| ${line}`)
+        if (this.badWord?.test(line)) return done(255, '', `Error: argument "${line.split(' ')[2]}" is wrong: invalid prefix\n`)
         const err = this.ip(line.split(' '))
-        if (err !== undefined) return done(1, '', `${err}\nCommand failed -:${k + 1}\n`)
+        if (err !== undefined && !force) return done(1, '', `${err}\nCommand failed -:${k + 1}\n`)
+        failed ||= err !== undefined
       }
-      return done(0)
+      return done(failed ? 1 : 0)
     }
+    if (this.failing?.command.test(argv.join(' '))) return done(this.failing.code, '', this.failing.error)
     if (cmd === 'ip') {
       const err = this.ip(a)
       return err === undefined ? done(0, 'OK') : done(2, '', err)
@@ -186,6 +196,13 @@ class FakeHost implements Runner, UserDb {
       const len = m[2] ?? ''
       list.push({ addr: m[1] ?? '', prefixlen: len.includes('.') ? lenNetmaskIpv6(len) : Number(len) })
       this.ifaces.set(m[3] ?? '', list)
+      return undefined
+    }
+    if ((m = /^addr del (\S+)\/\S+ dev (\S+)$/.exec(words))) {
+      const list = this.ifaces.get(m[2] ?? '') ?? []
+      const k = list.findIndex((x) => x.addr === m?.[1])
+      if (k < 0) return 'Error: ipv4: Address not found.'
+      list.splice(k, 1)
       return undefined
     }
     if ((m = /^tuntap add dev (\S+) mode \S+ user (\S+)/.exec(words))) {
@@ -486,12 +503,16 @@ golden('what is read from the host: /proc/net/if_inet6 and `ip -j route`', () =>
     { dst: 'fd00:5a:0:1:8001::/80', gateway: 'fd00:5a:0:1:8001::1', dev: 'slaptap0' },
     { dst: 'fd00:5a:0:1:8001::1', dev: 'slaptap0' },
     { dst: 'not an address', dev: 'x' },
+    // a multipath route: one per next hop, with the hop's device
+    { dst: '10.8.0.3', nexthops: [{ gateway: '10.1.0.1', dev: 'eth0', weight: 1 }, { dev: 'slaptap1', weight: 1 }, 'junk'] },
   ])
   assert.equal(routes, [
     { table: 'main', dst: '10.8.0.2/32', dev: 'slaptap0', gateway: null },
     { table: 'local', dst: 'fd00:5a:0:1:4001::/80', dev: 'lo', gateway: null },
     { table: 'main', dst: 'fd00:5a:0:1:8001::/80', dev: 'slaptap0', gateway: 'fd00:5a:0:1:8001::1' },
     { table: 'main', dst: 'fd00:5a:0:1:8001::1/128', dev: 'slaptap0', gateway: null },
+    { table: 'main', dst: '10.8.0.3/32', dev: 'eth0', gateway: '10.1.0.1' },
+    { table: 'main', dst: '10.8.0.3/32', dev: 'slaptap1', gateway: null },
   ])
   // what format writes (the TAP network keeps its gateway's host bits) names the same route
   assert.is(routeKey('fd00:5a:0:1:8001::1/80'), 'fd00:5a:0:1:8001::/80')
@@ -581,6 +602,134 @@ golden('partition_has_ipv6_range = false, create_tun (checklist 36, 51)', async 
   assert.ok(host.recorded.includes('| addr add 2001:db8:1234:5678:c002::1/80 dev slaptun1'))
   assert.equal(r.result.computer.partition_list[0]?.ipv6_range, {})
   assert.is(r.result.computer.partition_list[1]?.tun?.ipv4_network, '172.24.0.1/255.248.0.0')
+})
+
+golden('a failed run takes back the addresses it drew; stored ones stay (fake host)', async () => {
+  const T = tempDir()
+  mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+  const host = new FakeHost()
+  const base = { addr: '2001:db8:1234:5678::1', prefixlen: 64 }
+  host.ifaces.set('eth0', [base])
+  const cfg = section10Config(T, 'create_tap = false')
+  const eth0 = () => (host.ifaces.get('eth0') ?? []).map((a) => `${a.addr}/${a.prefixlen}`)
+  // the user phase fails after the network batch: twice, as node boot retries
+  host.failing = { command: /^groupadd slapsoft$/, code: 10, error: 'groupadd: cannot lock /etc/group; try again later.' }
+  for (const randoms of [[0.25, 0.75], [0.5, 0.125]]) {
+    host.recorded = []
+    try {
+      await runFake(host, cfg, randoms)
+      assert.unreachable('format should fail')
+    } catch (err) {
+      assert.instance(err, FormatError)
+      assert.is((err as Error).message, "'groupadd slapsoft' failed (exit 10): groupadd: cannot lock /etc/group; try again later.")
+    }
+    assert.equal(eth0(), ['2001:db8:1234:5678::1/64'], 'no address left behind')
+    const r = randoms.map((x) => `10.0.${Math.floor(x * 256)}.0`)
+    // the last added first, in one `ip -force -batch -` (a line that fails does not stop the others)
+    assert.equal(host.recorded.slice(host.recorded.indexOf('ip -force -batch -')), [
+      'ip -force -batch -',
+      '| addr del 2001:db8:1234:5678::3/64 dev eth0',
+      `| addr del ${r[1]}/32 dev eth0`,
+      '| addr del 2001:db8:1234:5678::2/64 dev eth0',
+      `| addr del ${r[0]}/32 dev eth0`,
+    ])
+  }
+  // the ranges' local routes stay: the next run finds them and adds nothing twice
+  host.failing = undefined
+  const ok = await runFake(host, cfg, [0.25, 0.75])
+  assert.is(ok.result.exitCode, 0)
+  assert.is(eth0().length, 5)
+
+  // one more partition fails at its user: its new addresses go, the stored ones (re-added
+  // after a reboot by the speed hack, recorded in slapos.xml) stay
+  host.ifaces.set('eth0', [base])
+  host.failing = { command: /^groupadd slapuser2$/, code: 10, error: 'groupadd: cannot lock /etc/group; try again later.' }
+  try {
+    await runFake(host, section10Config(T, 'create_tap = false\npartition_amount = 3'), [0.5])
+    assert.unreachable('format should fail')
+  } catch (err) {
+    assert.match((err as Error).message, 'groupadd slapuser2')
+  }
+  assert.equal(eth0().sort(), ['10.0.192.0/32', '10.0.64.0/32', '2001:db8:1234:5678::1/64', '2001:db8:1234:5678::2/64', '2001:db8:1234:5678::3/64'])
+})
+
+golden('speed hack: a stored address found on another interface only is added to its own, and kept', async () => {
+  const T = tempDir()
+  mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+  const host = new FakeHost()
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  const cfg = section10Config(T, 'create_tap = false')
+  assert.is((await runFake(host, cfg, [0.25, 0.75])).result.exitCode, 0)
+  // after a reboot, partition 0's IPv4 is on another interface (and nowhere else)
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  host.ifaces.set('eth1', [{ addr: '10.0.64.0', prefixlen: 32 }])
+  host.recorded = []
+  const again = await runFake(host, cfg, [0.5])
+  assert.ok(host.recorded.includes('| addr add 10.0.64.0/32 dev eth0'), host.recorded.join('\n'))
+  assert.is(again.result.computer.partition_list[0]?.address_list[0]?.addr, '10.0.64.0', 'the stored IPv4, not a new one')
+})
+
+golden('words ip would refuse are caught when planning, naming the partition; an unnamed ip exit names the chunk', async () => {
+  const T = tempDir()
+  mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+  assert.is(ipLineProblem(['addr', 'add', '172.16.0.1/255.248.0.0', 'dev', 'slaptun0']), undefined)
+  assert.is(ipLineProblem(['route', 'add', 'local', 'fd00:5a:0:1:4001::/80', 'dev', 'lo']), undefined)
+  assert.is(ipLineProblem(['route', 'add', 'fd00::1/80', 'dev', 'slaptap0', 'via', 'fd00::1']), undefined)
+  assert.is(ipLineProblem(['tuntap', 'add', 'dev', 'slaptap0', 'mode', 'tap', 'user', 'slapuser0']), undefined)
+  assert.match(ipLineProblem(['addr', 'add', '10.0.0.1/33', 'dev', 'eth0']) ?? '', "'10.0.0.1/33' is not an address")
+  assert.match(ipLineProblem(['addr', 'add', '172.16.0.1/255.0.255.0', 'dev', 'eth0']) ?? '', 'is not an address or a network')
+  assert.match(ipLineProblem(['addr', 'add', 'fd00::2/NaN', 'dev', 'eth0']) ?? '', "'fd00::2/NaN'")
+  assert.match(ipLineProblem(['addr', 'add', '10.0.0.1/32', 'dev', 'slaptap-much-too-long']) ?? '', 'is not an interface name')
+  assert.match(ipLineProblem(['route', 'add', 'fd00::/80', 'dev', 'slaptap0', 'via', 'gateway']) ?? '', "'gateway' is not an address")
+  assert.match(ipLineProblem(['tuntap', 'add', 'dev', 'slaptap0', 'mode', 'tap', 'user', '-x']) ?? '', 'is not a user name')
+
+  const cfg = section10Config(T, 'create_tap = false\npartition_amount = 1')
+  const facts: HostFacts = { users: new Set(), groups: new Set(), interfaces: new Map([['eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }]]]), tunOwners: new Map(), uidOf: () => undefined, storageDirs: [] }
+  const stored = (netmask: string) => ({
+    partition_list: [
+      {
+        reference: 'slappart0',
+        address_list: [
+          { addr: '10.0.1.2', netmask: '255.255.255.255' },
+          { addr: '2001:db8:1234:5678::2', netmask },
+        ],
+        user: { name: 'slapuser0' },
+        tap: { name: 'slaptap0' },
+      },
+    ],
+  })
+  const plan = (netmask: string, over: Partial<FormatConfig> = {}) => () => planFormat({ ...cfg, ...over }, { stored: stored(netmask), facts, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' })
+  plan('ffff:ffff:ffff:ffff::')()
+  assert.throws(plan('ffff::/abc'), (e: Error) => e instanceof FormatError && e.message === "slappart0: netmask 'ffff::/abc' is not a netmask" && /slapos\.xml/.test((e as FormatError).hint ?? ''))
+  assert.throws(plan('garbage'), /^slappart0: netmask 'garbage' is not a netmask$/)
+  const longTap = section10Config(T, 'tap_base_name = slaptap-much-too-long\npartition_amount = 1')
+  assert.throws(
+    () => planFormat(longTap, { stored: null, facts, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' }),
+    /^slappart0: 'slaptap-much-too-long0' is not an interface name .* in 'ip tuntap add dev slaptap-much-too-long0 mode tap user slapuser0'$/,
+  )
+
+  // should ip still exit without naming a line, the message names the chunk's ends
+  const host = new FakeHost()
+  host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+  host.badWord = /^route add local 2001:db8:1234:5678:4001::/
+  try {
+    await runFake(host, section10Config(T, 'create_tap = false'), [0.25, 0.75])
+    assert.unreachable('format should fail')
+  } catch (err) {
+    assert.instance(err, FormatError)
+    assert.is(
+      (err as Error).message,
+      "'ip -batch -' stopped (exit 255) between 'ip addr add 10.0.64.0/32 dev eth0' for slappart0 and 'ip route add local 2001:db8:1234:5678:4002::/80 dev lo' for slappart1 (6 lines): Error: argument \"local\" is wrong: invalid prefix",
+    )
+  }
+})
+
+golden('realRunner: a command that exits before reading its input (EPIPE) gives its exit status', async () => {
+  // more than a pipe buffer (64 KiB): writing it fails once the command is gone
+  const r = await realRunner.run(['sh', '-c', 'exit 3'], { input: 'addr add 10.0.0.1/32 dev eth0\n'.repeat(40_000) })
+  assert.is(r.code, 3)
+  const cat = await realRunner.run(['sh', '-c', 'head -c 10; exit 4'], { input: 'x'.repeat(1 << 20) })
+  assert.equal([cat.code, cat.stdout], [4, 'xxxxxxxxxx'])
 })
 
 golden.run()

@@ -38,9 +38,14 @@ export interface NetnsRun {
  * `routes6.<i>.json`, links with details to `links.<i>.json`). The private /etc stays in `<dir>/etc`. `slapos` runs another binary (a
  * benchmark's baseline); `dadFloor` first times, on a veth pair of its own, how long the kernel
  * takes to end duplicate address detection of that many IPv6 addresses added in one batch
- * (milliseconds in NetnsRun.dadFloorMs).
+ * (milliseconds in NetnsRun.dadFloorMs). `setup` is shell run in the namespaces before the
+ * first format (e.g. a stale lock in the private /etc, a device in the way), `afterRun` after
+ * each run's dumps, with the run's number in `$n`.
  */
-export function formatInNamespace(dir: string, opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number }): Promise<NetnsRun> {
+export function formatInNamespace(
+  dir: string,
+  opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number; setup?: string; afterRun?: string },
+): Promise<NetnsRun> {
   mkdirSync(join(dir, 'state'), { recursive: true })
   writeFileSync(
     join(dir, 'proxy.cfg'),
@@ -105,6 +110,7 @@ until grep -q 'Listening on' "$D/state/proxy.log"; do
 done
 URL=$(sed -n 's/.*Listening on \\(http:[^ ]*\\).*/\\1/p' "$D/state/proxy.log" | head -1)
 sed "s|@URL@|$URL|" "$D/slapos.cfg.in" > "$D/slapos.cfg"
+${opts.setup ?? ''}
 n=1
 while [ $n -le "$RUNS" ]; do
   start=$(date +%s%N)
@@ -119,6 +125,7 @@ while [ $n -le "$RUNS" ]; do
   ip -d -j link > "$D/state/links.$n.json"
   sysctl -n net.ipv6.ip_nonlocal_bind > "$D/state/nonlocal.$n.txt"
   cat /etc/passwd /etc/group > "$D/state/users.$n.txt"
+${opts.afterRun ?? ''}
   n=$((n+1))
 done
 `
@@ -248,13 +255,19 @@ export function makeLab(count: number): Lab {
     if (removed) return
     removed = true
     for (let i = 0; i < namespaces.length; i++) {
-      // what the lab's nodes left running (their supervisord's children, a killed supervisord's orphans)
-      for (const pid of pids(i)) {
-        try {
-          process.kill(pid, 'SIGKILL')
-        } catch {
-          // already gone
+      // what the lab's nodes left running (their supervisord's children, a killed supervisord's
+      // orphans): a process may fork while the others are killed, so again until none is left
+      for (let round = 0; round < 10; round++) {
+        const left = pids(i)
+        if (!left.length) break
+        for (const pid of left) {
+          try {
+            process.kill(pid, 'SIGKILL')
+          } catch {
+            // already gone
+          }
         }
+        spawnSync('sleep', ['0.05'])
       }
       spawnSync('ip', ['netns', 'del', namespaces[i]!.name])
       spawnSync('ip', ['link', 'del', hostEnd(i)])
@@ -262,16 +275,19 @@ export function makeLab(count: number): Lab {
     }
     spawnSync('ip', ['link', 'del', bridge])
     x.release()
-    process.removeListener('SIGTERM', onTerm)
+    process.removeListener('SIGTERM', onSignal)
+    process.removeListener('SIGINT', onSignal)
   }
   process.once('exit', remove)
-  // the test runner's time limit ends a file with SIGTERM: the nodes' supervisords left the
-  // process group when they daemonized, so they go with the namespaces here
-  const onTerm = () => {
+  // the test runner's time limit ends a file with SIGTERM, a person with ^C (SIGINT): the
+  // nodes' supervisords left the process group when they daemonized, so they go with the
+  // namespaces here, then the signal ends the process as it would have
+  const onSignal = (signal: NodeJS.Signals) => {
     remove()
-    process.kill(process.pid, 'SIGTERM')
+    process.kill(process.pid, signal)
   }
-  process.once('SIGTERM', onTerm)
+  process.once('SIGTERM', onSignal)
+  process.once('SIGINT', onSignal)
   const ip = (...args: string[]) => {
     const r = spawnSync('ip', args, { encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr.trim()}`)
@@ -335,11 +351,16 @@ export function canMakeLab(): boolean {
   return true
 }
 
-/** A 10.<x>.0.0/16 the host does not use, held by this process (a lock directory per network). */
+/**
+ * A 10.<x>.0.0/16 the host does not use, held by this process (a lock directory per network):
+ * no address's network and no route (a 10.0.0.0/8 of a VPN, a host route) of any table
+ * overlaps it. The default route and the lab's own are not in the way.
+ */
 function reserveLabNetwork(): { octet: number; release(): void } {
-  const used = spawnSync('sh', ['-c', 'ip -4 -o addr; ip -4 route show table all'], { encoding: 'utf8' }).stdout
+  const used = hostIpv4Networks()
   for (let octet = 200; octet < 250; octet++) {
-    if (new RegExp(`\\b10\\.${octet}\\.`).test(used)) continue
+    const first = ((10 << 24) | (octet << 16)) >>> 0
+    if (used.some((n) => overlaps(n, { first, last: (first | 0xffff) >>> 0 }))) continue
     const lock = join(tmpdir(), `slapos-test-lab-10.${octet}`)
     try {
       mkdirSync(lock)
@@ -361,7 +382,38 @@ function reserveLabNetwork(): { octet: number; release(): void } {
     writeFileSync(join(lock, 'pid'), String(process.pid))
     return { octet, release: () => rmSync(lock, { recursive: true, force: true }) }
   }
-  throw new Error('no free 10.x.0.0/16 (x in 200..249) for the lab')
+  throw new Error("no 10.x.0.0/16 (x in 200..249) for the lab: the host's addresses and routes (or other labs) cover them all")
+}
+
+/** The IPv4 networks of the host's addresses and of its routes of every table (`ip -j`), default routes left out. */
+export function hostIpv4Networks(): { first: number; last: number }[] {
+  const json = (args: string[]): unknown[] => {
+    const r = spawnSync('ip', ['-j', '-4', ...args], { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`ip -j -4 ${args.join(' ')}: ${r.stderr.trim()}`)
+    return JSON.parse(r.stdout || '[]') as unknown[]
+  }
+  const out: { first: number; last: number }[] = []
+  for (const l of json(['addr']) as { addr_info?: { local?: string; prefixlen?: number }[] }[]) {
+    for (const a of l.addr_info ?? []) if (a.local) out.push(ipv4Range(`${a.local}/${a.prefixlen ?? 32}`))
+  }
+  for (const r of json(['route', 'show', 'table', 'all']) as { dst?: string }[]) {
+    if (r.dst && r.dst !== 'default') out.push(ipv4Range(r.dst))
+  }
+  return out
+}
+
+/** `a.b.c.d[/len]` -> its first and last address. */
+export function ipv4Range(cidr: string): { first: number; last: number } {
+  const [a = '', l] = cidr.split('/')
+  const len = l === undefined ? 32 : Number(l)
+  const v = a.split('.').reduce((n, x) => (n << 8) | (Number(x) & 255), 0) >>> 0
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0
+  const first = (v & mask) >>> 0
+  return { first, last: (first | (~mask >>> 0)) >>> 0 }
+}
+
+function overlaps(x: { first: number; last: number }, y: { first: number; last: number }): boolean {
+  return x.first <= y.last && y.first <= x.last
 }
 
 function processAlive(pid: number): boolean {

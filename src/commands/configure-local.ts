@@ -3,9 +3,12 @@
 // The work is in configure-local.ts; this file maps the options.
 import { homedir } from 'node:os'
 import type { CommandModule } from '../command.ts'
-import { configureLocal, masterUrlProblem, planLocal } from '../configure-local.ts'
+import { checkMasterUrl, configureLocal, planLocal } from '../configure-local.ts'
 import { NotRootError, UsageError } from '../errors.ts'
-import { idProblem } from '../names.ts'
+import { idProblem, quote } from '../names.ts'
+
+const DEFAULT_LISTEN_IP = '127.0.0.1'
+const DEFAULT_LISTEN_PORT = 8080
 
 const configureLocalCommand: CommandModule = {
   // accepted as the original's configure commands accept it; configure local writes the
@@ -35,8 +38,9 @@ const configureLocalCommand: CommandModule = {
         type: 'string',
         describe: 'Private IPv4 network for partition addresses, unused elsewhere (default: 10.0.0.0/16; 127.0.1.0/24 with --standalone)',
       })
-      .option('daemon-listen-ip', { type: 'string', default: '127.0.0.1', describe: 'Address the local master (slapproxy) listens on' })
-      .option('daemon-listen-port', { type: 'number', default: 8080, describe: 'Port the local master (slapproxy) listens on' })
+      // no yargs default: given with --master-url (no local master) they are refused
+      .option('daemon-listen-ip', { type: 'string', describe: `Address the local master (slapproxy) listens on (default: ${DEFAULT_LISTEN_IP})` })
+      .option('daemon-listen-port', { type: 'number', describe: `Port the local master (slapproxy) listens on (default: ${DEFAULT_LISTEN_PORT})` })
       .option('slapos-instance-root', { type: 'string', describe: 'Instance root: partitions and supervisord (default: /srv/slapgrid)' })
       .option('slapos-software-root', { type: 'string', describe: 'Software root: built software releases (default: /opt/slapgrid)' })
       .option('slapos-buildout-directory', {
@@ -70,19 +74,25 @@ const configureLocalCommand: CommandModule = {
     const standalone = typeof args.standalone === 'string' && args.standalone !== '' ? args.standalone : undefined
     // the original checks root before anything; a standalone node is made for a user
     if (!standalone && process.getuid?.() !== 0) throw new NotRootError()
-    const port = args.daemonListenPort as number
+    const port = (args.daemonListenPort as number | undefined) ?? DEFAULT_LISTEN_PORT
     const partitions = args.partitionNumber as number
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError('slapos configure local: error: --daemon-listen-port must be a port number (0-65535)')
     if (!Number.isInteger(partitions) || partitions < 0) throw new UsageError('slapos configure local: error: --partition-number must be a whole number')
     const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined)
-    const computerId = str(args.computerId)
-    const idError = computerId === undefined ? undefined : idProblem('--computer-id', computerId)
+    const computerId = args.computerId === undefined ? undefined : String(args.computerId)
+    // an id starting with '-' would read as an option in the commands the node prints and runs
+    const idError = computerId === undefined ? undefined : computerId.startsWith('-') ? `--computer-id ${quote(computerId)} must not start with '-'` : idProblem('--computer-id', computerId)
     if (idError) throw new UsageError(`slapos configure local: error: ${idError}`)
-    const masterUrl = str(args.masterUrl)
-    const urlError = masterUrl === undefined ? undefined : masterUrlProblem(masterUrl)
-    if (urlError) throw new UsageError(`slapos configure local: error: ${urlError}`)
-    if (masterUrl && args.enableShacacheProxy === true) {
-      throw new UsageError('slapos configure local: error: --enable-shacache-proxy needs the local master, not --master-url', 'enable the cache on the master the URL names instead')
+    let masterUrl: string | undefined
+    if (args.masterUrl !== undefined) {
+      const checked = checkMasterUrl(String(args.masterUrl))
+      if ('problem' in checked) throw new UsageError(`slapos configure local: error: ${checked.problem}`)
+      masterUrl = checked.url
+      if (args.enableShacacheProxy === true) {
+        throw new UsageError('slapos configure local: error: --enable-shacache-proxy needs the local master, not --master-url', 'enable the cache on the master the URL names instead')
+      }
+      const listen = [args.daemonListenIp === undefined ? '' : '--daemon-listen-ip', args.daemonListenPort === undefined ? '' : '--daemon-listen-port'].filter(Boolean)
+      if (listen.length) throw new UsageError(`slapos configure local: error: ${listen.join(' and ')} ${listen.length === 1 ? 'configures' : 'configure'} the local master, which --master-url replaces`, 'leave them out, or leave --master-url out')
     }
     const runAsRoot = args.runAsRoot === true
     if (standalone && process.getuid?.() === 0 && !runAsRoot) {
@@ -95,7 +105,7 @@ const configureLocalCommand: CommandModule = {
       interfaceName: args.interfaceName as string,
       partitionNumber: partitions,
       ipv4LocalNetwork: str(args.ipv4LocalNetwork),
-      daemonListenIp: args.daemonListenIp as string,
+      daemonListenIp: (args.daemonListenIp as string | undefined) ?? DEFAULT_LISTEN_IP,
       daemonListenPort: port,
       instanceRoot: str(args.slaposInstanceRoot),
       softwareRoot: str(args.slaposSoftwareRoot),
