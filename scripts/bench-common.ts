@@ -23,8 +23,11 @@ export const BENCH_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: proc
 export async function prepare(n: number, opts: { sr?: boolean } = {}): Promise<TestNode> {
   const node = await makeNode({ partitions: n, unboundAddresses: true })
   const tpl = join(node.dir, 'sr', 'instance.cfg.in')
-  const text = readFileSync(tpl, 'utf8').replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000')
-  writeFileSync(tpl, text.replace(/^parts = service page publish promise$/m, 'parts = service page publish'))
+  const text = readFileSync(tpl, 'utf8')
+  const light = text.replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000').replace(/^(parts = .*) promise$/m, '$1')
+  // a template that changed shape would leave the promise in: 15 s of waiting per partition
+  if (!/^command-line = \/bin\/sleep 100000000$/m.test(light) || /^parts = .*\bpromise\b/m.test(light)) throw new Error(`${tpl}: no command-line line or no promise part to take out`)
+  writeFileSync(tpl, light)
   await node.supply()
   if (opts.sr === false) return node
   const sw = await node.run(['node', 'software', '--now'])
@@ -100,4 +103,38 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b)
   const m = s.length >> 1
   return s.length === 0 ? 0 : s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+/**
+ * Requests/s of GET `url` over `connections` keep-alive connections for `seconds` (this
+ * process is the client: on a small machine it shares the CPUs with the server, as a node's
+ * runs share them with its master). Every answer must be a 200 of the first answer's length.
+ */
+export async function getRate(url: string, seconds: number, connections = 8): Promise<{ rps: number; bytes: number }> {
+  const { Agent, request } = await import('node:http')
+  const agent = new Agent({ keepAlive: true, maxSockets: connections })
+  const get = () =>
+    new Promise<number>((res, rej) => {
+      request(url, { agent }, (r) => {
+        let n = 0
+        r.on('data', (c: Buffer) => (n += c.length))
+        r.on('end', () => (r.statusCode === 200 ? res(n) : rej(new Error(`HTTP ${r.statusCode ?? '?'} for ${url}`))))
+      })
+        .on('error', rej)
+        .end()
+    })
+  const bytes = await get()
+  let n = 0
+  const end = performance.now() + seconds * 1000
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (performance.now() < end) {
+        const got = await get()
+        if (got !== bytes) throw new Error(`answer of ${got} bytes instead of ${bytes}`)
+        n++
+      }
+    }),
+  )
+  agent.destroy()
+  return { rps: n / seconds, bytes }
 }

@@ -16,48 +16,22 @@
 //     two instances of the sample release: from `slapos request` to the parent's published URLs in
 //     one `node instance --converge`, beside the buildouts' own time and the start-up floor
 //     (target: at most 5 s above the buildouts).
-// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins|managers|dryrun|converge (default idle and jobs)]
+//   - scale: a node of 1,000 deployed partitions beside one of 10, idle `node instance` and idle
+//     `node report` alternating between them (targets: at most 0.3 ms per partition above the
+//     10-partition run), the proxy's getFullComputerInformation of the 1,000 partitions
+//     (target: >= 500 requests/s), and a first deployment of 100 partitions with --jobs 1, 2
+//     and 4 (targets: jobs 2 <= 0.6 x jobs 1; jobs 4 not slower than jobs 2), CPU beside each.
+// Usage: node scripts/bench-node.ts [idle runs per size, default 15] [idle|jobs|plugins|managers|dryrun|converge|scale (default idle and jobs)]
 import { spawn } from 'node:child_process'
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
-// src and test modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
-const { register } = await import('tsx/esm/api')
-register()
+import { directCfg, getRate, median, measured, prepare, teardown, type TestNode } from './bench-common.ts'
 const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import('../test/node-helpers.ts')
-const { Supervisor, supervisorPaths } = (await import('../src/supervisor.ts')) as typeof import('../src/supervisor.ts')
-const { createLogger } = (await import('../src/log.ts')) as typeof import('../src/log.ts')
-type TestNode = Awaited<ReturnType<typeof makeNode>>
 
 const RUNS = Number(process.argv[2] ?? 15)
 const ONLY = process.argv[3]
 const SLAPOS = resolve(import.meta.dirname, '..', 'dist', 'slapos')
-
-/** A node with `n` partitions, the software release installed and `n` instances requested. */
-async function prepare(n: number): Promise<TestNode> {
-  const node = await makeNode({ partitions: n })
-  const tpl = join(node.dir, 'sr', 'instance.cfg.in')
-  // a `sleep` listens on no port: the release's port promise goes too
-  const text = readFileSync(tpl, 'utf8').replace(/^command-line = .*$/m, 'command-line = /bin/sleep 100000000')
-  writeFileSync(tpl, text.replace(/^(parts = .*) promise$/m, '$1'))
-  await node.supply()
-  const sw = await node.run(['node', 'software', '--now'])
-  if (sw.code !== 0) throw new Error(`node software failed:\n${sw.stderr}`)
-  for (let i = 0; i < n; i++) {
-    await node.client.requestComputerPartition({ softwareRelease: node.srUrl, partitionReference: `bench${i}`, partitionParameterKw: { n: String(i) }, state: 'started' })
-  }
-  return node
-}
-
-/**
- * The node's configuration with the proxy itself as master_url: the test node talks through a
- * recording tap (a Node HTTP relay in this process), which a real node does not have.
- */
-function directCfg(node: TestNode): string {
-  const path = join(node.dir, 'slapos-direct.cfg')
-  writeFileSync(path, readFileSync(node.cfgPath, 'utf8').replace(/^master_url = .*$/m, `master_url = ${node.proxy.url}`))
-  return path
-}
 
 /** CPU time (user + system, ms) of the last timed run, from /proc of the child (0 when unknown). */
 let lastCpu = 0
@@ -85,27 +59,6 @@ function runMeasured(argv: string[]): Promise<{ code: number | null; stderr: str
   })
 }
 
-/**
- * Stops the node, and kills whatever service supervisord did not stop in time (shutting down
- * 100 services takes it longer than the test helper waits before its SIGKILL).
- */
-async function teardown(node: TestNode): Promise<void> {
-  const sup = new Supervisor(supervisorPaths(node.instanceRoot), createLogger({ level: 'critical', write: () => undefined }))
-  const pids = (await sup.processInfo().catch(() => [])).map((p) => p.pid).filter((pid) => pid > 0)
-  await node.stop()
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL')
-    } catch {
-      /* already gone */
-    }
-  }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)] ?? 0
-}
 
 const f = (ms: number) => ms.toFixed(0)
 const out: string[] = []
@@ -121,7 +74,7 @@ const out: string[] = []
   console.log(`slapos --version (start-up floor): median ${f(median(wall))} ms wall; load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`)
 }
 
-for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' ? [] : [10, 100]) {
+for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' || ONLY === 'scale' ? [] : [10, 100]) {
   const node = await prepare(n)
   try {
     const first = await timed(node, ['--jobs', '2'])
@@ -150,7 +103,7 @@ for (const n of ONLY === 'jobs' || ONLY === 'plugins' || ONLY === 'managers' || 
 }
 
 const first: Record<number, number> = {}
-for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' ? [] : [1, 2]) {
+for (const jobs of ONLY === 'idle' || ONLY === 'plugins' || ONLY === 'managers' || ONLY === 'dryrun' || ONLY === 'converge' || ONLY === 'scale' ? [] : [1, 2]) {
   const node = await prepare(20)
   try {
     first[jobs] = await timed(node, ['--jobs', String(jobs)])
@@ -165,6 +118,7 @@ if (ONLY === 'plugins') await benchPlugins(100)
 if (ONLY === 'managers') await benchManagers(100)
 if (ONLY === 'dryrun') await benchDryRun(100)
 if (ONLY === 'converge') await benchConverge()
+if (ONLY === 'scale') await benchScale()
 if (first[1] && first[2]) console.log(`jobs 2 / jobs 1 = ${(first[2] / first[1]).toFixed(2)}`)
 console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (${(await import('node:os')).cpus().length} CPUs)`)
 console.log('targets: idle with 100 partitions <= 120 ms; jobs 2 <= 0.6 x jobs 1')
@@ -389,4 +343,70 @@ async function publishedUrls(clientCfg: string, treeUrl: string): Promise<string
   })
   const published = (JSON.parse(out) as { 'connection-parameters': Record<string, unknown> })['connection-parameters']
   return ['child-1-url', 'child-2-url'].map((k) => String(published[k] ?? ''))
+}
+
+/** One idle run of `node <cmd>` (instance or report) of `node`, measured. */
+async function idleRun(node: TestNode, cmd: 'instance' | 'report'): Promise<{ wallMs: number; cpuMs: number }> {
+  const r = await measured([SLAPOS, 'node', cmd, ...(cmd === 'instance' ? ['--now'] : []), '--cfg', directCfg(node)])
+  if (r.code !== 0) throw new Error(`node ${cmd} exited ${r.code}:\n${r.stderr.slice(-3000)}`)
+  return r
+}
+
+async function benchScale(): Promise<void> {
+  const big = 1000
+  const t0 = performance.now()
+  const small = await prepare(10)
+  const large = await prepare(big)
+  try {
+    console.log(`prepared nodes of 10 and ${big} partitions in ${f(performance.now() - t0)} ms`)
+    await timed(small, ['--jobs', '2'])
+    const first = await timed(large, ['--jobs', '4'])
+    console.log(`first deployment of ${big} partitions with --jobs 4: ${f(first)} ms (${f(lastCpu)} ms CPU)`)
+    for (const cmd of ['instance', 'report'] as const) {
+      await idleRun(small, cmd)
+      await idleRun(large, cmd)
+      const wall = { small: [] as number[], large: [] as number[] }
+      const cpu = { small: [] as number[], large: [] as number[] }
+      const floor: number[] = []
+      for (let i = 0; i < RUNS; i++) {
+        floor.push((await measured([SLAPOS, '--version'])).wallMs)
+        // alternating which goes first, so that the machine's moods fall on both
+        for (const side of i % 2 === 0 ? (['small', 'large'] as const) : (['large', 'small'] as const)) {
+          const r = await idleRun(side === 'small' ? small : large, cmd)
+          wall[side].push(r.wallMs)
+          cpu[side].push(r.cpuMs)
+        }
+      }
+      const per = (median(wall.large) - median(wall.small)) / (big - 10)
+      console.log(
+        `idle node ${cmd}: 10 partitions ${f(median(wall.small))} ms wall, ${f(median(cpu.small))} ms CPU; ${big} partitions ${f(median(wall.large))} ms wall, ` +
+          `${f(median(cpu.large))} ms CPU; ${per.toFixed(3)} ms per partition above the 10-partition run (target <= 0.3); floor slapos --version ${f(median(floor))} ms (${RUNS} runs each)`,
+      )
+    }
+    for (const [name, node] of [['10', small], [String(big), large]] as const) {
+      const rates: number[] = []
+      let bytes = 0
+      for (let i = 0; i < 3; i++) {
+        const r = await getRate(`${node.proxy.url}/getFullComputerInformation?computer_id=${node.computerId}`, 3)
+        rates.push(r.rps)
+        bytes = r.bytes
+      }
+      console.log(`proxy getFullComputerInformation of ${name} partitions (${f(bytes / 1024)} KiB), 8 keep-alive connections: median ${f(median(rates))} requests/s of 3 x 3 s${name === String(big) ? ' (target >= 500)' : ''}`)
+    }
+  } finally {
+    await teardown(large)
+    await teardown(small)
+  }
+  const deploy: Record<number, { wall: number; cpu: number }> = {}
+  for (const jobs of [1, 2, 4]) {
+    const node = await prepare(100)
+    try {
+      deploy[jobs] = { wall: await timed(node, ['--jobs', String(jobs)]), cpu: lastCpu }
+    } finally {
+      await teardown(node)
+    }
+    console.log(`first deployment of 100 partitions with --jobs ${jobs}: ${f(deploy[jobs]?.wall ?? 0)} ms (${f(deploy[jobs]?.cpu ?? 0)} ms CPU of slapos and its buildouts)`)
+  }
+  const [j1, j2, j4] = [deploy[1]?.wall ?? 0, deploy[2]?.wall ?? 0, deploy[4]?.wall ?? 0]
+  console.log(`jobs 2 / jobs 1 = ${(j2 / j1).toFixed(2)} (target <= 0.6); jobs 4 / jobs 2 = ${(j4 / j2).toFixed(2)} (target <= 1)`)
 }

@@ -380,8 +380,21 @@ export class Supervisor {
    * changed ones and add the new ones (not started: autostart=false).
    */
   async applyChanges(): Promise<void> {
-    return this.exclusive(() => this.apply())
+    // Partitions that finish together share one apply: one queued but not started yet reads
+    // every group file written before it starts, theirs included. supervisord re-reads all
+    // its group files at each reloadConfig, so on a node of 1,000 partitions one apply per
+    // partition kept it busy for minutes of the first deployment.
+    if (this.queuedApply) return this.queuedApply
+    const queued = this.exclusive(() => {
+      this.queuedApply = undefined
+      return this.apply()
+    })
+    this.queuedApply = queued
+    return queued
   }
+
+  /** the apply waiting for its turn, that a new caller joins */
+  private queuedApply: Promise<void> | undefined
 
   /**
    * startProcessGroup(id, wait=false). A group supervisord does not know (BAD_NAME) has

@@ -246,6 +246,18 @@ files('one call at a time: parallel partitions never have two XML-RPC calls in f
     await Promise.all([sup.processInfo(), sup.startGroup('slappart0'), sup.stopGroup('slappart1'), sup.processInfo(), sup.startGroup('slappart2')])
     assert.is(methods.length, 5)
     assert.is(most, 1, `${most} calls in flight at once`)
+    // partitions that finish while another call runs share one reloadConfig (the real
+    // supervisord sees this path in "partitions started in parallel go through one queue");
+    // one asked once that apply has started gets its own
+    methods.length = 0
+    const busy = sup.processInfo()
+    const joined = [sup.applyChanges(), sup.applyChanges(), sup.applyChanges()]
+    await busy
+    // once supervisord has the first reloadConfig in hand (it answers 30 ms later)
+    while (!methods.includes('supervisor.reloadConfig')) await new Promise((ok) => setTimeout(ok, 2))
+    const later = sup.applyChanges()
+    await Promise.all([...joined, later])
+    assert.equal(methods, ['supervisor.getAllProcessInfo', 'supervisor.reloadConfig', 'supervisor.reloadConfig'])
   } finally {
     await new Promise<void>((ok) => server.close(() => ok()))
   }
