@@ -15,6 +15,22 @@ import { hasControl, quote } from './names.ts'
 export type Serialisation = 'xml' | 'json-in-xml'
 export const SERIALISATIONS: readonly Serialisation[] = ['xml', 'json-in-xml']
 
+/** A schema's `serialisation` value, undefined when it is not one (also used by proxy-schema.ts). */
+export function asSerialisation(v: unknown): Serialisation | undefined {
+  return SERIALISATIONS.find((s) => s === v)
+}
+
+/**
+ * json-in-xml parameters: the whole object as JSON text (indent 2, as the original's `slapos
+ * request` writes it) in one `_` parameter, unless `_` already is its only key. `slapos request`
+ * and the proxy panel send the same text through this.
+ */
+export function wrapJsonInXml(obj: object): Record<string, unknown> {
+  const keys = Object.keys(obj)
+  if (keys.length === 1 && keys[0] === '_') return obj as Record<string, unknown>
+  return { _: pyJsonDumps(obj, 2) }
+}
+
 /** Message of the original when the HATEOAS API cannot be reached (client-cli.md §1.2). */
 export const HATEOAS_MISSING = 'SlapOS Master Hateoas API required for this operation is not available.'
 
@@ -313,9 +329,7 @@ export async function readParametersFile(path: string): Promise<ParametersFile> 
  */
 export function parametersFromFile(file: ParametersFile, serialisation: Serialisation | undefined): PyDict {
   if ('xml' in file) return file.xml
-  const keys = Object.keys(file.object)
-  if (serialisation === 'json-in-xml' && !(keys.length === 1 && keys[0] === '_')) return { _: pyJsonDumps(file.object, 2) }
-  return fromJson(file.object) as PyDict
+  return fromJson(serialisation === 'json-in-xml' ? wrapJsonInXml(file.object) : file.object) as PyDict
 }
 
 // --- software release schema (`<url>.json`) ---
@@ -349,9 +363,7 @@ export function schemaSerialisation(schema: Record<string, unknown> | undefined,
   const types = schema?.['software-type']
   const typeSchema = types && typeof types === 'object' ? (types as Record<string, unknown>)[softwareType || 'default'] : undefined
   const fromType = typeSchema && typeof typeSchema === 'object' ? (typeSchema as Record<string, unknown>).serialisation : undefined
-  const value = fromType ?? schema?.serialisation
-  if (value === 'xml' || value === 'json-in-xml') return value
-  return strict ? undefined : 'json-in-xml'
+  return asSerialisation(fromType ?? schema?.serialisation) ?? (strict ? undefined : 'json-in-xml')
 }
 
 // --- HATEOAS (client-cli.md §4) ---

@@ -87,6 +87,20 @@ export class JsonRpcApi {
    * request goes through here); refused with a JsonRpcError.
    */
   async call(name: string, body: unknown, req: IncomingMessage): Promise<unknown> {
+    const route = this.checked(name, body)
+    const doc = await route.run({ host: this.host, body: body as Body, req })
+    return checkOutput(doc, route.output)
+  }
+
+  /**
+   * The checks of `call` that read nothing (nesting, NUL, the route's input schema, identifiers):
+   * the panel runs them before its own, costlier, schema check. Refused with a JsonRpcError.
+   */
+  precheck(name: string, body: unknown): void {
+    this.checked(name, body)
+  }
+
+  private checked(name: string, body: unknown): Route {
     const route = Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined
     if (!route) throw new JsonRpcError(404, `/${name} is not a method of this API`)
     const hostile = documentProblem(body, this.host.maxDepth)
@@ -95,8 +109,7 @@ export class JsonRpcApi {
     if (invalid !== undefined) throw new JsonRpcError(400, invalid)
     const unsafe = identifierProblem(body as Body)
     if (unsafe !== undefined) throw new JsonRpcError(400, unsafe)
-    const doc = await route.run({ host: this.host, body: body as Body, req })
-    return checkOutput(doc, route.output)
+    return route
   }
 }
 
@@ -792,8 +805,8 @@ function acceptsJson(header: string | undefined): boolean {
   return false
 }
 
-/** `application/json` or `application/<something>+json`, as werkzeug's is_json. */
-function isJsonType(header: string | undefined): boolean {
+/** `application/json` or `application/<something>+json`, as werkzeug's is_json (the panel's routes too). */
+export function isJsonType(header: string | undefined): boolean {
   const type = (header ?? '').split(';')[0]?.trim().toLowerCase() ?? ''
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))
 }
@@ -809,12 +822,17 @@ function externalBase(req: IncomingMessage): string {
 /** werkzeug's names where they differ from node's */
 const REASONS: Record<number, string> = { 413: 'Request Entity Too Large' }
 
-function sendError(res: ServerResponse, status: number, title: string, head: boolean, headers: Record<string, string> = {}): void {
+/** An answer `{"status", "type", "title"}` (the panel's JSON routes answer their errors so too). */
+export function sendError(res: ServerResponse, status: number, title: string, head: boolean, headers: Record<string, string> = {}): void {
   sendJson(res, status, { status, type: REASONS[status] ?? STATUS_CODES[status] ?? 'Unknown Error', title }, head, headers)
 }
 
-function sendJson(res: ServerResponse, status: number, doc: unknown, head: boolean, headers: Record<string, string> = {}): void {
-  const body = Buffer.from(pyJsonDumps(doc), 'utf8')
+export function sendJson(res: ServerResponse, status: number, doc: unknown, head: boolean, headers: Record<string, string> = {}): void {
+  sendJsonBytes(res, status, Buffer.from(pyJsonDumps(doc), 'utf8'), head, headers)
+}
+
+/** A JSON answer whose text is already made (the panel keeps the one of each schema). */
+export function sendJsonBytes(res: ServerResponse, status: number, body: Buffer, head: boolean, headers: Record<string, string> = {}): void {
   res.writeHead(status, (REASONS[status] ?? STATUS_CODES[status] ?? '').toUpperCase(), {
     ...headers,
     'Content-Type': 'application/json',

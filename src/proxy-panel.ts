@@ -2,13 +2,14 @@
 // requests instances through the JSON API of proxy-jsonrpc.ts, `/panel/public/<path>` downloads
 // a file of `[slapproxy] public_directory_path`; `/panel/schema` gives the page the request form
 // of a supplied software release (proxy-schema.ts), `/panel/request` checks a request against it
-// before making it. Routed from proxy-server.ts.
+// before making it. One Panel per ProxyApp (proxy-server.ts), which routes `/panel*` here.
 import { closeSync, createReadStream, openSync, statSync, type BigIntStats } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { posix, resolve } from 'node:path'
 import type { Logger } from './log.ts'
-import { JsonRpcError } from './proxy-jsonrpc.ts'
-import { findEntry, loadReleaseSchema, SchemaUnavailable, serialiseParameters, unwrapJsonInXml, validateParameters, type ReleaseSchema } from './proxy-schema.ts'
+import { quote } from './names.ts'
+import { isJsonType, JsonRpcError, sendError, sendJson, sendJsonBytes } from './proxy-jsonrpc.ts'
+import { findEntry, loadReleaseSchema, parametersToCheck, SCHEMA_LIMITS, SchemaUnavailable, serialiseParameters, validateParameters, type ReleaseSchema } from './proxy-schema.ts'
 import { pyFloatRepr } from './slap-protocol.ts'
 
 // node:crypto costs a process ~1.4 MB of private memory and ~1 MB of code pages, and time to
@@ -23,34 +24,217 @@ export interface PanelHost {
   isSupplied(url: string): boolean
   /** the request body, or undefined when it is over the size limit */
   readBody(req: IncomingMessage): Promise<string | undefined>
+  /** the JSON API's own checks of a slapos.post.v0.software_instance body, which read nothing (JsonRpcError when refused) */
+  precheckRequest(body: Record<string, unknown>): void
   /** slapos.post.v0.software_instance of the JSON API with this body (JsonRpcError when refused) */
   requestInstance(body: Record<string, unknown>, req: IncomingMessage): Promise<unknown>
   log: Logger
 }
 
-/** Answers a request whose path is `/panel` or starts with `/panel/`. */
-export function servePanel(req: IncomingMessage, res: ServerResponse, url: URL, host: PanelHost): void {
-  const rest = url.pathname.replace(/^\/+panel/, '')
-  const method = req.method ?? 'GET'
-  if (rest === '/request') return void panelRequest(req, res, host)
-  req.resume()
-  if (method === 'OPTIONS') return send(res, 200, '', { Allow: ALLOW })
-  if (method !== 'GET' && method !== 'HEAD') return errorPage(res, 405, DESCRIPTIONS[405], { Allow: ALLOW })
-  const head = method === 'HEAD'
-  // like werkzeug's strict slashes: the page lives at /panel/, so that its relative URLs work
-  if (rest === '') {
-    const to = `/panel/${url.search}`
-    const page = `<!doctype html>\n<html lang=en>\n<title>Redirecting...</title>\n<h1>Redirecting...</h1>\n<p>You should be redirected automatically to the target URL: <a href="${escapeHtml(to)}">${escapeHtml(to)}</a>. If not, click the link.\n`
-    return send(res, 308, page, { Location: to })
+/** Schema loads at once; more are answered 503 (each may take seconds and a few MB). */
+const MAX_SCHEMA_LOADS = 4
+/** How long a schema read (or its failure) is reused: the page asks when a URL is chosen, then on submit. */
+const SCHEMA_CACHE_MS = 30_000
+/** Schemas kept, and the bytes of their answers */
+const SCHEMA_CACHE_ENTRIES = 32
+const SCHEMA_CACHE_BYTES = 16 * 1024 * 1024
+/** Headers of the panel's JSON answers, beside those of the JSON API */
+const JSON_HEADERS = { 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' }
+const NOT_SUPPLIED = 'this software release is not supplied to this master: its schema is read once it is'
+const BUSY = 'The proxy is reading other software release schemas: try again in a moment.'
+
+/** A release's schema and the answer of `/panel/schema` for it, made once. */
+interface LoadedSchema {
+  schema: ReleaseSchema
+  answer: Buffer
+}
+
+class PanelBusy extends Error {}
+
+/** The panel of one master: its routes, and the schemas it read recently (its own, not the process's). */
+export class Panel {
+  private readonly schemas = new Map<string, { at: number; loaded: Promise<LoadedSchema>; bytes: number }>()
+  private loading = 0
+
+  constructor(private readonly host: PanelHost) {}
+
+  /** Answers a request whose path is `/panel` or starts with `/panel/`. */
+  serve(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const rest = url.pathname.replace(/^\/+panel/, '')
+    const method = req.method ?? 'GET'
+    if (rest === '/request') return void this.request(req, res)
+    req.resume()
+    if (method === 'OPTIONS') return send(res, 200, '', { Allow: ALLOW })
+    if (method !== 'GET' && method !== 'HEAD') return errorPage(res, 405, DESCRIPTIONS[405], { Allow: ALLOW })
+    const head = method === 'HEAD'
+    // like werkzeug's strict slashes: the page lives at /panel/, so that its relative URLs work
+    if (rest === '') {
+      const to = `/panel/${url.search}`
+      const page = `<!doctype html>\n<html lang=en>\n<title>Redirecting...</title>\n<h1>Redirecting...</h1>\n<p>You should be redirected automatically to the target URL: <a href="${escapeHtml(to)}">${escapeHtml(to)}</a>. If not, click the link.\n`
+      return send(res, 308, page, { Location: to })
+    }
+    if (rest === '/') return servePage(req, res, head)
+    if (rest === '/schema') return void this.serveSchema(res, url, head)
+    if (rest.startsWith('/public/') && rest.length > '/public/'.length) {
+      // 403 rather than 404, like the original, so that an operator sees what is missing
+      if (!this.host.publicDirectory) return errorPage(res, 403, 'The public directory path is not configured.')
+      return servePublicFile(req, res, this.host.publicDirectory, rest.slice('/public/'.length), head)
+    }
+    return errorPage(res, 404, DESCRIPTIONS[404])
   }
-  if (rest === '/') return servePage(req, res, head)
-  if (rest === '/schema') return void serveSchema(res, url, host, head)
-  if (rest.startsWith('/public/') && rest.length > '/public/'.length) {
-    // 403 rather than 404, like the original, so that an operator sees what is missing
-    if (!host.publicDirectory) return errorPage(res, 403, 'The public directory path is not configured.')
-    return servePublicFile(req, res, host.publicDirectory, rest.slice('/public/'.length), head)
+
+  /**
+   * The release's schema, read only when the release is supplied to this master. Supplying needs
+   * no login, so this does not stop the page from making the proxy fetch a URL of its choice: what
+   * bounds that is proxy-schema.ts (`.json` files only, no redirect, no link-local or metadata
+   * address, sizes and times), MAX_SCHEMA_LOADS, and answers that never say why a file could not
+   * be read (the log does).
+   */
+  private schemaOf(url: string): Promise<LoadedSchema> {
+    if (!this.host.isSupplied(url)) return Promise.reject(new SchemaUnavailable(NOT_SUPPLIED))
+    const now = Date.now()
+    const hit = this.schemas.get(url)
+    if (hit && now - hit.at < SCHEMA_CACHE_MS) return hit.loaded
+    if (this.loading >= MAX_SCHEMA_LOADS) return Promise.reject(new PanelBusy())
+    this.loading++
+    const loaded = this.load(url).finally(() => this.loading--)
+    const entry = { at: now, loaded, bytes: 0 }
+    this.schemas.delete(url)
+    this.schemas.set(url, entry)
+    loaded.then(
+      (l) => {
+        entry.bytes = l.answer.length
+        this.trim()
+      },
+      () => this.trim(),
+    )
+    return loaded
   }
-  return errorPage(res, 404, DESCRIPTIONS[404])
+
+  private async load(url: string): Promise<LoadedSchema> {
+    const log = (detail: string) => this.host.log.warning(`panel: the schema of ${quote(url.slice(0, 500))}: ${detail.slice(0, 1000)}`)
+    try {
+      const schema = await loadReleaseSchema(url, log)
+      const answer = Buffer.from(
+        JSON.stringify({ software_release_uri: url, available: true, name: schema.name, description: schema.description, software_types: schema.types.map(({ softwareType, ...e }) => ({ ...e, software_type: softwareType })) }),
+        'utf8',
+      )
+      if (answer.length > SCHEMA_LIMITS.answer) throw new SchemaUnavailable('the schema is too large to show', `its form would take ${answer.length} bytes (at most ${SCHEMA_LIMITS.answer})`)
+      return { schema, answer }
+    } catch (err) {
+      if (err instanceof SchemaUnavailable && err.detail) log(err.detail)
+      throw err
+    }
+  }
+
+  /** Old schemas go first, then the oldest while there are too many or too large ones. */
+  private trim(): void {
+    const now = Date.now()
+    let bytes = 0
+    for (const [url, e] of this.schemas) {
+      if (now - e.at >= SCHEMA_CACHE_MS) this.schemas.delete(url)
+      else bytes += e.bytes
+    }
+    for (const [url, e] of this.schemas) {
+      if (this.schemas.size <= SCHEMA_CACHE_ENTRIES && bytes <= SCHEMA_CACHE_BYTES) break
+      this.schemas.delete(url)
+      bytes -= e.bytes
+    }
+  }
+
+  /** `GET /panel/schema?url=<release>`: the form of a release, or why there is none. */
+  private async serveSchema(res: ServerResponse, url: URL, head: boolean): Promise<void> {
+    const release = url.searchParams.get('url')
+    if (!release) return sendError(res, 400, 'Give the software release URL as ?url=', head, JSON_HEADERS)
+    try {
+      sendJsonBytes(res, 200, (await this.schemaOf(release)).answer, head, JSON_HEADERS)
+    } catch (err) {
+      if (err instanceof PanelBusy) return sendError(res, 503, BUSY, head, { ...JSON_HEADERS, 'Retry-After': '2' })
+      if (!(err instanceof SchemaUnavailable)) {
+        this.host.log.error(`GET /panel/schema: ${err instanceof Error ? err.message : String(err)}`)
+        return sendError(res, 500, 'Internal server error', head, JSON_HEADERS)
+      }
+      sendJson(res, 200, { software_release_uri: release, available: false, problem: err.message }, head, JSON_HEADERS)
+    }
+  }
+
+  /**
+   * `POST /panel/request`: the body of slapos.post.v0.software_instance, plus the schema entry the
+   * page chose (`software_type_entry`). The JSON API's own checks first; then, when the release
+   * has an input schema for that software type, the parameters are checked against it (refused:
+   * 400, nothing requested) and encoded as its serialisation says; otherwise they go as they are.
+   */
+  private async request(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const head = req.method === 'HEAD'
+    if (req.method !== 'POST') {
+      req.resume()
+      return sendError(res, 405, 'The method is not allowed for the requested URL.', head, { ...JSON_HEADERS, Allow: 'POST' })
+    }
+    if (!isJsonType(req.headers['content-type'])) {
+      req.resume()
+      return sendError(res, 415, "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.", false, JSON_HEADERS)
+    }
+    try {
+      const text = await this.host.readBody(req)
+      if (text === undefined) throw new JsonRpcError(413, 'The data value transmitted exceeds the capacity limit.')
+      let body: unknown
+      try {
+        body = JSON.parse(text)
+      } catch {
+        throw new JsonRpcError(400, 'The request is not valid JSON.')
+      }
+      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new JsonRpcError(400, 'The request must be a JSON object.')
+      const doc = body as Record<string, unknown>
+      const entryKey = doc.software_type_entry
+      delete doc.software_type_entry
+      if (entryKey !== undefined && typeof entryKey !== 'string') throw new JsonRpcError(400, 'software_type_entry must be a string')
+      // the cheap checks before the schema is read and the parameters walked
+      this.host.precheckRequest(doc)
+      await this.checkAgainstSchema(doc, entryKey)
+      sendJson(res, 200, await this.host.requestInstance(doc, req), false, JSON_HEADERS)
+    } catch (err) {
+      if (err instanceof PanelBusy) return sendError(res, 503, BUSY, false, { ...JSON_HEADERS, 'Retry-After': '2' })
+      if (err instanceof JsonRpcError) {
+        this.host.log.warning(`POST /panel/request: ${err.status} ${err.message.slice(0, 2000)}`)
+        return sendError(res, err.status, err.message, false, JSON_HEADERS)
+      }
+      this.host.log.error(`POST /panel/request: ${err instanceof Error ? err.message : String(err)}`)
+      sendError(res, 500, 'Internal server error', false, JSON_HEADERS)
+    }
+  }
+
+  /** Checks and encodes `doc.parameters` in place when the release has a schema for the request. */
+  private async checkAgainstSchema(doc: Record<string, unknown>, entryKey: string | undefined): Promise<void> {
+    const { software_release_uri: release, software_type: softwareType } = doc
+    if (typeof release !== 'string' || typeof softwareType !== 'string') return
+    if (!this.host.isSupplied(release)) {
+      if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software release is not supplied to this master, its schema cannot be checked')
+      return
+    }
+    let schema: ReleaseSchema
+    try {
+      schema = (await this.schemaOf(release)).schema
+    } catch (err) {
+      if (!(err instanceof SchemaUnavailable)) throw err
+      // no schema: the parameters go as given, as from the key/value form
+      if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the schema cannot be read (${err.message})`)
+      return
+    }
+    const entry = findEntry(schema, softwareType, doc.shared === true, entryKey)
+    if (!entry) {
+      if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software type is not in the software release schema')
+      return
+    }
+    if (!entry.schema) {
+      if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the input schema of this software type cannot be read (${entry.problem ?? ''})`)
+      return
+    }
+    const given = doc.parameters ?? {}
+    if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new JsonRpcError(400, 'Not requested: the parameters must be a JSON object')
+    const problems = validateParameters(entry.schema, parametersToCheck(entry.serialisation, entry.schema, given as Record<string, unknown>))
+    if (problems.length) throw new JsonRpcError(400, `Not requested, the parameters do not fit the schema of ${entry.title}: ${problems.join('; ')}`)
+    doc.parameters = serialiseParameters(entry.serialisation, given as Record<string, unknown>)
+  }
 }
 
 // --- internal ---
@@ -69,13 +253,10 @@ const REASONS: Record<number, string> = {
   206: 'Partial Content',
   304: 'Not Modified',
   308: 'Permanent Redirect',
-  400: 'Bad Request',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
   412: 'Precondition Failed',
-  413: 'Request Entity Too Large',
-  415: 'Unsupported Media Type',
   416: 'Requested Range Not Satisfiable',
   500: 'Internal Server Error',
 }
@@ -94,133 +275,6 @@ function errorPage(res: ServerResponse, status: number, text: string, headers: R
 
 function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;')
-}
-
-/** A JSON answer of the panel's own routes; errors as the JSON API writes them. */
-function sendJson(res: ServerResponse, status: number, doc: unknown, head = false): void {
-  const body = Buffer.from(JSON.stringify(doc), 'utf8')
-  res.writeHead(status, (REASONS[status] ?? '').toUpperCase(), {
-    'Content-Type': 'application/json',
-    'Content-Length': String(body.length),
-    'Cache-Control': 'no-store',
-    'X-Content-Type-Options': 'nosniff',
-  })
-  res.end(head ? undefined : body)
-}
-
-function sendJsonError(res: ServerResponse, status: number, title: string): void {
-  sendJson(res, status, { status, type: REASONS[status] ?? 'Error', title })
-}
-
-/** Schemas read recently, by release URL: the page asks when the URL is chosen, then on submit. */
-const schemaCache = new Map<string, { at: number; schema: Promise<ReleaseSchema> }>()
-const SCHEMA_CACHE_MS = 30_000
-
-/**
- * The release's schema, read only when the release is supplied to this master: the page cannot
- * make the proxy fetch an arbitrary URL.
- */
-function releaseSchema(url: string, host: PanelHost): Promise<ReleaseSchema> {
-  if (!host.isSupplied(url)) return Promise.reject(new SchemaUnavailable('this software release is not supplied to this master: its schema is read once it is'))
-  const now = Date.now()
-  const hit = schemaCache.get(url)
-  if (hit && now - hit.at < SCHEMA_CACHE_MS) return hit.schema
-  if (schemaCache.size >= 100) schemaCache.clear()
-  const schema = loadReleaseSchema(url)
-  schemaCache.set(url, { at: now, schema })
-  return schema
-}
-
-/** `GET /panel/schema?url=<release>`: the form of a release, or why there is none. */
-async function serveSchema(res: ServerResponse, url: URL, host: PanelHost, head: boolean): Promise<void> {
-  const release = url.searchParams.get('url')
-  if (!release) return sendJsonError(res, 400, 'Give the software release URL as ?url=')
-  try {
-    const schema = await releaseSchema(release, host)
-    sendJson(res, 200, { software_release_uri: release, available: true, name: schema.name, description: schema.description, software_types: schema.types.map(({ softwareType, ...e }) => ({ ...e, software_type: softwareType })) }, head)
-  } catch (err) {
-    if (!(err instanceof SchemaUnavailable)) {
-      host.log.error(`GET /panel/schema: ${err instanceof Error ? err.message : String(err)}`)
-      return sendJsonError(res, 500, 'Internal server error')
-    }
-    sendJson(res, 200, { software_release_uri: release, available: false, problem: err.message }, head)
-  }
-}
-
-/**
- * `POST /panel/request`: the body of slapos.post.v0.software_instance, plus the schema entry the
- * page chose (`software_type_entry`). When the release has an input schema for that software
- * type, the parameters are checked against it (refused: 400, nothing requested) and encoded as
- * its serialisation says; otherwise they go as they are.
- */
-async function panelRequest(req: IncomingMessage, res: ServerResponse, host: PanelHost): Promise<void> {
-  if (req.method !== 'POST') {
-    req.resume()
-    res.setHeader('Allow', 'POST')
-    return sendJsonError(res, 405, 'The method is not allowed for the requested URL.')
-  }
-  if (!/^application\/json\s*(;|$)/i.test(String(req.headers['content-type'] ?? ''))) {
-    req.resume()
-    return sendJsonError(res, 415, "Did not attempt to load JSON data because the request Content-Type was not 'application/json'.")
-  }
-  try {
-    const text = await host.readBody(req)
-    if (text === undefined) throw new JsonRpcError(413, 'The data value transmitted exceeds the capacity limit.')
-    let body: unknown
-    try {
-      body = JSON.parse(text)
-    } catch {
-      throw new JsonRpcError(400, 'The request is not valid JSON.')
-    }
-    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new JsonRpcError(400, 'The request must be a JSON object.')
-    const doc = body as Record<string, unknown>
-    const entryKey = doc.software_type_entry
-    delete doc.software_type_entry
-    if (entryKey !== undefined && typeof entryKey !== 'string') throw new JsonRpcError(400, 'software_type_entry must be a string')
-    await checkAgainstSchema(doc, entryKey, host)
-    sendJson(res, 200, await host.requestInstance(doc, req))
-  } catch (err) {
-    if (err instanceof JsonRpcError) {
-      host.log.warning(`POST /panel/request: ${err.status} ${err.message}`)
-      return sendJsonError(res, err.status, err.message)
-    }
-    host.log.error(`POST /panel/request: ${err instanceof Error ? err.message : String(err)}`)
-    sendJsonError(res, 500, 'Internal server error')
-  }
-}
-
-/** Checks and encodes `doc.parameters` in place when the release has a schema for the request. */
-async function checkAgainstSchema(doc: Record<string, unknown>, entryKey: string | undefined, host: PanelHost): Promise<void> {
-  const { software_release_uri: release, software_type: softwareType } = doc
-  if (typeof release !== 'string' || typeof softwareType !== 'string') return
-  if (!host.isSupplied(release)) {
-    if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software release is not supplied to this master, its schema cannot be checked')
-    return
-  }
-  let schema: ReleaseSchema
-  try {
-    schema = await releaseSchema(release, host)
-  } catch (err) {
-    if (!(err instanceof SchemaUnavailable)) throw err
-    // no schema: the parameters go as given, as from the key/value form
-    if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the schema cannot be read (${err.message})`)
-    return
-  }
-  const entry = findEntry(schema, softwareType, doc.shared === true, entryKey)
-  if (!entry) {
-    if (entryKey !== undefined) throw new JsonRpcError(400, 'Not requested: this software type is not in the software release schema')
-    return
-  }
-  if (!entry.schema) {
-    if (entryKey !== undefined) throw new JsonRpcError(400, `Not requested: the input schema of this software type cannot be read (${entry.problem ?? ''})`)
-    return
-  }
-  const given = doc.parameters ?? {}
-  if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new JsonRpcError(400, 'Not requested: the parameters must be a JSON object')
-  const parameters = entry.serialisation === 'json-in-xml' ? unwrapJsonInXml(given as Record<string, unknown>) : given
-  const problems = validateParameters(entry.schema, parameters)
-  if (problems.length) throw new JsonRpcError(400, `Not requested, the parameters do not fit the schema of ${entry.title}: ${problems.join('; ')}`)
-  doc.parameters = serialiseParameters(entry.serialisation, given as Record<string, unknown>)
 }
 
 let pageCache: { body: Buffer; etag: string } | undefined

@@ -113,9 +113,10 @@ export interface StartedProxy {
  * Starts the built `slapos proxy start` on 127.0.0.1, port 0, with a SQLite file in `dir`
  * (a new temp dir by default) and resolves once it listens. `extraCfg` is appended to the
  * configuration file (e.g. more [slapproxy] keys, or [multimaster/...] sections),
- * `slaposCfg` goes at the end of [slapos]; `computerId` defaults to `computer`.
+ * `slaposCfg` goes at the end of [slapos]; `computerId` defaults to `computer`. With `hosts`,
+ * the proxy runs in its own mount namespace where that text is /etc/hosts (names of a test).
  */
-export function startProxy(opts: { dir?: string; extraCfg?: string; slaposCfg?: string; computerId?: string; args?: string[] } = {}): Promise<StartedProxy> {
+export function startProxy(opts: { dir?: string; extraCfg?: string; slaposCfg?: string; computerId?: string; args?: string[]; hosts?: string } = {}): Promise<StartedProxy> {
   const dir = opts.dir ?? tempDir('slapos-proxy-')
   const cfgPath = join(dir, 'slapos-proxy.cfg')
   const dbPath = join(dir, 'proxy.db')
@@ -123,7 +124,14 @@ export function startProxy(opts: { dir?: string; extraCfg?: string; slaposCfg?: 
     cfgPath,
     `[slapos]\ncomputer_id = ${opts.computerId ?? 'computer'}\n${opts.slaposCfg ?? ''}\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${dbPath}\n${opts.extraCfg ?? ''}\n`,
   )
-  const child = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfgPath, '--log-time', ...(opts.args ?? [])], {
+  const command = [SLAPOS, 'proxy', 'start', '--cfg', cfgPath, '--log-time', ...(opts.args ?? [])]
+  if (opts.hosts !== undefined) {
+    const hostsPath = join(dir, 'hosts')
+    writeFileSync(hostsPath, opts.hosts)
+    // unshare and sh exec: the pid is the proxy's
+    command.unshift('unshare', '--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hostsPath)
+  }
+  const child = spawn(command[0]!, command.slice(1), {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
     stdio: ['ignore', 'ignore', 'pipe'],
   })
@@ -162,6 +170,30 @@ export function startProxy(opts: { dir?: string; extraCfg?: string; slaposCfg?: 
       reject(new Error(`proxy exited (${code}) before listening:\n${stderr}`))
     })
   })
+}
+
+/** One call of the proxy's JSON API (proxy.md §10.1); an answer other than 200 throws with its text. */
+export async function jsonApi(p: StartedProxy, name: string, body: unknown = {}): Promise<any> {
+  const res = await fetch(`${p.url}${name}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`${name}: HTTP ${res.status} ${text}`)
+  return JSON.parse(text) as unknown
+}
+
+/** Formats computer `computer` through the JSON API: `count` partitions slappart0... on 10.0.0.2... */
+export async function formatComputer(p: StartedProxy, count = 3): Promise<void> {
+  await jsonApi(p, 'slapos.put.v0.compute_node_format', {
+    computer_guid: 'computer',
+    compute_partition_list: Array.from({ length: count }, (_, i) => ({
+      partition_id: `slappart${i}`,
+      ip_list: [{ 'ip-address': `10.0.0.${i + 2}`, 'network-interface': `tap${i}`, netmask: '255.255.255.0' }],
+    })),
+  })
+}
+
+/** Supplies a software release to computer `computer` through the JSON API. */
+export async function supplyRelease(p: StartedProxy, url: string): Promise<void> {
+  await jsonApi(p, 'slapos.post.v0.software_installation', { software_release_uri: url, computer_guid: 'computer' })
 }
 
 /** A requestComputerPartition as the slap library sends it (form fields, marshalled values). */

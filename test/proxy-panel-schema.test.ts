@@ -3,15 +3,20 @@
 // test), the request checked on the proxy (refused: nothing requested), the parameters stored as
 // the release's serialisation says; in headless Chromium the form with its defaults, select and
 // required field, refused and accepted requests, the key/value form of a release without a
-// schema; a hostile schema shown as text, fetching nothing outside the release's directory.
-import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer, type Server } from 'node:http'
+// schema; a hostile schema shown as text, fetching nothing outside the release's directory;
+// bounded work (big values against an enum, `$ref` expanded past the budget, loads at once),
+// links, a FIFO, a redirect and an endless body not read, link-local and metadata addresses
+// never contacted, and why a file was not read said in the proxy's log only.
+import { spawnSync } from 'node:child_process'
+import { cpSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { Browser, CHROMIUM } from './chromium.ts'
-import { FIXTURES, skip, type StartedProxy, startProxy, tempDir } from './helpers.ts'
+import { FIXTURES, formatComputer as format, jsonApi as api, skip, type StartedProxy, startProxy, supplyRelease as supply, tempDir } from './helpers.ts'
 
 interface Ctx {
   p: StartedProxy
@@ -89,10 +94,15 @@ t('the schema is read only for a supplied release; /panel/request checks, encode
   assert.match(bad.doc.title, /color: must be one of "red", "green", "blue"/)
   assert.match(bad.doc.title, /"name" is required/)
   assert.match(bad.doc.title, /"extra" is not a parameter of this software type/)
-  // the proxy checks even without the page's entry key: by the software type
-  const typed = await panelRequest(p, { title: 'bad', software_release_uri: sr, software_type: 'default', parameters: { name: 'x', port: '8080' } })
+  // the proxy checks even without the page's entry key: by the software type; an xml release's
+  // text is read as the integer it can be, not as anything else
+  const typed = await panelRequest(p, { title: 'bad', software_release_uri: sr, software_type: 'default', parameters: { name: 'x', port: '8080.5' } })
   assert.is(typed.status, 400)
   assert.match(typed.doc.title, /port: must be an integer/)
+  // the JSON API's own checks come first, before any schema is read
+  const nul = await panelRequest(p, { title: 'a\u0000b', software_release_uri: overHttp, software_type: 'page-cluster', software_type_entry: 'cluster', parameters: {} })
+  assert.is(nul.status, 400)
+  assert.match(nul.doc.title, /NUL character/)
   assert.equal((await api(p, 'slapos.allDocs.v0.instance_tree_list')).result_list, [])
 
   // valid: xml serialisation, one text parameter per key (JSON text for what is not a string)
@@ -112,6 +122,15 @@ t('the schema is read only for a supplied release; /panel/request checks, encode
     aliases: '["a","b"]',
     limits: '{"cpu":2}',
   })
+  // stored xml parameters are text: requested again as they are, they still fit; `$schema` is not a parameter to check
+  const again = await panelRequest(p, {
+    title: 'page',
+    software_release_uri: sr,
+    software_type: 'default',
+    parameters: { $schema: 'https://example.org/x.json', name: 'Mine', port: '8082', verbose: 'true', ratio: '0.5', aliases: '["a","b"]', limits: '{"cpu":2}' },
+  })
+  assert.is(again.status, 200, JSON.stringify(again.doc))
+  assert.is((await api(p, 'slapos.get.v0.instance_tree', { title: 'page' })).parameters.port, '8082')
   // json-in-xml: the whole object as JSON in `_`; the software type is the entry's
   const cluster = await panelRequest(p, {
     title: 'cluster',
@@ -124,7 +143,8 @@ t('the schema is read only for a supplied release; /panel/request checks, encode
   const stored = await api(p, 'slapos.get.v0.instance_tree', { title: 'cluster' })
   assert.is(stored.software_type, 'page-cluster')
   assert.equal(Object.keys(stored.parameters), ['_'])
-  assert.equal(JSON.parse(stored.parameters._), { nodes: 3, 'site-list': [{ host: 'a.example', weight: 2 }] })
+  // the text `slapos request --parameters-file` sends for the same object (indent 2)
+  assert.is(stored.parameters._, JSON.stringify({ nodes: 3, 'site-list': [{ host: 'a.example', weight: 2 }] }, null, 2))
   // a nested $ref is checked too
   const nested = await panelRequest(p, { title: 'c2', software_release_uri: overHttp, software_type: 'page-cluster', software_type_entry: 'cluster', parameters: { nodes: 1, 'site-list': [{ weight: 0 }] } })
   assert.is(nested.status, 400)
@@ -320,7 +340,9 @@ t('a hostile schema renders as text and reads nothing outside the release direct
   assert.match(byKey.up.problem, /outside the software release's directory/)
   assert.match(byKey.abs.problem, /outside the software release's directory/)
   assert.match(byKey.far.problem, /outside the software release's directory/)
-  assert.match(byKey.huge.problem, /larger than 1048576 bytes/)
+  // why a file could not be read is in the proxy's log, not in the answer
+  assert.match(byKey.huge.problem, /huge\.json cannot be read$/)
+  assert.match(p.log(), /huge\.json: it is larger than 1048576 bytes/)
   const loop = byKey.loop.schema.properties[0][1]
   assert.ok(loop.unsupported.includes('$ref in a loop'), JSON.stringify(loop))
   const props = Object.fromEntries(byKey.default.schema.properties)
@@ -363,6 +385,210 @@ t('a hostile schema renders as text and reads nothing outside the release direct
   }
 })
 
+t('big values against an enum: bounded work, refused, and the proxy answers right after', async ({ p, release }) => {
+  const dir = join(release, 'enum')
+  mkdirSync(dir)
+  writeFileSync(join(dir, 'software.cfg.json'), JSON.stringify({ name: 'Enum', serialisation: 'json-in-xml', 'software-type': { default: { title: 'Enum', request: 'input.json' } } }))
+  writeFileSync(
+    join(dir, 'input.json'),
+    JSON.stringify({
+      type: 'object',
+      properties: {
+        word: { type: 'string', enum: Array.from({ length: 500 }, (_, i) => `word-${i}`) },
+        list: { type: 'array', items: { enum: Array.from({ length: 500 }, (_, i) => ({ k: i, v: 'x' })) } },
+        tags: { type: 'array', uniqueItems: true },
+      },
+    }),
+  )
+  const sr = join(dir, 'software.cfg')
+  await format(p)
+  await supply(p, sr)
+  const request = (parameters: unknown) => panelRequest(p, { title: 'enum', software_release_uri: sr, software_type: 'default', software_type_entry: 'default', parameters })
+  // a 7 MB string against 500 strings: compared by its first characters only
+  const word = await request({ word: 'w'.repeat(7 * 1024 * 1024) })
+  assert.is(word.status, 400)
+  assert.match(word.doc.title, /^Not requested, the parameters do not fit the schema of Enum: word: must be one of "word-0", "word-1", /)
+  assert.ok(word.doc.title.length < 1000, 'the message does not repeat the value')
+  // 200,000 small objects against an items.enum of 500 objects: over the step budget, refused
+  const list = await request({ list: Array.from({ length: 200_000 }, (_, i) => ({ k: i % 1000, v: 'x' })) })
+  assert.is(list.status, 400)
+  assert.match(list.doc.title, /the parameters are too complex to check against the schema/)
+  // uniqueItems with long items: each item's text counted in the same budget
+  const tags = await request({ tags: Array.from({ length: 12 }, (_, i) => `${i}${'t'.repeat(600_000)}`) })
+  assert.is(tags.status, 400)
+  assert.match(tags.doc.title, /too complex/)
+  // the proxy is free: the next requests are answered, the good ones requested
+  assert.equal((await api(p, 'slapos.allDocs.v0.instance_tree_list')).result_list, [])
+  const fits = await request({ word: 'word-499', list: [{ v: 'x', k: 3 }], tags: ['a', 'b'] })
+  assert.is(fits.status, 200, JSON.stringify(fits.doc))
+  const repeated = await request({ tags: [{ a: 1, b: 2 }, { b: 2, a: 1 }] })
+  assert.is(repeated.status, 400)
+  assert.match(repeated.doc.title, /tags: must not repeat an item/)
+})
+
+t('a small schema whose $ref expand to too much: no form, a bounded answer, read once', async ({ p, release }) => {
+  const dir = join(release, 'bomb')
+  mkdirSync(dir)
+  writeFileSync(join(dir, 'software.cfg.json'), JSON.stringify({ name: 'Bomb', 'software-type': { default: { title: 'Bomb', request: 'input.json' } } }))
+  // 400 KB once in the file, 6,000 uses of it: 2.4 GB expanded
+  const properties = Object.fromEntries(Array.from({ length: 6000 }, (_, i) => [`p${i}`, { $ref: '#/definitions/big' }]))
+  writeFileSync(join(dir, 'input.json'), JSON.stringify({ definitions: { big: { type: 'string', default: 'd'.repeat(400 * 1024) } }, type: 'object', properties }))
+  const sr = join(dir, 'software.cfg')
+  await format(p)
+  await supply(p, sr)
+  const res = await fetch(`${p.url}panel/schema?url=${encodeURIComponent(sr)}`)
+  assert.is(res.status, 200)
+  const text = await res.text()
+  assert.ok(text.length < 10_000, `a short answer, not the expansion (${text.length} characters)`)
+  const doc = JSON.parse(text)
+  assert.is(doc.available, false)
+  assert.is(doc.problem, 'the schema is too large to show')
+  assert.match(p.log(), /more than 2097152 characters of text and values once \$ref are expanded/)
+  // asked again: the answer kept is given, the schema is not read again
+  assert.equal(await schemaOf(p, sr), doc)
+  assert.is(p.log().match(/more than 2097152 characters/g)?.length, 1)
+  // a request naming its entry is refused, nothing requested
+  const r = await panelRequest(p, { title: 'bomb', software_release_uri: sr, software_type: 'default', software_type_entry: 'default', parameters: {} })
+  assert.is(r.status, 400)
+  assert.match(r.doc.title, /the schema cannot be read \(the schema is too large to show\)/)
+})
+
+t('links out of the release directory, a FIFO, a redirect, an endless body: not read, said only in the log', async ({ p, release, elsewhere }) => {
+  const outside = join(p.dir, 'outside')
+  mkdirSync(outside)
+  writeFileSync(join(outside, 'secret.json'), JSON.stringify({ type: 'object', properties: { secret: { type: 'string', default: 'outside-secret' } } }))
+  const dir = join(release, 'links')
+  mkdirSync(dir)
+  symlinkSync(join(outside, 'secret.json'), join(dir, 'file-link.json'))
+  symlinkSync(outside, join(dir, 'dir-link'))
+  const fifo = spawnSync('mkfifo', [join(dir, 'fifo.json')])
+  assert.is(fifo.status, 0, String(fifo.stderr))
+  writeFileSync(
+    join(dir, 'software.cfg.json'),
+    JSON.stringify({
+      'software-type': {
+        file: { request: 'file-link.json', index: 0 },
+        subdir: { request: 'dir-link/secret.json', index: 1 },
+        fifo: { request: 'fifo.json', index: 2 },
+        absent: { request: 'absent.json', index: 3 },
+      },
+    }),
+  )
+  const sr = join(dir, 'software.cfg')
+  // over HTTP: a redirect to the other server, and a body without Content-Length past 1 MB
+  const http = await serveDirectory(release, (path, res) => {
+    if (path === '/moved/software.cfg.json') {
+      res.writeHead(302, { Location: `${elsewhere.url}software.cfg.json` }).end()
+      return true
+    }
+    if (path === '/endless/software.cfg.json') {
+      res.writeHead(200, { 'Content-Type': 'application/json' })
+      const chunk = Buffer.alloc(64 * 1024, 0x20)
+      let sent = 0
+      const more = (): void => {
+        while (sent < 2 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length
+          if (!res.write(chunk)) return void res.once('drain', more)
+        }
+        res.end()
+      }
+      more()
+      return true
+    }
+    return false
+  })
+  try {
+    const moved = `${http.url}moved/software.cfg`
+    const endless = `${http.url}endless/software.cfg`
+    await format(p)
+    for (const url of [sr, moved, endless]) await supply(p, url)
+    const doc = await schemaOf(p, sr)
+    assert.is(doc.available, true, JSON.stringify(doc))
+    const byKey = Object.fromEntries(doc.software_types.map((e: any) => [e.key, e]))
+    // the page hears the same thing whatever the reason
+    for (const [key, file] of [['file', 'file-link.json'], ['subdir', 'dir-link/secret.json'], ['fifo', 'fifo.json'], ['absent', 'absent.json']] as const) {
+      assert.is(byKey[key].problem, `${pathToFileURL(join(dir, file)).href} cannot be read`)
+      assert.is(byKey[key].schema, undefined)
+    }
+    assert.not.match(JSON.stringify(doc), /outside-secret/)
+    const log = p.log()
+    assert.match(log, /file-link\.json: it leads outside the software release's directory/)
+    assert.match(log, /dir-link\/secret\.json: it leads outside the software release's directory/)
+    assert.match(log, /fifo\.json: it is not a regular file/)
+    assert.match(log, /absent\.json: it cannot be found \(ENOENT\)/)
+
+    const redirected = await schemaOf(p, moved)
+    assert.equal([redirected.available, redirected.problem], [false, `${moved}.json cannot be read`])
+    assert.match(p.log(), /moved\/software\.cfg\.json: it answered HTTP 302/)
+    assert.equal(elsewhere.asked, [])
+    const big = await schemaOf(p, endless)
+    assert.equal([big.available, big.problem], [false, `${endless}.json cannot be read`])
+    assert.match(p.log(), /endless\/software\.cfg\.json: it is larger than 1048576 bytes/)
+  } finally {
+    await http.close()
+  }
+})
+
+t('link-local and cloud metadata addresses are never contacted; loads at once are bounded (503)', async ({ p }) => {
+  await format(p)
+  const forbidden = ['http://169.254.169.254/latest/software.cfg', 'http://[fe80::1]/software.cfg', 'http://[::ffff:169.254.169.254]/software.cfg', 'http://100.100.100.200/software.cfg', 'http://[fd00:ec2::254]/software.cfg']
+  for (const url of forbidden) {
+    await supply(p, url)
+    const doc = await schemaOf(p, url)
+    assert.equal([doc.available, doc.problem], [false, `${new URL(`${url}.json`).href} cannot be read`])
+  }
+  assert.is(p.log().match(/is a link-local or cloud metadata address: not contacted/g)?.length, forbidden.length)
+
+  // a server that answers only when told: five loads at once, the fifth is told to come back
+  const held: ServerResponse[] = []
+  const slow = await serveDirectory(p.dir, (_path, res) => {
+    held.push(res)
+    return true
+  })
+  try {
+    const urls = Array.from({ length: 5 }, (_, i) => `${slow.url}r${i}/software.cfg`)
+    for (const url of urls) await supply(p, url)
+    const first = urls.slice(0, 4).map((url) => fetch(`${p.url}panel/schema?url=${encodeURIComponent(url)}`))
+    while (held.length < 4) await new Promise((r) => setTimeout(r, 20))
+    const busy = await fetch(`${p.url}panel/schema?url=${encodeURIComponent(urls[4]!)}`)
+    assert.is(busy.status, 503)
+    assert.is(busy.headers.get('retry-after'), '2')
+    assert.match(((await busy.json()) as { title: string }).title, /try again/)
+    const request = await panelRequest(p, { title: 'busy', software_release_uri: urls[4], software_type: 'default', software_type_entry: 'default', parameters: {} })
+    assert.is(request.status, 503)
+    for (const res of held) res.writeHead(404).end()
+    for (const r of await Promise.all(first)) assert.is(((await r.json()) as { available: boolean }).available, false)
+    // the loads are over: the fifth is read now
+    const after = await schemaOf(p, urls[4]!)
+    assert.equal([after.available, after.problem], [false, `${urls[4]}.json cannot be read`])
+  } finally {
+    for (const res of held) if (!res.writableEnded) res.destroy()
+    await slow.close()
+  }
+})
+
+t('a name whose address is link-local is not contacted (checked when connecting); a loopback name is', async ({ http }) => {
+  if (spawnSync('unshare', ['--mount', 'true']).status !== 0) return skip('unshare --mount is not available (util-linux, root)')
+  const port = new URL(http.url).port
+  const p = await startProxy({ hosts: '127.0.0.1 localhost\n127.0.0.1 release.test\n169.254.169.254 metadata.test\n::1 localhost ip6-localhost\n' })
+  try {
+    await format(p)
+    const meta = 'http://metadata.test/latest/software.cfg'
+    const local = `http://release.test:${port}/schema-release/software.cfg`
+    await supply(p, meta)
+    await supply(p, local)
+    const doc = await schemaOf(p, meta)
+    assert.equal([doc.available, doc.problem], [false, `${meta}.json cannot be read`])
+    assert.match(p.log(), /metadata\.test has the address 169\.254\.169\.254, link-local or cloud metadata: not contacted/)
+    const ok = await schemaOf(p, local)
+    assert.is(ok.available, true, JSON.stringify(ok))
+    assert.ok(http.asked.includes('/schema-release/software.cfg.json'))
+  } finally {
+    await p.stop()
+    rmSync(p.dir, { recursive: true, force: true })
+  }
+})
+
 t.run()
 
 // --- internal ---
@@ -373,12 +599,16 @@ interface Static {
   close(): Promise<void>
 }
 
-/** A static file server of a directory on 127.0.0.1 that records the paths asked. */
-async function serveDirectory(dir: string): Promise<Static> {
+/**
+ * A static file server of a directory on 127.0.0.1 that records the paths asked; `special`
+ * answers a path itself when it returns true (a redirect, an endless body...).
+ */
+async function serveDirectory(dir: string, special?: (path: string, res: ServerResponse) => boolean): Promise<Static> {
   const asked: string[] = []
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
     asked.push(path)
+    if (special?.(path, res)) return
     try {
       const body = process.getBuiltinModule('node:fs').readFileSync(join(dir, path.replace(/\.\./g, '')))
       res.writeHead(200, { 'Content-Type': 'application/json' }).end(body)
@@ -394,13 +624,6 @@ async function serveDirectory(dir: string): Promise<Static> {
   }
 }
 
-async function api(p: StartedProxy, name: string, body: unknown = {}): Promise<any> {
-  const res = await fetch(`${p.url}${name}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
-  const text = await res.text()
-  assert.is(res.status, 200, `${name}: ${text}`)
-  return JSON.parse(text)
-}
-
 async function panelRequest(p: StartedProxy, body: unknown): Promise<{ status: number; doc: any }> {
   const res = await fetch(`${p.url}panel/request`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
   return { status: res.status, doc: await res.json() }
@@ -410,18 +633,4 @@ async function schemaOf(p: StartedProxy, url: string): Promise<any> {
   const res = await fetch(`${p.url}panel/schema?url=${encodeURIComponent(url)}`)
   assert.is(res.status, 200)
   return res.json()
-}
-
-async function format(p: StartedProxy): Promise<void> {
-  await api(p, 'slapos.put.v0.compute_node_format', {
-    computer_guid: 'computer',
-    compute_partition_list: [0, 1, 2].map((i) => ({
-      partition_id: `slappart${i}`,
-      ip_list: [{ 'ip-address': `10.0.0.${i + 2}`, 'network-interface': `tap${i}`, netmask: '255.255.255.0' }],
-    })),
-  })
-}
-
-async function supply(p: StartedProxy, url: string): Promise<void> {
-  await api(p, 'slapos.post.v0.software_installation', { software_release_uri: url, computer_guid: 'computer' })
 }

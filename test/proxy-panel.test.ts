@@ -8,7 +8,7 @@ import { Script } from 'node:vm'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { Browser, CHROMIUM } from './chromium.ts'
-import { skip, type StartedProxy, startProxy, tempDir } from './helpers.ts'
+import { formatComputer, jsonApi as api, skip, type StartedProxy, startProxy, supplyRelease, tempDir } from './helpers.ts'
 
 const SR = 'http://sr.example/panel/software.cfg'
 const PANEL_ROUTES = [
@@ -58,24 +58,6 @@ function raw(p: StartedProxy, path: string, headers: Record<string, string> = {}
     req.on('error', reject)
     req.end()
   })
-}
-
-async function api(p: StartedProxy, name: string, body: unknown = {}): Promise<any> {
-  const res = await fetch(`${p.url}${name}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) })
-  const text = await res.text()
-  assert.is(res.status, 200, `${name}: ${text}`)
-  return JSON.parse(text)
-}
-
-async function formatAndSupply(p: StartedProxy): Promise<void> {
-  await api(p, 'slapos.put.v0.compute_node_format', {
-    computer_guid: 'computer',
-    compute_partition_list: [0, 1, 2].map((i) => ({
-      partition_id: `slappart${i}`,
-      ip_list: [{ 'ip-address': `10.0.0.${i + 2}`, 'network-interface': `tap${i}`, netmask: '255.255.255.0' }],
-    })),
-  })
-  await api(p, 'slapos.post.v0.software_installation', { software_release_uri: SR, computer_guid: 'computer' })
 }
 
 t('GET / redirects to /panel/, /panel to /panel/ (query kept)', async ({ p }) => {
@@ -239,7 +221,8 @@ t('public file: 403 when public_directory_path is not configured', async () => {
 
 t('headless Chromium: the page lists computers and trees and requests an instance through its form', async ({ p }) => {
   if (!existsSync(CHROMIUM)) return skip(`${CHROMIUM} is not installed (Debian package chromium)`)
-  await formatAndSupply(p)
+  await formatComputer(p)
+  await supplyRelease(p, SR)
   await api(p, 'slapos.post.v0.software_instance', { title: 'existing', software_release_uri: SR, software_type: 'default', parameters: { nested: { a: 1 } } })
   const browser = await Browser.start(`${p.url}panel/`)
   try {
