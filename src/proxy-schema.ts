@@ -408,10 +408,14 @@ function forbiddenAddress(address: string): boolean {
     const list = new net.BlockList()
     list.addSubnet('169.254.0.0', 16, 'ipv4')
     list.addSubnet('fe80::', 10, 'ipv6')
-    // Alibaba, Azure's wire server, Oracle's older metadata service, AWS's IPv6 one
-    for (const a of ['100.100.100.200', '168.63.129.16', '192.0.0.192']) list.addAddress(a, 'ipv4')
+    // Alibaba, Azure's wire server, Oracle's older metadata service, AWS's IPv6 one; and
+    // each of them (169.254/16 too) through NAT64's well-known prefix 64:ff9b::/96
+    for (const a of ['100.100.100.200', '168.63.129.16', '192.0.0.192']) {
+      list.addAddress(a, 'ipv4')
+      const [w, x, y, z] = a.split('.').map(Number) as [number, number, number, number]
+      list.addAddress(`64:ff9b::${((w << 8) | x).toString(16)}:${((y << 8) | z).toString(16)}`, 'ipv6')
+    }
     list.addAddress('fd00:ec2::254', 'ipv6')
-    // 169.254/16 through NAT64
     list.addSubnet('64:ff9b::a9fe:0', 112, 'ipv6')
     forbidden = list
   }

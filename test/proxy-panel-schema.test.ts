@@ -531,7 +531,7 @@ t('links out of the release directory, a FIFO, a redirect, an endless body: not 
 
 t('link-local and cloud metadata addresses are never contacted; loads at once are bounded (503)', async ({ p }) => {
   await format(p)
-  const forbidden = ['http://169.254.169.254/latest/software.cfg', 'http://[fe80::1]/software.cfg', 'http://[::ffff:169.254.169.254]/software.cfg', 'http://100.100.100.200/software.cfg', 'http://[fd00:ec2::254]/software.cfg']
+  const forbidden = ['http://169.254.169.254/latest/software.cfg', 'http://[fe80::1]/software.cfg', 'http://[::ffff:169.254.169.254]/software.cfg', 'http://100.100.100.200/software.cfg', 'http://[fd00:ec2::254]/software.cfg', 'http://[64:ff9b::100.100.100.200]/software.cfg', 'http://[64:ff9b::a9fe:a9fe]/software.cfg']
   for (const url of forbidden) {
     await supply(p, url)
     const doc = await schemaOf(p, url)
