@@ -98,6 +98,27 @@ export function buildoutFailure(path: string, output: string): string {
   return `Failed to run buildout profile in directory '${path}':\n${output}`
 }
 
+/**
+ * An executable named without a slash, found on PATH like execvp would (the binary runBuildout
+ * runs; node doctor checks the same one). A name with a slash: itself when absolute, else undefined.
+ */
+export function which(name: string, path: string | undefined): string | undefined {
+  if (name.includes('/')) return isAbsolute(name) ? name : undefined
+  for (const dir of (path ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
+    if (!dir) continue
+    const p = join(dir, name)
+    try {
+      if (statSync(p).isFile()) {
+        accessSync(p, constants.X_OK)
+        return p
+      }
+    } catch {
+      /* next */
+    }
+  }
+  return undefined
+}
+
 // --- internal ---
 
 /** The interpreter words of a `#!` script, or [] (binaries, unreadable files). */
@@ -116,22 +137,4 @@ function shebang(path: string): string[] {
   } finally {
     if (fd !== undefined) closeSync(fd)
   }
-}
-
-/** An executable named without a slash, found on PATH like execvp would. */
-function which(name: string, path: string | undefined): string | undefined {
-  if (name.includes('/')) return isAbsolute(name) ? name : undefined
-  for (const dir of (path ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
-    if (!dir) continue
-    const p = join(dir, name)
-    try {
-      if (statSync(p).isFile()) {
-        accessSync(p, constants.X_OK)
-        return p
-      }
-    } catch {
-      /* next */
-    }
-  }
-  return undefined
 }

@@ -6,6 +6,8 @@
 // database (/etc/passwd), read to know which uids are partition users.
 import { readdirSync, readFileSync, statfsSync } from 'node:fs'
 import { cpus } from 'node:os'
+import { join } from 'node:path'
+import { parsePasswd } from './grid-common.ts'
 
 /** USER_HZ: the unit of the times in /proc/<pid>/stat and /proc/stat (100 on every Linux ABI). */
 const CLOCK_TICKS = 100
@@ -43,12 +45,15 @@ export function readAccounts(names: readonly string[], passwd = '/etc/passwd'): 
   } catch {
     return out
   }
-  for (const line of text.split('\n')) {
-    const [name, , uid, gid] = line.split(':')
-    if (!name || !wanted.has(name) || out.has(name) || !/^\d+$/.test(uid ?? '') || !/^\d+$/.test(gid ?? '')) continue
-    out.set(name, { uid: Number(uid), gid: Number(gid) })
+  for (const { name, uid, gid } of parsePasswd(text)) {
+    if (wanted.has(name) && !out.has(name)) out.set(name, { uid, gid })
   }
   return out
+}
+
+/** The pid file of `node collect` (one run at a time), which `node doctor` looks at too. */
+export function collectPidfile(instanceRoot: string): string {
+  return join(instanceRoot, 'var', 'run', 'slapos-node-collect.pid')
 }
 
 /** Seconds since the epoch at which the system booted (`btime` of /proc/stat). */

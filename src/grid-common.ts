@@ -39,7 +39,7 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
   checkRoot(file)
   const overrides = commonOverrides(args)
   const cfg = loadNodeConfig(file, overrides)
-  const settings = new Map([...file.section('slapos'), ...file.section('networkcache')])
+  const settings = nodeSettings(file)
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined && v !== '') settings.set(k, String(v))
   checkFiles(cfg, settings)
   // a dry run (`--dry-run`) neither waits nor takes the pid file: it only reads, so it neither
@@ -56,6 +56,51 @@ export async function startNodeRun(kind: NodeCommandKind, args: RunArgs, ctx: Ct
   const client = new SlapClient({ masterUrl: cfg.masterUrl, keyFile: cfg.keyFile, certFile: cfg.certFile, caFile: cfg.masterCaFile })
   // the managers are loaded by the command (manager-registry.ts: loadRunManagers)
   return { cfg, client, log: ctx.log, settings, managers: [], release }
+}
+
+/** Every [slapos] and [networkcache] key of the configuration, [networkcache] winning (NodeRun.settings before the command line). */
+export function nodeSettings(file: ConfigFile): Map<string, string> {
+  return new Map([...file.section('slapos'), ...file.section('networkcache')])
+}
+
+/**
+ * grid.md §1.3: the files the configuration names and the node commands require to exist,
+ * as [key, path]. `flat`: nodeSettings (plus the command line). Pure.
+ */
+export function requiredFiles(cfg: Pick<NodeConfig, 'keyFile' | 'certFile' | 'masterCaFile'>, flat: ReadonlyMap<string, string>): Array<[string, string]> {
+  const files: Array<[string, string | undefined]> = [
+    ['key_file', cfg.keyFile],
+    ['cert_file', cfg.certFile],
+    ['master_ca_file', cfg.masterCaFile],
+  ]
+  for (const key of ['signature-private-key-file', 'signature_private_key_file', 'shacache-ca-file', 'shacache-cert-file', 'shacache-key-file', 'shadir-ca-file', 'shadir-cert-file', 'shadir-key-file']) {
+    files.push([key, flat.get(key)?.trim() || undefined])
+  }
+  return files.filter((f): f is [string, string] => f[1] !== undefined)
+}
+
+/** One account of /etc/passwd. */
+export interface PasswdEntry {
+  name: string
+  uid: number
+  gid: number
+  home: string
+}
+
+/** The accounts of a text in /etc/passwd format, in file order; malformed lines are skipped. Pure. */
+export function parsePasswd(text: string): PasswdEntry[] {
+  const out: PasswdEntry[] = []
+  for (const line of text.split('\n')) {
+    const f = line.split(':')
+    if (f.length < 7 || !f[0] || !/^\d+$/.test(f[2] ?? '') || !/^\d+$/.test(f[3] ?? '')) continue
+    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? '' })
+  }
+  return out
+}
+
+/** /etc/passwd read directly (no NSS: nodes create their users locally with useradd); [] when unreadable. */
+export function readPasswd(path = '/etc/passwd'): PasswdEntry[] {
+  return parsePasswd(readLines(path).join('\n'))
 }
 
 /** The options of §1.6 common to the four commands (spellings as the original, underscores included). */
@@ -111,14 +156,11 @@ export function ownerOf(path: string): Owner {
   let name = String(uid)
   let home = path
   let gid = st.gid
-  for (const line of readLines('/etc/passwd')) {
-    const f = line.split(':')
-    if (f.length >= 7 && Number(f[2]) === uid) {
-      name = f[0] ?? name
-      gid = Number(f[3])
-      home = f[5] || home
-      break
-    }
+  const account = readPasswd().find((a) => a.uid === uid)
+  if (account) {
+    name = account.name
+    gid = account.gid
+    home = account.home || home
   }
   const groups = [gid]
   for (const line of readLines('/etc/group')) {
@@ -240,17 +282,8 @@ function commonOverrides(args: RunArgs): Record<string, string | number | undefi
 
 /** grid.md §1.3: every configured file must exist, the certificate repository must be a directory. */
 function checkFiles(cfg: NodeConfig, flat: Map<string, string>): void {
-  const files: Array<[string, string | undefined]> = [
-    ['key_file', cfg.keyFile],
-    ['cert_file', cfg.certFile],
-    ['master_ca_file', cfg.masterCaFile],
-  ]
-  for (const key of ['signature-private-key-file', 'signature_private_key_file', 'shacache-ca-file', 'shacache-cert-file', 'shacache-key-file', 'shadir-ca-file', 'shadir-cert-file', 'shadir-key-file']) {
-    const v = flat.get(key)?.trim()
-    if (v) files.push([key, v])
-  }
-  for (const [key, path] of files) {
-    if (path !== undefined && !existsSync(path)) throw new ConfigError(`${key} file does not exist: ${path}`, `fix ${key} in ${cfg.file.path}`)
+  for (const [key, path] of requiredFiles(cfg, flat)) {
+    if (!existsSync(path)) throw new ConfigError(`${key} file does not exist: ${path}`, `fix ${key} in ${cfg.file.path}`)
   }
   const repo = cfg.certificateRepositoryPath
   if (repo !== undefined && !(existsSync(repo) && statSync(repo).isDirectory())) {

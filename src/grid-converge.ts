@@ -6,23 +6,29 @@
 // and asks the master.
 //
 //   pass N (a normal run: buildout, services, promises, reports) ──> exit status, summaries
-//     │ failed, promises failed, offline ............................. stop: that status
+//     │ a partition failed, offline .................................. stop: that status
 //     │ nothing processed ............................................ stop: settled, 0
 //     v
 //   ask the master again, compare with the answer pass N worked from
+//     │ the master cannot be reached (no answer, 503) ................ stop: 3 (other error: 1)
 //     │ nothing that makes a partition of this node processed ........ stop: settled, 0
+//     │                              (2 when promises failed in pass N)
 //     │ N = --max-passes ............................................. stop: not settled, 1
 //     v
 //   pass N + 1, with the requesters of instances that published new connection parameters
 //   processed again (an unchanged requester would be up to date and never read them)
+//
+// Failing promises do not stop the loop while the answer still changes: a parent's promise
+// may wait for what its children have not published yet. The partitions whose promises failed
+// are processed again by the next pass (no .timestamp was written for them).
 import type { Ctx } from './context.ts'
+import { ConnectionError, ServerError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
 import type { NodeRun } from './grid-common.ts'
 import { processPartitions, type InstanceOptions, type InstancePass, type PartitionSummary } from './grid-instance.ts'
-import { escapeControls, idProblem } from './names.ts'
-import { readPartitionFile } from './promise.ts'
+import { canonicalText, masterView } from './grid-plan.ts'
+import { escapeControls } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
-import { dumps, type PyValue } from './slap-protocol.ts'
 
 /** --max-passes when not given: a tree of three levels settles in about 5 passes. */
 export const DEFAULT_MAX_PASSES = 10
@@ -35,7 +41,7 @@ export interface PartitionAnswer {
   timestamp: string | undefined
   /** the instance's title: what its requester's transaction file names */
   title: string | undefined
-  /** the connection parameters and the shared instances, each as its canonical encoding */
+  /** the connection parameters and the shared instances, each as its canonical encoding (grid-plan.ts canonicalText) */
   connection: string
   shared: string
 }
@@ -57,18 +63,15 @@ export type Next =
 export function answerOf(partitions: readonly ComputerPartition[]): Map<string, PartitionAnswer> {
   const out = new Map<string, PartitionAnswer>()
   for (const p of partitions) {
-    const params = p._parameter_dict ?? {}
-    const doc = p._software_release_document
-    const text = (v: PyValue | undefined) => (v === undefined || v === null ? undefined : String(v))
-    out.set(p._partition_id ?? '', {
-      state: p._requested_state ?? 'destroyed',
-      softwareReleaseUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
-      softwareType: text(params.slap_software_type),
-      timestamp: text(params.timestamp),
-      title: text(params.instance_title),
-      // dumps sorts dictionary keys: equal values encode equally
-      connection: dumps(p._connection_dict ?? {}),
-      shared: dumps(params.slave_instance_list ?? []),
+    const m = masterView(p)
+    out.set(m.id, {
+      state: m.state,
+      softwareReleaseUrl: m.softwareReleaseUrl,
+      softwareType: m.softwareType,
+      timestamp: m.timestamp,
+      title: m.title,
+      connection: canonicalText(p._connection_dict ?? {}),
+      shared: canonicalText(m.parameters.slave_instance_list ?? []),
     })
   }
   return out
@@ -126,29 +129,45 @@ export function processedIn(items: readonly PartitionSummary[]): PartitionSummar
 }
 
 /**
- * First look at a pass: a stop when it failed, went offline (`result` undefined: no summary)
- * or processed nothing; undefined when the master must be asked whether another pass is due.
+ * First look at a pass: a stop when a partition failed, the pass went offline (`result`
+ * undefined: no summary) or processed nothing; undefined when the master must be asked
+ * whether another pass is due (also after promise failures: see nextAfterAnswer).
  */
-export function stopAfterPass(code: number, result: InstancePass | undefined): Extract<Next, { kind: 'stop' }> | undefined {
+export function stopAfterPass(code: number, result: Pick<InstancePass, 'items'> | undefined): Extract<Next, { kind: 'stop' }> | undefined {
   if (!result) return { kind: 'stop', code, settled: false, why: `stopping: the master could not be reached (exit ${code})` }
   const failed = result.items.filter((s) => s.result === 'failed')
   if (failed.length) return { kind: 'stop', code, settled: false, why: `stopping: ${list(failed.map((s) => s.id))} failed (exit ${code})` }
-  const promises = result.items.filter((s) => s.result === 'promise-failed')
-  if (promises.length) return { kind: 'stop', code, settled: false, why: `stopping: promises of ${list(promises.map((s) => s.id))} failed (exit ${code})` }
-  if (code !== EXIT.OK) return { kind: 'stop', code, settled: false, why: `stopping (exit ${code})` }
+  if (code !== EXIT.OK && code !== EXIT.PROMISE_FAIL) return { kind: 'stop', code, settled: false, why: `stopping (exit ${code})` }
   if (processedIn(result.items).length === 0) return { kind: 'stop', code: EXIT.OK, settled: true, why: 'nothing to do: settled' }
   return undefined
+}
+
+/** Partitions whose promises failed in a pass. */
+export function promiseFailures(items: readonly PartitionSummary[]): string[] {
+  return items.filter((s) => s.result === 'promise-failed').map((s) => s.id)
 }
 
 /**
  * After a pass that processed partitions, from what changed in the master's answer since the
  * answer the pass worked from, and the partitions to process again (partitionsToReprocess):
- * another pass, or a stop (settled; or not settled at the --max-passes limit, exit 1).
+ * another pass, or a stop (settled: exit 0, or 2 when promises of the pass failed, which
+ * nothing the master does will change; not settled at the --max-passes limit: exit 1).
  */
-export function nextAfterAnswer(t: { pass: number; maxPasses: number; changes: readonly PartitionChange[]; readers: ReadonlyMap<string, readonly string[]> }): Next {
+export function nextAfterAnswer(t: {
+  pass: number
+  maxPasses: number
+  changes: readonly PartitionChange[]
+  readers: ReadonlyMap<string, readonly string[]>
+  /** partitions whose promises failed in this pass */
+  promiseFailed?: readonly string[]
+}): Next {
   // a change of connection parameters only makes their readers processed again
   const planned = t.changes.filter((c) => c.what.some((w) => w !== 'connection parameters'))
-  if (planned.length === 0 && t.readers.size === 0) return { kind: 'stop', code: EXIT.OK, settled: true, why: 'settled: nothing the master changed asks for another pass' }
+  const promises = t.promiseFailed ?? []
+  if (planned.length === 0 && t.readers.size === 0) {
+    if (promises.length) return { kind: 'stop', code: EXIT.PROMISE_FAIL, settled: true, why: `settled, but promises of ${list(promises)} failed (exit ${EXIT.PROMISE_FAIL})` }
+    return { kind: 'stop', code: EXIT.OK, settled: true, why: 'settled: nothing the master changed asks for another pass' }
+  }
   const reasons = [
     ...(planned.length ? [`the master changed ${list(planned.map((c) => `${c.id} (${c.what.join(', ')})`))}`] : []),
     ...[...t.readers].map(([id, titles]) => `${escapeControls(id)} reads what ${list(titles)} published`),
@@ -175,6 +194,18 @@ export interface ConvergeReport {
 }
 
 /**
+ * The stop when the master cannot be asked again between passes: no answer or 503 is the
+ * offline status of a run (3), any other error 1; the report is printed all the same.
+ */
+export function stopOnQueryError(e: unknown): Extract<Next, { kind: 'stop' }> {
+  const text = escapeControls(e instanceof Error ? e.message : String(e))
+  if (e instanceof ConnectionError || (e instanceof ServerError && e.status === 503)) {
+    return { kind: 'stop', code: EXIT.OFFLINE_SUCCESS, settled: false, why: `stopping: the master cannot be reached to see whether the tree has settled (${text}); the next run goes on (exit ${EXIT.OFFLINE_SUCCESS})` }
+  }
+  return { kind: 'stop', code: EXIT.FAIL, settled: false, why: `stopping: the master's list of partitions cannot be read again (${text}) (exit ${EXIT.FAIL})` }
+}
+
+/**
  * Runs passes of processPartitions (the same pid file, managers and options; --force for the
  * first pass only) until stopAfterPass or nextAfterAnswer stops, logging one line per pass.
  * Returns the exit status.
@@ -194,13 +225,21 @@ export async function convergePartitions(run: NodeRun, opts: InstanceOptions, ma
       ctx,
     )
     const done = result as InstancePass | undefined
-    if (done) rememberRequests(run.cfg.instanceRoot, done.items, requested)
+    if (done) rememberRequests(done, requested)
     let next: Next | undefined = stopAfterPass(code, done)
     if (!next && done) {
       const before = answerOf(done.partitions)
-      const after = answerOf((await run.client.getFullComputerInformation(run.cfg.computerId))._computer_partition_list)
-      const changes = answerChanges(before, after)
-      next = nextAfterAnswer({ pass, maxPasses, changes, readers: partitionsToReprocess(changes, after, requested) })
+      let listed: ComputerPartition[] | undefined
+      try {
+        listed = (await run.client.getFullComputerInformation(run.cfg.computerId))._computer_partition_list
+      } catch (e) {
+        next = stopOnQueryError(e)
+      }
+      if (listed) {
+        const after = answerOf(listed)
+        const changes = answerChanges(before, after)
+        next = nextAfterAnswer({ pass, maxPasses, changes, readers: partitionsToReprocess(changes, after, requested), promiseFailed: promiseFailures(done.items) })
+      }
     }
     next ??= { kind: 'stop', code, settled: false, why: `stopping (exit ${code})` }
     const processed = done ? processedIn(done.items).map((s) => s.id) : []
@@ -229,15 +268,15 @@ function list(xs: readonly string[]): string {
 }
 
 /**
- * The titles each partition processed in this pass requested (the slap library's
- * `.slapos-request-transaction-<id>`, written by the partition: only compared with titles).
+ * The titles each partition processed in this pass requested: the lines of its
+ * `.slapos-request-transaction-<id>` as the pass read and sent them (InstancePass.requested;
+ * the partition wrote them: only compared with titles). A partition processed without one
+ * requests nothing any more.
  */
-function rememberRequests(instanceRoot: string, items: readonly PartitionSummary[], requested: Map<string, Set<string>>): void {
-  for (const s of items) {
+function rememberRequests(pass: Pick<InstancePass, 'items' | 'requested'>, requested: Map<string, Set<string>>): void {
+  for (const s of pass.items) {
     if (s.result !== 'deployed' && s.result !== 'stopped') continue
-    if (idProblem('partition id', s.id)) continue
-    const text = readPartitionFile(`${instanceRoot}/${s.id}/.slapos-request-transaction-${s.id}`)
-    const titles = new Set((text ?? '').split('\n').map((l) => l.trim()).filter(Boolean))
+    const titles = new Set(pass.requested.get(s.id) ?? [])
     if (titles.size) requested.set(s.id, titles)
     else requested.delete(s.id)
   }

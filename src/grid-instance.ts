@@ -40,7 +40,9 @@ import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-co
 import {
   decidePartition,
   deploymentRecord,
+  deploymentRecordFile,
   deploymentRecordText,
+  masterView,
   parseDeploymentRecord,
   planText,
   runExitCode,
@@ -54,9 +56,9 @@ import {
 } from './grid-plan.ts'
 import type { Logger } from './log.ts'
 import { applyFirewall, fetchTreeAddresses, removeFirewall, routeAddresses, writeFirewallPrograms } from './firewall.ts'
-import { firewallOptions, partitionAddresses, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
+import { firewallOptions, partitionAddresses, readUserFile, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
 import { escapeControls, hasControl, idProblem, quote } from './names.ts'
-import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, readRegularFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
+import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import { isTTY } from './stdio.ts'
 import {
@@ -96,6 +98,12 @@ export interface InstancePass {
   code: number
   partitions: ComputerPartition[]
   items: PartitionSummary[]
+  /**
+   * Partition id -> the lines of the `.slapos-request-transaction-<id>` its buildout wrote and
+   * this run sent to the master (the titles it requested), for each partition whose
+   * transaction was read (after a successful processing).
+   */
+  requested: ReadonlyMap<string, readonly string[]>
 }
 
 /** How one partition ended in this run (the summary table and --json). */
@@ -129,45 +137,31 @@ export class PromiseFailedError extends SlapError {
 export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx: Ctx): Promise<number> {
   const { cfg, client, log } = run
   const started = Date.now()
-  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
-  createInstanceRootStructure(cfg.instanceRoot)
-  writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
   const firewall = firewallOptions(cfg.file)
-  writeFirewallPrograms(cfg.instanceRoot, firewall)
   const sup = new Supervisor(supervisorPaths(cfg.instanceRoot), log, ctx.runner)
   // The master's list is asked for while supervisord is checked (or started): the two do not
   // depend on each other, and each costs tens of milliseconds on a busy node. Like the
   // original, a supervisord that cannot be launched ends the run before anything else.
-  const listing = client.getFullComputerInformation(cfg.computerId).then(
-    (computer) => ({ partitions: computer._computer_partition_list }),
-    (error: unknown) => ({ error }),
-  )
-  await sup.launch({ forbid: cfg.forbidSupervisordAutomaticLaunch })
-  log.debug(`supervisord checked (${Date.now() - started} ms)`)
+  const { listing } = await listPartitions(run, opts.only, async () => {
+    createInstanceRootStructure(cfg.instanceRoot)
+    writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
+    writeFirewallPrograms(cfg.instanceRoot, firewall)
+    await sup.launch({ forbid: cfg.forbidSupervisordAutomaticLaunch })
+    log.debug(`supervisord checked (${Date.now() - started} ms)`)
+    log.info('Processing computer partitions...')
+  })
 
   const offlineRun = async (why: ConnectionError): Promise<number> => {
     const code = await offline(cfg, sup, log, why)
     if (opts.json) ctx.io.out(JSON.stringify({ exitCode: code, durationMs: Date.now() - started, offline: true, items: [] }, null, 2) + '\n')
     return code
   }
-  log.info('Processing computer partitions...')
-  const listed = await listing
-  if ('error' in listed) {
-    // a master that answers 503 (down for maintenance, overloaded) is as lost as one that does not answer
-    if (listed.error instanceof ConnectionError) return offlineRun(listed.error)
-    if (listed.error instanceof ServerError && listed.error.status === 503) return offlineRun(new ConnectionError(listed.error.message, listed.error))
-    throw listed.error
-  }
-  const partitions: ComputerPartition[] = listed.partitions
+  if ('offline' in listing) return offlineRun(listing.offline)
+  const partitions = listing.partitions
   log.debug(`the master lists ${partitions.length} partitions (${Date.now() - started} ms)`)
-  const unknown = unknownPartitionsMessage(
-    partitions.map((p) => p._partition_id ?? ''),
-    opts.only,
-  )
-  if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
 
   const progress = new Progress(!opts.buildoutDebug && isTTY(2))
-  const env: Env = { cfg, managers: run.managers, firewall, client, sup, log, ctx, opts, progress, settings: run.settings, periodicity: new Map(), softwarePaths: new Map() }
+  const env: Env = { cfg, managers: run.managers, firewall, client, sup, log, ctx, opts, progress, settings: run.settings, periodicity: new Map(), softwarePaths: new Map(), requested: new Map() }
   const summaries: PartitionSummary[] = []
   let lostMaster: ConnectionError | undefined
   let next = 0
@@ -214,7 +208,7 @@ export async function processPartitions(run: NodeRun, opts: InstanceOptions, ctx
   else if (!opts.quiet && shown.some((s) => s.result !== 'up-to-date')) ctx.io.err(summaryTable(shown))
   const lookedAt = summaries.filter((s) => s.result !== 'not-selected').length
   log.info(`Finished computer partitions (${lookedAt} looked at, ${failed.length} failed, ${promiseFailed.length} with failing promises).`)
-  opts.onPass?.({ code, partitions, items: summaries })
+  opts.onPass?.({ code, partitions, items: summaries, requested: env.requested })
   return code
 }
 
@@ -239,41 +233,82 @@ export type SupervisordPlan = 'running' | 'not running: a real run starts it' | 
  * missing software root) alike.
  */
 export async function planPartitions(run: Pick<NodeRun, 'cfg' | 'client' | 'log'>, opts: InstanceOptions, ctx: Ctx): Promise<number> {
-  const { cfg, client, log } = run
-  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
-  const listing = client.getFullComputerInformation(cfg.computerId).then(
-    (computer) => ({ partitions: computer._computer_partition_list }),
-    (error: unknown) => ({ error }),
-  )
-  const supervisord = await supervisordPlan(cfg, log, ctx)
-  const listed = await listing
+  const { cfg, log } = run
+  const { listing, meanwhile: supervisord } = await listPartitions(run, opts.only, () => supervisordPlan(cfg, log, ctx))
   const print = (plan: InstancePlan) => {
     if (opts.json) ctx.io.out(JSON.stringify(plan, null, 2) + '\n')
     else if (plan.offline) ctx.io.out(`${plan.offline}\nsupervisord: ${plan.supervisord}\n`)
     else ctx.io.out(`supervisord: ${plan.supervisord}\n${planText(plan.items, ['partition', 'partitions'])}`)
   }
-  if ('error' in listed) {
-    const e = listed.error
-    if (e instanceof ConnectionError || (e instanceof ServerError && e.status === 503)) {
-      print({ dryRun: true, supervisord, offline: `the master cannot be reached (${escapeControls(e.message)}): a real run would start every supervised process (offline mode, exit 3)`, items: [] })
-      return EXIT.OFFLINE_SUCCESS
-    }
-    throw e
+  if ('offline' in listing) {
+    print({ dryRun: true, supervisord, offline: `the master cannot be reached (${escapeControls(listing.offline.message)}): a real run would start every supervised process (offline mode, exit 3)`, items: [] })
+    return EXIT.OFFLINE_SUCCESS
   }
-  const partitions: ComputerPartition[] = listed.partitions
-  const unknown = unknownPartitionsMessage(
-    partitions.map((p) => p._partition_id ?? ''),
-    opts.only,
-  )
-  if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
   const reader: Reader = { cfg, opts, ctx, periodicity: new Map(), softwarePaths: new Map() }
-  const items = partitions.map((p): PartitionStep => {
+  const software = new Map<string, string | undefined>()
+  const items = listing.partitions.map((p): PartitionStep => {
     const refused = masterDataProblem(p)
-    if (!refused) return viewPartition(reader, p).step
-    return { id: escapeControls(p._partition_id ?? ''), state: escapeControls(p._requested_state ?? 'destroyed'), action: 'error', reason: 'refused', detail: escapeControls(refused) }
+    // masterDataProblem's text is already escaped (quote); the id and state are shown escaped
+    if (refused) return { id: escapeControls(p._partition_id ?? ''), state: escapeControls(p._requested_state ?? 'destroyed'), action: 'error', reason: 'refused', detail: refused }
+    const view = viewPartition(reader, p)
+    const step = view.step
+    const problem = RUNS_BUILDOUT.has(step.action) && view.softwarePath ? softwareProblem(software, view.softwarePath) : undefined
+    return problem ? { ...step, detail: `${step.detail}; ${problem}`, problem } : step
   })
   print({ dryRun: true, supervisord, items })
   return EXIT.OK
+}
+
+/** The actions whose real run needs the partition's software release (the instance buildout). */
+const RUNS_BUILDOUT: ReadonlySet<string> = new Set(['deploy', 'start', 'stop'])
+
+/**
+ * Dry run: why the instance buildout of a partition would (or may) fail for want of its
+ * software release; one look per software release (`.completed`, then the directory).
+ */
+function softwareProblem(seen: Map<string, string | undefined>, softwarePath: string): string | undefined {
+  if (seen.has(softwarePath)) return seen.get(softwarePath)
+  let problem: string | undefined
+  if (!existsSync(`${softwarePath}/.completed`)) {
+    problem = isDirectory(softwarePath)
+      ? 'may fail: the software release is not completely installed (no .completed; see node software)'
+      : 'will fail: software release not present (node software installs it)'
+  }
+  seen.set(softwarePath, problem)
+  return problem
+}
+
+/** What the master answered: this computer's partitions, or why a run goes offline (no answer, 503). */
+type Listing = { partitions: ComputerPartition[] } | { offline: ConnectionError }
+
+/**
+ * The start of a run and of a dry run alike: the software root checked, the master asked for
+ * this computer's partitions while `meanwhile` runs (supervisord checked or started), a master
+ * that cannot be reached told apart (offline mode, §4.10: no answer or 503, down for
+ * maintenance or overloaded, is as lost as one that does not answer), --only-cp ids the
+ * master does not list refused. Other errors of the master and of `meanwhile` are thrown.
+ */
+async function listPartitions<T>(run: Pick<NodeRun, 'cfg' | 'client'>, only: ReadonlySet<string> | undefined, meanwhile: () => Promise<T>): Promise<{ listing: Listing; meanwhile: T }> {
+  const { cfg, client } = run
+  if (!isDirectory(cfg.softwareRoot)) throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'check software_root in slapos.cfg' })
+  const asked = client.getFullComputerInformation(cfg.computerId).then(
+    (computer) => ({ partitions: computer._computer_partition_list }),
+    (error: unknown) => ({ error }),
+  )
+  const done = await meanwhile()
+  const answer = await asked
+  if ('error' in answer) {
+    const e = answer.error
+    if (e instanceof ConnectionError) return { listing: { offline: e }, meanwhile: done }
+    if (e instanceof ServerError && e.status === 503) return { listing: { offline: new ConnectionError(e.message, e) }, meanwhile: done }
+    throw e
+  }
+  const unknown = unknownPartitionsMessage(
+    answer.partitions.map((p) => p._partition_id ?? ''),
+    only,
+  )
+  if (unknown) throw new SlapError(unknown, { code: 'E_UNKNOWN_PARTITION', hint: 'give ids the master lists for this computer (slappart0, ...)' })
+  return { listing: { partitions: answer.partitions }, meanwhile: done }
 }
 
 /** The summary table written on stderr at the end of a run. */
@@ -366,6 +401,8 @@ interface Env extends Reader {
   log: Logger
   progress: Progress
   settings: Map<string, string>
+  /** what each partition's transaction file said, as sent (InstancePass.requested) */
+  requested: Map<string, readonly string[]>
 }
 
 /** <software_root>/<md5 of the URL>, computed once per software release and run. */
@@ -375,9 +412,34 @@ function softwarePathOf(env: Reader, url: string): string {
   return path
 }
 
+/**
+ * The `periodicity` file of a software release, read once per run (the software user's file:
+ * at most PERIODICITY_MAX_BYTES, no link followed). A larger one is no integer either (the
+ * original deletes a file that does not parse).
+ */
 function periodicityOf(env: Reader, file: string): string | undefined {
-  if (!env.periodicity.has(file)) env.periodicity.set(file, readPartitionFile(file))
+  if (!env.periodicity.has(file)) {
+    const read = readUserFile(file, PERIODICITY_MAX_BYTES)
+    env.periodicity.set(file, read.kind === 'ok' ? read.bytes.toString('utf8') : read.kind === 'refused' && read.why.startsWith('larger') ? '' : undefined)
+  }
   return env.periodicity.get(file)
+}
+
+/** `.timestamp` and `periodicity` hold a number: anything longer is not read. */
+const TIMESTAMP_MAX_BYTES = 1024
+const PERIODICITY_MAX_BYTES = 1024
+/** `.slapos-request-transaction-<id>`: one title a line (a tree requests tens, not thousands). */
+const TRANSACTION_MAX_BYTES = 64 << 10
+const TRANSACTION_MAX_LINES = 4096
+
+/**
+ * A partition's `.timestamp` (its user's file): content and modification time; undefined when
+ * absent, not a regular file, or longer than TIMESTAMP_MAX_BYTES (then the partition is
+ * processed, and a successful processing replaces it).
+ */
+function readTimestamp(file: string): { content: string; mtimeMs: number } | undefined {
+  const read = readUserFile(file, TIMESTAMP_MAX_BYTES)
+  return read.kind === 'ok' ? { content: read.bytes.toString('utf8'), mtimeMs: read.mtimeMs } : undefined
 }
 
 /** What the node reads (never writes) of one partition whose master data passed masterDataProblem, and the decision. */
@@ -394,23 +456,6 @@ interface PartitionView {
   step: PartitionStep
 }
 
-/** The master's description of a partition in the words of this file. */
-function masterView(p: ComputerPartition) {
-  const params = p._parameter_dict ?? {}
-  const doc = p._software_release_document
-  const rawTimestamp = params.timestamp
-  return {
-    id: p._partition_id ?? '',
-    /** the instance parameters (the name deploymentRecord takes) */
-    parameters: params,
-    srUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
-    softwareReleaseUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
-    state: p._requested_state ?? 'destroyed',
-    softwareType: typeof params.slap_software_type === 'string' ? params.slap_software_type : undefined,
-    timestamp: rawTimestamp === undefined || rawTimestamp === null ? undefined : String(rawTimestamp),
-  }
-}
-
 /**
  * Reads the local state of a partition and asks grid-plan.ts: the one path from the master's
  * description to a decision, for the real run and for --dry-run alike. Only reads: what only
@@ -419,14 +464,15 @@ function masterView(p: ComputerPartition) {
  */
 function viewPartition(env: Reader, p: ComputerPartition): PartitionView {
   const { cfg, opts } = env
-  const { id, srUrl, state, softwareType, timestamp } = masterView(p)
+  const master = masterView(p)
+  const { id, softwareReleaseUrl: srUrl, state, softwareType, timestamp } = master
   const path = join(cfg.instanceRoot, id)
   const softwarePath = srUrl ? softwarePathOf(env, srUrl) : undefined
   // (path and softwarePath are normalised: these names need no join)
   const timestampFile = `${path}/.timestamp`
   const periodicityFile = softwarePath ? `${softwarePath}/periodicity` : undefined
   // a .timestamp read there also says that the directory exists
-  const localTimestamp = readRegularFile(timestampFile)
+  const localTimestamp = readTimestamp(timestampFile)
   const dirExists = localTimestamp !== undefined || isDirectory(path)
   let record: DeploymentRecord | undefined
   const wanted: WantedPartition = {
@@ -435,7 +481,7 @@ function viewPartition(env: Reader, p: ComputerPartition): PartitionView {
     softwareReleaseUrl: srUrl,
     timestamp,
     get record() {
-      return (record ??= deploymentRecord(masterView(p)))
+      return (record ??= deploymentRecord(master))
     },
   }
   const local: LocalPartitionState = {
@@ -448,13 +494,28 @@ function viewPartition(env: Reader, p: ComputerPartition): PartitionView {
     get failedBefore() {
       return lstatSync(`${path}/.slapgrid-${id}-error.log`, { throwIfNoEntry: false }) !== undefined
     },
+    // read by a dry run only (the step of a free partition)
     get leftovers() {
       return ['.slapgrid', '.timestamp'].some((f) => lstatSync(`${path}/${f}`, { throwIfNoEntry: false }) !== undefined)
     },
   }
   const planOpts: PlanOptions = { force: opts.force || opts.reprocess?.has(id) === true, forceStop: opts.forceStop, only: opts.only, maximumPeriodicity: cfg.maximumPeriodicity, nowMs: env.ctx.now().getTime() }
-  const { decision, step } = decidePartition(wanted, local, planOpts)
-  return { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step }
+  const decided = decidePartition(wanted, local, planOpts)
+  return {
+    id,
+    path,
+    state,
+    srUrl,
+    softwarePath,
+    softwareType,
+    timestampFile,
+    periodicityFile,
+    decision: decided.decision,
+    // worked out when read: a real run reads it only for the partitions it processes
+    get step() {
+      return decided.step
+    },
+  }
 }
 
 /** One partition, from the master's description to its summary. Throws only ConnectionError. */
@@ -465,7 +526,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   const refused = masterDataProblem(p)
   if (refused) return refusePartition(env, p, refused)
   const view = viewPartition(env, p)
-  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step } = view
+  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision } = view
   const log = env.log.child(id)
   const summary = (result: PartitionResult, message?: string): PartitionSummary => ({ id, state, softwareType, result, message, durationMs: Date.now() - start })
 
@@ -477,8 +538,8 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
       return summary('missing-directory', message)
     }
     case 'free':
+      // (its deployment record went when node report destroyed it)
       cleanFreePartition(path, log)
-      removeIfExists(recordFile(cfg.instanceRoot, id))
       return summary('free')
     default:
       break
@@ -486,7 +547,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   // §4.3 step 1: what the previous buildout requested is forgotten before anything else
   removeIfExists(`${path}/.slapos-request-transaction-${id}`)
   if (decision.kind === 'not-selected') return summary('not-selected')
-  const rest = () => processSelected(env, p, { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step, log, summary })
+  const rest = () => processSelected(env, p, { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, view, log, summary })
   if (env.managers.length === 0) return rest()
   // node-extras §1.2: instance before anything else, instanceTearDown after everything, for
   // up-to-date and failed partitions too; a hook that throws fails this partition only
@@ -516,7 +577,8 @@ interface Selected {
   timestampFile: string
   periodicityFile: string | undefined
   decision: Extract<PartitionDecision, { kind: 'up-to-date' | 'process' }>
-  step: PartitionStep
+  /** its step (read for the log line of a processed partition only) */
+  view: Pick<PartitionView, 'step'>
   log: Logger
   summary: (result: PartitionResult, message?: string) => PartitionSummary
 }
@@ -524,7 +586,7 @@ interface Selected {
 /** A selected partition: up to date (anomaly check) or processed for its requested state. */
 async function processSelected(env: Env, p: ComputerPartition, s: Selected): Promise<PartitionSummary> {
   const { cfg, client, opts } = env
-  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, step, log, summary } = s
+  const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary } = s
   if (decision.deletePeriodicityFile && periodicityFile) {
     log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
     removeIfExists(periodicityFile)
@@ -553,6 +615,7 @@ async function processSelected(env: Env, p: ComputerPartition, s: Selected): Pro
   // §4.4: from here on every line of this partition also goes to its instance.log
   const owner = partitionOwner(path)
   const plog = partitionLogger(log, path, owner, env.progress)
+  const step = s.view.step
   plog.info(`Processing partition ${id} (requested state ${state}${softwareType ? `, software type ${softwareType}` : ''}): ${step.action}, ${step.reason}: ${step.detail}`)
   try {
     await fetchCertificate(env, id, owner)
@@ -699,24 +762,21 @@ async function anomalyCheck(env: Env, w: { id: string; path: string; owner: Owne
 }
 
 /**
- * The deployment record of a partition (grid-plan.ts DeploymentRecord):
- * `<instance_root>/var/run/<id>.deployment`, beside `<id>.promise-status`, outside the
- * partition: a directory only root writes, so the partition's user can neither forge it nor
- * make the node write through a link of theirs. It only names why a partition is processed.
+ * The deployment record of a partition (grid-plan.ts DeploymentRecord and
+ * deploymentRecordFile): beside `<id>.promise-status`, outside the partition: a directory only
+ * root writes, so the partition's user can neither forge it nor make the node write through a
+ * link of theirs. It only names why a partition is processed.
  */
-function recordFile(instanceRoot: string, id: string): string {
-  return join(instanceRoot, 'var', 'run', `${id}.deployment`)
-}
-
 function readDeploymentRecord(instanceRoot: string, id: string): DeploymentRecord | undefined {
-  return parseDeploymentRecord(readPartitionFile(recordFile(instanceRoot, id)))
+  const read = readUserFile(deploymentRecordFile(instanceRoot, id), 4096)
+  return read.kind === 'ok' ? parseDeploymentRecord(read.bytes.toString('utf8')) : undefined
 }
 
 /** After a fully successful processing, with `.timestamp`: what the master asked this time. */
 function recordDeployment(env: Env, id: string, p: ComputerPartition): void {
   const record = deploymentRecord(masterView(p))
   try {
-    writePartitionFile(recordFile(env.cfg.instanceRoot, id), deploymentRecordText(record), 0o600)
+    writePartitionFile(deploymentRecordFile(env.cfg.instanceRoot, id), deploymentRecordText(record), 0o600)
   } catch (e) {
     // only a reason of a later plan is lost
     env.log.debug(`cannot record the deployment of ${id}: ${e instanceof Error ? e.message : String(e)}`)
@@ -940,18 +1000,39 @@ async function fetchCertificate(env: Env, id: string, owner: Owner): Promise<voi
   }
 }
 
-/** §4.9: instances requested by this partition's buildout, sent after a successful processing. */
+/**
+ * §4.9: instances requested by this partition's buildout, sent after a successful processing,
+ * and kept for --converge (InstancePass.requested). The file is the partition user's: read
+ * with readUserFile (no link, no FIFO, at most TRANSACTION_MAX_BYTES and _LINES); a file
+ * refused is not sent (a part of the list would unlink the other instances): a warning.
+ */
 async function sendTransaction(env: Env, w: Work): Promise<void> {
   const file = join(w.path, `.slapos-request-transaction-${w.id}`)
-  const text = readPartitionFile(file)
-  if (text === undefined) return
-  const refs = text.split('\n').map((l) => l.trim()).filter(Boolean)
+  const refs = readTransaction(file, w.log)
+  if (refs === undefined) return
+  env.requested.set(w.id, refs)
   try {
     await env.client.updateComputerPartitionRelatedInstanceList(env.cfg.computerId, w.id, refs)
   } catch (e) {
     if (e instanceof NotFoundError) w.log.warning(`the master does not know the related instance list call: ${e.message}`)
     else throw e
   }
+}
+
+/** The titles of a transaction file, one a line; undefined when absent or refused (said in the log). */
+function readTransaction(file: string, log: Logger): string[] | undefined {
+  const read = readUserFile(file, TRANSACTION_MAX_BYTES)
+  if (read.kind === 'absent') return undefined
+  if (read.kind === 'refused') {
+    log.warning(`${file} is ${read.why}: the instances it requested are not told to the master`)
+    return undefined
+  }
+  const refs = read.bytes.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean)
+  if (refs.length > TRANSACTION_MAX_LINES) {
+    log.warning(`${file} names more than ${TRANSACTION_MAX_LINES} instances: the instances it requested are not told to the master`)
+    return undefined
+  }
+  return refs
 }
 
 /** §4.2: a free partition keeps only `.slapos-resource`; our own leftovers are removed. */
@@ -971,10 +1052,10 @@ async function offline(cfg: NodeConfig, sup: Supervisor, log: Logger, why: Conne
   try {
     for (const entry of safeReaddir(cfg.instanceRoot)) {
       const f = join(cfg.instanceRoot, entry, '.requested_state')
-      const wanted = readPartitionFile(f)
-      if (wanted === undefined) continue
+      const read = readUserFile(f, 64)
+      if (read.kind === 'absent') continue
       unlinkSync(f)
-      if (wanted.trim() === 'stopped') await stopPartitionServices(sup, cfg.instanceRoot, entry)
+      if (read.kind === 'ok' && read.bytes.toString('utf8').trim() === 'stopped') await stopPartitionServices(sup, cfg.instanceRoot, entry)
     }
     await sup.startAll()
   } catch (e) {
@@ -993,7 +1074,8 @@ async function supervisordPlan(cfg: NodeConfig, log: Logger, ctx: Ctx): Promise<
   let state: string | undefined
   if (existsSync(paths.socket)) {
     try {
-      state = await new Supervisor(paths, log, ctx.runner).getState()
+      // the 5 s a real run's launch waits, not the 60 s of other calls
+      state = await new Supervisor(paths, log, ctx.runner).getState(5_000)
     } catch (e) {
       log.debug(`supervisord does not answer on ${paths.socket}: ${e instanceof Error ? e.message : String(e)}`)
     }

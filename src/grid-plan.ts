@@ -12,6 +12,8 @@
 //                    process ───────> install / start / stop, then .timestamp
 import { md5hex } from './md5.ts'
 import { escapeControls, hasControl, quote } from './names.ts'
+import type { ComputerPartition } from './slap-client.ts'
+import { dumps, type PyDict, type PyValue } from './slap-protocol.ts'
 
 /** What the master says about one partition, in the words grid-instance.ts needs. */
 export interface WantedPartition {
@@ -42,7 +44,7 @@ export interface LocalPartitionState {
   lastDeployment?: DeploymentRecord | undefined
   /** `.slapgrid-<id>-error.log` exists: the last processing failed */
   failedBefore?: boolean
-  /** a free partition still holds our `.slapgrid` or `.timestamp` */
+  /** a free partition still holds our `.slapgrid` or `.timestamp` (read by a dry run only) */
   leftovers?: boolean
 }
 
@@ -117,21 +119,35 @@ export function periodicityOf(file: string | undefined, maximumPeriodicity: numb
  * skipped unless --force; any other timestamp (older or newer) is processed.
  */
 export function planPartition(wanted: WantedPartition, local: LocalPartitionState, opts: PlanOptions): PartitionDecision {
-  return decidePartition(wanted, local, opts).decision
+  return decide(wanted, local, opts).decision
 }
 
 /**
  * The decision of planPartition and the step it means (action and reason): the only place
- * where either is made. A real run does `decision`; `--dry-run` prints `step`.
+ * where either is made. A real run does `decision`; `--dry-run` prints `step`. The step is
+ * worked out when first read: what only says why (the deployment record, the error log, a
+ * free partition's leftovers) is then read, so that a real run reads it only for the
+ * partitions it processes (their log line), never for an idle or a free one.
  */
-export function decidePartition(wanted: WantedPartition, local: LocalPartitionState, opts: PlanOptions): { decision: PartitionDecision; step: PartitionStep } {
-  const step = (action: PartitionAction, reason: PartitionReason, detail: string): PartitionStep => ({ id: wanted.id, state: wanted.state, action, reason, detail })
-  if (!local.dirExists) return { decision: { kind: 'missing-dir' }, step: step('error', 'missing-directory', 'the partition directory does not exist: the master is told') }
-  if (wanted.state === 'destroyed' && !wanted.softwareReleaseUrl) {
-    const leftovers = local.leftovers === true
-    return { decision: { kind: 'free' }, step: step(leftovers ? 'clean' : 'nothing', 'free', leftovers ? 'free partition: .slapgrid and .timestamp removed' : 'free partition') }
+export function decidePartition(wanted: WantedPartition, local: LocalPartitionState, opts: PlanOptions): { decision: PartitionDecision; readonly step: PartitionStep } {
+  const { decision, explain } = decide(wanted, local, opts)
+  let step: PartitionStep | undefined
+  return {
+    decision,
+    get step() {
+      return (step ??= explain())
+    },
   }
-  if (opts.only && !opts.only.has(wanted.id)) return { decision: { kind: 'not-selected' }, step: step('skip', 'not-selected', 'not named by --only-cp') }
+}
+
+function decide(wanted: WantedPartition, local: LocalPartitionState, opts: PlanOptions): { decision: PartitionDecision; explain: () => PartitionStep } {
+  const step = (action: PartitionAction, reason: PartitionReason, detail: string): PartitionStep => ({ id: wanted.id, state: wanted.state, action, reason, detail })
+  if (!local.dirExists) return { decision: { kind: 'missing-dir' }, explain: () => step('error', 'missing-directory', 'the partition directory does not exist: the master is told') }
+  if (wanted.state === 'destroyed' && !wanted.softwareReleaseUrl) {
+    const explain = () => (local.leftovers === true ? step('clean', 'free', 'free partition: .slapgrid and .timestamp would be removed') : step('nothing', 'free', 'free partition'))
+    return { decision: { kind: 'free' }, explain }
+  }
+  if (opts.only && !opts.only.has(wanted.id)) return { decision: { kind: 'not-selected' }, explain: () => step('skip', 'not-selected', 'not named by --only-cp') }
 
   const { periodicity, deleteFile } = periodicityOf(local.periodicityFile, opts.maximumPeriodicity)
   const unparsable = deleteFile ? '; the periodicity file is not an integer: deleted' : ''
@@ -149,7 +165,7 @@ export function decidePartition(wanted: WantedPartition, local: LocalPartitionSt
         const anomaly = wanted.state === 'started' && !opts.forceStop && wanted.softwareReleaseUrl ? '; promises checked in anomaly mode' : ''
         return {
           decision: { kind: 'up-to-date', periodicity, deletePeriodicityFile: deleteFile },
-          step: step('nothing', 'up-to-date', `timestamp unchanged; ${next}${anomaly}${unparsable}`),
+          explain: () => step('nothing', 'up-to-date', `timestamp unchanged; ${next}${anomaly}${unparsable}`),
         }
       }
     }
@@ -163,8 +179,11 @@ export function decidePartition(wanted: WantedPartition, local: LocalPartitionSt
     periodicity,
     deletePeriodicityFile: deleteFile,
   }
-  const why = whyProcessed(wanted, local, opts, periodicity)
-  return { decision, step: step(processAction(wanted.state, opts.forceStop, why.changes), why.reason, why.detail + unparsable) }
+  const explain = () => {
+    const why = whyProcessed(wanted, local, opts, periodicity)
+    return step(processAction(wanted.state, opts.forceStop, why.changes), why.reason, why.detail + unparsable)
+  }
+  return { decision, explain }
 }
 
 // --- plans: what a run does to each partition and software release, and why ---
@@ -221,6 +240,54 @@ export interface PartitionStep {
   reason: PartitionReason
   /** the reason for a person (values from outside escaped) */
   detail: string
+  /** dry run: why the real run would (or may) fail, also at the end of `detail` */
+  problem?: string
+}
+
+/** What the master says about a partition, in the words of the node (one reading, for every user). */
+export interface MasterPartition {
+  id: string
+  /** the instance parameters (`_parameter_dict`) */
+  parameters: Readonly<PyDict>
+  /** URL of its software release; null for a free partition */
+  softwareReleaseUrl: string | null
+  /** requested state; `destroyed` when the master gives none */
+  state: string
+  softwareType: string | undefined
+  /** `timestamp` of the parameters as text; undefined when the master gave none */
+  timestamp: string | undefined
+  /** `instance_title` as text: what a requester's transaction file names */
+  title: string | undefined
+  /** the instance the partition holds now: `_instance_guid` and the title, canonical text */
+  instance: string
+}
+
+/** The master's description of one partition (getFullComputerInformation), read once. */
+export function masterView(p: ComputerPartition): MasterPartition {
+  const parameters = p._parameter_dict ?? {}
+  const doc = p._software_release_document
+  const text = (v: PyValue | undefined) => (v === undefined || v === null ? undefined : String(v))
+  const title = text(parameters.instance_title)
+  return {
+    id: p._partition_id ?? '',
+    parameters,
+    softwareReleaseUrl: (typeof doc === 'string' ? doc : doc?._software_release) ?? null,
+    state: p._requested_state ?? 'destroyed',
+    softwareType: typeof parameters.slap_software_type === 'string' ? parameters.slap_software_type : undefined,
+    timestamp: text(parameters.timestamp),
+    title,
+    instance: canonicalText([p._instance_guid ?? null, title ?? null]),
+  }
+}
+
+/**
+ * The one canonical encoding of the master's values that the node compares (the deployment
+ * record, --converge's answers): the protocol's own, whose dictionaries have sorted keys, so
+ * that equal values encode equally whatever the order of their keys, and a tuple and a list
+ * differ.
+ */
+export function canonicalText(v: PyValue): string {
+  return dumps(v)
 }
 
 /**
@@ -229,6 +296,8 @@ export interface PartitionStep {
  */
 export interface DeploymentRecord {
   state: string
+  /** the instance then: a record of another instance (the partition freed and given again) names nothing */
+  instance: string
   softwareRelease: string
   softwareType: string
   /** the instance parameters (`_parameter_dict` without timestamp, software type and URL, shared instances) */
@@ -238,20 +307,30 @@ export interface DeploymentRecord {
 }
 
 /** The record of what the master asks now (see DeploymentRecord). */
-export function deploymentRecord(w: { state: string; softwareReleaseUrl: string | null; softwareType: string | undefined; parameters: Readonly<Record<string, unknown>> }): DeploymentRecord {
+export function deploymentRecord(w: Pick<MasterPartition, 'state' | 'softwareReleaseUrl' | 'softwareType' | 'parameters' | 'instance'>): DeploymentRecord {
   const { timestamp: _t, slap_software_type: _type, slap_software_release_url: _url, slave_instance_list: shared, ...parameters } = w.parameters
   return {
     state: w.state,
+    instance: md5hex(w.instance),
     softwareRelease: md5hex(w.softwareReleaseUrl ?? ''),
     softwareType: md5hex(w.softwareType ?? ''),
-    parameters: md5hex(stableText(parameters)),
-    shared: md5hex(stableText(shared ?? [])),
+    parameters: md5hex(canonicalText(parameters)),
+    shared: md5hex(canonicalText(shared ?? [])),
   }
+}
+
+/**
+ * Where the record of a partition lies: `<instance_root>/var/run/<id>.deployment`, outside
+ * the partition (a directory only root writes). Written by `node instance`, removed by
+ * `node report` when it destroys the partition.
+ */
+export function deploymentRecordFile(instanceRoot: string, id: string): string {
+  return `${instanceRoot}/var/run/${id}.deployment`
 }
 
 /** The record's file content (one JSON line). */
 export function deploymentRecordText(r: DeploymentRecord): string {
-  return JSON.stringify({ state: r.state, softwareRelease: r.softwareRelease, softwareType: r.softwareType, parameters: r.parameters, shared: r.shared }) + '\n'
+  return JSON.stringify({ state: r.state, instance: r.instance, softwareRelease: r.softwareRelease, softwareType: r.softwareType, parameters: r.parameters, shared: r.shared }) + '\n'
 }
 
 /** A record file read back; undefined when it is not one (it only ever names a reason). */
@@ -267,9 +346,9 @@ export function parseDeploymentRecord(text: string | undefined): DeploymentRecor
   const o = v as Record<string, unknown>
   const hash = (k: string) => (typeof o[k] === 'string' && /^[0-9a-f]{32}$/.test(o[k]) ? o[k] : undefined)
   const state = o.state
-  const [softwareRelease, softwareType, parameters, shared] = [hash('softwareRelease'), hash('softwareType'), hash('parameters'), hash('shared')]
-  if (typeof state !== 'string' || !STATES.includes(state) || !softwareRelease || !softwareType || !parameters || !shared) return undefined
-  return { state, softwareRelease, softwareType, parameters, shared }
+  const [instance, softwareRelease, softwareType, parameters, shared] = [hash('instance'), hash('softwareRelease'), hash('softwareType'), hash('parameters'), hash('shared')]
+  if (typeof state !== 'string' || !STATES.includes(state) || !instance || !softwareRelease || !softwareType || !parameters || !shared) return undefined
+  return { state, instance, softwareRelease, softwareType, parameters, shared }
 }
 
 /**
@@ -356,11 +435,11 @@ function whyProcessed(wanted: WantedPartition, local: LocalPartitionState, opts:
   const ts = local.timestamp
   if (!ts) {
     if (local.failedBefore) return { reason: 'failed-before', detail: `the last processing failed (.slapgrid-${escapeControls(wanted.id)}-error.log), no .timestamp`, changes: none }
-    if (local.lastDeployment) return { reason: 'timestamp-removed', detail: 'deployed before, but .timestamp is gone (node boot clears it)', changes: none }
+    if (sameInstance(local.lastDeployment, wanted.record)) return { reason: 'timestamp-removed', detail: 'deployed before, but .timestamp is gone (node boot clears it)', changes: none }
     return { reason: 'new', detail: 'never deployed here (no .timestamp)', changes: none }
   }
   if (ts.content !== wanted.timestamp) {
-    const changes = recordChanges(local.lastDeployment, wanted.record)
+    const changes = recordChanges(sameInstance(local.lastDeployment, wanted.record), wanted.record)
     const first = changes[0]
     if (first) return { reason: first.reason, detail: changes.map((c) => c.text).join('; '), changes }
     return { reason: 'timestamp-changed', detail: `the master's timestamp changed (${short(ts.content)} -> ${short(wanted.timestamp)})`, changes }
@@ -375,6 +454,11 @@ function whyProcessed(wanted: WantedPartition, local: LocalPartitionState, opts:
 interface Change {
   reason: PartitionReason
   text: string
+}
+
+/** The last record when it is of the instance the partition holds now (a partition freed and given again is new). */
+function sameInstance(last: DeploymentRecord | undefined, now: DeploymentRecord | undefined): DeploymentRecord | undefined {
+  return last && now && last.instance === now.instance ? last : undefined
 }
 
 /** What differs between the last record and what the master asks now (nothing without both). */
@@ -402,20 +486,4 @@ function processAction(state: string, forceStop: boolean, changes: Change[]): Pa
 function short(s: string): string {
   const e = escapeControls(s)
   return e.length > 40 ? `${e.slice(0, 40)}...` : e
-}
-
-/**
- * A text that is the same for equal values whatever the order of their keys: what the record
- * hashes. Classes of the protocol (tuples, floats) are named, so a tuple and a list differ.
- */
-function stableText(v: unknown): string {
-  if (v === null || v === undefined) return 'null'
-  if (typeof v === 'bigint') return `${v}n`
-  if (typeof v !== 'object') return JSON.stringify(v) ?? 'null'
-  if (Array.isArray(v)) return `[${v.map(stableText).join(',')}]`
-  if (ArrayBuffer.isView(v)) return `bytes:${Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64')}`
-  const name = (v as { constructor?: { name?: string } }).constructor?.name ?? ''
-  const o = v as Record<string, unknown>
-  const keys = Object.keys(o).sort()
-  return `${name === 'Object' ? '' : name}{${keys.map((k) => `${JSON.stringify(k)}:${stableText(o[k])}`).join(',')}}`
 }

@@ -32,6 +32,7 @@ import { writeFirewallPrograms } from './firewall.ts'
 import { firewallOptions, runHook } from './managers.ts'
 import { escapeControls, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
+import type { SoftwareRelease } from './slap-client.ts'
 import { createInstanceRootStructure, watchdogCommand, writeSupervisordConf } from './supervisor.ts'
 
 export interface SoftwareOptions {
@@ -62,37 +63,29 @@ export interface SoftwareResult {
 
 export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOptions, ctx: Ctx): Promise<{ exitCode: number; results: SoftwareResult[] }> {
   const { cfg, client, log } = run
-  if (!isDirectory(cfg.softwareRoot)) {
-    throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'create software_root (node format does) or fix it in the configuration' })
-  }
+  checkSoftwareRoot(cfg.softwareRoot)
   createInstanceRootStructure(cfg.instanceRoot)
   writeSupervisordConf(cfg.instanceRoot, watchdogCommand(cfg))
   writeFirewallPrograms(cfg.instanceRoot, firewallOptions(cfg.file))
 
-  const computer = await client.getFullComputerInformation(cfg.computerId)
-  const filter = opts.onlySr?.length ? new Set(opts.onlySr) : undefined
+  const releases = softwareReleasesOf(cfg.softwareRoot, (await client.getFullComputerInformation(cfg.computerId))._software_release_list, opts.onlySr)
   const results: SoftwareResult[] = []
-  const inUse = new Set<string>()
-  for (const sr of computer._software_release_list) {
+  for (const release of releases.list) {
     if (opts.abort?.aborted) break
-    const url = sr._software_release
-    const hash = md5hex(url)
-    const path = join(cfg.softwareRoot, hash)
-    const state = sr._requested_state ?? 'available'
+    const { url, hash, path, state } = release
     const started = Date.now()
     const done = (result: SoftwareOutcome, error?: string) => {
       const r: SoftwareResult = { url, hash, state, result, durationMs: Date.now() - started }
       if (error !== undefined) r.error = error
       results.push(r)
     }
-    if (state === 'available') inUse.add(path)
     const srLog = log.child(hash)
     const managed = { url, path, log: srLog }
     let outcome: SoftwareOutcome | undefined
     try {
       // node-extras §1.2: every release of the list, selected or not
       if (run.managers.length) await runHook(run.managers, 'software', managed)
-      const step = planSoftwareRelease({ url, hash, state }, readSoftware(path), { force: opts.force, selected: !filter || filter.has(url) || filter.has(hash) })
+      const step = softwareStep(release, opts.force)
       switch (step.action) {
         case 'skip':
           outcome = 'skipped'
@@ -143,7 +136,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
   }
 
   if (opts.garbageCollect && !opts.abort?.aborted) {
-    for (const p of garbageCollect(cfg.softwareRoot, inUse)) log.info(`Removed unused software directory ${p}`)
+    for (const p of garbageCollect(cfg.softwareRoot, releases.inUse)) log.info(`Removed unused software directory ${p}`)
   }
   const failed = results.some((r) => r.result === 'failed') || opts.abort?.aborted === true
   return { exitCode: failed ? EXIT.FAIL : EXIT.OK, results }
@@ -223,25 +216,50 @@ export interface SoftwarePlan {
  */
 export async function planSoftwareReleases(run: Pick<NodeRun, 'cfg' | 'client'>, opts: Pick<SoftwareOptions, 'force' | 'onlySr' | 'garbageCollect'>): Promise<SoftwarePlan> {
   const { cfg, client } = run
-  if (!isDirectory(cfg.softwareRoot)) {
-    throw new SlapError(`${cfg.softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'create software_root (node format does) or fix it in the configuration' })
-  }
-  const computer = await client.getFullComputerInformation(cfg.computerId)
-  const filter = opts.onlySr?.length ? new Set(opts.onlySr) : undefined
-  const inUse = new Set<string>()
-  const items: SoftwareStep[] = []
-  for (const sr of computer._software_release_list) {
-    const url = sr._software_release
-    const hash = md5hex(url)
-    const path = join(cfg.softwareRoot, hash)
-    const state = sr._requested_state ?? 'available'
-    if (state === 'available') inUse.add(path)
-    items.push(planSoftwareRelease({ url, hash, state }, readSoftware(path), { force: opts.force, selected: !filter || filter.has(url) || filter.has(hash) }))
-  }
+  checkSoftwareRoot(cfg.softwareRoot)
+  const releases = softwareReleasesOf(cfg.softwareRoot, (await client.getFullComputerInformation(cfg.computerId))._software_release_list, opts.onlySr)
+  const items = releases.list.map((r) => softwareStep(r, opts.force))
   // a destroyed release's directory is gone by then: only what is left is garbage
   const removed = new Set(items.filter((s) => s.action === 'remove').map((s) => s.id))
-  if (opts.garbageCollect) for (const p of garbageDirectories(cfg.softwareRoot, inUse)) if (!removed.has(basename(p))) items.push(garbageStep(basename(p)))
+  if (opts.garbageCollect) for (const p of garbageDirectories(cfg.softwareRoot, releases.inUse)) if (!removed.has(basename(p))) items.push(garbageStep(basename(p)))
   return { dryRun: true, items }
+}
+
+/** One software release of the master's list, where it goes on this node, and whether --only-sr names it. */
+interface Release {
+  url: string
+  /** md5 of the URL: the directory name */
+  hash: string
+  /** <software_root>/<hash> */
+  path: string
+  /** what the master asks: available (when it says nothing) or destroyed */
+  state: string
+  selected: boolean
+}
+
+/**
+ * The master's list in the words of a run and of a dry run alike, and the directories in use
+ * (of the releases supplied as available: what --garbage-collect keeps).
+ */
+function softwareReleasesOf(softwareRoot: string, list: readonly SoftwareRelease[], onlySr: readonly string[] | undefined): { list: Release[]; inUse: Set<string> } {
+  const filter = onlySr?.length ? new Set(onlySr) : undefined
+  const releases = list.map((sr): Release => {
+    const url = sr._software_release
+    const hash = md5hex(url)
+    return { url, hash, path: join(softwareRoot, hash), state: sr._requested_state ?? 'available', selected: !filter || filter.has(url) || filter.has(hash) }
+  })
+  return { list: releases, inUse: new Set(releases.filter((r) => r.state === 'available').map((r) => r.path)) }
+}
+
+/** The decision about one release (grid-plan.ts planSoftwareRelease) from its directory now. */
+function softwareStep(r: Release, force: boolean): SoftwareStep {
+  return planSoftwareRelease({ url: r.url, hash: r.hash, state: r.state }, readSoftware(r.path), { force, selected: r.selected })
+}
+
+function checkSoftwareRoot(softwareRoot: string): void {
+  if (!isDirectory(softwareRoot)) {
+    throw new SlapError(`${softwareRoot} does not exist.`, { code: 'E_NO_SOFTWARE_ROOT', hint: 'create software_root (node format does) or fix it in the configuration' })
+  }
 }
 
 // --- internal ---
@@ -348,11 +366,27 @@ async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
   if (!res.ok) throw new BuildoutError(buildoutFailure(path, res.output))
 }
 
-/** `software_min_free_space` (HEAD): sizes like 1000M, 2G, 512KB (powers of 1024), or bytes. */
+/** A size of `software_min_free_space` (HEAD) in bytes: 1000M, 2G, 512KB (powers of 1024), or bytes; undefined when it is not one. Pure. */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$/i.exec(text)
+  return m ? Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase()) : undefined
+}
+
+/** Bytes as 512B, 1.5K, 12.0G (powers of 1024), the units software_min_free_space is written in. Pure. */
+export function humanSize(n: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024
+    i++
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`
+}
+
+/** Refuses to build below `software_min_free_space` (HEAD) free where `path` goes. */
 function checkFreeSpace(path: string, wanted: string): void {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$/i.exec(wanted)
-  if (!m) throw new SlapError(`software_min_free_space = ${wanted} is not a size`, { code: 'E_CONFIG', hint: 'use e.g. 1000M or 2G' })
-  const need = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase())
+  const need = parseSize(wanted)
+  if (need === undefined) throw new SlapError(`software_min_free_space = ${wanted} is not a size`, { code: 'E_CONFIG', hint: 'use e.g. 1000M or 2G' })
   let p = path
   while (!existsSync(p) && dirname(p) !== p) p = dirname(p)
   const fs = statfsSync(p)
@@ -363,16 +397,6 @@ function checkFreeSpace(path: string, wanted: string): void {
       { code: 'E_NO_SPACE' },
     )
   }
-}
-
-function humanSize(n: number): string {
-  const units = ['B', 'K', 'M', 'G', 'T']
-  let i = 0
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024
-    i++
-  }
-  return `${n.toFixed(i === 0 ? 0 : 1)}${units[i]}`
 }
 
 /** rm -rf that also works without root on read-only directories: they are made writable first. */

@@ -174,7 +174,7 @@ export async function runHook<T extends { log: Logger }>(managers: readonly Mana
 // sparse file).
 
 /** What readUserFile found: nothing, why the file is not read, or its bytes and permission bits. */
-export type UserFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer; mode: number }
+export type UserFile = { kind: 'absent' } | { kind: 'refused'; why: string } | { kind: 'ok'; bytes: Buffer; mode: number; mtimeMs: number; skipped?: number }
 
 const LINK = 'not a regular file (a symbolic link)'
 
@@ -186,14 +186,18 @@ const LINK = 'not a regular file (a symbolic link)'
  * replaced by a huge sparse one after the checks costs no more memory. `trust` may refuse the
  * file from its lstat and from its fstat (a reason, or undefined). A refusal reads after "is"
  * or a colon (`not a regular file`, `larger than N bytes`, `unreadable (EIO)`).
+ * `tail`: a larger file is not refused, its last `maxBytes` are read (`skipped`: the bytes
+ * before them), for logs whose last lines matter.
  */
-export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined): UserFile {
+export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined, opts: { tail?: boolean } = {}): UserFile {
   const refused = (why: string): UserFile => ({ kind: 'refused', why })
   const problem = (st: Stats): string | undefined =>
-    st.isSymbolicLink() ? LINK : !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes ? `larger than ${maxBytes} bytes` : undefined))
+    st.isSymbolicLink() ? LINK : !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes && !opts.tail ? `larger than ${maxBytes} bytes` : undefined))
   let fd: number | undefined
   try {
-    const st = lstatSync(file)
+    // an absent file (the usual case of most callers) answered without an exception
+    const st = lstatSync(file, { throwIfNoEntry: false })
+    if (!st) return { kind: 'absent' }
     const early = problem(st)
     if (early) return refused(early)
     fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
@@ -201,6 +205,18 @@ export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats)
     if (now.ino !== st.ino || now.dev !== st.dev) return refused('replaced while being read')
     const late = problem(now)
     if (late) return refused(late)
+    if (opts.tail && now.size > maxBytes) {
+      // the size read once: a file that grows meanwhile still gives at most maxBytes
+      const skipped = now.size - maxBytes
+      const buf = Buffer.alloc(maxBytes)
+      let n = 0
+      while (n < buf.length) {
+        const got = readSync(fd, buf, n, buf.length - n, skipped + n)
+        if (got === 0) break
+        n += got
+      }
+      return { kind: 'ok', bytes: buf.subarray(0, n), mode: now.mode & 0o7777, mtimeMs: now.mtimeMs, skipped }
+    }
     const buf = Buffer.alloc(maxBytes + 1)
     let n = 0
     while (n < buf.length) {
@@ -208,8 +224,12 @@ export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats)
       if (got === 0) break
       n += got
     }
-    if (n > maxBytes) return refused(`larger than ${maxBytes} bytes`)
-    return { kind: 'ok', bytes: buf.subarray(0, n), mode: now.mode & 0o7777 }
+    if (n > maxBytes) {
+      if (!opts.tail) return refused(`larger than ${maxBytes} bytes`)
+      // it grew past maxBytes after the fstat: its last maxBytes of what was read
+      return { kind: 'ok', bytes: buf.subarray(n - maxBytes, n), mode: now.mode & 0o7777, mtimeMs: now.mtimeMs, skipped: n - maxBytes }
+    }
+    return { kind: 'ok', bytes: buf.subarray(0, n), mode: now.mode & 0o7777, mtimeMs: now.mtimeMs }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'ENOENT' || code === 'ENOTDIR') return { kind: 'absent' }

@@ -856,8 +856,8 @@ function quote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`
 }
 
-/** A path as is when shlex keeps it whole, else quoted. */
-function shellQuote(s: string): string {
+/** A path as is when shlex keeps it whole, else quoted (node doctor's hints quote paths with it too). */
+export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : quote(s)
 }
 

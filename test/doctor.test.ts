@@ -4,8 +4,8 @@
 // one thing at a time is broken (each test starts again from the deployed state) and the
 // right line must turn warning or problem, with what to do.
 import { spawnSync } from 'node:child_process'
-import { chmodSync, chownSync, copyFileSync, lstatSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { chmodSync, chownSync, copyFileSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
@@ -63,11 +63,15 @@ t.after(async () => {
   await S?.node.stop()
 })
 
-/** Runs the doctor (--json) with the test cron file; the parsed report, the exit status and stderr. */
-async function doctor(opts: { cfg?: string; cron?: string } = {}): Promise<{ code: number | null; report: Report; stderr: string }> {
+/**
+ * Runs the doctor (--json) with the test cron file (as `user` with `env` when given); the
+ * parsed report, the exit status and stderr.
+ */
+async function doctor(opts: { cfg?: string; cron?: string; user?: { uid: number; gid: number }; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; report: Report; stderr: string }> {
   const { node, cron } = S!
   const args = ['node', 'doctor', '--json', '--cron-file', opts.cron ?? cron]
-  const r = opts.cfg ? await node.run([...args, '--cfg', opts.cfg], { noCfg: true }) : await node.run(args)
+  const as = { user: opts.user, env: opts.env }
+  const r = opts.cfg ? await node.run([...args, '--cfg', opts.cfg], { noCfg: true, ...as }) : await node.run(args, as)
   let report: Report
   try {
     report = JSON.parse(r.stdout) as Report
@@ -211,7 +215,7 @@ t('a stale pid file is a warning (exit 0), named with what to do', async () => {
   assert.is(code, 0, 'warnings alone exit 0')
   const c = onlyBad(report, 'pidfile instance', 'warning')
   assert.match(c.message, `stale: process ${gone} is not a running slapos`)
-  assert.match(c.hint ?? '', `remove ${S.node.pidfiles.instance}`)
+  assert.match(c.hint ?? '', `rm ${S.node.pidfiles.instance}`)
 })
 
 t('supervisord stopped: supervisord and watchdog are problems, and the doctor does not start it', async () => {
@@ -370,6 +374,97 @@ t('the cron file absent is a problem, a changed one a warning', async () => {
   chmodSync(changed, 0o666)
   const loose = await doctor({ cron: changed })
   assert.match(onlyBad(loose.report, 'cron', 'problem').message, 'cron ignores it')
+})
+
+t('as nobody with a plain PATH: a full report (--json), what it may not look at a warning, the exit status as documented', async () => {
+  if (!S) return skip('needs root (to run the doctor as nobody)')
+  const { node, id } = S
+  // buildout named without a slash, found on a PATH whose first directory nobody may not search
+  const locked = join(node.dir, 'locked-bin')
+  mkdirSync(locked, { mode: 0o700 })
+  const cfg = altCfg((text) => text.replace(/^buildout = .*$/m, 'buildout = buildout'))
+  const env = { PATH: `${locked}:${dirname(node.buildout)}:/usr/bin:/bin`, HOME: '/tmp' }
+  const { code, report, stderr } = await doctor({ cfg, user: { uid: NOBODY, gid: NOBODY }, env })
+  assert.equal(report.checks.map((c) => c.name), EXPECTED(node, id), stderr)
+  // documented: 1 when a check is a problem, else 0 (warnings allowed)
+  assert.is(code, report.checks.some((c) => c.status === 'problem') ? 1 : 0)
+  assert.is(report.summary.exitCode, code)
+  for (const c of report.checks) assert.not.match(c.message, 'could not be checked', `${c.name}: ${c.message}`)
+  assert.not.match(stderr, /EACCES|ERROR/)
+  // the partition (0750, its user's) and instance_root/var/run (0700): warnings, run as root
+  const p = check(report, `partition ${id}`)
+  assert.is(p.status, 'warning', p.message)
+  assert.match(p.message, `started: the files of ${join(node.instanceRoot, id)} cannot be examined by this user (EACCES)`)
+  assert.is(p.hint, 'run the doctor as root')
+  const collectPid = check(report, 'pidfile collect')
+  assert.is(collectPid.status, 'warning', collectPid.message)
+  assert.match(collectPid.message, 'cannot be examined by this user (EACCES)')
+  assert.is(check(report, 'master').status, 'ok')
+  const buildout = check(report, 'buildout')
+  assert.is(buildout.status, 'ok', buildout.message)
+  assert.match(buildout.message, `${node.buildout}: `)
+})
+
+t('software_root a file while the master answers: the roots and releases say so, the report goes on', async () => {
+  if (!S) return skip('needs root')
+  const { node, id } = S
+  const file = join(node.dir, 'not-a-directory')
+  writeFileSync(file, 'x')
+  const cfg = altCfg((text) => text.replace(/^software_root = .*$/m, `software_root = ${file}`))
+  const { code, report } = await doctor({ cfg })
+  assert.is(code, 1)
+  assert.equal(report.checks.map((c) => c.name), EXPECTED(node, id))
+  const root = check(report, 'software root')
+  assert.is(root.status, 'problem')
+  assert.match(root.message, `${file} is not a directory`)
+  const sr = check(report, `software release ${md5hex(node.srUrl)}`)
+  assert.is(sr.status, 'problem')
+  assert.match(sr.message, 'cannot be examined (ENOTDIR)')
+  assert.match(sr.hint ?? '', 'fix software_root')
+  for (const c of report.checks) assert.not.match(c.message, 'could not be checked', `${c.name}: ${c.message}`)
+})
+
+t('a hostile partition: links, a FIFO, a huge error log, control characters; nothing of the link targets shown, all escaped', async () => {
+  if (!S) return skip('needs root')
+  const { node, id } = S
+  const part = join(node.instanceRoot, id)
+  const result = join(part, '.slapgrid', 'promise', 'result')
+  const shadow = readFileSync('/etc/shadow', 'utf8')
+  const secret = join(node.dir, 'elsewhere')
+  mkdirSync(secret)
+  writeFileSync(join(secret, 'x.status.json'), JSON.stringify({ name: 'x', result: { failed: true, message: 'SECRET ELSEWHERE' } }))
+  // the error log a link to /etc/shadow, the result directory a link to a directory of root's
+  symlinkSync('/etc/shadow', join(part, `.slapgrid-${id}-error.log`))
+  rmSync(result, { recursive: true, force: true })
+  symlinkSync(secret, result)
+  const linked = await doctor()
+  assert.is(linked.code, 0, 'warnings alone')
+  const w = onlyBad(linked.report, `partition ${id}`, 'warning')
+  assert.match(w.message, 'its error log is not a regular file (a symbolic link)')
+  assert.match(w.message, `its promise results cannot be read: ${result} is a symbolic link`)
+  const out = JSON.stringify(linked.report)
+  assert.not.match(out, 'SECRET ELSEWHERE')
+  for (const line of shadow.split('\n').filter((l) => l.includes(':'))) assert.not.ok(out.includes(line.slice(0, line.lastIndexOf(':'))), 'a line of /etc/shadow shown')
+
+  await node.restore(S.deployed)
+  // an error log of 200 KiB whose reason is its last line, a FIFO where a result goes, a
+  // result whose name is long and whose message moves the terminal's cursor
+  writeFileSync(join(part, `.slapgrid-${id}-error.log`), 'noise of a long run\n'.repeat(10_000) + 'Traceback (most recent call last):\nRuntimeError: the real reason\n')
+  const fifo = spawnSync('mkfifo', [join(result, 'zz.status.json')])
+  assert.is(fifo.status, 0, 'mkfifo')
+  const longName = `evil\u001b[2J${'n'.repeat(10_000)}`
+  writeFileSync(join(result, 'aa.status.json'), JSON.stringify({ name: longName, result: { failed: true, message: '\u001b[31mred\u0007\nsecond line' } }))
+  const { code, report } = await doctor()
+  assert.is(code, 1)
+  const c = onlyBad(report, `partition ${id}`, 'problem')
+  assert.match(c.message, /^started: its last run failed: RuntimeError: the real reason; /)
+  assert.match(c.message, `promise 'evil\\x1b[2J${'n'.repeat(69)}...' fails: \\x1b[31mred\\x07\\nsecond line`)
+  assert.ok(c.message.length < 1000, 'the name is cut')
+  // the text form: no control character reaches the terminal, one line per check
+  const text = await node.run(['node', 'doctor', '--cron-file', S.cron])
+  assert.is(text.code, 1)
+  assert.not.ok(/[\u0000-\u0009\u000b-\u001f\u007f]/.test(text.stdout), 'no control character but newlines')
+  assert.is(text.stdout.trimEnd().split('\n').length, EXPECTED(node, id).length + 1)
 })
 
 t.run()

@@ -4,11 +4,15 @@
 // instance requests two instances of the sample release (software.cfg) and publishes their
 // URLs once they have published them. One node with 3 partitions: the parent and its two
 // children. Each test starts from the built releases with nothing requested (a snapshot).
-import { writeFileSync } from 'node:fs'
+import { chmodSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { answerChanges, nextAfterAnswer, partitionsToReprocess, type PartitionAnswer } from '../src/grid-converge.ts'
+import { answerChanges, answerOf, nextAfterAnswer, partitionsToReprocess, stopAfterPass, stopOnQueryError, type PartitionAnswer } from '../src/grid-converge.ts'
+import { ConnectionError, ServerError } from '../src/errors.ts'
+import type { PartitionSummary } from '../src/grid-instance.ts'
+import { md5hex } from '../src/md5.ts'
+import type { ComputerPartition } from '../src/slap-client.ts'
 import { slapos } from './helpers.ts'
 import { httpBody, makeNode, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
@@ -105,6 +109,83 @@ t('a failing child stops the loop at its pass with exit 1', async () => {
   assert.match(run.stderr, /Software Release .*missing\.cfg is not present on system/)
 })
 
+t('the master answers 503 when asked again between passes: stop with the offline status 3, the why said, the --json report printed', async () => {
+  const { node } = S
+  assert.is(requestParent().code, 0)
+  // the first list (pass 1) is the master's; the second (between passes) a 503
+  let lists = 0
+  node.failCalls((c) => (c.name === 'getFullComputerInformation' && ++lists === 2 ? 503 : undefined))
+  const run = await converge(['--json'])
+  node.failCalls()
+  assert.is(run.code, 3, run.stderr)
+  const lines = passLines(run.stderr)
+  assert.is(lines.length, 1, run.stderr)
+  assert.match(lines[0] ?? '', /converge pass 1: processed 1 partition \(slappart0\); stopping: the master cannot be reached to see whether the tree has settled \(.*503.*\); the next run goes on \(exit 3\)$/)
+  const doc = JSON.parse(run.stdout) as { exitCode: number; settled: boolean; passes: Array<{ exitCode: number; processed: string[]; next: string }> }
+  assert.equal([doc.exitCode, doc.settled, doc.passes.length, doc.passes[0]?.exitCode, doc.passes[0]?.processed], [3, false, 1, 0, ['slappart0']])
+  assert.not.match(run.stderr, /\n\s+at /, 'no stack trace')
+})
+
+t('hostile transaction files (a link to a root file, a huge file, too many lines) are neither followed nor read whole: nothing is sent, the run goes on', async () => {
+  const { node } = S
+  // a root-only file the link points to: its text must reach no one
+  const secret = join(node.dir, 'secret-of-root')
+  writeFileSync(secret, 'root-secret-title\n', { mode: 0o600 })
+  // three releases made by hand beside the installed sample (whose recipe eggs they use): each
+  // instance's promise plants its transaction file after the buildout, before the node reads it
+  const sample = readFileSync(join(node.softwareRoot, md5hex(node.srUrl), 'instance.cfg'), 'utf8')
+  const eggs = (key: string) => new RegExp(`^${key} = (.*)$`, 'm').exec(sample)?.[1] ?? ''
+  const plants: Record<string, string> = {
+    link: `ln -sfn ${secret} $\${:file}`,
+    huge: `truncate -s 200M $\${:file}`,
+    lines: `sh -c 'seq 1 10000 > $\${:file}'`,
+  }
+  const ids: Record<string, string> = {}
+  for (const [kind, plant] of Object.entries(plants)) {
+    const url = join(node.dir, 'sr', `hostile-${kind}.cfg`)
+    const dir = join(node.softwareRoot, md5hex(url))
+    mkdirSync(dir)
+    chmodSync(dir, 0o755)
+    writeFileSync(
+      join(dir, 'instance.cfg'),
+      [
+        '[buildout]',
+        'parts = plant',
+        `eggs-directory = ${eggs('eggs-directory')}`,
+        `develop-eggs-directory = ${eggs('develop-eggs-directory')}`,
+        'offline = true',
+        'newest = false',
+        '',
+        '[plant]',
+        'recipe = slaptestrecipe:wrapper',
+        'file = $${buildout:directory}/.slapos-request-transaction-$${slap-connection:partition-id}',
+        'wrapper-path = $${buildout:directory}/etc/promise/plant',
+        `command-line = ${plant}`,
+        '',
+      ].join('\n').replaceAll('$$', '$'),
+    )
+    writeFileSync(join(dir, '.completed'), 'Thu Jan  1 00:00:00 2026')
+    await node.supply(url)
+    const r = slapos(['request', `hostile-${kind}`, url, '--cfg', S.clientCfg, '--json'])
+    assert.is(r.code, 0, r.stderr)
+    ids[kind] = (JSON.parse(r.stdout) as Record<string, string>)['partition-id']!
+  }
+  node.clearCalls()
+  const run = await converge(['--json'])
+  assert.is(run.code, 0, run.stderr)
+  const doc = JSON.parse(run.stdout) as { passes: Array<{ items: Array<{ id: string; result: string }> }> }
+  assert.equal(doc.passes[0]?.items.map((i) => i.result), ['deployed', 'deployed', 'deployed'])
+  const file = (kind: string) => join(node.instanceRoot, ids[kind]!, `.slapos-request-transaction-${ids[kind]}`)
+  assert.match(run.stderr, new RegExp(`${esc(file('link'))} is not a regular file \\(a symbolic link\\): the instances it requested are not told to the master`))
+  assert.match(run.stderr, new RegExp(`${esc(file('huge'))} is larger than 65536 bytes: the instances it requested are not told to the master`))
+  assert.match(run.stderr, new RegExp(`${esc(file('lines'))} names more than 4096 instances: the instances it requested are not told to the master`))
+  // the promises did plant them; the link still points where it did, the secret stayed secret
+  assert.is(readlinkSync(file('link')), secret)
+  assert.is(lstatSync(file('huge')).size, 200 * 1024 * 1024)
+  assert.equal(node.calls().filter((c) => c.name === 'updateComputerPartitionRelatedInstanceList'), [])
+  assert.not.ok(node.calls().some((c) => JSON.stringify(c.fields).includes('root-secret')), 'the root file was not read')
+})
+
 t('usage errors: --converge with --only-cp, --force-stop or --dry-run, --max-passes without --converge or below 1 (exit 2)', async () => {
   for (const args of [
     ['--converge', '--only-cp', 'slappart0'],
@@ -181,6 +262,41 @@ pure('new connection parameters of a requested instance make its requester proce
   if (last.kind === 'stop') assert.equal([last.code, last.settled], [1, false])
 })
 
+pure('failing promises: the loop goes on while the answer changes, then ends with 2 once it has settled', () => {
+  const item = (id: string, result: PartitionSummary['result']): PartitionSummary => ({ id, state: 'started', softwareType: undefined, result, durationMs: 0 })
+  // a failed partition stops at once (exit 1); a promise failure does not
+  assert.equal(stopAfterPass(1, { items: [item('slappart0', 'failed'), item('slappart1', 'promise-failed')] })?.code, 1)
+  assert.is(stopAfterPass(2, { items: [item('slappart0', 'promise-failed'), item('slappart1', 'deployed')] }), undefined)
+  const changes = [{ id: 'slappart1', what: ['timestamp' as const] }]
+  assert.is(nextAfterAnswer({ pass: 1, maxPasses: 10, changes, readers: new Map(), promiseFailed: ['slappart0'] }).kind, 'pass')
+  assert.equal(nextAfterAnswer({ pass: 2, maxPasses: 10, changes: [], readers: new Map(), promiseFailed: ['slappart0'] }), {
+    kind: 'stop',
+    code: 2,
+    settled: true,
+    why: 'settled, but promises of slappart0 failed (exit 2)',
+  })
+  // not settled at the limit: 1, whatever the promises
+  const last = nextAfterAnswer({ pass: 2, maxPasses: 2, changes, readers: new Map(), promiseFailed: ['slappart0'] })
+  assert.equal(last.kind === 'stop' ? last.code : undefined, 1)
+})
+
+pure('the master cannot be asked again: no answer or 503 is the offline status 3, another error 1', () => {
+  assert.equal(stopOnQueryError(new ConnectionError('connect ECONNREFUSED')).code, 3)
+  assert.equal(stopOnQueryError(new ServerError('Service Unavailable', 503)).code, 3)
+  const other = stopOnQueryError(new ServerError('Internal Server Error\x1b[2J', 500))
+  assert.equal([other.code, other.settled], [1, false])
+  assert.match(other.why, /\(Internal Server Error\\x1b\[2J\)/, 'the text of the master is escaped')
+})
+
+pure('answerOf reads the master through the node\'s one reading (masterView): equal data in another key order answers the same', () => {
+  const p = (params: Record<string, unknown>, connection: Record<string, unknown>): ComputerPartition =>
+    ({ className: 'ComputerPartition', _computer_id: 'c', _partition_id: 'slappart0', _request_dict: null, _requested_state: 'started', _software_release_document: '/sr/software.cfg', _parameter_dict: params, _connection_dict: connection, raw: {} }) as unknown as ComputerPartition
+  const a = answerOf([p({ instance_title: 'parent', timestamp: 12, slave_instance_list: [{ a: 1, b: 2 }] }, { x: '1', y: '2' })]).get('slappart0')
+  const b = answerOf([p({ slave_instance_list: [{ b: 2, a: 1 }], timestamp: 12, instance_title: 'parent' }, { y: '2', x: '1' })]).get('slappart0')
+  assert.equal(a, b)
+  assert.equal([a?.title, a?.timestamp, a?.softwareReleaseUrl, a?.state], ['parent', '12', '/sr/software.cfg', 'started'])
+})
+
 pure.run()
 
 // --- helpers ---
@@ -191,6 +307,11 @@ function requestParent(extra: string[] = []) {
 
 function converge(extra: string[]) {
   return S.node.run(['node', 'instance', '--now', '--converge', ...extra], { timeoutMs: 300_000 })
+}
+
+/** `s` as a regular expression matching itself. */
+function esc(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }
 
 /** The log lines of the passes, in order. */

@@ -9,7 +9,7 @@
 // the tap, supervisord groups) must be exactly what the plan said. The stages follow one
 // another on one node: each starts from the state the previous one left.
 import { spawnSync } from 'node:child_process'
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -26,9 +26,10 @@ import {
   type WantedPartition,
 } from '../src/grid-plan.ts'
 import { md5hex } from '../src/md5.ts'
+import { Tuple, type PyDict } from '../src/slap-protocol.ts'
 import { Supervisor, supervisorPaths } from '../src/supervisor.ts'
 import { SLAPOS, skip } from './helpers.ts'
-import { baseEnv, makeNode, type MasterCall, type TestNode } from './node-helpers.ts'
+import { baseEnv, freePorts, makeNode, type MasterCall, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance|software --dry-run: the plan, then the real run does exactly that')
 // node software builds as the owner of the software root, node instance as the partitions' owners
@@ -42,10 +43,12 @@ interface Step {
   reason: string
   detail: string
   url?: string
+  problem?: string
 }
 interface Plan {
   dryRun: true
   supervisord?: string
+  offline?: string
   items: Step[]
 }
 
@@ -126,6 +129,75 @@ t('idle node: `nothing up-to-date` everywhere, also while a real run holds the p
   await checkRealRunDoes(plan)
 })
 
+t('master unreachable: the dry run says a real run would go offline (exit 3), writes nothing, leaves supervisord alone', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  // the node's configuration with a master nobody listens to
+  const [port] = await freePorts(1)
+  const offlineCfg = join(node.dir, 'offline.cfg')
+  writeFileSync(offlineCfg, readFileSync(node.cfgPath, 'utf8').replace(/^master_url = .*$/m, `master_url = http://127.0.0.1:${port}/`))
+  try {
+    for (const json of [false, true]) {
+      const before = await nodeState()
+      const r = await node.run(['node', 'instance', '--dry-run', ...(json ? ['--json'] : []), '--cfg', offlineCfg], { noCfg: true })
+      assert.is(r.code, 3, r.stderr)
+      const said = json ? ((JSON.parse(r.stdout) as Plan).offline ?? '') : r.stdout
+      assert.match(said, /^the master cannot be reached \(.*\): a real run would start every supervised process \(offline mode, exit 3\)/)
+      if (json) assert.equal((JSON.parse(r.stdout) as Plan).items, [])
+      else assert.match(r.stdout, /^supervisord: running$/m)
+      const after = await nodeState()
+      assert.equal(after.supervisord, before.supervisord, 'supervisord untouched')
+      assert.equal(changedPaths(before.files, after.files), [], 'no file written, removed or touched')
+    }
+  } finally {
+    rmSync(offlineCfg, { force: true })
+  }
+})
+
+t('--force --only-cp: the one partition named is `deploy forced`, the others `skip`; the run redeploys it alone', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  const args = ['--force', '--only-cp', where.inst1!]
+  const plan = await dryRun('instance', args)
+  const free = plan.items.find((s) => !Object.values(where).includes(s.id))
+  assert.equal(brief(plan), [
+    [where.inst0, 'skip', 'not-selected'],
+    [where.inst1, 'deploy', 'forced'],
+    [where.inst2, 'skip', 'not-selected'],
+    [free?.id, 'nothing', 'free'],
+  ].sort(byId))
+  await checkRealRunDoes(plan, args)
+})
+
+t('a .timestamp older than the periodicity: `deploy periodicity-elapsed` for that partition; the run redeploys it alone', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  const stamp = join(node.instanceRoot, where.inst0!, '.timestamp')
+  const twoDaysAgo = Date.now() / 1000 - 2 * 86400
+  utimesSync(stamp, twoDaysAgo, twoDaysAgo)
+  const plan = await dryRun('instance', [])
+  const mine = plan.items.find((s) => s.id === where.inst0)
+  assert.equal([mine?.action, mine?.reason], ['deploy', 'periodicity-elapsed'])
+  assert.match(mine?.detail ?? '', /^last processed 17\d{4} s ago, periodicity 86400 s$/)
+  assert.ok(plan.items.filter((s) => s.id !== where.inst0).every((s) => s.action === 'nothing'))
+  await checkRealRunDoes(plan)
+  assert.ok(lstatSync(stamp).mtimeMs > twoDaysAgo * 1000 + 86400_000, 'the run wrote .timestamp again')
+})
+
+t('a free partition holding .slapgrid and .timestamp: `clean` (would be removed); the run removes them and nothing else', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  const free = Object.keys(node.addresses).find((id) => !Object.values(where).includes(id))!
+  const path = join(node.instanceRoot, free)
+  mkdirSync(join(path, '.slapgrid', 'log'), { recursive: true })
+  writeFileSync(join(path, '.timestamp'), '1')
+  writeFileSync(join(path, '.slapos-resource'), '{}')
+  const plan = await dryRun('instance', [])
+  const mine = plan.items.find((s) => s.id === free)
+  assert.equal([mine?.action, mine?.reason, mine?.detail], ['clean', 'free', 'free partition: .slapgrid and .timestamp would be removed'])
+  await checkRealRunDoes(plan)
+  assert.equal(readdirSync(path), ['.slapos-resource'], 'the leftovers are gone, .slapos-resource stays')
+  const again = await dryRun('instance', [])
+  assert.equal([again.items.find((s) => s.id === free)?.action], ['nothing'])
+  rmSync(join(path, '.slapos-resource'))
+})
+
 t('one changed parameter: `deploy parameters-changed` for that partition only; the run redeploys it alone', async () => {
   if (!ROOT) return skip('node software and node instance change users: needs root')
   assert.is(request('inst1', ['--parameters', 'n=changed']).code, 0)
@@ -197,6 +269,36 @@ t('a software release to remove and a directory nobody uses (--garbage-collect):
   }
 })
 
+t('node report destroys the destroyed partition, and its deployment record with it; the dry run then finds it free', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  const id = where.inst2!
+  const record = join(node.instanceRoot, 'var', 'run', `${id}.deployment`)
+  assert.ok(existsSync(record), 'node instance recorded the deployment')
+  const r = await node.run(['node', 'report', '--now'], { timeoutMs: 120_000 })
+  assert.is(r.code, 0, r.stderr)
+  assert.not.ok(existsSync(record), 'the record went with the partition')
+  const plan = await dryRun('instance', [])
+  assert.equal(brief({ ...plan, items: plan.items.filter((s) => s.id === id) }), [[id, 'nothing', 'free']])
+})
+
+t('an instance of a software release this node does not have: `deploy new; will fail: software release not present`; the run fails it so', async () => {
+  if (!ROOT) return skip('node software and node instance change users: needs root')
+  const missing = join(node.dir, 'sr', 'missing.cfg')
+  const r = spawnSync(SLAPOS, ['request', 'lost', missing, '--cfg', clientCfg, '--json'], { encoding: 'utf8', env: baseEnv(), timeout: 60_000 })
+  assert.is(r.status, 0, r.stderr)
+  const id = (JSON.parse(r.stdout) as Record<string, string>)['partition-id']!
+  const plan = await dryRun('instance', [])
+  const mine = plan.items.find((s) => s.id === id)
+  assert.equal([mine?.action, mine?.reason, mine?.problem], ['deploy', 'new', 'will fail: software release not present (node software installs it)'])
+  assert.is(mine?.detail, 'never deployed here (no .timestamp); will fail: software release not present (node software installs it)')
+  assert.ok(plan.items.filter((s) => s.id !== id).every((s) => s.problem === undefined), 'the others have their release')
+  const run = await node.run(['node', 'instance', '--now', '--json'], { timeoutMs: 240_000 })
+  assert.is(run.code, 1, run.stderr)
+  const item = (JSON.parse(run.stdout) as { items: Array<{ id: string; result: string; message?: string }> }).items.find((i) => i.id === id)
+  assert.is(item?.result, 'failed')
+  assert.match(item?.message ?? '', /^Software Release .*missing\.cfg is not present on system\.$/)
+})
+
 t.run()
 
 // The reasons the stages above do not reach, on the pure decision itself (grid-plan.ts).
@@ -210,8 +312,8 @@ const stepOf = (w: WantedPartition, l: LocalPartitionState, o: PlanOptions) => {
   assert.equal(decision, planPartition(w, l, o), 'the decision is planPartition\'s')
   return [decision.kind, step.action, step.reason, step.detail]
 }
-const record = (p: Partial<{ state: string; parameters: Record<string, unknown>; url: string; type: string }> = {}) =>
-  deploymentRecord({ state: p.state ?? 'started', softwareReleaseUrl: p.url ?? '/sr/software.cfg', softwareType: p.type ?? 'default', parameters: p.parameters ?? { n: '1', timestamp: '1' } })
+const record = (p: Partial<{ state: string; parameters: PyDict; url: string; type: string; instance: string }> = {}) =>
+  deploymentRecord({ state: p.state ?? 'started', softwareReleaseUrl: p.url ?? '/sr/software.cfg', softwareType: p.type ?? 'default', parameters: p.parameters ?? { n: '1', timestamp: '1' }, instance: p.instance ?? 'inst' })
 
 why('up to date, periodicity elapsed, periodicity 0, forced, --force-stop', () => {
   assert.equal(stepOf(wanted(), local(), opts()), ['up-to-date', 'nothing', 'up-to-date', 'timestamp unchanged; periodicity 86400 s, 86390 s left; promises checked in anomaly mode'])
@@ -226,7 +328,9 @@ why('up to date, periodicity elapsed, periodicity 0, forced, --force-stop', () =
 why('no .timestamp: new, failed before, removed since; no master timestamp', () => {
   assert.equal(stepOf(wanted(), local({ timestamp: undefined }), opts()).slice(1, 3), ['deploy', 'new'])
   assert.equal(stepOf(wanted(), local({ timestamp: undefined, failedBefore: true }), opts()).slice(1), ['deploy', 'failed-before', 'the last processing failed (.slapgrid-slappart0-error.log), no .timestamp'])
-  assert.equal(stepOf(wanted(), local({ timestamp: undefined, lastDeployment: record() }), opts()).slice(1, 3), ['deploy', 'timestamp-removed'])
+  assert.equal(stepOf(wanted({ record: record() }), local({ timestamp: undefined, lastDeployment: record() }), opts()).slice(1, 3), ['deploy', 'timestamp-removed'])
+  // a record of the instance the partition held before (freed, then given to another): new
+  assert.equal(stepOf(wanted({ record: record({ instance: 'other' }) }), local({ timestamp: undefined, lastDeployment: record() }), opts()).slice(1, 3), ['deploy', 'new'])
   assert.equal(stepOf(wanted({ timestamp: undefined }), local(), opts()).slice(1, 3), ['deploy', 'no-master-timestamp'])
 })
 
@@ -234,6 +338,7 @@ why('another timestamp: what changed, from the record of the last deployment (ev
   const now = (p: Parameters<typeof record>[0]) => wanted({ timestamp: '3', record: record(p) })
   const last = local({ lastDeployment: record() })
   assert.equal(stepOf(now({}), last, opts()).slice(1), ['deploy', 'timestamp-changed', "the master's timestamp changed (2 -> 3)"])
+  assert.equal(stepOf(now({ parameters: { n: '2' }, instance: 'other' }), last, opts()).slice(1, 3), ['deploy', 'timestamp-changed'], "another instance's record names no change")
   assert.equal(stepOf(now({ parameters: { timestamp: '9', n: '1' } }), last, opts()).slice(2, 3), ['timestamp-changed'], 'the timestamp itself is no parameter')
   assert.equal(stepOf(now({ parameters: { n: '2' } }), last, opts()).slice(1, 3), ['deploy', 'parameters-changed'])
   assert.equal(stepOf(now({ parameters: { n: '1', slave_instance_list: [{ a: 1 }] } }), last, opts()).slice(1, 3), ['deploy', 'shared-instances-changed'])
@@ -249,14 +354,37 @@ why('another timestamp: what changed, from the record of the last deployment (ev
   assert.is(record({ parameters: { a: '1', b: { c: 1, d: 2 } } }).parameters, record({ parameters: { b: { d: 2, c: 1 }, a: '1' } }).parameters)
   assert.equal(stepOf(wanted({ timestamp: '3' }), local({ timestamp: { content: '2\x1b[2J', mtimeMs: NOW } }), opts()).slice(3), ["the master's timestamp changed (2\\x1b[2J -> 3)"])
   assert.equal(parseDeploymentRecord(deploymentRecordText(record())), record())
-  for (const bad of ['', 'x', '{}', JSON.stringify({ ...record(), state: 'gone' }), JSON.stringify({ ...record(), parameters: '../x' })]) assert.is(parseDeploymentRecord(bad), undefined, bad)
+  const { instance: _i, ...old } = record()
+  for (const bad of ['', 'x', '{}', JSON.stringify({ ...record(), state: 'gone' }), JSON.stringify({ ...record(), parameters: '../x' }), JSON.stringify(old)]) assert.is(parseDeploymentRecord(bad), undefined, bad)
+  // a tuple and a list of the same items differ (the protocol's own encoding is hashed)
+  assert.is.not(record({ parameters: { a: new Tuple([1]) } }).parameters, record({ parameters: { a: [1] } }).parameters)
 })
 
-why('free, missing directory, not selected', () => {
-  assert.equal(stepOf(wanted({ state: 'destroyed', softwareReleaseUrl: null }), local({ leftovers: true }), opts()).slice(1, 3), ['clean', 'free'])
+why('free, missing directory, not selected; what only says why is read only when the step is', () => {
+  assert.equal(stepOf(wanted({ state: 'destroyed', softwareReleaseUrl: null }), local({ leftovers: true }), opts()).slice(1), ['clean', 'free', 'free partition: .slapgrid and .timestamp would be removed'])
   assert.equal(stepOf(wanted({ state: 'destroyed', softwareReleaseUrl: null }), local({ leftovers: false }), opts()).slice(1, 3), ['nothing', 'free'])
   assert.equal(stepOf(wanted(), local({ dirExists: false }), opts()).slice(1, 3), ['error', 'missing-directory'])
   assert.equal(stepOf(wanted(), local(), opts({ only: new Set(['slappart9']) })).slice(1, 3), ['skip', 'not-selected'])
+  // a real run reads the decision only: the leftovers of a free partition, the record and the
+  // error log of a processed one are not looked at
+  const reads: string[] = []
+  const watched = (l: LocalPartitionState): LocalPartitionState => ({
+    ...l,
+    get leftovers() {
+      return (reads.push('leftovers'), true)
+    },
+    get lastDeployment() {
+      return (reads.push('lastDeployment'), undefined)
+    },
+    get failedBefore() {
+      return (reads.push('failedBefore'), false)
+    },
+  })
+  const free = decidePartition(wanted({ state: 'destroyed', softwareReleaseUrl: null }), watched(local()), opts())
+  const fresh = decidePartition(wanted(), watched(local({ timestamp: undefined })), opts())
+  assert.equal([free.decision.kind, fresh.decision.kind, reads], ['free', 'process', []])
+  assert.equal([free.step.action, fresh.step.reason], ['clean', 'new'])
+  assert.equal(reads, ['leftovers', 'failedBefore', 'lastDeployment'])
 })
 
 why('software releases: install new / failed before / forced, nothing, remove, skip, refused', () => {
@@ -336,13 +464,13 @@ async function realRun(kind: 'instance' | 'software', extra: string[]): Promise<
 }
 
 /**
- * Makes the real `node instance` run and checks, partition by partition, that it did what
+ * Makes the real `node instance` run (with the dry run's options `args`) and checks, partition by partition, that it did what
  * the plan said, from what can be seen outside it: the buildouts it ran (its log), the
  * status it told the master (the tap), supervisord's groups after it.
  */
-async function checkRealRunDoes(plan: Plan): Promise<void> {
+async function checkRealRunDoes(plan: Plan, args: string[] = []): Promise<void> {
   const groupsBefore = await groups()
-  const run = await realRun('instance', [])
+  const run = await realRun('instance', args)
   const groupsAfter = await groups()
   for (const step of plan.items) {
     const id = step.id
@@ -350,7 +478,7 @@ async function checkRealRunDoes(plan: Plan): Promise<void> {
     const buildout = run.stderr.split('\n').some((l) => l.endsWith(`Running buildout in ${path}`))
     const told = run.calls.filter((c) => c.fields.computer_partition_id === id && /^(started|stopped)ComputerPartition$|^softwareInstanceError$/.test(c.name)).map((c) => c.name)
     const seen = buildout && told.join() === 'startedComputerPartition' ? 'deploy' : buildout && told.join() === 'stoppedComputerPartition' ? 'stop' : !buildout && told.join() === 'stoppedComputerPartition' ? 'destroy' : !buildout && told.length === 0 ? 'nothing' : `buildout ${buildout}, told ${told.join()}`
-    const said = step.action === 'start' ? 'deploy' : step.action === 'clean' ? 'nothing' : step.action
+    const said = step.action === 'start' ? 'deploy' : step.action === 'clean' || step.action === 'skip' ? 'nothing' : step.action
     assert.is(seen, said, `${id}: the plan said ${step.action} (${step.reason}), the run did ${seen}`)
     const after = groupsAfter[id]
     if (said === 'deploy') assert.is(after, 'RUNNING', `${id} runs`)

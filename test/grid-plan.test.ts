@@ -3,6 +3,10 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import {
+  canonicalText,
+  deploymentRecord,
+  deploymentRecordFile,
+  masterView,
   parseOnlyList,
   periodicityOf,
   planPartition,
@@ -12,6 +16,8 @@ import {
   type PlanOptions,
   type WantedPartition,
 } from '../src/grid-plan.ts'
+import type { ComputerPartition } from '../src/slap-client.ts'
+import { Tuple } from '../src/slap-protocol.ts'
 
 const NOW = Date.UTC(2026, 0, 1, 12, 0, 0)
 const SR = '/srv/sr/software.cfg'
@@ -181,5 +187,40 @@ stamps('exit status precedence: failure 1 over promise 2 over success 0 (checkli
   assert.is(runExitCode(2, 0), 1)
 })
 
+const master = suite('masterView: the one reading of the master\'s partition; canonicalText')
+
+function partition(p: Partial<ComputerPartition>): ComputerPartition {
+  return { className: 'ComputerPartition', _computer_id: 'c', _partition_id: 'slappart0', _request_dict: null, raw: {} as ComputerPartition['raw'], ...p }
+}
+
+master('a busy partition: URL from the document or a plain string, state, type, timestamp and title as text', () => {
+  const params = { timestamp: 1700000000, slap_software_type: 'default', instance_title: 'parent', n: '1' }
+  const m = masterView(partition({ _requested_state: 'started', _software_release_document: SR, _parameter_dict: params, _instance_guid: 'SOFTINST-1' }))
+  assert.equal([m.id, m.softwareReleaseUrl, m.state, m.softwareType, m.timestamp, m.title], ['slappart0', SR, 'started', 'default', '1700000000', 'parent'])
+  assert.is(m.parameters, params)
+  const doc = { _software_release: SR } as unknown as ComputerPartition['_software_release_document']
+  assert.is(masterView(partition({ _software_release_document: doc })).softwareReleaseUrl, SR)
+})
+
+master('a free partition: destroyed, no URL, no timestamp; a non-string software type is none', () => {
+  const m = masterView(partition({ _parameter_dict: { slap_software_type: 3 } }))
+  assert.equal([m.state, m.softwareReleaseUrl, m.timestamp, m.softwareType, m.title], ['destroyed', null, undefined, undefined, undefined])
+})
+
+master('the instance held: another guid or title is another instance, and so another record', () => {
+  const view = (guid: string, title: string) => masterView(partition({ _instance_guid: guid, _parameter_dict: { instance_title: title } }))
+  assert.is(view('G1', 'a').instance, view('G1', 'a').instance)
+  assert.is.not(view('G1', 'a').instance, view('G2', 'a').instance)
+  assert.is.not(view('G1', 'a').instance, view('G1', 'b').instance)
+  assert.is.not(deploymentRecord(view('G1', 'a')).instance, deploymentRecord(view('G1', 'b')).instance)
+})
+
+master('canonicalText: key order does not matter, a tuple is not a list; the record file lies in var/run', () => {
+  assert.is(canonicalText({ a: 1, b: { c: [1, 2], d: 'x' } }), canonicalText({ b: { d: 'x', c: [1, 2] }, a: 1 }))
+  assert.is.not(canonicalText(new Tuple([1, 2])), canonicalText([1, 2]))
+  assert.is(deploymentRecordFile('/srv/slapgrid', 'slappart3'), '/srv/slapgrid/var/run/slappart3.deployment')
+})
+
 selection.run()
 stamps.run()
+master.run()

@@ -95,6 +95,12 @@ export interface TestNode {
   /** master calls recorded since the start or the last clearCalls() */
   calls(): MasterCall[]
   clearCalls(): void
+  /**
+   * From now on the tap answers a call with the status `answer` gives (a master that fails:
+   * 503, ...) instead of passing it on; undefined passes it on. No argument: all pass again.
+   * `restore` clears it too.
+   */
+  failCalls(answer?: (call: MasterCall) => number | undefined): void
   /** shuts supervisord down (if started), stops the proxy and the tap, removes the directory unless `keep` */
   stop(opts?: { keep?: boolean }): Promise<void>
 }
@@ -257,9 +263,11 @@ export async function makeNode(opts: MakeNodeOptions): Promise<TestNode> {
       for (const f of Object.values(pidfiles)) rmSync(f, { force: true })
       if (snap.supervisord) await startGroups(instanceRoot, snap.groups)
       tap.calls.length = 0
+      tap.answer = undefined
     },
     calls: () => [...tap.calls],
     clearCalls: () => void (tap.calls.length = 0),
+    failCalls: (answer) => void (tap.answer = answer),
     async stop(o = {}) {
       await stopSupervisord(instanceRoot)
       await proxy.stop()
@@ -385,6 +393,8 @@ interface Tap {
   url: string
   server: Server
   calls: MasterCall[]
+  /** TestNode.failCalls */
+  answer: ((call: MasterCall) => number | undefined) | undefined
 }
 
 /** An HTTP forwarder that records each request (endpoint and decoded fields) before passing it to the proxy. */
@@ -401,6 +411,13 @@ function startTap(target: string): Promise<Tap> {
       if (req.method === 'POST') Object.assign(fields, Object.fromEntries(new URLSearchParams(body.toString('utf8'))))
       const call: MasterCall = { verb: req.method ?? 'GET', name: url.pathname.replace(/^\/+/, ''), fields, status: 0 }
       calls.push(call)
+      const failed = tap.answer?.(call)
+      if (failed !== undefined) {
+        call.status = failed
+        res.writeHead(failed, { 'content-type': 'text/plain' })
+        res.end(`answered ${failed} by the test`)
+        return
+      }
       const fwd = httpRequest(
         { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: { ...req.headers, host: upstream.host } },
         (up) => {
@@ -417,10 +434,11 @@ function startTap(target: string): Promise<Tap> {
       fwd.end(body)
     })
   })
+  const tap: Tap = { url: '', server, calls, answer: undefined }
   return new Promise((res) => {
     server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as AddressInfo).port
-      res({ url: `http://127.0.0.1:${port}/`, server, calls })
+      tap.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+      res(tap)
     })
   })
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import type { CommandModule } from '../command.ts'
 import { readConfig } from '../command.ts'
 import { collect, lastHourUsage, type CollectResult, type UsageLine } from '../collect.ts'
+import { collectPidfile } from '../collect-sample.ts'
 import { ConfigError, NotRootError, UsageError } from '../errors.ts'
 import { EXIT } from '../exit-codes.ts'
 import { acquirePidfile } from '../pidfile.ts'
@@ -63,7 +64,7 @@ const nodeCollect: CommandModule = {
 
     const collectCache = file.int('slapos', 'collect_cache', 15)
     if (collectCache < 0 || collectCache > 36_500) throw new ConfigError(`${file.path}: [slapos] collect_cache = ${collectCache} is not a number of days between 0 and 36500`)
-    const release = acquirePidfile(join(instanceRoot, 'var', 'run', 'slapos-node-collect.pid'))
+    const release = acquirePidfile(collectPidfile(instanceRoot))
     try {
       const result = await collect({
         instanceRoot,

@@ -14,7 +14,8 @@ const nodeDoctor: CommandModule = {
     'supervisord and its watchdog listener, the cron file against the package\'s, the pid files, free space and inodes ' +
     `of the roots (warning under ${THRESHOLDS.diskWarningPercent}%, problem under ${THRESHOLDS.diskProblemPercent}%), buildout (--version), ` +
     "each software release's state and each partition's last run, promises and services. Prints one line per check " +
-    '(ok, warning or problem, and what to do) and a summary, or --json. Exit status: 0 no problem (warnings allowed), 1 a problem.',
+    '(ok, warning or problem, and what to do) and a summary, or --json. Run it as root: as another user, what it may not ' +
+    'look at is a warning. Exit status: 0 no problem (warnings allowed), 1 a problem.',
   options: (y) =>
     y
       .option('json', { type: 'boolean', describe: 'print the checks as one JSON document on stdout' })

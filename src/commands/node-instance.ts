@@ -34,7 +34,12 @@ const nodeInstance: CommandModule = {
         type: 'boolean',
         describe: 'print what a run would do to each partition and why (deploy, start, stop, destroy, nothing...), change nothing: only reads, no pid file',
       })
-      .option('converge', { type: 'boolean', describe: 'run again while the master\'s answer changes, until the instance trees settle, a partition fails or --max-passes' })
+      .option('converge', {
+        type: 'boolean',
+        describe:
+          'run again while the master\'s answer changes, until the instance trees settle, a partition fails or --max-passes; ' +
+          'failing promises do not stop it while the answer changes (exit 2 if they still fail once settled)',
+      })
       .option('max-passes', { type: 'string', describe: `with --converge, runs at most (default ${DEFAULT_MAX_PASSES}); exit 1 when the trees have not settled by then` })
       .conflicts('all', 'only-cp')
       .conflicts('converge', 'only-cp')
