@@ -525,7 +525,8 @@ async function supervisordChecks(cfg: NodeConfig, log: Logger): Promise<{ checks
   if (!isStats(sock)) return hidden(sock)
   const sup = new Supervisor(paths, log)
   const answer = (e: unknown) => {
-    const code = (e as NodeJS.ErrnoException).code
+    // the connection error wraps the socket's own (EACCES on root's 0700 socket)
+    const code = (e instanceof Error && (e.cause as NodeJS.ErrnoException | undefined)?.code) || (e as NodeJS.ErrnoException).code
     return code !== undefined && denied(code) ? hidden(code) : down(`does not answer on ${paths.socket} (${clip(e instanceof Error ? e.message : String(e))})`)
   }
   let state: string

@@ -567,15 +567,7 @@ async function handlePartition(env: Env, p: ComputerPartition): Promise<Partitio
   return result
 }
 
-interface Selected {
-  id: string
-  path: string
-  state: string
-  srUrl: string | null
-  softwarePath: string | undefined
-  softwareType: string | undefined
-  timestampFile: string
-  periodicityFile: string | undefined
+interface Selected extends Omit<PartitionView, 'decision' | 'step'> {
   decision: Extract<PartitionDecision, { kind: 'up-to-date' | 'process' }>
   /** its step (read for the log line of a processed partition only) */
   view: Pick<PartitionView, 'step'>

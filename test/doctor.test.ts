@@ -399,6 +399,12 @@ t('as nobody with a plain PATH: a full report (--json), what it may not look at 
   const collectPid = check(report, 'pidfile collect')
   assert.is(collectPid.status, 'warning', collectPid.message)
   assert.match(collectPid.message, 'cannot be examined by this user (EACCES)')
+  // supervisord's socket is root's (0700): nobody cannot tell whether it runs, nothing is known wrong
+  for (const name of ['supervisord', 'watchdog']) {
+    const c = check(report, name)
+    assert.is(c.status, 'warning', `${name}: ${c.message}`)
+    assert.match(c.message, 'cannot be examined by this user (EACCES)')
+  }
   assert.is(check(report, 'master').status, 'ok')
   const buildout = check(report, 'buildout')
   assert.is(buildout.status, 'ok', buildout.message)
