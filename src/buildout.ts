@@ -3,10 +3,10 @@
 // process tree killed on timeout, output streamed line by line and kept for the error report
 // (spec grid.md §3.4 steps 7-9, §4.5). No bootstrap: the configured buildout runs directly.
 import { accessSync, constants, openSync, readSync, closeSync, statSync } from 'node:fs'
-import { delimiter, isAbsolute, join } from 'node:path'
+import { isAbsolute } from 'node:path'
 import { SlapError } from './errors.ts'
 import { asUser, cleanEnv, type Owner } from './grid-common.ts'
-import type { Runner } from './system.ts'
+import { searchPath, type Runner } from './system.ts'
 
 export interface BuildoutRun {
   /** buildout executable: a path, or a name looked up on PATH */
@@ -104,19 +104,11 @@ export function buildoutFailure(path: string, output: string): string {
  */
 export function which(name: string, path: string | undefined): string | undefined {
   if (name.includes('/')) return isAbsolute(name) ? name : undefined
-  for (const dir of (path ?? '/usr/local/bin:/usr/bin:/bin').split(delimiter)) {
-    if (!dir) continue
-    const p = join(dir, name)
-    try {
-      if (statSync(p).isFile()) {
-        accessSync(p, constants.X_OK)
-        return p
-      }
-    } catch {
-      /* next */
-    }
-  }
-  return undefined
+  return searchPath(name, path, (p) => {
+    if (!statSync(p).isFile()) return false
+    accessSync(p, constants.X_OK)
+    return true
+  })
 }
 
 // --- internal ---

@@ -11,13 +11,13 @@
 //   stop: <id>.conf deleted --applyChanges--> group stopped and removed
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
 import type { RequestOptions } from 'node:http'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import type { ConfigFile, NodeConfig } from './config.ts'
 import { NODE_DEFAULTS } from './config.ts'
 import { ConfigError, SlapError } from './errors.ts'
 import { escapeControls } from './names.ts'
 import type { Logger } from './log.ts'
-import { realRunner, type Runner } from './system.ts'
+import { realRunner, searchPath, type Runner } from './system.ts'
 
 export interface SupervisorPaths {
   instanceRoot: string
@@ -861,18 +861,11 @@ export function shellQuote(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : quote(s)
 }
 
-function findOnPath(name: string, path = process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin'): string | undefined {
-  for (const dir of path.split(delimiter)) {
-    if (!dir) continue
-    const p = join(dir, name)
-    try {
-      const st = statSync(p)
-      if (st.isFile() && st.mode & 0o111) return p
-    } catch {
-      // not here
-    }
-  }
-  return undefined
+function findOnPath(name: string, path = process.env.PATH): string | undefined {
+  return searchPath(name, path, (p) => {
+    const st = statSync(p)
+    return st.isFile() && (st.mode & 0o111) !== 0
+  })
 }
 
 function alive(pid: number): boolean {

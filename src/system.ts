@@ -137,9 +137,26 @@ export const realRunner: Runner = {
 }
 
 /**
- * The first regular file named `cmd` in PATH's directories that the user `uid` (groups
- * `gids`) may run, every directory above it searchable by that user, as execvp finds it;
- * `cmd` itself when it has a slash or none is found.
+ * The first `dir/name` of PATH's directories that `usable` accepts (a throw is a no), the
+ * one search behind `which` (buildout), supervisord's binaries and a command run as another user.
+ */
+export function searchPath(name: string, path: string | undefined, usable: (file: string) => boolean): string | undefined {
+  for (const dir of (path ?? '/usr/local/bin:/usr/bin:/bin').split(':')) {
+    if (!dir) continue
+    const file = `${dir.replace(/\/+$/, '')}/${name}`
+    try {
+      if (usable(file)) return file
+    } catch {
+      /* not there: the next directory */
+    }
+  }
+  return undefined
+}
+
+/**
+ * `cmd` as execvp finds it for the user `uid` (groups `gids`): the first regular file in PATH
+ * that user may run, every directory above it searchable by that user; `cmd` itself when it
+ * has a slash or none is found.
  */
 export function onPath(cmd: string, path: string | undefined, uid: number, gids: readonly number[]): string {
   if (cmd.includes('/') || !path) return cmd
@@ -150,17 +167,12 @@ export function onPath(cmd: string, path: string | undefined, uid: number, gids:
     const bits = uid === 0 ? st.mode | (st.mode >> 3) | (st.mode >> 6) : st.uid === uid ? st.mode >> 6 : gids.includes(st.gid) ? st.mode >> 3 : st.mode
     return (bits & 1) !== 0
   }
-  for (const dir of path.split(':')) {
-    if (!dir.startsWith('/')) continue
-    const file = `${dir.replace(/\/+$/, '')}/${cmd}`
+  const usable = (file: string): boolean => {
+    if (!file.startsWith('/')) return false
     const parts = file.split('/').slice(1)
-    try {
-      if (parts.slice(0, -1).every((_, i) => may('/' + parts.slice(0, i + 1).join('/'), false)) && may(file, true)) return file
-    } catch {
-      /* not there: the next directory */
-    }
+    return parts.slice(0, -1).every((_, i) => may('/' + parts.slice(0, i + 1).join('/'), false)) && may(file, true)
   }
-  return cmd
+  return searchPath(cmd, path, usable) ?? cmd
 }
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv']
