@@ -114,7 +114,7 @@ export function which(name: string, path: string | undefined): string | undefine
 // --- internal ---
 
 /** The interpreter words of a `#!` script, or [] (binaries, unreadable files). */
-function shebang(path: string): string[] {
+export function shebang(path: string): string[] {
   let fd: number | undefined
   try {
     fd = openSync(path, 'r')

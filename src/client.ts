@@ -9,27 +9,9 @@ import { ConfigError, NotFoundError, ResourceNotReadyError, ServerError, SlapErr
 import { EXIT } from './exit-codes.ts'
 import type { Logger } from './log.ts'
 import { SlapClient, type ComputerPartition, type SoftwareInstance } from './slap-client.ts'
-import { compareCodePoints, isPyDict, parseInstanceXml, parseJsonInXml, pyJsonDumps, pyRepr, type PyDict, type PyValue } from './slap-protocol.ts'
+import { asSerialisation, compareCodePoints, isPyDict, parseInstanceXml, parseJsonInXml, pyJsonDumps, pyRepr, wrapJsonInXml, type PyDict, type PyValue, type Serialisation } from './slap-protocol.ts'
+export { asSerialisation, SERIALISATIONS, wrapJsonInXml, type Serialisation } from './slap-protocol.ts'
 import { hasControl, quote } from './names.ts'
-
-export type Serialisation = 'xml' | 'json-in-xml'
-export const SERIALISATIONS: readonly Serialisation[] = ['xml', 'json-in-xml']
-
-/** A schema's `serialisation` value, undefined when it is not one (also used by proxy-schema.ts). */
-export function asSerialisation(v: unknown): Serialisation | undefined {
-  return SERIALISATIONS.find((s) => s === v)
-}
-
-/**
- * json-in-xml parameters: the whole object as JSON text (indent 2, as the original's `slapos
- * request` writes it) in one `_` parameter, unless `_` already is its only key. `slapos request`
- * and the proxy panel send the same text through this.
- */
-export function wrapJsonInXml(obj: object): Record<string, unknown> {
-  const keys = Object.keys(obj)
-  if (keys.length === 1 && keys[0] === '_') return obj as Record<string, unknown>
-  return { _: pyJsonDumps(obj, 2) }
-}
 
 /** Message of the original when the HATEOAS API cannot be reached (client-cli.md §1.2). */
 export const HATEOAS_MISSING = 'SlapOS Master Hateoas API required for this operation is not available.'

@@ -7,7 +7,7 @@
 import { readdirSync, readFileSync, statfsSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
-import { parsePasswd } from './grid-common.ts'
+import { parsePasswd } from './passwd.ts'
 
 /** USER_HZ: the unit of the times in /proc/<pid>/stat and /proc/stat (100 on every Linux ABI). */
 const CLOCK_TICKS = 100

@@ -9,13 +9,14 @@
 // follow a link. Thresholds are in THRESHOLDS; warnings alone keep the exit status 0.
 import { opendirSync, readFileSync, statfsSync, lstatSync, statSync, type Dir, type Stats } from 'node:fs'
 import { join } from 'node:path'
-import { which } from './buildout.ts'
+import { shebang, which } from './buildout.ts'
 import { collectPidfile } from './collect-sample.ts'
 import { ConfigFile, loadNodeConfig, type NodeConfig } from './config.ts'
 import { AuthorizationError, NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { asUser, cleanEnv, nodeSettings, ownerOf, readPasswd, refuseRoot, requiredFiles, type PasswdEntry } from './grid-common.ts'
-import { humanSize, parseSize } from './grid-software.ts'
+import { asUser, cleanEnv, nodeSettings, ownerOf, refuseRoot, requiredFiles } from './grid-common.ts'
+import { readPasswd, type PasswdEntry } from './passwd.ts'
+import { errorLine, humanSize, parseSize } from './grid-software.ts'
 import type { Logger } from './log.ts'
 import { readPartitionJson, readUserFile } from './managers.ts'
 import { md5hex } from './md5.ts'
@@ -536,15 +537,15 @@ async function supervisordChecks(cfg: NodeConfig, log: Logger): Promise<{ checks
     return answer(e)
   }
   if (state !== 'RUNNING') return down(`state ${clip(state)}, not RUNNING`)
-  let processes: ProcessInfo[] | undefined
-  let watchdog: ProcessInfo | undefined
+  let processes: ProcessInfo[]
   try {
     processes = await sup.processInfo()
-    watchdog = await sup.processInfoOf('watchdog')
   } catch (e) {
     return answer(e)
   }
-  const running = (processes ?? []).filter((p) => p.statename === 'RUNNING').length
+  // the event listener is in the same list (its pool is the group `watchdog`)
+  const watchdog = processes.find((p) => p.group === 'watchdog' && p.name === 'watchdog')
+  const running = processes.filter((p) => p.statename === 'RUNNING').length
   const checks: Check[] = [{ name: 'supervisord', status: 'ok', message: `running on ${paths.socket}, ${running} process(es) running` }]
   if (watchdog?.statename === 'RUNNING' || watchdog?.statename === 'STARTING') {
     checks.push({ name: 'watchdog', status: 'ok', message: 'the event listener that bangs partitions whose services die is running' })
@@ -672,19 +673,12 @@ async function buildoutCheck(cfg: NodeConfig, runner: Runner, env: NodeJS.Proces
     return { name, status: 'problem', message: `${path} exists, but the owner of ${cfg.softwareRoot} cannot be found (${clip((e as Error).message)})`, hint: 'create software_root (slapos node format)' }
   }
   const r = await runner
-    .run([path, '--version'], { cwd: '/', env: { ...cleanEnv(env, home), PYTHONDONTWRITEBYTECODE: '1' }, ...user, timeoutMs: THRESHOLDS.buildoutTimeoutMs, processGroup: true })
+    .run([...shebang(path), path, '--version'], { cwd: '/', env: { ...cleanEnv(env, home), PYTHONDONTWRITEBYTECODE: '1' }, ...user, timeoutMs: THRESHOLDS.buildoutTimeoutMs, processGroup: true })
     .catch((e: unknown) => ({ code: null, signal: null, stdout: '', stderr: e instanceof Error ? e.message : String(e), timedOut: false }))
   const output = (r.stdout + '\n' + r.stderr).trim()
   if (r.timedOut) return { name, status: 'problem', message: `${path} --version did not answer within ${THRESHOLDS.buildoutTimeoutMs / 1000} s`, hint: fix }
-  if (r.code !== 0) return { name, status: 'problem', message: `${path} --version fails: ${clip(lastErrorLine(output) || `exit ${r.code ?? r.signal}`)}`, hint: fix }
+  if (r.code !== 0) return { name, status: 'problem', message: `${path} --version fails: ${clip(errorLine(output) || `exit ${r.code ?? r.signal}`)}`, hint: fix }
   return { name, status: 'ok', message: `${path}: ${clip(output.split('\n')[0] ?? '', 120)}` }
-}
-
-/** The last line naming an error (a Python traceback ends with one), else the last line. */
-function lastErrorLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean)
-  for (let i = lines.length - 1; i >= 0; i--) if (/^([\w.]*(Error|Exception)|Error)\b[^:]*:/.test(lines[i] ?? '')) return lines[i] ?? ''
-  return lines[lines.length - 1] ?? ''
 }
 
 // --- software releases and partitions ---
@@ -839,7 +833,7 @@ function partitionCheck(cfg: NodeConfig, id: string, state: string | undefined, 
   if (errorLog.kind === 'ok') {
     let text = errorLog.bytes.toString('utf8')
     if (errorLog.skipped) text = text.slice(text.indexOf('\n') + 1) // the first line read is cut
-    findings.push({ status: 'problem', message: `its last run failed: ${clip(lastErrorLine(text) || '(empty error log)')}`, hint: `see ${join(path, '.slapgrid', 'log', 'instance.log')}; ${retry}` })
+    findings.push({ status: 'problem', message: `its last run failed: ${clip(errorLine(text) || '(empty error log)')}`, hint: `see ${join(path, '.slapgrid', 'log', 'instance.log')}; ${retry}` })
   } else if (errorLog.kind === 'refused') {
     findings.push({ status: 'warning', message: `its error log is ${errorLog.why}`, hint: retry })
   }

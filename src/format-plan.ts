@@ -3,7 +3,7 @@
 // previous slapos.xml and what exists on the host into the ordered steps format.ts applies.
 import { ConfigError, SlapError } from './errors.ts'
 import type { FormatConfig } from './config.ts'
-import { quote } from './names.ts'
+import { escapeControls, quote } from './names.ts'
 import { isPyDict, type PyDict, type PyValue } from './slap-protocol.ts'
 
 // The model uses the slapos.xml key names on purpose: it is written to disk and posted
@@ -699,7 +699,7 @@ class Planner {
    */
   private line(phase: Phase, l: IpLine): void {
     const problem = ipLineProblem(l.args)
-    if (problem) throw new ConfigError(`${problem} in 'ip ${l.args.map((w) => escapeWord(w)).join(' ')}'`)
+    if (problem) throw new ConfigError(`${problem} in 'ip ${l.args.map((w) => escapeControls(w)).join(' ')}'`)
     phase.lines.push(l)
   }
 
@@ -930,6 +930,9 @@ class Planner {
       p.ipv6_range = r
     } else if (!isIpv6(r.addr)) {
       throw new FormatError(`stored IPv6 range of ${p.reference} is not valid: ${r.addr}`)
+    } else if (typeof r.network !== 'string' || !r.network.includes(':') || !isPrefix(r.network)) {
+      // looked up in the routes below before any line is checked
+      throw new FormatError(`stored IPv6 range of ${p.reference} is not valid: network ${quote(String(r.network))}`)
     }
     // `ip -6 route show table local <range>` lacking `dev lo` -> `ip -6 route add local <range> dev lo`
     if (!this.findRoutes('local', r.network).some((x) => x.dev === 'lo')) {
@@ -1010,11 +1013,6 @@ function isPrefix(s: string): boolean {
   const max = a.includes(':') ? 128 : 32
   if (/^\d{1,3}$/.test(len)) return Number(len) <= max
   return max === 32 && ipv4Valid(len) && netmaskFromLenIPv4(lenNetmaskIpv4(len)) === formatIpv4(parseIpv4(len))
-}
-
-/** A word of an error message: control characters escaped. */
-function escapeWord(w: string): string {
-  return quote(w).slice(1, -1)
 }
 
 /**

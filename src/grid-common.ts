@@ -12,6 +12,7 @@ import { ConfigError, NotRootError, SlapError, UsageError } from './errors.ts'
 import type { Logger } from './log.ts'
 import type { Manager } from './managers.ts'
 import { acquirePidfile } from './pidfile.ts'
+import { readPasswd } from './passwd.ts'
 import { SlapClient } from './slap-client.ts'
 
 export type NodeCommandKind = 'software' | 'instance' | 'report' | 'promise'
@@ -77,30 +78,6 @@ export function requiredFiles(cfg: Pick<NodeConfig, 'keyFile' | 'certFile' | 'ma
     files.push([key, flat.get(key)?.trim() || undefined])
   }
   return files.filter((f): f is [string, string] => f[1] !== undefined)
-}
-
-/** One account of /etc/passwd. */
-export interface PasswdEntry {
-  name: string
-  uid: number
-  gid: number
-  home: string
-}
-
-/** The accounts of a text in /etc/passwd format, in file order; malformed lines are skipped. Pure. */
-export function parsePasswd(text: string): PasswdEntry[] {
-  const out: PasswdEntry[] = []
-  for (const line of text.split('\n')) {
-    const f = line.split(':')
-    if (f.length < 7 || !f[0] || !/^\d+$/.test(f[2] ?? '') || !/^\d+$/.test(f[3] ?? '')) continue
-    out.push({ name: f[0], uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? '' })
-  }
-  return out
-}
-
-/** /etc/passwd read directly (no NSS: nodes create their users locally with useradd); [] when unreadable. */
-export function readPasswd(path = '/etc/passwd'): PasswdEntry[] {
-  return parsePasswd(readLines(path).join('\n'))
 }
 
 /** The options of §1.6 common to the four commands (spellings as the original, underscores included). */

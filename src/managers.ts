@@ -24,8 +24,6 @@ import { Tuple, type PyDict } from './slap-protocol.ts'
 import type { Supervisor, PartitionProcesses } from './supervisor.ts'
 import type { Runner } from './system.ts'
 
-/** node:crypto on first use: node instance loads this module on every run (docs/architecture.md). */
-const nodeCrypto = (): typeof import('node:crypto') => process.getBuiltinModule('node:crypto')
 
 /** What every manager is built with (the original's option dictionary, §1.1). */
 export interface ManagerOptions {
@@ -266,7 +264,8 @@ export function readPartitionJson(file: string, maxBytes = 1 << 20): PartitionJs
  * (removing a tree its owner can change while we walk it is not worth the risk).
  */
 export function replaceFile(path: string, text: string, mode: number, owner?: { uid: number; gid: number }): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${nodeCrypto().randomBytes(6).toString('hex')}.tmp`)
+  // a name taken already only makes the exclusive create fail: no need for node:crypto's randomness
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}-${Math.random().toString(36).slice(2, 10)}.tmp`)
   const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
   try {
     try {

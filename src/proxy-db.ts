@@ -349,6 +349,11 @@ export class ProxyDb {
     ).all() as unknown as SoftwareRow[]
   }
 
+  /** Whether `url` was supplied to any computer (whatever its state since). */
+  isSoftwareKnown(url: string): boolean {
+    return this.stmt(`SELECT 1 FROM software${DB_VERSION} WHERE url = ? LIMIT 1`).get(url) !== undefined
+  }
+
   supplySoftware(url: string, computer: string, state: string): void {
     this.transaction(() => {
       this.softwareChanges++

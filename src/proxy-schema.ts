@@ -12,7 +12,8 @@
 // Checking parameters is bounded in steps, the JSON text of compared values counted.
 import type { LookupAddress, LookupOptions } from 'node:dns'
 import type { Stats } from 'node:fs'
-import { asSerialisation, wrapJsonInXml, type Serialisation } from './client.ts'
+import { hasControl } from './names.ts'
+import { asSerialisation, wrapJsonInXml, type Serialisation } from './slap-protocol.ts'
 
 /** A JSON value read from a schema file. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
@@ -132,8 +133,8 @@ export async function loadReleaseSchema(releaseUrl: string, note: (detail: strin
   const expander = new Expander(reader, note)
   const text = (s: string) => expander.text(s)
   for (const [key, raw] of Object.entries(types).slice(0, SCHEMA_LIMITS.entries)) {
-    if (!isObject(raw) || key === '' || hasControlText(key)) continue
-    const declared = typeof raw['software-type'] === 'string' && raw['software-type'] !== '' && !hasControlText(raw['software-type']) ? raw['software-type'] : key
+    if (!isObject(raw) || key === '' || hasControl(key)) continue
+    const declared = typeof raw['software-type'] === 'string' && raw['software-type'] !== '' && !hasControl(raw['software-type']) ? raw['software-type'] : key
     const entry: SoftwareTypeEntry = {
       key: text(key),
       softwareType: text(declared),
@@ -261,10 +262,6 @@ class OverBudget extends SchemaUnavailable {}
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v)
-}
-
-function hasControlText(s: string): boolean {
-  return /[\0-\x1f\x7f]/.test(s)
 }
 
 function clip(s: string): string {

@@ -19,7 +19,7 @@ import { Panel } from './proxy-panel.ts'
 import type { SlapClient } from './slap-client.ts'
 import {
   dumps,
-  dumpsSegments,
+  dumpsBytes,
   instanceXml,
   isPyDict,
   loads,
@@ -227,10 +227,10 @@ export class ProxyApp {
     }
     const name = url.pathname.replace(/^\/+/, '')
     if (name.startsWith('slapos.')) return this.jsonRpcApi().handle(req, res, name)
-    // the panel reads the body of its request route itself
-    if (name === 'panel' || name.startsWith('panel/')) return (this.panel ??= this.makePanel()).serve(req, res, url)
     const route = Object.hasOwn(this.routes, name) ? this.routes[name] : undefined
     if (!route) {
+      // the panel reads the body of its request route itself
+      if (name === 'panel' || name.startsWith('panel/')) return (this.panel ??= this.makePanel()).serve(req, res, url)
       // drain the body so keep-alive connections stay usable
       req.resume()
       if (name.startsWith('hateoas')) return void this.respondSafely(req, res, () => this.hateoas(req, url))
@@ -304,7 +304,7 @@ export class ProxyApp {
   private makePanel(): Panel {
     return new Panel({
       publicDirectory: this.publicDirectory,
-      isSupplied: (url) => this.db.listAllSoftware().some((s) => s.url === url),
+      isSupplied: (url) => this.db.isSoftwareKnown(url),
       readBody: (req) => readBody(req, this.limits.maxRequestBodySize),
       precheckRequest: (body) => this.jsonRpcApi().precheck('slapos.post.v0.software_instance', body),
       requestInstance: (body, req) => this.jsonRpcApi().call('slapos.post.v0.software_instance', body, req),
@@ -352,9 +352,9 @@ export class ProxyApp {
       _software_release_list: this.softwareList(computerId),
       _computer_partition_list: partitions,
     })
-    // one buffer, made once per change: sent with one write, where the segments took one
-    // write call each (1,000 partitions: a thousand calls per answer)
-    const body = Buffer.concat(dumpsSegments(computer))
+    // one buffer, made once per change (beside the kept partition fragments): sent with one
+    // write, where its segments took one write call each (1,000 partitions: a thousand calls)
+    const body = dumpsBytes(computer)
     if (this.gfciCache.size > 1000) this.gfciCache.clear()
     this.gfciCache.set(computerId, { gen, body })
     return { status: 200, body }
@@ -1086,8 +1086,8 @@ interface Route {
   run(f: Form, req: IncomingMessage): Reply | Promise<Reply>
 }
 
-/** A body of several buffers is sent as they are, one after the other (no copy into one). */
-type Reply = string | { status: number; body: string | Buffer | Buffer[]; headers?: Record<string, string>; contentType?: string }
+/** An answer: its text (an HTML page) or its status, body and headers. */
+type Reply = string | { status: number; body: string | Buffer; headers?: Record<string, string>; contentType?: string }
 
 /** An error answered with its status and message (404 allocation failure, 400 ...). */
 class HttpFault extends Error {
@@ -1182,19 +1182,12 @@ function json(v: unknown): Reply {
 function send(res: ServerResponse, reply: Reply, head = false): void {
   const r = typeof reply === 'string' ? { status: 200, body: reply } : reply
   const body = typeof r.body === 'string' ? Buffer.from(r.body, 'utf8') : r.body
-  let length = 0
-  if (Array.isArray(body)) for (const b of body) length += b.length
-  else length = body.length
   // one flat list for writeHead: the cheapest way through node:http, this runs per request
   const headers: string[] = ['Content-Type', typeof reply === 'string' ? HTML : (reply.contentType ?? HTML)]
   if (typeof reply !== 'string' && reply.headers) for (const [k, v] of Object.entries(reply.headers)) headers.push(k, v)
-  headers.push('Content-Length', String(length))
+  headers.push('Content-Length', String(body.length))
   res.writeHead(r.status, statusMessage(r.status), headers)
-  if (head || !Array.isArray(body)) return void res.end(head ? undefined : body)
-  // corked: the parts leave in one writev
-  res.cork()
-  for (const b of body) res.write(b)
-  res.end()
+  res.end(head ? undefined : body)
 }
 
 const STATUS_MESSAGES = new Map<number, string>()

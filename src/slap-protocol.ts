@@ -93,7 +93,7 @@ export function dumpsBytes(v: PyValue): Buffer {
  * dumpsBytes() as the list of its parts, not joined: a kept fragment is one of them, shared,
  * so that an answer can be sent without copying it into a new buffer.
  */
-export function dumpsSegments(v: PyValue): Buffer[] {
+function dumpsSegments(v: PyValue): Buffer[] {
   const w = new Writer(false)
   w.segments = []
   w.tag('<marshal>')
@@ -1281,4 +1281,23 @@ function parseInt10(raw: string, tag: string): number | bigint {
   if (t.length < 16) return Number(t)
   const b = BigInt(t)
   return b <= BigInt(Number.MAX_SAFE_INTEGER) && b >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(b) : b
+}
+
+export type Serialisation = 'xml' | 'json-in-xml'
+export const SERIALISATIONS: readonly Serialisation[] = ['xml', 'json-in-xml']
+
+/** A schema's `serialisation` value, undefined when it is not one (`slapos request` and the proxy panel). */
+export function asSerialisation(v: unknown): Serialisation | undefined {
+  return SERIALISATIONS.find((s) => s === v)
+}
+
+/**
+ * json-in-xml parameters: the whole object as JSON text (indent 2, as the original's `slapos
+ * request` writes it) in one `_` parameter, unless `_` already is its only key. `slapos request`
+ * and the proxy panel send the same text through this.
+ */
+export function wrapJsonInXml(obj: object): Record<string, unknown> {
+  const keys = Object.keys(obj)
+  if (keys.length === 1 && keys[0] === '_') return obj as Record<string, unknown>
+  return { _: pyJsonDumps(obj, 2) }
 }

@@ -8,6 +8,9 @@ import type { ChildProcess } from 'node:child_process'
 // process, and node:child_process (with net and dgram behind it) costs milliseconds to load
 const childProcess = (): typeof import('node:child_process') => process.getBuiltinModule('node:child_process')
 
+/** Running under Bun (the Bun-compiled executable) rather than Node. */
+const BUN = process.versions.bun !== undefined
+
 export interface RunOptions {
   cwd?: string
   env?: NodeJS.ProcessEnv
@@ -69,8 +72,9 @@ export const realRunner: Runner = {
       try {
         const env = opts.env ?? process.env
         // Bun's spawn with a uid fails with EACCES on the first PATH entry the new user cannot
-        // search instead of going on as execvp does: a bare name is looked up here first
-        const exe = drop.uid !== undefined && drop.argv.length === 0 ? onPath(cmd, env.PATH, drop.uid, [drop.gid ?? -1, ...(opts.groups ?? [])]) : cmd
+        // search instead of going on as execvp does (Node's child does it right): under Bun a
+        // bare name is looked up here first, for the uid and gid the child gets (no other group)
+        const exe = BUN && drop.uid !== undefined && drop.argv.length === 0 ? onPath(cmd, env.PATH, drop.uid, [drop.gid ?? -1]) : cmd
         child = childProcess().spawn(drop.argv[0] ?? exe, [...drop.argv.slice(1), ...(drop.argv.length ? [cmd] : []), ...args], {
           cwd: opts.cwd,
           env,

@@ -702,6 +702,15 @@ golden('words ip would refuse are caught when planning, naming the partition; an
   plan('ffff:ffff:ffff:ffff::')()
   assert.throws(plan('ffff::/abc'), (e: Error) => e instanceof FormatError && e.message === "slappart0: netmask 'ffff::/abc' is not a netmask" && /slapos\.xml/.test((e as FormatError).hint ?? ''))
   assert.throws(plan('garbage'), /^slappart0: netmask 'garbage' is not a netmask$/)
+  // a stored IPv6 range whose network is missing or no prefix: one line, not a TypeError
+  for (const network of [undefined, '2001:db8::/abc', 42]) {
+    const withRange = () => {
+      const st = stored('ffff:ffff:ffff:ffff::')
+      Object.assign(st.partition_list[0]!, { ipv6_range: { addr: '2001:db8:1234:5678:4001::', netmask: 'ffff:ffff:ffff:ffff:ffff::', prefixlen: 80, ...(network === undefined ? {} : { network }) } })
+      return planFormat(cfg, { stored: st, facts, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' })
+    }
+    assert.throws(withRange, (e: Error) => e instanceof FormatError && /^stored IPv6 range of slappart0 is not valid: network /.test(e.message))
+  }
   const longTap = section10Config(T, 'tap_base_name = slaptap-much-too-long\npartition_amount = 1')
   assert.throws(
     () => planFormat(longTap, { stored: null, facts, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' }),
