@@ -13,7 +13,7 @@
 // requests/s). Usage:
 //   node scripts/bench-runtime.ts [rounds, default 15] [node executable] [bun executable]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -46,6 +46,8 @@ interface Row {
   higherIsBetter?: boolean
   /** a floor: printed, not counted in the decision */
   floor?: boolean
+  /** printed for context (a non-default mode), not counted in the decision */
+  info?: boolean
 }
 const rows: Row[] = []
 const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`)
@@ -309,12 +311,24 @@ async function proxy(): Promise<void> {
 
 // --- the watchdog under supervisord ---
 
-/** Both watchdogs as event listeners of one real supervisord, fed by a service that exits every 0.5 s. */
+/**
+ * The watchdogs of both executables as event listeners of one real supervisord, each as it
+ * runs (the /bin/sh loop it becomes) and with --in-process, fed by two services that exit
+ * every 0.5 s: one unwatched, one `-on-watch` (its events start the handler, whose bang to a
+ * closed port fails).
+ */
 async function watchdog(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'slapos-bench-rt-'))
   const instanceRoot = join(dir, 'instance')
-  const listener = (s: Side) =>
-    [`[eventlistener:watchdog-${s}]`, `command=${EXE[s]} node watchdog --master-url http://127.0.0.1:9/ --computer-id computer --instance-root ${instanceRoot}`, 'events=PROCESS_STATE_EXITED, PROCESS_STATE_FATAL', ''].join('\n')
+  const MODES = ['shell', 'in-process'] as const
+  const listener = (s: Side, mode: (typeof MODES)[number]) =>
+    [
+      `[eventlistener:watchdog-${s}-${mode}]`,
+      `command=${EXE[s]} node watchdog --master-url http://127.0.0.1:9/ --computer-id computer --instance-root ${instanceRoot}${mode === 'in-process' ? ' --in-process' : ''}`,
+      'events=PROCESS_STATE_EXITED, PROCESS_STATE_FATAL',
+      '',
+    ].join('\n')
+  const exiting = (name: string) => [`[program:${name}]`, "command=/bin/sh -c 'sleep 0.5; exit 1'", 'autorestart=true', 'startsecs=0', 'startretries=1000000', ''].join('\n')
   writeFileSync(
     join(dir, 'supervisord.conf'),
     [
@@ -323,50 +337,77 @@ async function watchdog(): Promise<void> {
       `pidfile=${join(dir, 'supervisord.pid')}`,
       `childlogdir=${dir}`,
       '',
-      listener('node'),
-      listener('bun'),
-      '[program:exits]',
-      "command=/bin/sh -c 'sleep 0.5; exit 1'",
-      'autorestart=true',
-      'startsecs=0',
-      'startretries=1000000',
-      '',
+      ...SIDES.flatMap((s) => MODES.map((m) => listener(s, m))),
+      exiting('exits'),
+      exiting('crash-on-watch'),
     ].join('\n'),
   )
   const sup = spawn('supervisord', ['-n', '-c', join(dir, 'supervisord.conf')], { env: ENV, stdio: 'ignore' })
   try {
-    const pids: Partial<Record<Side, number>> = {}
-    for (let t = 0; t < 100 && !(pids.node && pids.bun); t++) {
+    // the listeners are supervisord's children whose command line names the executable (the
+    // shell loop carries it as its handler's program) and, for the second ones, --in-process
+    const key = (s: Side, m: (typeof MODES)[number]) => `${s}-${m}`
+    const pids = new Map<string, number>()
+    for (let t = 0; t < 100 && pids.size < 4; t++) {
       await new Promise((r) => setTimeout(r, 100))
       for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
         try {
           const stat = readFileSync(`/proc/${p}/stat`, 'utf8')
           if (Number(stat.split(') ')[1]?.split(' ')[1]) !== sup.pid) continue
-          const exe = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')[0]
-          for (const s of SIDES) if (exe === EXE[s]) pids[s] = Number(p)
+          const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')
+          const shell = argv[0] === '/bin/sh'
+          for (const s of SIDES) {
+            if (!argv.includes(EXE[s])) continue
+            if (shell) pids.set(key(s, 'shell'), Number(p))
+            else if (argv.includes('--in-process')) pids.set(key(s, 'in-process'), Number(p))
+          }
         } catch {
           /* gone */
         }
       }
     }
-    if (!pids.node || !pids.bun) throw new Error('supervisord did not start both watchdogs')
+    if (pids.size < 4) throw new Error(`supervisord did not start the four watchdogs (found ${[...pids.keys()].join(', ')})`)
     // events flow for 3 s, then 10 s of samples
     await new Promise((r) => setTimeout(r, 3000))
-    const rss: Record<Side, number[]> = { node: [], bun: [] }
-    const anon: Record<Side, number[]> = { node: [], bun: [] }
+    const rss = new Map<string, number[]>()
+    const anon = new Map<string, number[]>()
     for (let i = 0; i < 50; i++) {
-      for (const s of SIDES) {
-        const m = memory(pids[s]!)
-        rss[s].push(m.rss)
-        anon[s].push(m.anon)
+      for (const [k, pid] of pids) {
+        const m = memory(pid)
+        rss.set(k, [...(rss.get(k) ?? []), m.rss])
+        anon.set(k, [...(anon.get(k) ?? []), m.anon])
       }
       await new Promise((r) => setTimeout(r, 200))
     }
     const log = readFileSync(join(dir, 'supervisord.log'), 'utf8')
     const exits = (log.match(/exited: exits/g) ?? []).length
-    if (exits < 5) throw new Error(`only ${exits} events for the watchdogs:\n${log.slice(-2000)}`)
-    rows.push({ figure: `watchdog under supervisord (${exits} exit events): RSS (median of 50 samples)`, node: median(rss.node), bun: median(rss.bun), unit: 'MB' })
-    rows.push({ figure: 'watchdog under supervisord: private memory (RssAnon)', node: median(anon.node), bun: median(anon.bun), unit: 'MB' })
+    const watched = (log.match(/exited: crash-on-watch/g) ?? []).length
+    if (exits < 5 || watched < 5) throw new Error(`only ${exits} + ${watched} events for the watchdogs:\n${log.slice(-2000)}`)
+    const fig = (m: Map<string, number[]>, mode: (typeof MODES)[number]) => ({ node: median(m.get(key('node', mode))!), bun: median(m.get(key('bun', mode))!) })
+    rows.push({ figure: `watchdog under supervisord (${exits} + ${watched} watched exit events): RSS (median of 50 samples)`, ...fig(rss, 'shell'), unit: 'MB' })
+    rows.push({ figure: 'watchdog under supervisord: private memory (RssAnon)', ...fig(anon, 'shell'), unit: 'MB' })
+    rows.push({ figure: 'watchdog --in-process under supervisord: RSS (median of 50 samples)', ...fig(rss, 'in-process'), unit: 'MB', info: true })
+    rows.push({ figure: 'watchdog --in-process: private memory (RssAnon)', ...fig(anon, 'in-process'), unit: 'MB', info: true })
+
+    // what the shell loop starts for a watched event: the handler deciding (already banged
+    // since the last deployment, so no master call), alternating
+    const part = join(instanceRoot, 'slappart0')
+    mkdirSync(part, { recursive: true })
+    writeFileSync(join(part, '.slapos_latest_bang_timestamp'), '0')
+    const payload = 'processname:web-on-watch groupname:slappart0 from_state:RUNNING expected:0 pid:1'
+    const event = `ver:3.0 server:supervisor serial:1 pool:watchdog poolserial:1 eventname:PROCESS_STATE_EXITED len:${payload.length}\n${payload}`
+    const handler = (s: Side) => ['/bin/sh', '-c', 'printf "%s" "$1" | "$2" node watchdog --master-url http://127.0.0.1:9/ --computer-id computer --instance-root "$3" --handle-event', 'sh', event, EXE[s], instanceRoot]
+    const wall: Record<Side, number[]> = { node: [], bun: [] }
+    const peak: Record<Side, number[]> = { node: [], bun: [] }
+    for (let i = 0; i < ROUNDS * 2; i++) {
+      for (const s of order(i)) {
+        const r = await mustRun(handler(s))
+        wall[s].push(r.wallMs)
+        peak[s].push(r.maxRssMb)
+      }
+    }
+    rows.push({ figure: 'watchdog: one watched event handled (no bang): wall time', node: median(wall.node), bun: median(wall.bun), unit: 'ms' })
+    rows.push({ figure: 'watchdog: one watched event handled: peak RSS of the handler', node: median(peak.node), bun: median(peak.bun), unit: 'MB' })
   } finally {
     sup.kill('SIGTERM')
     await new Promise((r) => (sup.exitCode === null ? sup.once('exit', r) : r(undefined)))
@@ -403,8 +444,8 @@ for (const r of rows) {
   // the side with the better figure, and by how much the other is worse
   const bunBetter = r.higherIsBetter ? r.bun > r.node : r.bun < r.node
   const worseBy = r.higherIsBetter ? r.node / r.bun - 1 : ratio - 1
-  const verdict = r.floor ? 'floor' : r.bun === r.node ? 'same' : bunBetter ? 'bun' : 'node'
-  if (!r.floor) {
+  const verdict = r.floor ? 'floor' : r.info ? 'info' : r.bun === r.node ? 'same' : bunBetter ? 'bun' : 'node'
+  if (!r.floor && !r.info) {
     if (verdict === 'bun') better++
     else if (verdict === 'node') worse++
     if (worseBy > 0.1) muchWorse.push(`${r.figure} (${(worseBy * 100).toFixed(0)}% worse)`)

@@ -4,15 +4,21 @@
 // grid.md §6.1). supervisord starts it; it only needs the filesystem and, to bang, the
 // SLAP client, which is loaded at the first bang.
 //
+// What stays running is small: `slapos node watchdog` replaces itself (execve, same pid) with
+// a /bin/sh loop that speaks the protocol and starts `slapos node watchdog --handle-event` only
+// for an EXITED/FATAL event whose payload names a `-on-watch` process; that child decides and
+// bangs (handleEvent), then exits. `--in-process` keeps the whole loop in this process.
+//
 // Listener protocol on stdin/stdout (one event at a time):
 //
 //   -> READY\n
 //   <- ver:3.0 server:supervisor serial:21 pool:watchdog poolserial:10 eventname:PROCESS_STATE_EXITED len:84\n
 //   <- processname:web-on-watch groupname:slappart0 from_state:RUNNING expected:0 pid:2766   (len bytes)
 //   -> RESULT 2\nOK      (then READY again)
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from './log.ts'
+import { readUserFile, replaceFile } from './managers.ts'
+import { escapeControls, isSafeId, quote } from './names.ts'
 
 export interface WatchdogOptions {
   masterUrl: string
@@ -60,6 +66,62 @@ export async function runWatchdog(
 }
 
 /**
+ * The listener loop of the shell (POSIX sh, no bashism). It never evaluates what it reads:
+ * the header and payload are matched by `case` patterns and handed to the handler command
+ * ("$@") on its stdin; the handler's output goes to stderr, never into the protocol. Only
+ * `head -c` reads the payload (exactly len bytes; the shell's `read` reads one byte at a time
+ * from a pipe, so neither reads past the event). Ends at the end of input, like the in-process
+ * loop. The patterns are a superset of handleEvent's rule; the handler decides exactly.
+ */
+export const SHELL_LISTENER = [
+  "while printf 'READY\\n' && IFS= read -r header; do",
+  '  len=${header##*len:}',
+  '  len=${len%%[!0-9]*}',
+  '  case $header in',
+  '  *eventname:PROCESS_STATE_EXITED|*eventname:PROCESS_STATE_EXITED\\ *|*eventname:PROCESS_STATE_FATAL|*eventname:PROCESS_STATE_FATAL\\ *)',
+  '    payload=$(head -c "${len:-0}"; echo .)',
+  '    payload=${payload%.}',
+  '    case $payload in',
+  '    *-on-watch*) printf \'%s\\n%s\' "$header" "$payload" | "$@" >&2 ;;',
+  '    esac ;;',
+  '  *) head -c "${len:-0}" >/dev/null ;;',
+  '  esac',
+  "  printf 'RESULT 2\\nOK'",
+  'done',
+].join('\n')
+
+/** The argv that runs SHELL_LISTENER with `handler` as the command for one event. */
+export function shellListenerArgv(handler: readonly string[]): string[] {
+  return ['/bin/sh', '-c', SHELL_LISTENER, 'slapos-watchdog', ...handler]
+}
+
+/** Largest event the handler reads (supervisord's process events are a few hundred bytes). */
+const MAX_EVENT_BYTES = 64 * 1024
+
+/**
+ * `--handle-event`: one event on `input` (the header line, then the payload, as the shell
+ * loop passes them), handled like one turn of runWatchdog. Returns whether it banged.
+ */
+export async function handleOneEvent(opts: WatchdogOptions, input: NodeJS.ReadableStream, log: Logger, send?: BangSender): Promise<boolean> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const c of input as AsyncIterable<Buffer | string>) {
+    const b = typeof c === 'string' ? Buffer.from(c) : c
+    size += b.length
+    if (size > MAX_EVENT_BYTES) throw new Error(`event larger than ${MAX_EVENT_BYTES} bytes, ignored`)
+    chunks.push(b)
+  }
+  const all = Buffer.concat(chunks)
+  const nl = all.indexOf(0x0a)
+  if (nl < 0) return false
+  const header = parseTokens(all.subarray(0, nl).toString('utf8'))
+  const payload = all.subarray(nl + 1)
+  // the input ended inside the event: dropped, as the in-process loop drops it
+  if (payload.length < Number.parseInt(header.len ?? '0', 10)) return false
+  return handleEvent(opts, header, parseTokens(payload.toString('utf8')), send ?? slapBangSender(opts), log)
+}
+
+/**
  * One event: bangs when it is an EXITED/FATAL of a `-on-watch` process and the
  * de-duplication allows it. Returns true when a bang was sent.
  */
@@ -68,13 +130,18 @@ export async function handleEvent(opts: WatchdogOptions, header: Record<string, 
   const processName = payload.processname ?? ''
   const partitionId = payload.groupname ?? ''
   if (!WATCHED_EVENTS.includes(event) || !processName.includes('-on-watch') || !partitionId) return false
+  // the group is a partition id: it names a directory below the instance root
+  if (!isSafeId(partitionId)) {
+    log.warning(`watchdog: ${quote(processName)} of group ${quote(partitionId)} stopped, but that group is not a partition id; not banging`)
+    return false
+  }
   const partitionPath = opts.instanceRoot ? join(opts.instanceRoot, partitionId) : undefined
   if (partitionPath && !bangAllowed(partitionPath)) {
-    log.info(`${processName} of ${partitionId} stopped (${event}); already banged since the last deployment, not banging again`)
+    log.info(`${escapeControls(processName)} of ${partitionId} stopped (${event}); already banged since the last deployment, not banging again`)
     return false
   }
   const message = `${processName} process in partition ${partitionId} encountered a problem`
-  log.info(`Banging ${partitionId}: ${message}`)
+  log.info(`Banging ${partitionId}: ${escapeControls(message)}`)
   await send(partitionId, message)
   if (partitionPath) recordBang(partitionPath)
   return true
@@ -93,13 +160,13 @@ export function bangAllowed(partitionPath: string): boolean {
   return toNumber(deployed) > toNumber(last)
 }
 
-/** After a bang: .slapos_latest_bang_timestamp = .timestamp (or 0). */
+/**
+ * After a bang: .slapos_latest_bang_timestamp = .timestamp (or 0). The directory belongs to
+ * the partition's user: the file is replaced by a new one, never written through a link.
+ */
 export function recordBang(partitionPath: string): void {
   const value = readTrimmed(join(partitionPath, '.timestamp')) ?? '0'
-  const target = join(partitionPath, BANG_TIMESTAMP_FILE)
-  const tmp = `${target}.tmp-${process.pid}`
-  writeFileSync(tmp, value)
-  renameSync(tmp, target)
+  replaceFile(join(partitionPath, BANG_TIMESTAMP_FILE), value, 0o644)
 }
 
 /** `key:value key:value` tokens of a listener header or payload. */
@@ -128,12 +195,13 @@ function slapBangSender(opts: WatchdogOptions): BangSender {
   }
 }
 
+/**
+ * A timestamp file of the partition, trimmed: only a small regular file is read (the
+ * partition's user may have put a link, a FIFO or a huge file there); anything else is absent.
+ */
 function readTrimmed(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim()
-  } catch {
-    return undefined
-  }
+  const f = readUserFile(path, 64)
+  return f.kind === 'ok' ? f.bytes.toString('utf8').trim() : undefined
 }
 
 /** Timestamps are integers written by slapgrid; anything unreadable counts as 0. */

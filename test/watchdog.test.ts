@@ -2,8 +2,8 @@
 // stdin/stdout, which events bang, the once-per-deployment rule; then under the real
 // supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
 // exactly once, an etc/run one never. Also node bang (computerBang).
-import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -32,7 +32,7 @@ function frame(e: Event, serial: number): Buffer {
  * Runs `dist/slapos node watchdog ARGS`, sends each event only after the listener said
  * READY (as supervisord does), then closes stdin. Returns stdout and the exit status.
  */
-function runListener(args: string[], events: Event[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runListener(args: string[], events: (Event | Buffer)[], onStart?: (pid: number) => void, endWithLast = false): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(SLAPOS, ['node', 'watchdog', ...args], { env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
     let stdout = ''
@@ -40,15 +40,21 @@ function runListener(args: string[], events: Event[]): Promise<{ code: number | 
     let sent = 0
     let readies = 0
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    let started = false
     child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      if (!started && child.pid !== undefined) onStart?.(child.pid)
+      started = true
       stdout += s
       const n = stdout.split('READY\n').length - 1
       while (readies < n) {
         readies++
         if (sent < events.length) {
-          child.stdin.write(frame(events[sent] as Event, sent + 1))
+          const e = events[sent] as Event | Buffer
+          child.stdin.write(Buffer.isBuffer(e) ? e : frame(e, sent + 1))
           sent++
-        } else child.stdin.end()
+          // an event cut short: the input ends before the listener could say READY again
+          if (endWithLast && sent === events.length) child.stdin.end()
+        } else if (!endWithLast) child.stdin.end()
       }
     })
     child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s))
@@ -158,6 +164,112 @@ listener('a master that cannot be reached: the event is still acknowledged, the 
   }
 })
 
+listener('what stays running is /bin/sh in the same process; --in-process answers the same', async () => {
+  const events: Event[] = [
+    { eventname: 'PROCESS_STATE_RUNNING', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'wrapper', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' },
+    { eventname: 'PROCESS_STATE_FATAL', processname: 'db-on-watch', groupname: 'slappart1' },
+  ]
+  const args = ['--master-url', node.masterUrl, '--computer-id', node.computerId]
+  const seen: { exe?: string; rssKb?: number } = {}
+  const shell = await runListener(args, events, (pid) => {
+    // the pid supervisord started, after its first READY
+    seen.exe = realpathSync(`/proc/${pid}/exe`)
+    seen.rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
+  })
+  assert.is(seen.exe, realpathSync('/bin/sh'))
+  assert.ok((seen.rssKb ?? 0) > 0, 'the listener was still there to be measured')
+  const viaShell = bangs(node).map((c) => c.fields)
+  node.clearCalls()
+  const inProcess = await runListener([...args, '--in-process'], events)
+  assert.is(inProcess.code, 0, inProcess.stderr)
+  assert.is(shell.stdout, expectedStdout(events.length))
+  assert.is(inProcess.stdout, shell.stdout)
+  assert.equal(bangs(node).map((c) => c.fields), viaShell)
+  assert.equal(viaShell.map((f) => f.computer_partition_id), ['slappart0', 'slappart1'])
+})
+
+listener('hostile names and files: never evaluated, never a path outside, never written through', async () => {
+  const dir = tempDir()
+  const marker = join(dir, 'evaluated')
+  const part = join(node.instanceRoot, 'slappart1')
+  const victim = join(dir, 'victim')
+  for (const f of ['.timestamp', '.slapos_latest_bang_timestamp']) rmSync(join(node.instanceRoot, 'slappart0', f), { force: true })
+  writeFileSync(victim, 'keep')
+  symlinkSync(victim, join(part, '.slapos_latest_bang_timestamp'))
+  writeFileSync(join(part, '.timestamp'), '1700000000')
+  const args = ['--master-url', node.masterUrl, '--computer-id', node.computerId, '--instance-root', node.instanceRoot]
+  const names = [`$(touch\${IFS}${marker})-on-watch`, `\`touch\${IFS}${marker}\`-on-watch`, `x;touch\${IFS}${marker};-on-watch`, `'"*?[-on-watch`]
+  try {
+    for (const mode of [[], ['--in-process']]) {
+      node.clearCalls()
+      const payload = (name: string, group: string) => Buffer.from(`processname:${name} groupname:${group} from_state:RUNNING expected:0 pid:1`)
+      const raw = (header: string, body: Buffer) => Buffer.concat([Buffer.from(`${header}\n`), body])
+      const r = await runListener(
+        [...args, ...mode],
+        [
+          ...names.map((name) => ({ eventname: 'PROCESS_STATE_EXITED', processname: name, groupname: 'slappart0' })),
+          // groups that are not partition ids
+          { eventname: 'PROCESS_STATE_EXITED', processname: 'a-on-watch', groupname: '..' },
+          { eventname: 'PROCESS_STATE_EXITED', processname: 'a-on-watch', groupname: '$(reboot)' },
+          // headers out of order, without len, with a len that is not a number
+          raw(`len:${payload('b-on-watch', 'slappart1').length} eventname:PROCESS_STATE_FATAL ver:3.0`, payload('b-on-watch', 'slappart1')),
+          raw('ver:3.0 eventname:PROCESS_STATE_EXITED', Buffer.alloc(0)),
+          raw('ver:3.0 eventname:PROCESS_STATE_EXITED len:$(id)', Buffer.alloc(0)),
+        ],
+      )
+      assert.is(r.code, 0, r.stderr)
+      assert.is(r.stdout, expectedStdout(names.length + 5), mode.join(' '))
+      assert.not.ok(existsSync(marker), `nothing evaluated ${mode.join(' ')}`)
+      // only slappart0's first event and slappart1's FATAL bang (once per deployment)
+      assert.equal(
+        bangs(node).map((c) => c.fields.message),
+        mode.length === 0
+          ? [`${names[0]} process in partition slappart0 encountered a problem`, 'b-on-watch process in partition slappart1 encountered a problem']
+          : [`${names[0]} process in partition slappart0 encountered a problem`],
+        mode.join(' '),
+      )
+      assert.match(r.stderr, /group '\.\.' stopped, but that group is not a partition id/)
+      // the link planted in slappart1 was replaced, its target untouched
+      assert.is(readFileSync(victim, 'utf8'), 'keep')
+      assert.ok(lstatSync(join(part, '.slapos_latest_bang_timestamp')).isFile())
+      assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '1700000000')
+      rmSync(join(node.instanceRoot, 'slappart0', '.slapos_latest_bang_timestamp'), { force: true })
+    }
+  } finally {
+    rmSync(join(part, '.slapos_latest_bang_timestamp'), { force: true })
+    rmSync(join(part, '.timestamp'), { force: true })
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+listener('a FIFO as .timestamp does not block; input that ends inside an event bangs nothing', async () => {
+  const part = join(node.instanceRoot, 'slappart0')
+  for (const f of ['.timestamp', '.slapos_latest_bang_timestamp']) rmSync(join(part, f), { force: true })
+  assert.is(spawnSync('mkfifo', [join(part, '.timestamp')]).status, 0, 'mkfifo')
+  writeFileSync(join(part, '.slapos_latest_bang_timestamp'), '5')
+  const args = ['--master-url', node.masterUrl, '--computer-id', node.computerId, '--instance-root', node.instanceRoot]
+  try {
+    for (const mode of [[], ['--in-process']]) {
+      node.clearCalls()
+      // a FIFO reads as no deployment: already banged, not again (and the listener answers)
+      const r = await runListener([...args, ...mode], [{ eventname: 'PROCESS_STATE_EXITED', processname: 'web-on-watch', groupname: 'slappart0' }])
+      assert.is(r.stdout, expectedStdout(1), mode.join(' '))
+      assert.is(bangs(node).length, 0)
+      // the header says 200 bytes, 60 come, then the end
+      const body = Buffer.from('processname:web-on-watch groupname:slappart1 from_state:RUN')
+      const cut = await runListener([...args, ...mode], [Buffer.concat([Buffer.from('ver:3.0 eventname:PROCESS_STATE_EXITED len:200\n'), body])], undefined, true)
+      assert.is(cut.code, 0, cut.stderr)
+      assert.ok(cut.stdout.startsWith('READY\n'))
+      assert.is(bangs(node).length, 0, `a cut event bangs nothing ${mode.join(' ')}`)
+    }
+  } finally {
+    rmSync(join(part, '.timestamp'), { force: true })
+    rmSync(join(part, '.slapos_latest_bang_timestamp'), { force: true })
+  }
+})
+
 listener('missing --master-url or --computer-id: usage error, exit 2', async () => {
   const r = await runListener(['--computer-id', 'c'], [])
   assert.is(r.code, 2)
@@ -192,6 +304,9 @@ live('a crashing etc/service process bangs once, an etc/run one never, a second 
     const sup = new Supervisor(supervisorPaths(root), log)
     await sup.launch()
     await waitFor('watchdog listener running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') ? true : undefined))
+    // the process supervisord watches is the small shell loop (same pid as it started)
+    const listenerPid = (await sup.processInfo()).find((p) => p.name === 'watchdog')?.pid
+    await waitFor('the listener became /bin/sh', async () => (realpathSync(`/proc/${listenerPid}/exe`) === realpathSync('/bin/sh') ? true : undefined))
 
     const part = join(root, 'slappart0')
     for (const d of ['run', 'service']) mkdirSync(join(part, 'etc', d), { recursive: true })
