@@ -185,7 +185,12 @@ async function startProxy(exe: string, dir: string): Promise<Proxy> {
   return { child, pid: child.pid ?? 0, base, agent: new Agent({ keepAlive: true, maxSockets: 64 }) }
 }
 
-function call(p: Proxy, method: 'GET' | 'POST', path: string, form: Record<string, string> = {}): Promise<string> {
+/**
+ * One request on the proxy's keep-alive agent. A kept-alive connection the server closed just
+ * as it was reused ends in ECONNRESET before any answer: that request is sent again, once, as
+ * Node's documentation advises (a server's idle timeout, not a failure of the proxy).
+ */
+function call(p: Proxy, method: 'GET' | 'POST', path: string, form: Record<string, string> = {}, retried = false): Promise<string> {
   const q = new URLSearchParams(form).toString()
   return new Promise((res, rej) => {
     const req = request(
@@ -201,7 +206,10 @@ function call(p: Proxy, method: 'GET' | 'POST', path: string, form: Record<strin
         })
       },
     )
-    req.on('error', rej)
+    req.on('error', (e: NodeJS.ErrnoException) => {
+      if (!retried && req.reusedSocket && e.code === 'ECONNRESET') call(p, method, path, form, true).then(res, rej)
+      else rej(e)
+    })
     req.end(method === 'POST' ? q : undefined)
   })
 }

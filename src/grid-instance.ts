@@ -45,6 +45,7 @@ import {
   masterView,
   parseDeploymentRecord,
   planText,
+  promiseStatusFile,
   runExitCode,
   unknownPartitionsMessage,
   type DeploymentRecord,
@@ -58,7 +59,7 @@ import type { Logger } from './log.ts'
 import { applyFirewall, fetchTreeAddresses, removeFirewall, routeAddresses, writeFirewallPrograms } from './firewall.ts'
 import { firewallOptions, partitionAddresses, readUserFile, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
 import { escapeControls, hasControl, idProblem, quote } from './names.ts'
-import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, readPartitionFile, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
+import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import { isTTY } from './stdio.ts'
 import {
@@ -775,17 +776,17 @@ function recordDeployment(env: Env, id: string, p: ComputerPartition): void {
   }
 }
 
-/** What the master was last told of a partition's promises (`<instance_root>/var/run/<id>.promise-status`), outside the partition. */
+/** What the master was last told of a partition's promises (promiseStatusFile), outside the partition. */
 function toldStatus(env: Env, id: string): string | undefined {
   try {
-    return readFileSync(join(env.cfg.instanceRoot, 'var', 'run', `${id}.promise-status`), 'utf8')
+    return readFileSync(promiseStatusFile(env.cfg.instanceRoot, id), 'utf8')
   } catch {
     return undefined
   }
 }
 
 function recordToldStatus(env: Env, id: string, status: string): void {
-  const file = join(env.cfg.instanceRoot, 'var', 'run', `${id}.promise-status`)
+  const file = promiseStatusFile(env.cfg.instanceRoot, id)
   try {
     if (toldStatus(env, id) === status) return
     writeFileSync(`${file}.tmp`, status, { mode: 0o600 })
@@ -987,7 +988,10 @@ async function fetchCertificate(env: Env, id: string, owner: Owner): Promise<voi
     [join(repo, `${id}.crt`), cert.certificate],
     [join(repo, `${id}.key`), cert.key],
   ] as const) {
-    if (readPartitionFile(file) === text) continue
+    // the files belong to the partition's user: read no more than the master's text could
+    // be (a file grown past it, a link or a FIFO is simply rewritten)
+    const now = readUserFile(file, Buffer.byteLength(text) + 1)
+    if (now.kind === 'ok' && now.bytes.toString('utf8') === text) continue
     writePartitionFile(file, text, 0o400, { uid: owner.uid, gid: owner.gid })
   }
 }

@@ -328,6 +328,14 @@ export function deploymentRecordFile(instanceRoot: string, id: string): string {
   return `${instanceRoot}/var/run/${id}.deployment`
 }
 
+/**
+ * What the master was last told of a partition's promises (node instance, with a master that
+ * gives no access status), beside the deployment record; removed with it.
+ */
+export function promiseStatusFile(instanceRoot: string, id: string): string {
+  return `${instanceRoot}/var/run/${id}.promise-status`
+}
+
 /** The record's file content (one JSON line). */
 export function deploymentRecordText(r: DeploymentRecord): string {
   return JSON.stringify({ state: r.state, instance: r.instance, softwareRelease: r.softwareRelease, softwareType: r.softwareType, parameters: r.parameters, shared: r.shared }) + '\n'

@@ -26,7 +26,7 @@ import { EXIT } from './exit-codes.ts'
 import { asUser, cleanEnv, inside, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
-import { deploymentRecordFile } from './grid-plan.ts'
+import { deploymentRecordFile, promiseStatusFile } from './grid-plan.ts'
 import { firewallOptions, partitionAddresses, readUserFile, runHook } from './managers.ts'
 import { escapeControls, idProblem } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
@@ -124,8 +124,10 @@ export async function destroyPartition(p: PartitionToDestroy, deps: DestroyDeps)
   if (isSymlink(srLink)) unlinkSync(srLink)
   await cleanStorage(p, deps)
   await wipe(p.path, deps)
-  // node instance's record of the last deployment: a new instance here starts without it
+  // node instance's records of the last deployment and of what the master was told of the
+  // promises: a new instance here starts without them
   removeIfExists(deploymentRecordFile(dirname(p.path), p.id))
+  removeIfExists(promiseStatusFile(dirname(p.path), p.id))
   await deps.removeServices(p.id)
   // the directory itself stays as format made it: owner of the partition, mode 0750
   chmodSync(p.path, 0o750)

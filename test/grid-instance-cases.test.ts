@@ -5,9 +5,9 @@
 // whatever `buildout` slapos.cfg names) whose behaviour each test picks per partition.
 // Each test starts from the deployed node (a snapshot restored before it; the first one from
 // the requested node), so any one runs alone as well.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -98,6 +98,20 @@ t('the certificate is rewritten when it differs from the master (checklist 50)',
   assert.match(r.stderr, /Finished computer partitions \(1 looked at, 0 failed/)
   const cert = await node.client.getComputerPartitionCertificate(node.computerId, 'slappart0')
   assert.is(readFileSync(crt, 'utf8'), cert.certificate)
+  // the files are the partition user's: a huge sparse one is not read whole, a FIFO does not
+  // block the run, a link is replaced, never written through; each is rewritten
+  const key = join(node.certificateRepository, 'slappart0.key')
+  const outside = join(node.dir, 'outside-key')
+  writeFileSync(outside, 'keep')
+  for (const plant of [() => truncateSync(crt, 8 * 2 ** 30), () => (rmSync(crt), spawnSync('mkfifo', [crt])), () => (rmSync(key), symlinkSync(outside, key))]) {
+    plant()
+    const again = await run(['--force', '--only-cp', 'slappart0'])
+    assert.is(again.code, 0, again.stderr)
+    assert.is(readFileSync(crt, 'utf8'), cert.certificate)
+    assert.is(readFileSync(key, 'utf8'), cert.key)
+    assert.ok(lstatSync(crt).isFile() && lstatSync(key).isFile())
+  }
+  assert.is(readFileSync(outside, 'utf8'), 'keep')
 })
 
 t('template.cfg is used when instance.cfg is absent (checklist 65)', async () => {

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import type { Owner } from '../src/grid-common.ts'
+import { deploymentRecordFile, promiseStatusFile } from '../src/grid-plan.ts'
 import {
   buildUsageJournal,
   checkComputerUsage,
@@ -199,12 +200,16 @@ destroy('retention files are read as the partition user wrote them: a link or a 
   assert.is(readFileSync(join(f.outside, 'root-only'), 'utf8'), '30.0')
 })
 
-destroy('retention delay 0 (what node instance writes by default) destroys at once', async () => {
+destroy('retention delay 0 (what node instance writes by default) destroys at once, with the records node instance keeps of it', async () => {
   const f = partition()
   writeFileSync(join(f.path, RETENTION_DELAY_FILE), '0.0')
+  mkdirSync(join(f.root, 'var', 'run'), { recursive: true })
+  const records = [deploymentRecordFile(f.root, 'slappart0'), promiseStatusFile(f.root, 'slappart0'), promiseStatusFile(f.root, 'slappart1')]
+  for (const r of records) writeFileSync(r, 'ok')
   const out = await destroyPartition(target(f), deps(f))
   assert.equal(out, { done: true })
   assert.equal(readdirSync(f.path), [])
+  assert.equal(records.map((r) => existsSync(r)), [false, false, true])
 })
 
 destroy('an interrupted destruction resumes: no retention, no second sbin/destroy, then done', async () => {
