@@ -9,9 +9,9 @@
 //        --applyChanges (reloadConfig, add/remove groups)-->  group <id> known, STOPPED
 //        --startGroup-->  RUNNING ... EXITED/FATAL  --event-->  watchdog (watchdog.ts)
 //   stop: <id>.conf deleted --applyChanges--> group stopped and removed
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import type { RequestOptions } from 'node:http'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import type { ConfigFile, NodeConfig } from './config.ts'
 import { NODE_DEFAULTS } from './config.ts'
 import { ConfigError, SlapError } from './errors.ts'
@@ -53,6 +53,8 @@ export function createInstanceRootStructure(instanceRoot: string): void {
     ['var', 0o755],
     ['var/log', 0o700],
     ['var/run', 0o700],
+    // the partitions' program logs (programLogDir): each partition's user reaches its own only
+    ['var/program-log', 0o711],
   ]
   for (const [rel, mode] of dirs) {
     const p = join(instanceRoot, rel)
@@ -265,6 +267,8 @@ export function writeManagerGroup(instanceRoot: string, p: PartitionProcesses, s
 /** Deletes `<id>.conf` and every `<id>-*.conf` (destruction of a partition). True if any was there. */
 export function removePartitionGroups(instanceRoot: string, id: string): boolean {
   const confDir = supervisorPaths(instanceRoot).confDir
+  // root's directory of the partition's program logs goes with them
+  rmSync(programLogDir(instanceRoot, id), { recursive: true, force: true })
   let removed = false
   for (const f of safeReaddir(confDir)) {
     if (f === `${id}.conf` || (f.startsWith(`${id}-`) && f.endsWith('.conf'))) {
@@ -788,19 +792,45 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
 }
 
 /**
- * supervisord (root) appends to each program's log in the partition: a link planted there
- * would make it write elsewhere, so anything but a regular file is removed first.
+ * Where supervisord writes the output of a partition's programs: `<instance_root>/var/program-log/<id>/`,
+ * root's, mode 0750, group of the partition, so its user reads its logs and nobody else's.
+ * Not in the partition: supervisord (root) opens the log again at each rotation, and a link
+ * the partition's user put under the name in between would have root append what the
+ * program prints to any file.
  */
-function resetProgramLogs(p: PartitionProcesses, entries: ReadonlyArray<{ name: string }>): void {
-  for (const e of entries) {
-    const log = programLog(p, e.name)
-    const st = lstatSync(log, { throwIfNoEntry: false })
-    if (st && !st.isFile()) rmSync(log, { recursive: st.isDirectory(), force: true })
-  }
+export function programLogDir(instanceRoot: string, partitionId: string): string {
+  return join(instanceRoot, 'var', 'program-log', partitionId)
 }
 
+/** The log of program `name` of group `p` (a partition or one of its manager groups). */
 function programLog(p: PartitionProcesses, name: string): string {
-  return join(p.path, `.${p.id}_${name}.log`)
+  return join(programLogDir(dirname(p.path), basename(p.path)), `.${p.id}_${name}.log`)
+}
+
+/**
+ * Makes the partition's log directory, and puts under the original's name in the partition
+ * (`.<group>_<program>.log`) a link to each log, for whoever reads it there. Whatever the
+ * partition's user left under that name is replaced (a directory is left alone: no link then).
+ */
+function resetProgramLogs(p: PartitionProcesses, entries: ReadonlyArray<{ name: string }>): void {
+  const dir = programLogDir(dirname(p.path), basename(p.path))
+  mkdirSync(dirname(dir), { recursive: true, mode: 0o711 })
+  mkdirSync(dir, { recursive: true, mode: 0o750 })
+  if (process.getuid?.() === 0) chownSync(dir, 0, p.gid)
+  chmodSync(dir, 0o750)
+  for (const e of entries) {
+    const target = programLog(p, e.name)
+    const link = join(p.path, `.${p.id}_${e.name}.log`)
+    const st = lstatSync(link, { throwIfNoEntry: false })
+    if (st?.isDirectory()) continue
+    if (st?.isSymbolicLink() && readlinkSync(link) === target) continue
+    try {
+      if (st) unlinkSync(link)
+      symlinkSync(target, link)
+    } catch {
+      // the partition's user took the name meanwhile: only the convenience link is missing
+    }
+  }
 }
 
 /** Entry names of a directory, sorted, directories left out; none when it does not exist. */

@@ -1,6 +1,6 @@
 // supervisor.ts against the real supervisord (Debian supervisor 4.2.5): configuration text and
 // modes, instance root structure, launch, group files and processes of partitions, the queue.
-import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -9,6 +9,7 @@ import {
   createInstanceRootStructure,
   decodeResponse,
   encodeCall,
+  programLogDir,
   removePartitionGroups,
   startPartitionServices,
   stopPartitionServices,
@@ -78,6 +79,7 @@ files('instance root structure: directories and modes, repaired on the next run'
   assert.is(mode(join(root, 'var')), 0o755)
   assert.is(mode(join(root, 'var', 'log')), 0o700)
   assert.is(mode(join(root, 'var', 'run')), 0o700)
+  assert.is(mode(join(root, 'var', 'program-log')), 0o711)
   chmodSync(join(root, 'var'), 0o700)
   chmodSync(join(root, 'etc'), 0o755)
   createInstanceRootStructure(root)
@@ -161,10 +163,10 @@ files('group file: etc/run then etc/service sorted, -on-watch, program settings,
       'group=1004',
       'serverurl=AUTO',
       'redirect_stderr=true',
-      `stdout_logfile=${p.path}/.slappart3_wrapper.log`,
+      `stdout_logfile=${root}/var/program-log/slappart3/.slappart3_wrapper.log`,
       'stdout_logfile_maxbytes=100KB',
       'stdout_logfile_backups=1',
-      `stderr_logfile=${p.path}/.slappart3_wrapper.log`,
+      `stderr_logfile=${root}/var/program-log/slappart3/.slappart3_wrapper.log`,
       'stderr_logfile_maxbytes=100KB',
       'stderr_logfile_backups=1',
       'environment=USER="slapuser3",LOGNAME="slapuser3",HOME="/home/slapuser3"',
@@ -328,6 +330,42 @@ live('launch, partition services started, unchanged list keeps processes, stop r
     await startPartitionServices(sup, root, p0, log)
     assert.ok(existsSync(file))
     await waitFor('slappart0 running again', async () => ((await sup.processInfo()).filter((p) => p.group === 'slappart0' && p.statename === 'RUNNING').length === 2 ? true : undefined))
+  } finally {
+    await stopSupervisord(root)
+  }
+})
+
+live('program logs: in root\'s directory of the partition, a link in the partition; a link planted there before a restart is never written through', async () => {
+  const root = instanceRoot()
+  const log = memLog()
+  const sup = new Supervisor(supervisorPaths(root), log)
+  const victim = join(scratch(), 'root-only')
+  writeFileSync(victim, 'ROOT ONLY\n', { mode: 0o600 })
+  try {
+    await sup.launch()
+    const p0 = partition(root, 'slappart0', { chatty: 'echo started\nexec sleep 300' })
+    // the partition's user left a link under the log's name before the run
+    const inPartition = join(p0.path, '.slappart0_chatty.log')
+    symlinkSync(victim, inPartition)
+    p0.gid = 4321
+    await startPartitionServices(sup, root, p0, log)
+    const dir = programLogDir(root, 'slappart0')
+    const real = join(dir, '.slappart0_chatty.log')
+    assert.equal([statSync(dir).uid, statSync(dir).gid, mode(dir)], [0, 4321, 0o750])
+    assert.is(readlinkSync(inPartition), real, 'the planted link replaced by one to the log')
+    await waitFor('the first line logged', async () => (readFileSync(inPartition, 'utf8') === 'started\n' ? true : undefined))
+    // the link again, after the node's run: supervisord opens the log by its name at each
+    // start of the program (a restart by the operator, by a bang's redeployment ...)
+    unlinkSync(inPartition)
+    symlinkSync(victim, inPartition)
+    await sup.stopGroup('slappart0')
+    await sup.startGroup('slappart0')
+    await waitFor('the second start logged', async () => (readFileSync(real, 'utf8') === 'started\nstarted\n' ? true : undefined))
+    assert.is(readFileSync(victim, 'utf8'), 'ROOT ONLY\n')
+    // destroying the partition's groups takes its log directory
+    await sup.stopGroup('slappart0')
+    removePartitionGroups(root, 'slappart0')
+    assert.not.ok(existsSync(dir))
   } finally {
     await stopSupervisord(root)
   }
