@@ -3,7 +3,7 @@
 // It reads a command's option declarations (the same `options(y)` function yargs gets) through
 // a recorder, and answers only for a line yargs could not read otherwise: long options and
 // one-letter aliases the command declares, each at most once, booleans bare, string values
-// that do not look like options. Anything else (help, positional words, repeats, `--no-x`,
+// that do not look like options, every demanded option present. Anything else (help, positional words, repeats, `--no-x`,
 // `--flag=value` on a boolean, grouped short flags, conflicts, a value a coerce function
 // refuses, a declaration it does not know) returns undefined, and yargs parses the line.
 // test/argv-fast.test.ts compares both on generated lines.
@@ -23,9 +23,11 @@ export interface Declarations {
   /** spellings on the command line (`--only-cp`, `--only`, `-j`) -> declaration */
   flags: Map<string, Declared>
   conflicts: [string, string][]
+  /** keys of the options declared with demandOption: a line without one is yargs' to refuse */
+  demanded: string[]
 }
 
-const KNOWN_KEYS = new Set(['type', 'alias', 'describe', 'hidden', 'coerce'])
+const KNOWN_KEYS = new Set(['type', 'alias', 'describe', 'hidden', 'coerce', 'demandOption'])
 
 const camel = (s: string): string => s.replace(/-+([^-])/g, (_, c: string) => c.toUpperCase())
 
@@ -37,12 +39,19 @@ export function declarations(mod: CommandModule): Declarations | undefined {
   if (mod.passThrough) return undefined
   const flags = new Map<string, Declared>()
   const conflicts: [string, string][] = []
+  const demanded: string[] = []
   let plain = true
   const option = (key: string, o: Record<string, unknown>): void => {
     if (!Object.keys(o).every((k) => KNOWN_KEYS.has(k)) || (o.type !== 'string' && o.type !== 'boolean')) {
       plain = false
       return
     }
+    // demandOption: a message (a string) is yargs' to print; true only
+    if (o.demandOption !== undefined && o.demandOption !== true && o.demandOption !== false) {
+      plain = false
+      return
+    }
+    if (o.demandOption === true) demanded.push(key)
     const aliases = o.alias === undefined ? [] : Array.isArray(o.alias) ? o.alias.map(String) : [String(o.alias)]
     const spelled = [key, ...aliases]
     const names = [...spelled]
@@ -65,7 +74,7 @@ export function declarations(mod: CommandModule): Declarations | undefined {
   })
   if (mod.cfg) option('cfg', { type: 'string' })
   mod.options?.(recorder)
-  return plain ? { flags, conflicts } : undefined
+  return plain ? { flags, conflicts, demanded } : undefined
 }
 
 /** What yargs would give the command for `args`, or undefined when yargs has to say it. */
@@ -99,5 +108,6 @@ export function fastParse(decl: Declarations, args: string[], scriptName: string
   }
   const key = (n: string) => decl.flags.get(n.length === 1 ? `-${n}` : `--${n}`)?.key
   for (const [x, y] of decl.conflicts) if (seen.has(key(x) ?? x) && seen.has(key(y) ?? y)) return undefined
+  if (decl.demanded.some((k) => !seen.has(k))) return undefined
   return out
 }

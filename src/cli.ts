@@ -10,28 +10,13 @@ import type { CommandModule, CommandSpec, GlobalOptions, Group, RunArgs } from '
 import type { Ctx } from './context.ts'
 import { describeError, SlapError, UsageError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
+import { LEGACY_NAMES } from './legacy-names.ts'
 import { createLogger, levelFromVerbosity, type Level } from './log.ts'
 import { isTTY, writeOut } from './stdio.ts'
 import { realRunner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
 export const VERSION: string = typeof SLAPOS_VERSION === 'string' ? SLAPOS_VERSION : '0.0.0-dev'
-
-/** Old program names of slapos.core 0.35.1 (spec cli.md §10.1) and the command each runs. */
-export const LEGACY_NAMES: Record<string, string> = {
-  bang: 'node bang',
-  slapconsole: 'console',
-  slapformat: 'node format',
-  slapgrid: 'slapgrid',
-  'slapgrid-cp': 'node instance',
-  'slapgrid-sr': 'node software',
-  'slapgrid-supervisorctl': 'node supervisorctl',
-  'slapgrid-supervisord': 'node supervisord',
-  'slapgrid-ur': 'node report',
-  'slapos-watchdog': 'node watchdog',
-  slapproxy: 'proxy start',
-  'slapproxy-query': 'proxy show',
-}
 
 const LEVELS: Level[] = ['debug', 'info', 'warning', 'error', 'critical']
 

@@ -110,6 +110,10 @@ export function supervisordConfText(paths: SupervisorPaths, watchdogCommand: str
     '[eventlistener:watchdog]',
     `command=${ini(watchdogCommand)}`,
     'events=PROCESS_STATE_EXITED, PROCESS_STATE_FATAL',
+    // the listener is a shell loop that may have a bang in flight in a child: stopped
+    // together, so that the event supervisord hands again to the next listener is banged once
+    'stopasgroup=true',
+    'killasgroup=true',
     '',
     '[include]',
     `files=${ini(join(paths.confDir, '*.conf'))}`,
@@ -821,10 +825,10 @@ function resetProgramLogs(p: PartitionProcesses, entries: ReadonlyArray<{ name: 
   for (const e of entries) {
     const target = programLog(p, e.name)
     const link = join(p.path, `.${p.id}_${e.name}.log`)
-    const st = lstatSync(link, { throwIfNoEntry: false })
-    if (st?.isDirectory()) continue
-    if (st?.isSymbolicLink() && readlinkSync(link) === target) continue
     try {
+      const st = lstatSync(link, { throwIfNoEntry: false })
+      if (st?.isDirectory()) continue
+      if (st?.isSymbolicLink() && readlinkSync(link) === target) continue
       if (st) unlinkSync(link)
       symlinkSync(target, link)
     } catch {

@@ -66,33 +66,36 @@ export async function runWatchdog(
 }
 
 /**
- * The listener loop of the shell (POSIX sh, no bashism). It never evaluates what it reads:
- * the header and payload are matched by `case` patterns and handed to the handler command
- * ("$@") on its stdin; the handler's output goes to stderr, never into the protocol. Only
- * `head -c` reads the payload (exactly len bytes; the shell's `read` reads one byte at a time
- * from a pipe, so neither reads past the event). Ends at the end of input, like the in-process
- * loop. The patterns are a superset of handleEvent's rule; the handler decides exactly.
+ * The listener loop of the shell (POSIX sh; `head -c`, given by its path as $1, reads the
+ * payload). It never evaluates what it reads: the header and payload are matched by `case`
+ * patterns and handed to the handler command (the other arguments) on its stdin; the
+ * handler's output goes to stderr, never into the protocol. The shell's `read` takes one byte
+ * at a time from a pipe and `head -c` exactly len bytes, and supervisord sends nothing more
+ * before RESULT, so neither reads past the event. Ends at the end of input, like the
+ * in-process loop. The patterns are a superset of handleEvent's rule; the handler decides.
  */
 export const SHELL_LISTENER = [
+  'head=$1',
+  'shift',
   "while printf 'READY\\n' && IFS= read -r header; do",
   '  len=${header##*len:}',
   '  len=${len%%[!0-9]*}',
   '  case $header in',
   '  *eventname:PROCESS_STATE_EXITED|*eventname:PROCESS_STATE_EXITED\\ *|*eventname:PROCESS_STATE_FATAL|*eventname:PROCESS_STATE_FATAL\\ *)',
-  '    payload=$(head -c "${len:-0}"; echo .)',
+  '    payload=$("$head" -c "${len:-0}"; echo .)',
   '    payload=${payload%.}',
   '    case $payload in',
   '    *-on-watch*) printf \'%s\\n%s\' "$header" "$payload" | "$@" >&2 ;;',
   '    esac ;;',
-  '  *) head -c "${len:-0}" >/dev/null ;;',
+  '  *) "$head" -c "${len:-0}" >/dev/null ;;',
   '  esac',
   "  printf 'RESULT 2\\nOK'",
   'done',
 ].join('\n')
 
-/** The argv that runs SHELL_LISTENER with `handler` as the command for one event. */
-export function shellListenerArgv(handler: readonly string[]): string[] {
-  return ['/bin/sh', '-c', SHELL_LISTENER, 'slapos-watchdog', ...handler]
+/** The argv that runs SHELL_LISTENER with `head` (a path) and `handler` as the command for one event. */
+export function shellListenerArgv(head: string, handler: readonly string[]): string[] {
+  return ['/bin/sh', '-c', SHELL_LISTENER, 'slapos-watchdog', head, ...handler]
 }
 
 /** Largest event the handler reads (supervisord's process events are a few hundred bytes). */

@@ -92,6 +92,21 @@ test('the commands cron and scripts run are parsed without yargs', async () => {
   ]) {
     assert.ok(await same(instance, args), `answered without yargs: ${args.join(' ')}`)
   }
+  // the line supervisord runs for the watchdog: its two demanded options present
+  const watchdog = all.find((c) => c.spec.name === 'node watchdog') as Loaded
+  assert.ok(watchdog, 'node watchdog takes the fast path')
+  for (const args of [
+    ['--master-url', 'https://slap.example:443/', '--computer-id', 'COMP-1'],
+    ['--master-url', 'http://127.0.0.1:8080', '--computer-id', 'c', '--certificate-repository-path', '/etc/ssl/pki', '--instance-root', '/srv/slapgrid'],
+    ['--master-url', 'x', '--computer-id', 'c', '--instance-root-path', '/srv', '--handle-event'],
+  ]) {
+    assert.ok(await same(watchdog, args), `answered without yargs: ${args.join(' ')}`)
+  }
+  // one missing: yargs says which
+  for (const args of [[], ['--master-url', 'x'], ['--computer-id', 'c', '--in-process']]) {
+    assert.is(fastParse(watchdog.decl, args, 'slapos node watchdog'), undefined, args.join(' '))
+    assert.not.ok((await viaYargs(watchdog, args)).ok, args.join(' '))
+  }
 })
 
 test('it leaves to yargs the lines yargs reads its own way', async () => {

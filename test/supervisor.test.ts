@@ -108,7 +108,7 @@ files('supervisord.conf: include, socket, listener for EXITED and FATAL, 0600, r
   assert.ok(text.includes(`[include]\nfiles=${root}/etc/supervisord.conf.d/*.conf\n`), text)
   assert.ok(text.includes(`[unix_http_server]\nfile=${root}/sv.sock\nchmod=0700\n`), text)
   assert.ok(text.includes(`[supervisorctl]\nserverurl=unix://${root}/sv.sock\n`), text)
-  assert.ok(text.includes(`[eventlistener:watchdog]\ncommand=${cmd}\nevents=PROCESS_STATE_EXITED, PROCESS_STATE_FATAL\n`), text)
+  assert.ok(text.includes(`[eventlistener:watchdog]\ncommand=${cmd}\nevents=PROCESS_STATE_EXITED, PROCESS_STATE_FATAL\nstopasgroup=true\nkillasgroup=true\n`), text)
   assert.ok(text.includes(`logfile=${root}/var/log/supervisord.log\nlogfile_maxbytes=50MB\nlogfile_backups=10\n`), text)
   assert.ok(text.includes(`pidfile=${root}/var/run/supervisord.pid\nnodaemon=false\n`), text)
   assert.ok(text.includes('supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface'))

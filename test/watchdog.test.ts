@@ -3,7 +3,7 @@
 // supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
 // exactly once, an etc/run one never. Also node bang (computerBang).
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -172,14 +172,17 @@ listener('what stays running is /bin/sh in the same process; --in-process answer
     { eventname: 'PROCESS_STATE_FATAL', processname: 'db-on-watch', groupname: 'slappart1' },
   ]
   const args = ['--master-url', node.masterUrl, '--computer-id', node.computerId]
-  const seen: { exe?: string; rssKb?: number } = {}
+  const seen: { exe?: string; rssKb?: number; flags?: number[] } = {}
   const shell = await runListener(args, events, (pid) => {
     // the pid supervisord started, after its first READY
     seen.exe = realpathSync(`/proc/${pid}/exe`)
     seen.rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
+    seen.flags = [0, 1].map((fd) => Number.parseInt(/flags:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? 'x', 8))
   })
   assert.is(seen.exe, realpathSync('/bin/sh'))
   assert.ok((seen.rssKb ?? 0) > 0, 'the listener was still there to be measured')
+  // stdin and stdout as supervisord gave them: a non-blocking read would end the shell's loop
+  assert.equal(seen.flags?.map((f) => f & 0o4000), [0, 0], `O_NONBLOCK on stdin/stdout: ${seen.flags?.map((f) => f.toString(8)).join(' ')}`)
   const viaShell = bangs(node).map((c) => c.fields)
   node.clearCalls()
   const inProcess = await runListener([...args, '--in-process'], events)
@@ -267,6 +270,32 @@ listener('a FIFO as .timestamp does not block; input that ends inside an event b
   } finally {
     rmSync(join(part, '.timestamp'), { force: true })
     rmSync(join(part, '.slapos_latest_bang_timestamp'), { force: true })
+  }
+})
+
+listener('a copy of the program named slapos-watchdog starts itself as the handler under that name', async () => {
+  const dir = tempDir()
+  const copy = join(dir, 'slapos-watchdog')
+  try {
+    copyFileSync(SLAPOS, copy)
+    chmodSync(copy, 0o755)
+    const payload = Buffer.from('processname:web-on-watch groupname:slappart1 from_state:RUNNING expected:0 pid:1')
+    const child = spawn(copy, ['--master-url', node.masterUrl, '--computer-id', node.computerId], { env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (t: string) => (stderr += t))
+    child.stdout.setEncoding('utf8').on('data', (t: string) => {
+      stdout += t
+      const readies = stdout.split('READY\n').length - 1
+      if (readies === 1 && !child.stdin.writableEnded && stdout === 'READY\n') child.stdin.write(Buffer.concat([Buffer.from(`ver:3.0 eventname:PROCESS_STATE_EXITED len:${payload.length}\n`), payload]))
+      else if (readies === 2) child.stdin.end()
+    })
+    const code = await new Promise<number | null>((ok) => child.on('close', ok))
+    assert.is(code, 0, stderr)
+    assert.is(stdout, expectedStdout(1))
+    assert.equal(bangs(node).map((c) => c.fields.computer_partition_id), ['slappart1'], stderr)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 

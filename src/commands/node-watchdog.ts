@@ -3,10 +3,13 @@
 // supervisord keeps in var/log. The work is in watchdog.ts: this process replaces itself with
 // the small shell loop there (same pid, so supervisord sees no change), which starts this
 // command again with --handle-event for each event that may bang.
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync, statSync } from 'node:fs'
+import { basename } from 'node:path'
+import { LEGACY_NAMES } from '../legacy-names.ts'
 import type { CommandModule, RunArgs } from '../command.ts'
 import type { Ctx } from '../context.ts'
 import { EXIT } from '../exit-codes.ts'
+import { searchPath } from '../system.ts'
 import { handleOneEvent, runWatchdog, shellListenerArgv, type WatchdogOptions } from '../watchdog.ts'
 
 const nodeWatchdog: CommandModule = {
@@ -55,12 +58,22 @@ type Execve = (file: string, args: string[], env: NodeJS.ProcessEnv) => never
 function execShellListener(args: RunArgs, opts: WatchdogOptions, ctx: Ctx): void {
   const execve = (process as unknown as { execve?: Execve }).execve
   if (typeof execve !== 'function' || !existsSync('/bin/sh')) return
-  const handler = [...ctx.self, 'node', 'watchdog', '--master-url', opts.masterUrl, '--computer-id', opts.computerId]
+  const head = searchPath('head', process.env.PATH, (f) => statSync(f).isFile() && (accessSync(f, constants.X_OK), true))
+  if (!head) {
+    ctx.log.warning('watchdog: no `head` on PATH for the shell listener; listening in this process')
+    return
+  }
+  // the program is started by its path: under an old name (a copy called slapos-watchdog)
+  // it is already the watchdog; under another one it would run another command
+  const legacy = LEGACY_NAMES[basename(ctx.self[0] ?? '')]
+  if (legacy !== undefined && legacy !== 'node watchdog') return
+  const words = legacy === undefined ? ['node', 'watchdog'] : []
+  const handler = [...ctx.self, ...words, '--master-url', opts.masterUrl, '--computer-id', opts.computerId]
   if (opts.certificateRepositoryPath) handler.push('--certificate-repository-path', opts.certificateRepositoryPath)
   if (opts.instanceRoot) handler.push('--instance-root-path', opts.instanceRoot)
   handler.push(...globalArgs(args), '--handle-event')
   try {
-    execve.call(process, '/bin/sh', shellListenerArgv(handler), process.env)
+    execve.call(process, '/bin/sh', shellListenerArgv(head, handler), process.env)
   } catch (e) {
     ctx.log.warning(`watchdog: cannot start the shell listener (${e instanceof Error ? e.message : String(e)}); listening in this process`)
   }
