@@ -98,8 +98,8 @@ t('the certificate is rewritten when it differs from the master (checklist 50)',
   assert.match(r.stderr, /Finished computer partitions \(1 looked at, 0 failed/)
   const cert = await node.client.getComputerPartitionCertificate(node.computerId, 'slappart0')
   assert.is(readFileSync(crt, 'utf8'), cert.certificate)
-  // the files are the partition user's: a huge sparse one is not read whole, a FIFO does not
-  // block the run, a link is replaced, never written through; each is rewritten
+  // the files are the partition user's: a huge sparse one, a FIFO (the run does not block), a
+  // link (replaced, never written through): each is rewritten
   const key = join(node.certificateRepository, 'slappart0.key')
   const outside = join(node.dir, 'outside-key')
   writeFileSync(outside, 'keep')
