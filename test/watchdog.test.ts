@@ -3,6 +3,7 @@
 // supervisord with our proxy behind a recording tap: a crashing etc/service process bangs
 // exactly once, an etc/run one never. Also node bang (computerBang).
 import { spawn, spawnSync } from 'node:child_process'
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -388,6 +389,54 @@ live('a crashing etc/service process bangs once, an etc/run one never, a second 
     assert.is(bangs(n).length, 2)
     assert.is(readFileSync(join(part, '.slapos_latest_bang_timestamp'), 'utf8'), '1800000000')
   } finally {
+    await n.stop()
+  }
+})
+
+live('stopping the listener stops the handler it started, so that the event is not banged twice', async () => {
+  const n = await makeNode({ partitions: 1 })
+  const root = n.instanceRoot
+  // a master that takes the connection and never answers: the handler waits on it
+  const sockets: Socket[] = []
+  const hang = createServer((sock) => {
+    sockets.push(sock)
+    sock.on('error', () => undefined)
+  })
+  await new Promise<void>((ok) => hang.listen(0, '127.0.0.1', ok))
+  const port = (hang.address() as AddressInfo).port
+  try {
+    const cfg = loadNodeConfig(ConfigFile.load(n.cfgPath))
+    createInstanceRootStructure(root)
+    writeSupervisordConf(root, watchdogCommand({ ...cfg, masterUrl: `http://127.0.0.1:${port}/` }))
+    const log = createLogger({ level: 'warning' })
+    const sup = new Supervisor(supervisorPaths(root), log)
+    await sup.launch()
+    await waitFor('watchdog listener running', async () => ((await sup.processInfo()).some((p) => p.name === 'watchdog' && p.statename === 'RUNNING') ? true : undefined))
+    const part = join(root, 'slappart0')
+    mkdirSync(join(part, 'etc', 'service'), { recursive: true })
+    writeFileSync(join(part, 'etc', 'service', 'crasher'), '#!/bin/sh\nsleep 0.2\nexit 1\n', { mode: 0o755 })
+    await startPartitionServices(sup, root, { id: 'slappart0', path: part, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, user: 'root', home: '/root' }, log)
+    // the handler of the crash, started by the shell loop, waiting on the master
+    const handlers = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0')
+            const state = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]?.[0]
+            // the shell loop carries the handler's arguments too: not it
+            return state !== 'Z' && argv[0] !== '/bin/sh' && argv.includes('--handle-event') && argv.includes(root)
+          } catch {
+            return false // gone meanwhile
+          }
+        })
+    const waiting = await waitFor('a handler waiting on the master', async () => (sockets.length > 0 && handlers().length > 0 ? handlers() : undefined))
+    assert.is(waiting.length, 1)
+    await sup.stopGroup('watchdog')
+    await waitFor('the handler stopped with the listener', async () => (handlers().length === 0 ? true : undefined))
+  } finally {
+    for (const sock of sockets) sock.destroy()
+    hang.close()
     await n.stop()
   }
 })
