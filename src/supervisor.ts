@@ -798,9 +798,9 @@ function groupText(p: PartitionProcesses, entries: Array<{ name: string; command
 /**
  * Where supervisord writes the output of a partition's programs: `<instance_root>/var/program-log/<id>/`,
  * root's, mode 0750, group of the partition, so its user reads its logs and nobody else's.
- * Not in the partition: supervisord (root) opens the log again at each rotation, and a link
- * the partition's user put under the name in between would have root append what the
- * program prints to any file.
+ * Not in the partition: supervisord (root) opens the log by its name at each start of the
+ * program, and a link the partition's user put under that name would have root write what the
+ * program prints into any file.
  */
 export function programLogDir(instanceRoot: string, partitionId: string): string {
   return join(instanceRoot, 'var', 'program-log', partitionId)
@@ -818,10 +818,15 @@ function programLog(p: PartitionProcesses, name: string): string {
  */
 function resetProgramLogs(p: PartitionProcesses, entries: ReadonlyArray<{ name: string }>): void {
   const dir = programLogDir(dirname(p.path), basename(p.path))
-  mkdirSync(dirname(dir), { recursive: true, mode: 0o711 })
-  mkdirSync(dir, { recursive: true, mode: 0o750 })
-  if (process.getuid?.() === 0) chownSync(dir, 0, p.gid)
-  chmodSync(dir, 0o750)
+  // one stat on every run of a partition whose directory is as it should be
+  const st = statSync(dir, { throwIfNoEntry: false })
+  const root = process.getuid?.() === 0
+  if (!st?.isDirectory() || (st.mode & 0o777) !== 0o750 || (root && (st.uid !== 0 || st.gid !== p.gid))) {
+    mkdirSync(dirname(dir), { recursive: true, mode: 0o711 })
+    mkdirSync(dir, { recursive: true, mode: 0o750 })
+    if (root) chownSync(dir, 0, p.gid)
+    chmodSync(dir, 0o750)
+  }
   for (const e of entries) {
     const target = programLog(p, e.name)
     const link = join(p.path, `.${p.id}_${e.name}.log`)
