@@ -9,6 +9,7 @@
 // follow a link. Thresholds are in THRESHOLDS; warnings alone keep the exit status 0.
 import { opendirSync, readFileSync, statfsSync, lstatSync, statSync, type Dir, type Stats } from 'node:fs'
 import { join } from 'node:path'
+import { inBeneath } from './beneath.ts'
 import { shebang, which } from './buildout.ts'
 import { collectPidfile } from './collect-sample.ts'
 import { ConfigFile, loadNodeConfig, type NodeConfig } from './config.ts'
@@ -18,7 +19,7 @@ import { asUser, cleanEnv, nodeSettings, ownerOf, refuseRoot, requiredFiles } fr
 import { readPasswd, type PasswdEntry } from './passwd.ts'
 import { errorLine, humanSize, parseSize } from './grid-software.ts'
 import type { Logger } from './log.ts'
-import { readPartitionJson, readUserFile } from './managers.ts'
+import { readUserFile, type UserFile } from './managers.ts'
 import { md5hex } from './md5.ts'
 import { escapeControls, isSafeId } from './names.ts'
 import { isLiveSlapos, readPid } from './pidfile.ts'
@@ -738,13 +739,11 @@ interface PromiseState {
 
 /** The saved promise results of a partition, read without following links, bounded in number and size. */
 function promiseState(path: string): PromiseState {
-  const count = (dir: string) => {
-    const st = statOrWhy(dir, true)
-    if (!isStats(st) || !st.isDirectory()) return 0
-    const names = listDir(dir, (n) => !n.startsWith('__init__') && !n.startsWith('.'), MAX_NAMES)
+  const count = (parts: string[]) => {
+    const names = inBeneath(path, parts, undefined, (d) => listDir(d.proc, (n) => !n.startsWith('__init__') && !n.startsWith('.'), MAX_NAMES))
     return Array.isArray(names) ? names.length : 0
   }
-  const defined = count(join(path, 'etc', 'promise')) + count(join(path, 'etc', 'plugin'))
+  const defined = count(['etc', 'promise']) + count(['etc', 'plugin'])
   const resultDir = join(path, '.slapgrid', 'promise', 'result')
   for (const d of [join(path, '.slapgrid'), join(path, '.slapgrid', 'promise'), resultDir]) {
     const st = statOrWhy(d, true)
@@ -752,20 +751,36 @@ function promiseState(path: string): PromiseState {
     if (!isStats(st)) return { defined, results: [], refused: `${d} cannot be examined (${st})` }
     if (!st.isDirectory()) return { defined, results: [], refused: `${d} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}` }
   }
-  const names = listDir(resultDir, (n) => n.endsWith('.status.json'), MAX_NAMES)
-  if (!Array.isArray(names)) return { defined, results: [], refused: `${resultDir} cannot be listed (${names})` }
-  const results: PromiseState['results'] = []
-  for (const n of names.sort()) {
-    const j = readPartitionJson(join(resultDir, n), PROMISE_RESULT_MAX)
-    if (j.kind !== 'ok' || typeof j.value !== 'object' || j.value === null) continue
-    const v = j.value as { name?: unknown; result?: { failed?: unknown; message?: unknown } }
-    results.push({
-      name: typeof v.name === 'string' ? v.name : n.slice(0, -'.status.json'.length),
-      failed: v.result?.failed === true,
-      message: typeof v.result?.message === 'string' ? v.result.message : '',
-    })
+  // the checks above name what is wrong; the reading itself never follows a link (beneath.ts),
+  // whatever the partition's user changes meanwhile
+  const read = inBeneath(path, ['.slapgrid', 'promise', 'result'], undefined, (dir) => {
+    const names = listDir(dir.proc, (n) => n.endsWith('.status.json'), MAX_NAMES)
+    if (!Array.isArray(names)) return `${resultDir} cannot be listed (${names})`
+    const results: PromiseState['results'] = []
+    for (const n of names.sort()) {
+      const j = parseJson(dir.read(n, PROMISE_RESULT_MAX))
+      if (typeof j !== 'object' || j === null) continue
+      const v = j as { name?: unknown; result?: { failed?: unknown; message?: unknown } }
+      results.push({
+        name: typeof v.name === 'string' ? v.name : n.slice(0, -'.status.json'.length),
+        failed: v.result?.failed === true,
+        message: typeof v.result?.message === 'string' ? v.result.message : '',
+      })
+    }
+    return results
+  })
+  if (read === undefined) return { defined, results: [], refused: `${resultDir} was replaced while being read` }
+  return typeof read === 'string' ? { defined, results: [], refused: read } : { defined, results: read }
+}
+
+/** The value of a JSON file read with readUserFile; undefined when it was not read or is not JSON. */
+function parseJson(read: UserFile): unknown {
+  if (read.kind !== 'ok') return undefined
+  try {
+    return JSON.parse(read.bytes.toString('utf8')) as unknown
+  } catch {
+    return undefined
   }
-  return { defined, results }
 }
 
 /**

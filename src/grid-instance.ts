@@ -31,6 +31,7 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { join } from 'node:path'
+import { inBeneath } from './beneath.ts'
 import { buildoutFailure, runBuildout } from './buildout.ts'
 import type { NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
@@ -59,7 +60,7 @@ import type { Logger } from './log.ts'
 import { applyFirewall, fetchTreeAddresses, removeFirewall, routeAddresses, writeFirewallPrograms } from './firewall.ts'
 import { firewallOptions, partitionAddresses, readUserFile, runHook, type FirewallOptions, type Manager, type ManagerPartition } from './managers.ts'
 import { escapeControls, hasControl, idProblem, quote } from './names.ts'
-import { appendPartitionFile, firstFailure, partitionDir, promiseFailureMessage, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
+import { firstFailure, promiseFailureMessage, runPromises, writePartitionFile, type PromiseRun } from './promise.ts'
 import type { ComputerPartition, SlapClient } from './slap-client.ts'
 import { isTTY } from './stdio.ts'
 import {
@@ -1033,7 +1034,10 @@ function readTransaction(file: string, log: Logger): string[] | undefined {
 
 /** §4.2: a free partition keeps only `.slapos-resource`; our own leftovers are removed. */
 function cleanFreePartition(path: string, log: Logger): void {
-  for (const f of ['.slapgrid', '.timestamp']) rmSync(join(path, f), { recursive: true, force: true })
+  // the user's tree, removed without following a link (a free partition's user may still run something)
+  inBeneath(path, [], undefined, (d) => {
+    for (const f of ['.slapgrid', '.timestamp']) d.remove(f)
+  })
   const rest = safeReaddir(path).filter((f) => f !== '.slapos-resource')
   if (rest.length) log.warning(`free partition ${path} is not empty: ${rest.sort().slice(0, 5).join(', ')}${rest.length > 5 ? ', ...' : ''}`)
 }
@@ -1111,20 +1115,21 @@ function ensureSoftwareLink(path: string, softwarePath: string, owner: Owner): v
  * `<partition>/.slapgrid/log/instance.log`, rotated to `.1` at 20 MiB (§4.4 step 1).
  */
 function partitionLogger(base: Logger, path: string, owner: Owner, progress: Progress): Logger {
-  const dir = join(path, '.slapgrid', 'log')
-  const file = join(dir, 'instance.log')
+  // the partition's user owns the directories: reached without following a link (beneath.ts)
+  const dir = ['.slapgrid', 'log']
   const own = { uid: owner.uid, gid: owner.gid }
   try {
-    for (const d of [join(path, '.slapgrid'), dir]) partitionDir(d, own)
-    if ((lstatSync(file, { throwIfNoEntry: false })?.size ?? 0) >= 20 * 1024 * 1024) renameSync(file, file + '.1')
+    inBeneath(path, dir, own, (d) => {
+      if ((lstatSync(d.at('instance.log'), { throwIfNoEntry: false })?.size ?? 0) >= 20 * 1024 * 1024) d.rename('instance.log', 'instance.log.1')
+    })
   } catch {
     /* logging to the partition is best effort */
   }
   const write = (level: string, msg: string) => {
     try {
-      appendPartitionFile(file, `${logStamp(new Date())} - ${level} - ${msg}\n`, own)
+      inBeneath(path, dir, undefined, (d) => d.append('instance.log', `${logStamp(new Date())} - ${level} - ${msg}\n`, own))
     } catch {
-      /* best effort (a link planted there is not followed) */
+      /* best effort (a link or a hard link planted there is not written through) */
     }
   }
   const make = (b: Logger): Logger => ({

@@ -10,10 +10,11 @@
 // when the egg the plugins import (the `sys.path[0:0] = [...]` of the first plugin) has one,
 // else our own (promise-runner.ts), which drives that egg's launcher the same way. The runner
 // checks the legacy promises too.
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import { RUNNER } from './promise-runner.ts'
+import { inBeneath, type Own } from './beneath.ts'
 import { asUser, cleanEnv } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
@@ -82,16 +83,16 @@ export const LEGACY_PERIODICITY_MIN = 2
  */
 export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
   const now = p.now ?? (() => new Date())
-  const plugins = listDir(join(p.path, 'etc', 'plugin')).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
+  const plugins = listDir(p.path, PLUGIN_DIR).filter((n) => n.endsWith('.py') && !n.startsWith('__init__'))
   if (plugins.length > 0) return runWithSoftwarePython(p, pluginRunner(p, plugins), plugins)
-  const dir = join(p.path, 'etc', 'promise')
-  const names = listDir(dir)
+  const dir = join(p.path, ...LEGACY_DIR)
+  const names = listDir(p.path, LEGACY_DIR)
   if (names.length === 0) {
     p.log.debug('No promise.')
     return []
   }
   const user = dropTo(p.owner, p.rootCheck)
-  removeDeprecatedState(p.path, names.map(titleOf))
+  removeDeprecatedState(p, names.map(titleOf))
   const results: PromiseResult[] = []
   for (const name of names) {
     const file = join(dir, name)
@@ -106,10 +107,9 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
       continue
     }
     const title = titleOf(name)
-    const cacheFile = join(p.path, '.slapgrid', 'promise', 'cache', title)
     if (p.anomaly) {
       // not due yet: the saved result counts (a saved failure is a failure)
-      const saved = savedResult(p.path, title, cacheFile, now().getTime())
+      const saved = savedResult(p.path, title, now().getTime())
       if (saved) {
         results.push(saved)
         if (saved.failed) p.log.error(promiseFailureMessage(saved))
@@ -151,7 +151,7 @@ export async function runPromises(p: PromiseRun): Promise<PromiseResult[]> {
     results.push(result)
     if (failed) p.log.error(promiseFailureMessage(result))
     else p.log.info(`Promise ${name} succeeded`)
-    writeCache(cacheFile, file, date, user)
+    writeCache(p.path, title, file, date, user)
     saveResult(p, file, result, date, user)
   }
   return results
@@ -206,7 +206,8 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { argv: string[]; what:
   const own = p.softwarePath ? softwarePython(p.softwarePath) : undefined
   const python = own && own !== '/bin/sh' ? own : 'python3'
   // like runpromises.py itself: the import path is the `sys.path[0:0] = [...]` of the first plugin
-  const text = readPartitionFile(join(p.path, 'etc', 'plugin', plugins[0] ?? ''))
+  const read = plugins[0] === undefined ? undefined : inBeneath(p.path, PLUGIN_DIR, undefined, (d) => d.read(plugins[0]!, 1 << 20))
+  const text = read?.kind === 'ok' ? read.bytes.toString('utf8') : undefined
   for (const dir of (text !== undefined && pluginImportPath(text)) || []) {
     const script = join(dir, 'slapos', 'grid', 'promise', 'runpromises.py')
     if (existsSync(script)) return { argv: [python, script], what: `${python} ${script}` }
@@ -221,7 +222,7 @@ function pluginRunner(p: PromiseRun, plugins: string[]): { argv: string[]; what:
  * stderr; any other failure is not a promise failure and is thrown.
  */
 async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: string }, plugins: string[]): Promise<PromiseResult[]> {
-  const legacyNames = listDir(join(p.path, 'etc', 'promise'))
+  const legacyNames = listDir(p.path, LEGACY_DIR)
   const legacy = legacyNames.length
   const count = plugins.length + legacy
   const argv = [
@@ -276,29 +277,29 @@ async function runWithSoftwarePython(p: PromiseRun, r: { argv: string[]; what: s
  * links, at most 1 MiB each, anything unreadable left out.
  */
 export function readResults(path: string, sinceMs: number): PromiseResult[] {
-  const dir = join(path, '.slapgrid', 'promise', 'result')
   const out: PromiseResult[] = []
-  for (const file of listDir(dir)) {
-    if (!file.endsWith('.status.json')) continue
-    const st = lstatSync(join(dir, file), { throwIfNoEntry: false })
-    if (!st?.isFile() || st.size > 1 << 20) continue
-    // a second of slack: the file system may keep coarser times than the clock
-    const saved = st.mtimeMs < sinceMs - 1000
-    const text = readPartitionFile(join(dir, file))
-    try {
-      const j = JSON.parse(text ?? '') as { title?: unknown; name?: unknown; 'execution-time'?: unknown; result?: { failed?: unknown; message?: unknown } }
-      const name = typeof j.name === 'string' ? j.name : file.slice(0, -'.status.json'.length)
-      out.push({
-        name,
-        title: typeof j.title === 'string' ? j.title : titleOf(name),
-        failed: j.result?.failed === true,
-        message: typeof j.result?.message === 'string' ? j.result.message : '',
-        durationMs: !saved && typeof j['execution-time'] === 'number' ? Math.round(j['execution-time'] * 1000) : 0,
-      })
-    } catch {
-      // not a result
+  inBeneath(path, RESULT_DIR, undefined, (dir) => {
+    for (const file of dir.list().sort()) {
+      if (!file.endsWith('.status.json')) continue
+      const read = dir.read(file, 1 << 20)
+      if (read.kind !== 'ok') continue
+      // a second of slack: the file system may keep coarser times than the clock
+      const saved = read.mtimeMs < sinceMs - 1000
+      try {
+        const j = JSON.parse(read.bytes.toString('utf8')) as { title?: unknown; name?: unknown; 'execution-time'?: unknown; result?: { failed?: unknown; message?: unknown } }
+        const name = typeof j.name === 'string' ? j.name : file.slice(0, -'.status.json'.length)
+        out.push({
+          name,
+          title: typeof j.title === 'string' ? j.title : titleOf(name),
+          failed: j.result?.failed === true,
+          message: typeof j.result?.message === 'string' ? j.result.message : '',
+          durationMs: !saved && typeof j['execution-time'] === 'number' ? Math.round(j['execution-time'] * 1000) : 0,
+        })
+      } catch {
+        // not a result
+      }
     }
-  }
+  })
   return out
 }
 
@@ -327,12 +328,15 @@ function shellWords(line: string): string[] {
   return out
 }
 
-function listDir(dir: string): string[] {
-  try {
-    return readdirSync(dir).sort()
-  } catch {
-    return []
-  }
+/** Where the partition's promises and their state are, below the partition directory. */
+const PLUGIN_DIR = ['etc', 'plugin']
+const LEGACY_DIR = ['etc', 'promise']
+const STATE_DIR = ['.slapgrid', 'promise']
+const RESULT_DIR = [...STATE_DIR, 'result']
+
+/** The names in a directory of the partition (reached without following links), sorted; [] when there is none. */
+function listDir(path: string, parts: readonly string[]): string[] {
+  return inBeneath(path, parts, undefined, (d) => d.list().sort()) ?? []
 }
 
 function titleOf(name: string): string {
@@ -347,10 +351,7 @@ function dropTo(owner: PromiseOwner, refuseRoot: boolean): { uid?: number; gid?:
   return asUser({ uid: 0, gid: 0, name: 'root', home: '/root', groups: [] }, refuseRoot)
 }
 
-function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, user: { uid?: number; gid?: number }): void {
-  const base = join(p.path, '.slapgrid', 'promise')
-  const resultDir = join(base, 'result')
-  for (const d of [join(p.path, '.slapgrid'), base, resultDir]) partitionDir(d, user)
+function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, user: Own): void {
   // like the original, long messages keep their end
   const message = r.message.length > 5000 ? '...' + r.message.slice(-5000) : r.message
   const json = pyJson({
@@ -360,36 +361,44 @@ function saveResult(p: PromiseRun, file: string, r: PromiseResult, date: Date, u
     'execution-time': r.durationMs / 1000,
     result: { type: 'Test Result', failed: r.failed, date: isoDate(date), message },
   })
-  writePartitionFile(join(resultDir, `${r.title}.status.json`), json, 0o644, user)
+  inBeneath(p.path, RESULT_DIR, user, (d) => d.write(`${r.title}.status.json`, json, 0o644, user))
 }
 
 /**
  * State files of older slapos.core versions, which the original's launcher deletes before it
  * runs a promise (node-extras.md §4.3): per promise `<title>.timestamp` and `.periodicity`,
- * the aggregate files and the `history` directory. Only when `.slapgrid/promise` is a real
- * directory; links are removed, never followed.
+ * the aggregate files and the `history` directory. Reached and removed without following a
+ * link (beneath.ts): a link is removed itself, a directory emptied from its parent down.
  */
-function removeDeprecatedState(path: string, titles: string[]): void {
-  const base = join(path, '.slapgrid', 'promise')
-  for (const d of [join(path, '.slapgrid'), base]) if (!lstatSync(d, { throwIfNoEntry: false })?.isDirectory()) return
+function removeDeprecatedState(p: PromiseRun, titles: string[]): void {
   const names = ['promise_stats.json', 'promise_status.json', 'global.json', 'public.json', 'history']
   for (const t of titles) names.push(`${t}.timestamp`, `${t}.periodicity`)
-  for (const n of names) if (lstatSync(join(base, n), { throwIfNoEntry: false })) rmSync(join(base, n), { recursive: true, force: true })
+  inBeneath(p.path, STATE_DIR, undefined, (d) => {
+    for (const n of names) {
+      try {
+        d.remove(n)
+      } catch (e) {
+        p.log.warning(`Cannot remove ${d.path}/${n}: ${(e as Error).message}`)
+      }
+    }
+  })
 }
 
 /** One run in the promise's log (`.slapgrid/promise/log/<title>.log`), in the original's line format. */
-function appendRunLog(path: string, title: string, failed: boolean, message: string, date: Date, user: { uid?: number; gid?: number }): void {
-  const base = join(path, '.slapgrid', 'promise')
-  for (const d of [join(path, '.slapgrid'), base, join(base, 'log')]) partitionDir(d, user)
+function appendRunLog(path: string, title: string, failed: boolean, message: string, date: Date, user: Own): void {
   // the run id: seconds and three digits, shared by the lines of one run
   const txn = `${Math.floor(date.getTime() / 1000)}-${100 + Math.floor(Math.random() * 900)}`
   const line = `${localDate(date)} - ${failed ? 'ERROR' : 'INFO'} - ${txn} - ${message || 'OK'}\n`
-  appendPartitionFile(join(base, 'log', `${title}.log`), line, user)
+  inBeneath(path, [...STATE_DIR, 'log'], user, (d) => d.append(`${title}.log`, line, user))
 }
+
+/** The end of a promise's log read to find its last runs: three runs of output larger than this are rare. */
+const RUN_LOG_TAIL = 8 << 20
 
 /** True when each of the last `count` runs in the promise's log has an ERROR or CRITICAL line. */
 export function lastRunsFailed(path: string, title: string, count: number): boolean {
-  const text = readPartitionFile(join(path, '.slapgrid', 'promise', 'log', `${title}.log`)) ?? ''
+  const read = inBeneath(path, [...STATE_DIR, 'log'], undefined, (d) => d.read(`${title}.log`, RUN_LOG_TAIL, { tail: true }))
+  const text = read?.kind === 'ok' ? read.bytes.toString('utf8') : ''
   const runs = new Map<string, boolean>()
   for (const line of text.split('\n')) {
     const m = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - (\w+) - (\d+-\d+) - /.exec(line)
@@ -405,10 +414,11 @@ export function lastRunsFailed(path: string, title: string, count: number): bool
  * The saved result of a promise that is not due (its cache's `next_run_after` is ahead), or
  * undefined when it has to run. A cache or result that cannot be read means "run it".
  */
-function savedResult(path: string, title: string, cacheFile: string, nowMs: number): PromiseResult | undefined {
+function savedResult(path: string, title: string, nowMs: number): PromiseResult | undefined {
+  const read = inBeneath(path, [...STATE_DIR, 'cache'], undefined, (d) => d.read(title, 1 << 20))
   let cache: { next_run_after?: unknown }
   try {
-    cache = JSON.parse(readPartitionFile(cacheFile) ?? '') as { next_run_after?: unknown }
+    cache = JSON.parse(read?.kind === 'ok' ? read.bytes.toString('utf8') : '') as { next_run_after?: unknown }
   } catch {
     return undefined
   }
@@ -417,9 +427,8 @@ function savedResult(path: string, title: string, cacheFile: string, nowMs: numb
   return saved ? { ...saved, durationMs: 0 } : undefined
 }
 
-/** The cache of a legacy promise (grid.md §7.2 keys): when it may run again. */
-function writeCache(cacheFile: string, file: string, date: Date, user: { uid?: number; gid?: number }): void {
-  partitionDir(join(cacheFile, '..'), user)
+/** The cache of a legacy promise (grid.md §7.2 keys, `.slapgrid/promise/cache/<title>`): when it may run again. */
+function writeCache(path: string, title: string, file: string, date: Date, user: Own): void {
   const seconds = date.getTime() / 1000
   let mtime = 0
   try {
@@ -436,7 +445,7 @@ function writeCache(cacheFile: string, file: string, date: Date, user: { uid?: n
     module_file: file,
     module_file_mtime: mtime,
   }
-  writePartitionFile(cacheFile, pyJson(cache), 0o644, user)
+  inBeneath(path, [...STATE_DIR, 'cache'], user, (d) => d.write(title, pyJson(cache), 0o644, user))
 }
 
 /** `YYYY-MM-DD HH:MM:SS` in local time, as Python's logging writes it. */
@@ -459,12 +468,13 @@ function pyJson(v: unknown): string {
   return '{' + Object.entries(v as Record<string, unknown>).map(([k, x]) => `${pyJson(k)}: ${pyJson(x)}`).join(', ') + '}'
 }
 
-// --- files inside a partition (also used by grid-instance.ts) ---
+// --- files inside a partition (also used by grid-instance.ts and manager-prerm.ts) ---
 //
 // We run as root and a partition belongs to its user, who may plant symbolic links where we
-// are about to write, read or chown (`.timestamp` -> /etc/shadow). These helpers never follow
-// a link at the last path component, and create files with O_EXCL before setting their owner
-// and mode through the open descriptor.
+// are about to write, read or chown (`.timestamp` -> /etc/shadow). This one writes a file
+// directly in the partition directory (whose own name only root can change): it never follows
+// a link at that name, and creates the file with O_EXCL before setting its owner and mode
+// through the open descriptor. Files further down are reached with beneath.ts.
 
 /** Writes `file` through a fresh temp file (O_EXCL, mode and owner set on the descriptor), then renames it over. */
 export function writePartitionFile(file: string, text: string, mode: number, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
@@ -479,45 +489,4 @@ export function writePartitionFile(file: string, text: string, mode: number, own
     closeSync(fd)
   }
   renameSync(tmp, file)
-}
-
-/** Appends to `file` unless it is a symbolic link (created 0640 when missing). */
-export function appendPartitionFile(file: string, text: string, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
-  const fd = openSync(file, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640)
-  try {
-    writeSync(fd, text)
-    if (own.uid !== undefined) fchownSync(fd, own.uid, own.gid ?? -1)
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/** Content of a regular file, not through a symbolic link; undefined when absent or anything else. */
-export function readPartitionFile(file: string): string | undefined {
-  return readRegularFile(file)?.content
-}
-
-/**
- * Content and modification time of a regular file, not through a symbolic link; undefined when
- * absent or anything else. Called for every partition of every run: an absent file costs one
- * lstat (a failed open throws, ~40 us), a present one an lstat and one read of the whole file.
- */
-export function readRegularFile(file: string): { content: string; mtimeMs: number } | undefined {
-  try {
-    // a parent that is not a directory (ENOTDIR) still throws
-    const st = lstatSync(file, { throwIfNoEntry: false })
-    if (!st?.isFile()) return undefined
-    // O_NOFOLLOW: not through a link put there since; O_NONBLOCK: nor blocked by a FIFO
-    return { content: readFileSync(file, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK }), mtimeMs: st.mtimeMs }
-  } catch {
-    return undefined
-  }
-}
-
-/** Makes `dir` a real directory (a link or file in its way is removed) owned by `own`. */
-export function partitionDir(dir: string, own: { uid?: number | undefined; gid?: number | undefined } = {}): void {
-  const st = lstatSync(dir, { throwIfNoEntry: false })
-  if (st && !st.isDirectory()) rmSync(dir, { force: true })
-  if (!st || !st.isDirectory()) mkdirSync(dir, { mode: 0o750 })
-  if (own.uid !== undefined) lchownSync(dir, own.uid, own.gid ?? -1)
 }

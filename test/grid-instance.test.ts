@@ -7,14 +7,14 @@
 // (`t.only`) and one bug fails only the tests that see it.
 import { spawn, spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { get } from 'node:http'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { createLogger } from '../src/log.ts'
 import { Supervisor, supervisorPaths, type ProcessInfo } from '../src/supervisor.ts'
-import { SLAPOS } from './helpers.ts'
+import { SLAPOS, tempDir } from './helpers.ts'
 import { baseEnv, makeNode, waitFor, type NodeSnapshot, type TestNode } from './node-helpers.ts'
 
 const t = suite('node instance, end to end (3 partitions and a free one)')
@@ -78,12 +78,17 @@ t('3 requested instances, node instance: every service runs and answers (checkli
   const free = join(node.instanceRoot, 'slappart3')
   writeFileSync(join(free, '.timestamp'), '1')
   mkdirSync(join(free, '.slapgrid/log'), { recursive: true })
+  // a link its user left in there is removed, not followed
+  const kept = tempDir('slapos-kept-')
+  writeFileSync(join(kept, 'file'), 'kept')
+  symlinkSync(kept, join(free, '.slapgrid/log/to-elsewhere'))
   writeFileSync(join(free, '.slapos-resource'), '{}')
   node.clearCalls()
   const r = await instance([])
   assert.is(r.code, 0, r.stderr)
   assert.not.ok(existsSync(join(free, '.timestamp')) || existsSync(join(free, '.slapgrid')), 'free partition cleaned')
   assert.ok(existsSync(join(free, '.slapos-resource')))
+  assert.equal(readdirSync(kept), ['file'])
   assert.not.ok(node.calls().some((c) => Object.values(c.fields).includes('slappart3')), 'no master call about the free partition')
   for (const i of [0, 1, 2]) {
     const info = JSON.parse(request(`inst${i}`, ['--parameters', `port=${8080 + i}`, '--json']).stdout)
