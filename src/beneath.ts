@@ -18,6 +18,11 @@ export interface Own {
   gid?: number | undefined
 }
 
+/** How a missing directory is made: its owner, and its mode (default 0750). */
+export interface Make extends Own {
+  mode?: number | undefined
+}
+
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW
 /** directories below the start a removal goes down at most (each holds one descriptor) */
 const MAX_DEPTH = 64
@@ -57,7 +62,7 @@ export class OpenDir {
   }
 
   /** The subdirectory `name`, opened without following a link; undefined when it is anything else. */
-  sub(name: string, make?: Own): OpenDir | undefined {
+  sub(name: string, make?: Make): OpenDir | undefined {
     return openBelow(this, name, make)
   }
 
@@ -71,14 +76,14 @@ export class OpenDir {
    * `mode`, owned by `own`): whatever was under the name (a link, a hard link to another
    * file) is replaced, never written through.
    */
-  write(name: string, text: string, mode: number, own: Own = {}): void {
+  write(name: string, text: string | Uint8Array, mode: number, own: Own = {}): void {
     const tmp = `.${name}.${process.pid}.tmp`
     removeFile(this.at(tmp))
     const fd = openSync(this.at(tmp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
     try {
       if (own.uid !== undefined || own.gid !== undefined) fchownSync(fd, own.uid ?? -1, own.gid ?? -1)
       fchmodSync(fd, mode)
-      writeSync(fd, text)
+      writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text)
     } finally {
       closeSync(fd)
     }
@@ -137,11 +142,11 @@ export class OpenDir {
 
 /**
  * Opens `root` (trusted: only root can change the names leading to it), then each of `parts`
- * below it without following a link. With `make`, a missing part is made (0750), and one that
+ * below it without following a link. With `make`, a missing part is made (0750 or `make.mode`), and one that
  * is not a directory (a link, a file) is replaced by one; each is then owned by `make`.
  * Without it, undefined when a part is missing or not a directory.
  */
-export function openBeneath(root: string, parts: readonly string[], make?: Own): OpenDir | undefined {
+export function openBeneath(root: string, parts: readonly string[], make?: Make): OpenDir | undefined {
   let dir: OpenDir
   try {
     dir = new OpenDir(openSync(root, constants.O_RDONLY | constants.O_DIRECTORY), root)
@@ -163,7 +168,7 @@ export function openBeneath(root: string, parts: readonly string[], make?: Own):
 }
 
 /** openBeneath, `f` on the last directory, then closed; undefined (f not called) when absent. */
-export function inBeneath<T>(root: string, parts: readonly string[], make: Own | undefined, f: (dir: OpenDir) => T): T | undefined {
+export function inBeneath<T>(root: string, parts: readonly string[], make: Make | undefined, f: (dir: OpenDir) => T): T | undefined {
   const dir = openBeneath(root, parts, make)
   if (!dir) return undefined
   try {
@@ -173,18 +178,15 @@ export function inBeneath<T>(root: string, parts: readonly string[], make: Own |
   }
 }
 
-function openBelow(parent: OpenDir, name: string, make?: Own): OpenDir | undefined {
+function openBelow(parent: OpenDir, name: string, make?: Make): OpenDir | undefined {
   const path = parent.at(name)
   const shown = `${parent.path}/${name}`
+  let made = false
   // a race with the user (it puts a link back each time) ends in an error, not in a loop
   for (let attempt = 0; attempt < 3; attempt++) {
+    let fd: number
     try {
-      const dir = new OpenDir(openSync(path, DIR_FLAGS), shown)
-      if (make && (make.uid !== undefined || make.gid !== undefined)) {
-        const st = fstatSync(dir.fd)
-        if ((make.uid !== undefined && st.uid !== make.uid) || (make.gid !== undefined && st.gid !== make.gid)) fchownSync(dir.fd, make.uid ?? -1, make.gid ?? -1)
-      }
-      return dir
+      fd = openSync(path, DIR_FLAGS)
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code
       // ENOTDIR: a link (O_NOFOLLOW with O_DIRECTORY) or a file
@@ -193,10 +195,25 @@ function openBelow(parent: OpenDir, name: string, make?: Own): OpenDir | undefin
       if (code === 'ENOTDIR') removeFile(path)
       try {
         mkdirSync(path, { mode: 0o750 })
+        made = true
       } catch (m) {
         if ((m as NodeJS.ErrnoException).code !== 'EEXIST') throw m
       }
+      continue
     }
+    const dir = new OpenDir(fd, shown)
+    try {
+      // the mode asked for, whatever the umask; on the descriptor: never through a link swapped in
+      if (made && make?.mode !== undefined) fchmodSync(fd, make.mode)
+      if (make && (make.uid !== undefined || make.gid !== undefined)) {
+        const st = fstatSync(fd)
+        if ((make.uid !== undefined && st.uid !== make.uid) || (make.gid !== undefined && st.gid !== make.gid)) fchownSync(fd, make.uid ?? -1, make.gid ?? -1)
+      }
+    } catch (e) {
+      dir.close()
+      throw e
+    }
+    return dir
   }
   throw new SlapError(`${shown} keeps being replaced while it is made: left alone`, { code: 'E_RACE', hint: 'a process of the partition replaces it; stop it and run again' })
 }

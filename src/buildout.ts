@@ -2,7 +2,7 @@
 // (grid-instance.ts): as the directory's owner, clean environment, umask 027, the whole
 // process tree killed on timeout, output streamed line by line and kept for the error report
 // (spec grid.md §3.4 steps 7-9, §4.5). No bootstrap: the configured buildout runs directly.
-import { accessSync, constants, openSync, readSync, closeSync, statSync } from 'node:fs'
+import { accessSync, constants, openSync, readSync, closeSync, fstatSync, statSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { SlapError } from './errors.ts'
 import { asUser, cleanEnv, type Owner } from './grid-common.ts'
@@ -117,7 +117,9 @@ export function which(name: string, path: string | undefined): string | undefine
 export function shebang(path: string): string[] {
   let fd: number | undefined
   try {
-    fd = openSync(path, 'r')
+    // a file of the software user: a FIFO put there neither blocks nor is read
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
+    if (!fstatSync(fd).isFile()) return []
     const buf = Buffer.alloc(1024)
     const n = readSync(fd, buf, 0, buf.length, 0)
     const text = buf.subarray(0, n).toString('utf8')

@@ -16,12 +16,18 @@
 // `--dry-run` (planPartitions) reads the same local state into the same decisions
 // (viewPartition, grid-plan.ts decidePartition) and prints them instead of doing them.
 import {
+  closeSync,
+  constants,
   existsSync,
+  fstatSync,
   lchownSync,
   lstatSync,
+  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
+  readSync,
+  realpathSync,
   renameSync,
   rmSync,
   statfsSync,
@@ -30,7 +36,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { inBeneath } from './beneath.ts'
 import { buildoutFailure, runBuildout } from './buildout.ts'
 import type { NodeConfig } from './config.ts'
@@ -416,12 +422,12 @@ function softwarePathOf(env: Reader, url: string): string {
 
 /**
  * The `periodicity` file of a software release, read once per run (the software user's file:
- * at most PERIODICITY_MAX_BYTES, no link followed). A larger one is no integer either (the
- * original deletes a file that does not parse).
+ * at most PERIODICITY_MAX_BYTES, no link followed, the release's directory included). A larger
+ * one is no integer either (the original deletes a file that does not parse).
  */
 function periodicityOf(env: Reader, file: string): string | undefined {
   if (!env.periodicity.has(file)) {
-    const read = readUserFile(file, PERIODICITY_MAX_BYTES)
+    const read = inBeneath(env.cfg.softwareRoot, [basename(dirname(file))], undefined, (d) => d.read('periodicity', PERIODICITY_MAX_BYTES)) ?? { kind: 'absent' }
     env.periodicity.set(file, read.kind === 'ok' ? read.bytes.toString('utf8') : read.kind === 'refused' && read.why.startsWith('larger') ? '' : undefined)
   }
   return env.periodicity.get(file)
@@ -583,7 +589,8 @@ async function processSelected(env: Env, p: ComputerPartition, s: Selected): Pro
   const { id, path, state, srUrl, softwarePath, softwareType, timestampFile, periodicityFile, decision, log, summary } = s
   if (decision.deletePeriodicityFile && periodicityFile) {
     log.warning(`${periodicityFile} is not an integer: deleted, maximum_periodicity applies`)
-    removeIfExists(periodicityFile)
+    // in the release's directory, which the software user may have made a link
+    inBeneath(cfg.softwareRoot, [basename(dirname(periodicityFile))], undefined, (d) => d.remove('periodicity'))
     env.periodicity.set(periodicityFile, undefined)
   }
   if (decision.kind === 'up-to-date') {
@@ -919,7 +926,7 @@ async function install(env: Env, w: Work): Promise<void> {
     ipv4GlobalNetwork: env.settings.get('ipv4_global_network')?.trim() ?? '',
   })
   const profile = join(w.path, 'buildout.cfg')
-  writePartitionFile(profile, readFileSync(template, 'utf8') + '\n\n' + tail, 0o640, { gid: w.owner.gid })
+  writePartitionFile(profile, readTemplate(template, cfg.softwareRoot) + '\n\n' + tail, 0o640, { gid: w.owner.gid })
 
   const binary = await chooseBuildout(env, w)
   w.log.info(`Running buildout in ${w.path}${opts.buildoutDebug ? ' (debug)' : ''}`)
@@ -952,6 +959,45 @@ async function install(env: Env, w: Work): Promise<void> {
     const filter = w.params.raw.state._filter_dict
     const delay = filter && typeof filter === 'object' && !Array.isArray(filter) && 'retention_delay' in filter ? Number((filter as Record<string, unknown>).retention_delay) || 0 : 0
     writePartitionFile(retention, String(delay), 0o644)
+  }
+}
+
+/** The largest instance template read. */
+const TEMPLATE_MAX_BYTES = 16 << 20
+
+/**
+ * The release's `instance.cfg` (or `template.cfg`), which becomes the partition's buildout.cfg,
+ * readable by the partition's user. The software user makes it, and may make it a link, as the
+ * original follows one: only a regular file (never a FIFO) that lies in the software root once
+ * opened (the path of the open descriptor, so no link swapped in meanwhile counts), and that
+ * is not a second name of a file of another user, at most TEMPLATE_MAX_BYTES.
+ */
+function readTemplate(file: string, softwareRoot: string): string {
+  const refuse = (why: string) => new SlapError(`${file} ${why}: not used as the instance template`, { code: 'E_TEMPLATE', hint: 'the software release must build it as a file of its own directory; run `slapos node software` again' })
+  let fd: number
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
+  } catch (e) {
+    throw refuse(`cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
+  }
+  try {
+    const st = fstatSync(fd)
+    if (!st.isFile()) throw refuse('is not a regular file')
+    const real = readlinkSync(`/proc/self/fd/${fd}`)
+    const root = realpathSync(softwareRoot)
+    if (!real.startsWith(root + '/')) throw refuse(`leads outside the software root (to ${real})`)
+    if (st.nlink > 1 && st.uid !== statSync(root).uid) throw refuse(`is another name of a file of uid ${st.uid}`)
+    if (st.size > TEMPLATE_MAX_BYTES) throw refuse(`is larger than ${TEMPLATE_MAX_BYTES} bytes`)
+    const buf = Buffer.alloc(st.size)
+    let n = 0
+    while (n < buf.length) {
+      const got = readSync(fd, buf, n, buf.length - n, n)
+      if (got === 0) break
+      n += got
+    }
+    return buf.subarray(0, n).toString('utf8')
+  } finally {
+    closeSync(fd)
   }
 }
 

@@ -19,17 +19,18 @@
 // reported and counted, the next one is still processed. The binary cache is networkcache.ts.
 // Differences listed in docs/compatibility.md (grid rows 33, 45): buildout.cfg has no git
 // revision comment, and there are no managers.
-import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmSync, statfsSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, readdirSync, rmSync, statfsSync, statSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
+import { inBeneath, openBeneath } from './beneath.ts'
 import { BuildoutError, buildoutFailure, runBuildout } from './buildout.ts'
 import type { Ctx } from './context.ts'
 import { NotFoundError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { md5hex, ownerOf, refuseRoot, type NodeRun } from './grid-common.ts'
+import { md5hex, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import { garbageStep, planSoftwareRelease, type SoftwareStep } from './grid-plan.ts'
 import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
-import { firewallOptions, runHook } from './managers.ts'
+import { firewallOptions, readUserFile, runHook } from './managers.ts'
 import { escapeControls, quote } from './names.ts'
 import { downloadSoftware, uploadSoftware } from './networkcache.ts'
 import type { SoftwareRelease } from './slap-client.ts'
@@ -104,14 +105,16 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
           await installSoftware(run, { url, path, force: opts.force, debug: opts.buildoutDebug, log: srLog, ctx, abort: opts.abort })
           await client.availableSoftwareRelease(url, cfg.computerId)
           // after the report, like HEAD: a lost report means the install is retried next run
-          writeAtomic(join(path, '.completed'), asctime(ctx.now()))
+          if (!inBeneath(cfg.softwareRoot, [hash], undefined, (d) => (d.write('.completed', asctime(ctx.now()), 0o644), true))) {
+            throw new SlapError(`${path} is no longer a directory: the release is installed again next run`)
+          }
           srLog.info(`Software release ${url} installed`)
           outcome = 'installed'
           break
         case 'remove':
           if (existsSync(path)) {
             srLog.info(`Removing software release ${url}`)
-            removeSoftware(path, url)
+            await removeSoftware(path, url, ctx)
           }
           await client.destroyedSoftwareRelease(url, cfg.computerId)
           outcome = 'destroyed'
@@ -136,7 +139,7 @@ export async function processSoftwareReleases(run: NodeRun, opts: SoftwareOption
   }
 
   if (opts.garbageCollect && !opts.abort?.aborted) {
-    for (const p of garbageCollect(cfg.softwareRoot, releases.inUse)) log.info(`Removed unused software directory ${p}`)
+    for (const p of await garbageCollect(cfg.softwareRoot, releases.inUse, ctx)) log.info(`Removed unused software directory ${p}`)
   }
   const failed = results.some((r) => r.result === 'failed') || opts.abort?.aborted === true
   return { exitCode: failed ? EXIT.FAIL : EXIT.OK, results }
@@ -176,19 +179,19 @@ export function errorLine(message: string): string {
 }
 
 /** §3.6: removes a software directory, read-only entries included. */
-export function removeSoftware(path: string, url: string): void {
+export async function removeSoftware(path: string, url: string, ctx: Ctx): Promise<void> {
   try {
-    removeTree(path)
+    await removeTree(path, ctx)
   } catch (e) {
     throw new SlapError(`I/O error while removing software (${url}): ${e instanceof Error ? e.message : String(e)}`)
   }
 }
 
 /** §3.1 step 4: md5-named directories holding a buildout.cfg that are not in use. Returns what was removed. */
-export function garbageCollect(softwareRoot: string, inUse: Set<string>): string[] {
+export async function garbageCollect(softwareRoot: string, inUse: Set<string>, ctx: Ctx): Promise<string[]> {
   const removed: string[] = []
   for (const p of garbageDirectories(softwareRoot, inUse)) {
-    removeTree(p)
+    await removeTree(p, ctx)
     removed.push(p)
   }
   return removed
@@ -319,31 +322,28 @@ async function installSoftware(run: NodeRun, job: InstallJob): Promise<void> {
 async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
   const { cfg } = run
   const { path } = job
-  const root = process.getuid?.() === 0
   const owner = ownerOf(cfg.softwareRoot)
-  const own = (p: string) => {
-    if (root) chownSync(p, owner.uid, owner.gid)
-  }
-  if (!existsSync(path)) {
-    mkdirSync(path)
-    chmodSync(path, 0o755)
-  }
-  own(path)
-  // the software user's credentials for private downloads (HEAD)
-  const netrc = join(owner.home, '.netrc')
-  const copy = join(path, '.netrc')
-  if (existsSync(netrc)) {
-    copyFileSync(netrc, copy)
-    chmodSync(copy, 0o600)
-    own(copy)
-  } else if (existsSync(copy)) unlinkSync(copy)
-  const extendsCache = join(path, 'extends-cache')
-  if (!existsSync(extendsCache)) mkdirSync(extendsCache)
-  own(extendsCache)
-  const buildoutCfg = join(path, 'buildout.cfg')
-  if (!existsSync(buildoutCfg)) {
-    writeAtomic(buildoutCfg, softwareBuildoutCfg(job.url, cfg.sharedPartList, cfg.buildTimePartList))
-    own(buildoutCfg)
+  const own = process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {}
+  // the software user owns the software root and all in it: nothing there is reached through a
+  // link (beneath.ts), nor chowned, written or removed through one
+  const dir = openBeneath(cfg.softwareRoot, [basename(path)], { ...own, mode: 0o755 })
+  if (!dir) throw new SlapError(`Cannot open ${path}`)
+  let builder: Owner
+  try {
+    // the software user's credentials for private downloads (HEAD), read as that user's file:
+    // never through a link, nor a FIFO, at most 1 MiB
+    const netrc = readUserFile(join(owner.home, '.netrc'), 1 << 20)
+    if (netrc.kind === 'ok') dir.write('.netrc', netrc.bytes, 0o600, own)
+    else {
+      if (netrc.kind === 'refused') job.log.warning(`${join(owner.home, '.netrc')} is ${netrc.why}: not copied`)
+      dir.remove('.netrc')
+    }
+    dir.sub('extends-cache', { ...own, mode: 0o755 })?.close()
+    if (!lstatSync(dir.at('buildout.cfg'), { throwIfNoEntry: false })) dir.write('buildout.cfg', softwareBuildoutCfg(job.url, cfg.sharedPartList, cfg.buildTimePartList), 0o644, own)
+    // buildout runs as the owner of the directory that was opened, not of what the name leads to now
+    builder = ownerOf(dir.proc)
+  } finally {
+    dir.close()
   }
   // a Software Release that bootstrapped its own buildout uses it, as the original
   const local = join(path, 'bin', 'buildout')
@@ -354,7 +354,7 @@ async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
     binary,
     args,
     cwd: path,
-    owner: ownerOf(path),
+    owner: builder,
     home: path,
     runner: job.ctx.runner,
     rootCheck: refuseRoot(cfg),
@@ -399,8 +399,20 @@ function checkFreeSpace(path: string, wanted: string): void {
   }
 }
 
-/** rm -rf that also works without root on read-only directories: they are made writable first. */
-function removeTree(path: string): void {
+/**
+ * Removes a directory of the software root and everything in it. As root this is GNU `rm -rf
+ * --one-file-system`, which walks the tree with openat/unlinkat and never follows a link, so
+ * the software user (who owns the tree, and whose processes may still run) cannot make root
+ * delete anything outside by swapping a directory for a link meanwhile; a link at `path`
+ * itself is removed, not followed. Without root we are that user already: in-process, and
+ * read-only directories are made writable first.
+ */
+async function removeTree(path: string, ctx: Ctx): Promise<void> {
+  if (process.getuid?.() === 0) {
+    const r = await ctx.runner.run(['rm', '-rf', '--one-file-system', '--', path], { env: { PATH: ctx.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
+    if (r.code !== 0 || lstatSync(path, { throwIfNoEntry: false })) throw new Error(`rm could not remove ${path}: ${r.stderr.trim().split('\n').slice(-3).join('; ') || `exit ${r.code}`}`)
+    return
+  }
   try {
     rmSync(path, { recursive: true, force: true })
     return
@@ -433,11 +445,7 @@ function isDirectory(p: string): boolean {
   }
 }
 
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`
-  writeFileSync(tmp, text)
-  renameSync(tmp, path)
-}
+
 
 /** Python's time.asctime(): `Mon Nov  3 02:44:13 2026` (local time). */
 function asctime(d: Date): string {

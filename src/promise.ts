@@ -10,7 +10,7 @@
 // when the egg the plugins import (the `sys.path[0:0] = [...]` of the first plugin) has one,
 // else our own (promise-runner.ts), which drives that egg's launcher the same way. The runner
 // checks the legacy promises too.
-import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import { RUNNER } from './promise-runner.ts'
@@ -170,8 +170,10 @@ export function promiseFailureMessage(r: PromiseResult): string {
 export function softwarePython(softwarePath: string): string | undefined {
   let head: string
   try {
-    const fd = openSync(join(softwarePath, 'bin', 'buildout'), 'r')
+    // a file of the software user: a FIFO put there neither blocks nor is read
+    const fd = openSync(join(softwarePath, 'bin', 'buildout'), constants.O_RDONLY | constants.O_NONBLOCK)
     try {
+      if (!fstatSync(fd).isFile()) return undefined
       const buf = Buffer.alloc(4096)
       head = buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8')
     } finally {
