@@ -20,7 +20,7 @@
 // are refused, and the archive is extracted next to the software path then renamed into place,
 // so that a half-extracted release never looks installed.
 import type { X509Certificate } from 'node:crypto'
-import { createReadStream, createWriteStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
+import { closeSync, constants, createReadStream, createWriteStream, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import type { NetworkcacheConfig } from './config.ts'
@@ -272,14 +272,14 @@ export async function downloadSoftware(job: DownloadJob): Promise<boolean> {
     return false
   }
   log.info(`Downloading ${url} binary from network cache.`)
-  let work: string | undefined
+  let work: WorkDir | undefined
   try {
     const machine = await machineInfo(job.runner, job.env)
     const answer = await fetchDirectory(dirUrl, hash)
     const { entries, rejected } = selectEntries(answer, loadCertificates(cfg.signatureCertificateList, log), machine)
     for (const why of rejected) log.debug(`Binary cache: ${why}`)
-    work = mkdtempSync(join(job.softwareRoot, `.${hash}.download-`))
-    const archive = join(work, 'archive')
+    work = workDir(job.softwareRoot, `.${hash}.download-`)
+    const archive = join(work.path, 'archive')
     let found = false
     for (const entry of entries) {
       // an entry whose archive cannot be fetched is skipped, as the original does
@@ -300,7 +300,7 @@ export async function downloadSoftware(job: DownloadJob): Promise<boolean> {
       return false
     }
     log.info('Extracting archive of cached software release...')
-    await extractArchive(archive, job.softwareRoot, hash, work, job.runner, job.env)
+    await extractArchive(archive, job.softwareRoot, hash, work.path, job.runner, job.env)
     return true
   } catch (e) {
     // a signed archive that tries to write elsewhere is worth an operator's attention
@@ -309,7 +309,46 @@ export async function downloadSoftware(job: DownloadJob): Promise<boolean> {
     else log.info(line)
     return false
   } finally {
-    if (work) rmSync(work, { recursive: true, force: true })
+    work?.done()
+  }
+}
+
+/** A directory of this process in the software root, reached by `path` whatever its name becomes. */
+interface WorkDir {
+  /** `/proc/<pid>/fd/<n>`: for this process and the commands it runs (tar) */
+  path: string
+  /** removes it with all it holds */
+  done(): void
+}
+
+/**
+ * A fresh directory (0700, ours) in the software root. The software user owns that root and
+ * may rename the directory and put a link under its name, so everything in it is reached
+ * through the open descriptor's path instead (`/proc/<pid>/fd/<n>`, which tar, a child, can
+ * use too): a link planted meanwhile never leads root's writes, extraction or removal elsewhere.
+ */
+function workDir(softwareRoot: string, prefix: string): WorkDir {
+  const made = mkdtempSync(join(softwareRoot, prefix))
+  const fd = openSync(made, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW)
+  const st = fstatSync(fd)
+  if (st.uid !== process.getuid?.() || (st.mode & 0o777) !== 0o700) {
+    closeSync(fd)
+    throw new Error(`${made} was replaced as it was made`)
+  }
+  const path = `/proc/${process.pid}/fd/${fd}`
+  return {
+    path,
+    done() {
+      try {
+        // inside a directory only we may enter: nothing there can be swapped
+        for (const name of readdirSync(path)) rmSync(join(path, name), { recursive: true, force: true })
+        // the directory itself by its name, only if that name still leads to it
+        const now = lstatSync(made, { throwIfNoEntry: false })
+        if (now?.isDirectory() && now.ino === st.ino && now.dev === st.dev) rmdirSync(made)
+      } finally {
+        closeSync(fd)
+      }
+    },
   }
 }
 
@@ -353,9 +392,9 @@ export interface UploadJob extends DownloadJob {
 export async function uploadSoftware(job: UploadJob): Promise<boolean> {
   const { log, hash } = job
   log.info('Creating archive of software release...')
-  const work = mkdtempSync(join(job.softwareRoot, `.${hash}.upload-`))
+  const work = workDir(job.softwareRoot, `.${hash}.upload-`)
   try {
-    const archive = join(work, 'archive.tar.gz')
+    const archive = join(work.path, 'archive.tar.gz')
     const c = await job.runner.run(['tar', '-c', '-z', '-f', archive, '-C', job.softwareRoot, hash], { env: { ...job.env, LC_ALL: 'C' } })
     if (c.code !== 0) {
       log.info(`Failed to upload file. tar cannot create the archive: ${c.stderr.trim() || `exit ${c.code}`}`)
@@ -373,7 +412,7 @@ export async function uploadSoftware(job: UploadJob): Promise<boolean> {
     }
     return false
   } finally {
-    rmSync(work, { recursive: true, force: true })
+    work.done()
   }
 }
 

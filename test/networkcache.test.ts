@@ -5,7 +5,7 @@
 // it proves the release came from the cache.
 import { execFileSync } from 'node:child_process'
 import { createHash, X509Certificate } from 'node:crypto'
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -88,6 +88,8 @@ interface CacheServer {
   blobs: Map<string, Buffer>
   /** `METHOD path` of every request */
   requests: string[]
+  /** awaited before a blob is sent (what happens while a node downloads) */
+  beforeBlob?: () => Promise<void>
   stop(): Promise<void>
 }
 
@@ -95,10 +97,11 @@ async function startCacheServer(): Promise<CacheServer> {
   const dir = new Map<string, Array<[string, string]>>()
   const blobs = new Map<string, Buffer>()
   const requests: string[] = []
+  const cache: Omit<CacheServer, 'url' | 'stop'> = { dir, blobs, requests }
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', () => {
+    req.on('end', async () => {
       const body = Buffer.concat(chunks)
       const path = req.url ?? ''
       requests.push(`${req.method} ${path}`)
@@ -115,6 +118,7 @@ async function startCacheServer(): Promise<CacheServer> {
         return void res.writeHead(201).end()
       }
       if (req.method === 'GET' && (m = /^\/shacache\/([0-9a-f]+)$/.exec(path))) {
+        await cache.beforeBlob?.()
         const blob = blobs.get(m[1] ?? '')
         if (!blob) return void res.writeHead(404).end('not found')
         return void res.writeHead(200, { 'Content-Type': 'application/octet-stream' }).end(blob)
@@ -129,7 +133,7 @@ async function startCacheServer(): Promise<CacheServer> {
   })
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
   const { port } = server.address() as AddressInfo
-  return { url: `http://127.0.0.1:${port}`, dir, blobs, requests, stop: () => new Promise((r) => server.close(() => r())) }
+  return Object.assign(cache, { url: `http://127.0.0.1:${port}`, stop: () => new Promise<void>((r) => server.close(() => r())) })
 }
 
 const LOCAL: MachineInfo = {
@@ -356,6 +360,29 @@ test('signed compatible archive: extracted, reported available, .completed writt
     assert.equal(names(c.node), ['getFullComputerInformation', 'buildingSoftwareRelease', 'availableSoftwareRelease'])
     assert.match(r.stderr, 'Extracting archive of cached software release')
     assert.equal(leftovers(c.node.softwareRoot), [])
+  }))
+
+test("the software user renames the download directory and leaves a link to a root directory under its name: root writes, extracts and removes nothing there", () =>
+  withCacheNode(downloadKeys, async (c) => {
+    if (process.getuid?.() !== 0) return
+    c.publish(makeArchive(c.node.dir, c.hash), c.trusted)
+    const outside = join(c.node.dir, 'root-dir')
+    mkdirSync(outside, { mode: 0o700 })
+    mkdirSync(join(outside, 'tree'))
+    writeFileSync(join(outside, 'tree', 'precious'), 'kept\n')
+    c.server.beforeBlob = async () => {
+      const [work] = leftovers(c.node.softwareRoot).filter((n) => n.includes('.download-'))
+      assert.ok(work, 'a download directory while the archive is fetched')
+      renameSync(join(c.node.softwareRoot, work!), join(c.node.softwareRoot, '.moved'))
+      symlinkSync(outside, join(c.node.softwareRoot, work!))
+    }
+    const r = await c.run()
+    c.server.beforeBlob = undefined
+    assert.equal(readdirSync(outside), ['tree'])
+    assert.equal(readdirSync(join(outside, 'tree')), ['precious'])
+    assert.is(r.code, 0, r.stderr)
+    assert.is(readFileSync(join(c.path, 'from-cache'), 'utf8'), 'yes\n')
+    assert.equal(c.buildoutRuns(), [])
   }))
 
 test('untrusted, corrupt or foreign archives are ignored: buildout builds instead', () =>
