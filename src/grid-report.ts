@@ -20,10 +20,11 @@ import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, r
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
+import { openBeneath, type OpenDir } from './beneath.ts'
 import type { Ctx } from './context.ts'
 import { NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
-import { asUser, cleanEnv, inside, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
+import { asUser, cleanEnv, ownerOf, refuseRoot, type NodeRun, type Owner } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
 import { deploymentRecordFile, promiseStatusFile } from './grid-plan.ts'
@@ -210,39 +211,82 @@ export async function runReportScripts(
 
 export interface UsageFile {
   partitionId: string
+  /** its path, for messages */
   file: string
   xml: string
+  /** the directory it was read from (reopened the same way to delete it) and its name there */
+  dir: UsageDir
+  name: string
 }
+
+/** A directory of usage reports: `parts` below `root`, each opened without following a link. */
+export interface UsageDir {
+  root: string
+  parts: readonly string[]
+}
+
+/** Largest usage report read; a larger one is left in place with a warning. */
+const USAGE_MAX_BYTES = 1 << 20
 
 /**
  * Reads the partition's usage reports (`var/xml_report/*` and
  * `<instance_root>/var/xml_report/<id>/*`). Valid ones are returned (deleted by the caller
- * once the master has them); invalid ones are left in place with a warning.
+ * once the master has them, with removeUsage); invalid ones are left in place with a warning.
+ * `var` and `xml_report` belong to the partition user, who may make them links (to another
+ * partition's, to get its usage sent and deleted as its own) or swap them for links at any
+ * moment: each directory is opened without following a link and each report read from it
+ * (regular files only, at most USAGE_MAX_BYTES).
  */
 export function collectUsage(instanceRoot: string, partitionId: string, log: Logger): UsageFile[] {
   const found: UsageFile[] = []
-  for (const dir of [join(instanceRoot, partitionId, 'var', 'xml_report'), join(instanceRoot, 'var', 'xml_report', partitionId)]) {
-    if (!isDirectory(dir)) continue
-    // `var` or `xml_report` may be links of the partition user: what is read (and deleted
-    // once sent) must be inside the instance root
-    if (!inside(instanceRoot, dir)) {
-      log.warning(`${dir} leads outside ${instanceRoot}: its usage reports are not read`)
-      continue
-    }
-    for (const name of readdirSync(dir).sort()) {
-      const file = join(dir, name)
-      // a link could make root read (and send) any file of the machine
-      if (!isRegularFile(file)) continue
-      const xml = readFileSync(file, 'utf8')
-      const problem = checkPartitionUsage(xml)
-      if (problem) {
-        log.warning(`The usage report ${file} is not valid (${problem}); it is left there so you can inspect it`)
-        continue
+  const dirs: UsageDir[] = [
+    { root: join(instanceRoot, partitionId), parts: ['var', 'xml_report'] },
+    { root: instanceRoot, parts: ['var', 'xml_report', partitionId] },
+  ]
+  for (const where of dirs) {
+    const dir = openUsageDir(where, log)
+    if (!dir) continue
+    try {
+      for (const name of dir.list().sort()) {
+        const file = `${dir.path}/${name}`
+        const read = dir.read(name, USAGE_MAX_BYTES)
+        if (read.kind === 'absent') continue
+        if (read.kind === 'refused') {
+          log.warning(`The usage report ${file} is ${read.why}: it is not read`)
+          continue
+        }
+        const xml = read.bytes.toString('utf8')
+        const problem = checkPartitionUsage(xml)
+        if (problem) {
+          log.warning(`The usage report ${file} is not valid (${problem}); it is left there so you can inspect it`)
+          continue
+        }
+        found.push({ partitionId, file, xml, dir: where, name })
       }
-      found.push({ partitionId, file, xml })
+    } finally {
+      dir.close()
     }
   }
   return found
+}
+
+/**
+ * Deletes a usage report the master has, by its name in its directory opened again as
+ * collectUsage did: a directory swapped for a link since it was read leads nowhere. What
+ * cannot be deleted is only logged (the master has the usage already).
+ */
+function removeUsage(u: UsageFile, log: Logger): void {
+  try {
+    const dir = openUsageDir(u.dir, log)
+    if (!dir) return
+    try {
+      removeIfExists(dir.at(u.name))
+    } finally {
+      dir.close()
+    }
+  } catch (err) {
+    log.warning(`The usage report ${u.file} was sent but could not be deleted: ${describe(err)}`)
+  }
 }
 
 /**
@@ -432,7 +476,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
       log.debug(`Final xml report: ${journal}`)
       await client.useComputer(cfg.computerId, journal)
       // unlike the original, reports are deleted only once the master has them
-      for (const u of usages) removeIfExists(u.file)
+      for (const u of usages) removeUsage(u, log.child(u.partitionId))
     } catch (err) {
       const issue = `Cannot report usage for ${involved.join(', ')}: ${describe(err)}`
       log.error(issue)
@@ -535,6 +579,28 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
 }
 
 // --- internal ---
+
+/**
+ * `where` opened one directory at a time without following a link; undefined when a part is
+ * missing, or is something else than a directory (a warning names it: a link the partition
+ * user made there).
+ */
+function openUsageDir(where: UsageDir, log: Logger): OpenDir | undefined {
+  let dir = openBeneath(where.root, [])
+  for (const part of where.parts) {
+    if (!dir) return undefined
+    let next: OpenDir | undefined
+    try {
+      next = dir.sub(part)
+      const st = next ? undefined : lstatSync(dir.at(part), { throwIfNoEntry: false })
+      if (st) log.warning(`${dir.path}/${part} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: its usage reports are not read`)
+    } finally {
+      dir.close()
+    }
+    dir = next
+  }
+  return dir
+}
 
 function softwareUrlOf(cp: ComputerPartition): string | null {
   const doc = cp._software_release_document

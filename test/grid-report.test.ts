@@ -2,7 +2,7 @@
 // tap of node-helpers), real supervisord, real partition directories (grid.md §5, checklist
 // 100-109). The full lifecycle with `node instance` deploying real instances is at the end.
 import { spawn } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, get as httpGet, request as httpRequest, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert'
 import { destroyMarkerPath, RETENTION_DATE_FILE, RETENTION_DELAY_FILE, WAIT_LIST_FILE } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
 import { createInstanceRootStructure, startPartitionServices, Supervisor, supervisorPaths, watchdogCommand, writePartitionGroup, writeSupervisordConf } from '../src/supervisor.ts'
-import { SLAPOS } from './helpers.ts'
+import { skip, SLAPOS } from './helpers.ts'
 import { baseEnv, makeNode, type MasterCall, type TestNode } from './node-helpers.ts'
 
 const NOBODY = 65534
@@ -302,6 +302,69 @@ report('usage that cannot be sent keeps the partition for the next run (checklis
     assert.equal(readdirSync(path), [])
   } finally {
     faulty.server.close()
+    await node.stop()
+  }
+})
+
+report("a partition's var that is a link to another partition's: that usage is neither sent as its own nor deleted by it, a warning names the link", async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const node = await makeNode({ partitions: 2 })
+  try {
+    await node.supply()
+    const victim = await allocate(node, 'victim')
+    const thief = await allocate(node, 'thief')
+    const victimPath = fillPartition(node, victim, (p) => {
+      mkdirSync(join(p, 'var', 'xml_report'), { recursive: true })
+      writeFileSync(join(p, 'var', 'xml_report', 'usage.xml'), '<journal><movement><resource>CPU</resource><reference>x</reference><quantity>5</quantity></movement></journal>')
+    })
+    const thiefPath = fillPartition(node, thief, (p) => symlinkSync(join(victimPath, 'var'), join(p, 'var')))
+    node.clearCalls()
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    const uses = node.calls().filter((c) => c.name === 'useComputer')
+    assert.is(uses.length, 1, names(node.calls()).join(', '))
+    const journal = uses[0]?.fields.use_string ?? ''
+    assert.is(journal.split('<quantity>5</quantity>').length - 1, 1, journal)
+    assert.match(journal, `<reference>${victim}</reference><quantity>5</quantity>`)
+    assert.not.match(journal, `<reference>${thief}</reference>`)
+    assert.match(r.stderr, `${thiefPath}/var is a symbolic link: its usage reports are not read`)
+    assert.equal(readdirSync(join(victimPath, 'var', 'xml_report')), [], 'sent as the usage of its own partition, then deleted')
+  } finally {
+    await node.stop()
+  }
+})
+
+report("a partition's var swapped for a link while the master takes the journal: root deletes no file the link leads to", async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const node = await makeNode({ partitions: 1 })
+  try {
+    await node.supply()
+    const id = await allocate(node, 'swapper')
+    const path = fillPartition(node, id, (p) => {
+      mkdirSync(join(p, 'var', 'xml_report'), { recursive: true })
+      writeFileSync(join(p, 'var', 'xml_report', 'usage.xml'), '<journal><movement><resource>CPU</resource><reference>x</reference><quantity>3</quantity></movement></journal>')
+    })
+    // a file of root's of the same name, where the link will lead
+    const outside = join(node.dir, 'outside')
+    mkdirSync(join(outside, 'xml_report'), { recursive: true })
+    writeFileSync(join(outside, 'xml_report', 'usage.xml'), "root's")
+    // the partition's user, between the read and the deletion (while the master is being told)
+    let swapped = false
+    node.failCalls((call) => {
+      if (call.name === 'useComputer' && !swapped) {
+        renameSync(join(path, 'var'), join(path, 'var.moved'))
+        symlinkSync(outside, join(path, 'var'))
+        swapped = true
+      }
+      return undefined
+    })
+    const r = await node.run(['node', 'report', '--now'])
+    assert.is(r.code, 0, r.stderr)
+    assert.ok(swapped, 'the journal was sent')
+    assert.match(node.calls().find((c) => c.name === 'useComputer')?.fields.use_string ?? '', `<reference>${id}</reference><quantity>3</quantity>`)
+    assert.is(readFileSync(join(outside, 'xml_report', 'usage.xml'), 'utf8'), "root's")
+    assert.match(r.stderr, `${path}/var is a symbolic link`)
+  } finally {
     await node.stop()
   }
 })
