@@ -20,7 +20,7 @@ import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, r
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
-import { openBeneath, type OpenDir } from './beneath.ts'
+import { inBeneath, openBeneath, type OpenDir } from './beneath.ts'
 import type { Ctx } from './context.ts'
 import { NotFoundError, ServerError, SlapError } from './errors.ts'
 import { EXIT } from './exit-codes.ts'
@@ -29,7 +29,7 @@ import type { Logger } from './log.ts'
 import { writeFirewallPrograms } from './firewall.ts'
 import { deploymentRecordFile, promiseStatusFile } from './grid-plan.ts'
 import { firewallOptions, partitionAddresses, readUserFile, runHook } from './managers.ts'
-import { escapeControls, idProblem } from './names.ts'
+import { escapeControls, idProblem, isSafeId } from './names.ts'
 import type { ComputerPartition } from './slap-client.ts'
 import {
   createInstanceRootStructure,
@@ -667,14 +667,26 @@ async function runDestroyScript(p: PartitionToDestroy, deps: DestroyDeps): Promi
   }
 }
 
+/**
+ * Each link `DATA/<disk>` is removed and `<instance_storage_home>/<disk>/<id>` emptied. DATA
+ * is the partition user's: it is listed and its links removed relative to DATA opened without
+ * following a link, so that DATA swapped for a link (to /etc, say) at any moment never makes
+ * root remove the links of another directory; `<disk>` names a storage only when it is one
+ * safe path component.
+ */
 async function cleanStorage(p: PartitionToDestroy, deps: DestroyDeps): Promise<void> {
-  const data = join(p.path, 'DATA')
-  // DATA itself a link (to /etc, say) must not be listed and emptied as root: lstat
-  if (!p.instanceStorageHome || !lstatOrUndefined(data)?.isDirectory()) return
-  for (const name of readdirSync(data)) {
-    if (!lstatOrUndefined(join(data, name))?.isSymbolicLink()) continue
-    removeIfExists(join(data, name))
-    const target = join(p.instanceStorageHome, name, p.id)
+  if (!p.instanceStorageHome) return
+  const disks: string[] = []
+  inBeneath(p.path, ['DATA'], undefined, (data) => {
+    for (const name of data.list()) {
+      if (!lstatSync(data.at(name), { throwIfNoEntry: false })?.isSymbolicLink()) continue
+      removeIfExists(data.at(name))
+      if (isSafeId(name)) disks.push(name)
+      else deps.log.warning(`DATA/${escapeControls(name)} names no storage directory: only the link is removed`)
+    }
+  })
+  for (const disk of disks) {
+    const target = join(p.instanceStorageHome, disk, p.id)
     if (isDirectory(target)) await wipe(target, deps)
   }
 }
@@ -744,13 +756,6 @@ function writeAtomic(file: string, text: string, owner: Owner, mode = 0o644): vo
   renameSync(tmp, file)
 }
 
-function lstatOrUndefined(p: string): ReturnType<typeof lstatSync> | undefined {
-  try {
-    return lstatSync(p)
-  } catch {
-    return undefined
-  }
-}
 function isSymlink(p: string): boolean {
   try {
     return lstatSync(p).isSymbolicLink()

@@ -2,8 +2,8 @@
 // (grid.md §5.1, §5.2): retention lock, sbin/destroy as the partition user and its failure,
 // the wipe (directory kept with owner and mode, read-only content, links not followed),
 // resuming an interrupted destruction, report scripts and usage XML checks.
-import { spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -25,7 +25,7 @@ import {
 } from '../src/grid-report.ts'
 import { createLogger } from '../src/log.ts'
 import { realRunner } from '../src/system.ts'
-import { tempDir } from './helpers.ts'
+import { skip, tempDir } from './helpers.ts'
 
 const NOBODY: Owner = { uid: 65534, gid: 65534, name: 'nobody', home: '/nonexistent', groups: [] }
 const log = createLogger({ level: 'critical' })
@@ -91,6 +91,27 @@ function deps(f: Fixture, now = new Date('2026-01-01T00:00:00Z')): DestroyDeps {
     rootCheck: true,
     removeServices: async (id) => void f.removed.push(id),
   }
+}
+
+/**
+ * A partition user's racing loop (python3 argv: NAME TARGET): NAME exchanged with a link to
+ * TARGET (renameat2 RENAME_EXCHANGE, atomic, both ways), the link made again when it is gone.
+ */
+const SWAP_LOOP = `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+name, target = sys.argv[1], sys.argv[2]
+link = os.path.join(os.path.dirname(name), '.' + os.path.basename(name) + '.lnk')
+while True:
+    if not os.path.lexists(link):
+        try: os.symlink(target, link)
+        except OSError: pass
+    for _ in range(100): libc.renameat2(-100, name.encode(), -100, link.encode(), 2)
+`
+
+/** Resolves once `check()` is true (polled every 10 ms, 10 s at most). */
+async function waitUntil(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !check(); i++) await new Promise((r) => setTimeout(r, 10))
 }
 
 function target(f: Fixture, id = 'slappart0') {
@@ -315,6 +336,41 @@ destroy('links planted by the instance lead nowhere: DATA as a link, a link in D
   assert.equal(readdirSync(f.path), [])
   assert.is(readFileSync(join(f.outside, 'a'), 'utf8'), 'kept')
   assert.is(readFileSync(join(f.outside, 'victim'), 'utf8'), 'original')
+})
+
+destroy("the partition's user swapping DATA for a link while it is cleaned: root removes no link of the directory it leads to", async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const f = partition()
+  const storage = join(f.root, 'storage')
+  mkdirSync(join(storage, 'data1', 'slappart0'), { recursive: true })
+  // links of root's elsewhere (as /etc/localtime is), one of the name DATA holds
+  const links = join(f.root, 'links')
+  mkdirSync(links)
+  for (const n of ['data1', ...Array.from({ length: 16 }, (_, i) => `l${i}`)]) symlinkSync('/usr/share/zoneinfo/UTC', join(links, n))
+  const before = readdirSync(links).sort()
+  // the user: DATA exchanged with a link to that directory (renameat2 RENAME_EXCHANGE, atomic)
+  // over and over, as fast as it can
+  const racer = spawn('python3', ['-c', SWAP_LOOP, join(f.path, 'DATA'), links], { stdio: 'ignore' })
+  try {
+    await waitUntil(() => existsSync(join(f.path, '.DATA.lnk')))
+    for (let i = 0; i < 100 && readdirSync(links).length === before.length; i++) {
+      // a DATA of the user's, made aside and moved in whole (what a disturbed wipe left under
+      // the name, a link maybe, moved away first: the next wipe takes it)
+      const staged = join(f.path, `DATA.${i}`)
+      mkdirSync(staged)
+      symlinkSync(join(storage, 'data1', 'slappart0'), join(staged, 'data1'))
+      try {
+        if (existsSync(join(f.path, 'DATA'))) renameSync(join(f.path, 'DATA'), join(f.path, `old.${i}`))
+        renameSync(staged, join(f.path, 'DATA'))
+        await destroyPartition({ ...target(f), instanceStorageHome: storage }, deps(f))
+      } catch {
+        // a run the user disturbed may fail: that is the user's own partition
+      }
+    }
+  } finally {
+    racer.kill('SIGKILL')
+  }
+  assert.equal(readdirSync(links).sort(), before)
 })
 
 destroy.run()
