@@ -16,7 +16,7 @@
 // killed in the middle leaves it behind, and the next run skips the retention check and sbin/destroy
 // (they already passed), wipes what is left and only then tells the master. Nothing is
 // reported before the directory is empty, so the master frees the partition at most once.
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, closeSync, constants, existsSync, fchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 import { chmod, lstat, readdir, rmdir, unlink } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { XMLParser, XMLValidator } from 'fast-xml-parser'
@@ -746,13 +746,20 @@ function removeIfExists(path: string): void {
 
 /**
  * Temp file + rename. The temp file is created exclusively (O_EXCL: never through a link an
- * instance left at that name, since this may write as root inside its partition).
+ * instance left at that name, since this may write as root inside its partition) and given
+ * to `owner` through its descriptor: by the time it is chowned the instance may have put
+ * another file (a hard link to one of root's) under its name.
  */
 function writeAtomic(file: string, text: string, owner: Owner, mode = 0o644): void {
   const tmp = `${file}.tmp-${process.pid}`
   removeIfExists(tmp)
-  writeFileSync(tmp, text, { mode, flag: 'wx' })
-  if (process.getuid?.() === 0) lchownSync(tmp, owner.uid, owner.gid)
+  const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode)
+  try {
+    if (process.getuid?.() === 0) fchownSync(fd, owner.uid, owner.gid)
+    writeSync(fd, text)
+  } finally {
+    closeSync(fd)
+  }
   renameSync(tmp, file)
 }
 

@@ -3,7 +3,7 @@
 // the wipe (directory kept with owner and mode, read-only content, links not followed),
 // resuming an interrupted destruction, report scripts and usage XML checks.
 import { spawn, spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -20,6 +20,7 @@ import {
   emptyDirectory,
   RETENTION_DATE_FILE,
   RETENTION_DELAY_FILE,
+  retentionLock,
   runReportScripts,
   type DestroyDeps,
 } from '../src/grid-report.ts'
@@ -219,6 +220,51 @@ destroy('retention files are read as the partition user wrote them: a link or a 
   const out = await destroyPartition(target(f), deps(f))
   assert.equal(out, { done: true }, 'no retention read from the link, no wait on the FIFO')
   assert.is(readFileSync(join(f.outside, 'root-only'), 'utf8'), '30.0')
+})
+
+destroy("the partition's user putting a hard link to root's file under the retention date's temporary name: that file is not given to the user", async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const f = partition()
+  writeFileSync(join(f.path, RETENTION_DELAY_FILE), '2.0')
+  // a file of root's the user may link to (read and write for all: fs.protected_hardlinks
+  // allows that link)
+  const victim = join(f.outside, 'shared-log')
+  writeFileSync(victim, 'root\n', { mode: 0o666 })
+  chmodSync(victim, 0o666)
+  // the user (nobody): the moment the temporary file appears, a hard link to root's file is
+  // renamed over it
+  const tmp = join(f.path, `${RETENTION_DATE_FILE}.tmp-${process.pid}`)
+  const racer = spawn(
+    '/usr/bin/python3',
+    ['-c', `
+import os, sys
+tmp, victim = sys.argv[1], sys.argv[2]
+staged = os.path.join(os.path.dirname(tmp), '.staged')
+ino = os.stat(victim).st_ino
+while True:
+    try:
+        if not os.path.lexists(staged): os.link(victim, staged)
+        if os.lstat(tmp).st_ino != ino: os.rename(staged, tmp)
+    except OSError: pass
+`, tmp, victim],
+    { stdio: 'ignore', uid: NOBODY.uid, gid: NOBODY.gid },
+  )
+  try {
+    await waitUntil(() => existsSync(join(f.path, '.staged')))
+    for (let i = 0; i < 500 && statSync(victim).uid === 0; i++) {
+      rmSync(join(f.path, RETENTION_DATE_FILE), { force: true })
+      try {
+        retentionLock({ path: f.path, owner: NOBODY }, new Date('2026-01-01T00:00:00Z'))
+      } catch {
+        // the user took the temporary name first: its own partition's lock is not written
+      }
+      await new Promise((r) => setImmediate(r))
+    }
+  } finally {
+    racer.kill('SIGKILL')
+  }
+  const st = statSync(victim)
+  assert.equal([st.uid, st.gid], [0, 0])
 })
 
 destroy('retention delay 0 (what node instance writes by default) destroys at once, with the records node instance keeps of it', async () => {
