@@ -525,7 +525,7 @@ export async function reportAndDestroy(run: NodeRun, ctx: Ctx): Promise<{ exitCo
         summary.kept.push(p.id)
         continue
       }
-      if (await waitListBusy(sup, p.path)) {
+      if (await waitListBusy(sup, p.path, plog)) {
         plog.info('There are running processes into the partition, wait until they finish...')
         summary.kept.push(p.id)
         continue
@@ -629,11 +629,20 @@ async function refreshCertificate(client: NodeRun['client'], computerId: string,
   }
 }
 
-/** `.slapos-report-wait-service-list`: supervisord names that must stop before destruction. */
-async function waitListBusy(sup: Supervisor, path: string): Promise<boolean> {
+/** Largest wait list read (supervisord names, one a line). */
+const WAIT_LIST_MAX_BYTES = 64 << 10
+
+/**
+ * `.slapos-report-wait-service-list`: supervisord names that must stop before destruction.
+ * The partition user's file, which it may swap at any moment: read bounded, never through a
+ * link, never waiting on a FIFO (that would hold every later partition's destruction).
+ */
+async function waitListBusy(sup: Supervisor, path: string, log: Logger): Promise<boolean> {
   const file = join(path, WAIT_LIST_FILE)
-  if (!isRegularFile(file)) return false
-  const names = readFileSync(file, 'utf8').split('\n').map((s) => s.trim()).filter(Boolean)
+  const read = readUserFile(file, WAIT_LIST_MAX_BYTES)
+  if (read.kind === 'refused') log.warning(`${file} is ${read.why}: it is not read`)
+  if (read.kind !== 'ok') return false
+  const names = read.bytes.toString('utf8').split('\n').map((s) => s.trim()).filter(Boolean)
   if (!names.length) return false
   let info
   try {

@@ -1,7 +1,7 @@
 // `slapos node report` end to end: the built binary against our proxy (through the recording
 // tap of node-helpers), real supervisord, real partition directories (grid.md §5, checklist
 // 100-109). The full lifecycle with `node instance` deploying real instances is at the end.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, get as httpGet, request as httpRequest, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -405,6 +405,38 @@ report('a wait list keeps the partition while a listed service runs; then it goe
     assert.not.ok(existsSync(groupFile))
     assert.not.ok((await sup.processInfo()).some((i) => i.group === group), 'supervisord forgot the manager group')
   } finally {
+    await node.stop()
+  }
+})
+
+report("the partition's user swapping its wait list with a FIFO while node report runs: every run ends, none waits on the FIFO", async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const node = await makeNode({ partitions: 1 })
+  let racer: ReturnType<typeof spawn> | undefined
+  try {
+    await node.supply()
+    const id = await allocate(node, 'racing')
+    // kept by its retention lock on every run: the wait list is read each time
+    const path = fillPartition(node, id, (p) => {
+      writeFileSync(join(p, RETENTION_DELAY_FILE), '5.0')
+      writeFileSync(join(p, WAIT_LIST_FILE), `${id}:sleeper\n`)
+      spawnSync('mkfifo', [join(p, 'fifo')])
+    })
+    await requestState(node, 'racing', 'destroyed')
+    // the user: the wait list and the FIFO exchanged (renameat2 RENAME_EXCHANGE, atomic) over and over
+    racer = spawn('python3', ['-c', `
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+while True: libc.renameat2(-100, a, -100, b, 2)
+`, join(path, WAIT_LIST_FILE), join(path, 'fifo')], { stdio: 'ignore' })
+    for (let i = 0; i < 16; i++) {
+      const r = await node.run(['node', 'report', '--now'], { timeoutMs: 20_000 })
+      assert.is(r.code, 0, `run ${i}: ${r.stderr}`)
+    }
+    assert.ok(existsSync(join(path, 'buildout.cfg')), 'kept by its retention lock')
+  } finally {
+    racer?.kill('SIGKILL')
     await node.stop()
   }
 })
