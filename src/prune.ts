@@ -9,6 +9,7 @@
 // can free the parts only it used, so passes repeat until one deletes nothing.
 import { chmodSync, lstatSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
+import { inBeneath, openBeneath } from './beneath.ts'
 import { ConfigFile } from './config.ts'
 import { SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
@@ -56,22 +57,21 @@ function prunePass(o: PruneOptions, ignored: ReadonlySet<string>): string[] {
 
   const found: string[] = []
   for (const part of sharedParts(o.sharedRoot)) {
-    if (ignored.has(part)) continue
-    const hash = part.slice(part.lastIndexOf('/') + 1)
+    if (ignored.has(part.path)) continue
     let user: string | undefined
     for (const [file, text] of texts) {
-      if (text.includes(hash)) {
+      if (text.includes(part.hash)) {
         user = file
         break
       }
     }
     if (user !== undefined) {
-      o.log.debug(`${part} is used in ${user}`)
+      o.log.debug(`${part.path} is used in ${user}`)
       continue
     }
-    if (!o.dryRun) removePart(part)
-    o.log.warning(`Unused shared parts at ${part}${o.dryRun ? '' : ' ... removed'}`)
-    found.push(part)
+    if (!o.dryRun) removePart(o.sharedRoot, part)
+    o.log.warning(`Unused shared parts at ${part.path}${o.dryRun ? '' : ' ... removed'}`)
+    found.push(part.path)
   }
   return found
 }
@@ -84,9 +84,9 @@ function collectSignatures(texts: Map<string, string>, softwareRoot: string, sha
   }
   if (!sharedRoot) return
   for (const part of sharedParts(sharedRoot)) {
-    if (ignored.has(part)) continue
-    for (const name of safeReaddir(part)) {
-      if (name === '.buildout-shared.json' || /^\..*signature$/.test(name)) readInto(texts, join(part, name))
+    if (ignored.has(part.path)) continue
+    for (const name of safeReaddir(part.path)) {
+      if (name === '.buildout-shared.json' || /^\..*signature$/.test(name)) readInto(texts, join(part.path, name))
     }
   }
 }
@@ -116,10 +116,34 @@ function collectNested(texts: Map<string, string>, instanceRoot: string, visited
   }
 }
 
-/** `<shared_root>/*\/*` directories (names starting with a dot are skipped, as a shell glob does). */
-function sharedParts(sharedRoot: string): string[] {
-  const parts: string[] = []
-  for (const name of globDirs(sharedRoot)) for (const h of globDirs(name)) parts.push(h)
+/** A shared part: `<shared_root>/<name>/<hash>`. */
+interface SharedPart {
+  name: string
+  hash: string
+  path: string
+}
+
+/**
+ * `<shared_root>/*\/*` directories (names starting with a dot are skipped, as a shell glob
+ * does). The shared root is root's choice, what is below it the software user's: a link
+ * there (`<shared_root>/x` -> /var/lib) is not a part, each level is listed from the one
+ * above opened without following a link.
+ */
+function sharedParts(sharedRoot: string): SharedPart[] {
+  const parts: SharedPart[] = []
+  inBeneath(sharedRoot, [], undefined, (root) => {
+    for (const name of visible(root.list())) {
+      const dir = root.sub(name)
+      if (!dir) continue
+      try {
+        for (const hash of visible(dir.list())) {
+          if (lstatSync(dir.at(hash), { throwIfNoEntry: false })?.isDirectory()) parts.push({ name, hash, path: join(sharedRoot, name, hash) })
+        }
+      } finally {
+        dir.close()
+      }
+    }
+  })
   return parts
 }
 
@@ -130,9 +154,12 @@ function globDirs(dir: string): string[] {
 }
 
 function globNames(dir: string): string[] {
-  return safeReaddir(dir)
-    .filter((n) => !n.startsWith('.'))
-    .sort()
+  return visible(safeReaddir(dir))
+}
+
+/** The names a shell glob matches, in order. */
+function visible(names: string[]): string[] {
+  return names.filter((n) => !n.startsWith('.')).sort()
 }
 
 function readInto(texts: Map<string, string>, file: string): void {
@@ -164,13 +191,23 @@ function findFiles(root: string, name: string): string[] {
 }
 
 /**
- * As root, GNU rm (it walks with openat/unlinkat and never follows a link swapped in by the
- * software user meanwhile); otherwise in-process, making read-only directories writable.
+ * As root, GNU rm: it walks with openat/unlinkat and never follows a link, the part itself
+ * included. It is given the part by its name in `<shared_root>/<name>` opened here without
+ * following a link, through our descriptor (`/proc/<pid>/fd/<n>/<hash>`): the software user
+ * swapping `<name>` for a link meanwhile cannot send it elsewhere. `<name>` no longer a
+ * directory: nothing of the shared root to remove. Otherwise (we are the software user)
+ * in-process, making read-only directories writable.
  */
-function removePart(part: string): void {
-  if (process.getuid?.() !== 0) return removeTree(part)
-  const r = runSync(['rm', '-rf', '--one-file-system', '--', part], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
-  if (r.code !== 0) throw new SlapError(`Could not remove ${part}: ${r.stderr.trim()}`, { code: 'E_PRUNE' })
+function removePart(sharedRoot: string, part: SharedPart): void {
+  if (process.getuid?.() !== 0) return removeTree(part.path)
+  const dir = openBeneath(sharedRoot, [part.name])
+  if (!dir) return
+  try {
+    const r = runSync(['rm', '-rf', '--one-file-system', '--', `/proc/${process.pid}/fd/${dir.fd}/${part.hash}`], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
+    if (r.code !== 0) throw new SlapError(`Could not remove ${part.path}: ${r.stderr.trim()}`, { code: 'E_PRUNE' })
+  } finally {
+    dir.close()
+  }
 }
 
 /** Recursive delete that also goes through read-only directories (built parts often are). */

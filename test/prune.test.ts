@@ -1,12 +1,12 @@
 // `slapos node prune` with the built binary on a real software root and shared parts tree
 // (grid.md §9.2, checklist 122-124): what keeps a part, chains removed pass after pass,
 // --dry-run, --additional-software-directory, nested nodes, and the 255 refusals.
-import { spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { spawn, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import { basename, join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { SLAPOS, slapos, tempDir } from './helpers.ts'
+import { skip, SLAPOS, slapos, slaposAsync, tempDir } from './helpers.ts'
 
 interface Tree {
   dir: string
@@ -149,6 +149,59 @@ prune('a node kept by an unprivileged user (root_check = false): its parts, read
   assert.is(r.status, 0, r.stderr)
   for (const [n, h] of [...CHAIN, ['zlib', 'Z0'], ['ro', 'R1']] as const) assert.not.ok(existsSync(t.part(n, h)), `${n}/${h} removed`)
   for (const [n, h] of KEPT) assert.ok(existsSync(t.part(n, h)))
+})
+
+prune('a link the software user plants in the shared root is no part: nothing it leads to is deleted', () => {
+  const t = tree()
+  // `<shared>/evil` -> a directory of root's (as /var/lib), whose directories look like parts
+  const outside = join(t.dir, 'outside')
+  mkdirSync(join(outside, 'mysql'), { recursive: true })
+  writeFileSync(join(outside, 'mysql', 'ibdata1'), 'rows')
+  symlinkSync(outside, join(t.shared, 'evil'))
+  const r = slapos(['node', 'prune', '--cfg', t.cfg])
+  assert.is(r.code, 0, r.stderr)
+  assert.ok(existsSync(join(outside, 'mysql', 'ibdata1')), r.stderr)
+  assert.not.match(r.stderr, join(t.shared, 'evil'))
+  assert.not.ok(existsSync(t.part('zlib', 'Z0')), 'the real unused parts still go')
+})
+
+prune('the software user swapping a name directory of the shared root for a link while prune runs: nothing it leads to is deleted', async () => {
+  if (process.getuid?.() !== 0) return skip('needs root')
+  const t = tree()
+  // unused parts of the name, and a directory of root's holding directories of the same names
+  const outside = join(t.dir, 'outside')
+  const unused = Array.from({ length: 12 }, (_, i) => `U${i}`)
+  for (const h of unused) mkdirSync(t.part('zlib', h))
+  for (const h of ['Z0', 'Z1', 'Z2', 'X1', ...unused]) mkdirSync(join(outside, basename(t.part('zlib', h)), 'lib'), { recursive: true })
+  const before = readdirSync(outside).sort()
+  // the user: `<shared>/zlib` exchanged with a link to that directory (renameat2
+  // RENAME_EXCHANGE, atomic) every half millisecond or so: long enough for a whole rm to see
+  // one of the two
+  const zlib = join(t.shared, 'zlib')
+  const link = join(t.shared, '.zlib.lnk')
+  symlinkSync(outside, link)
+  const racer = spawn('python3', ['-c', `
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = sys.argv[1].encode(), sys.argv[2].encode()
+while True:
+    libc.renameat2(-100, a, -100, b, 2)
+    time.sleep(0.0005)
+`, zlib, link], { stdio: 'ignore' })
+  const failed: string[] = []
+  try {
+    // started: the name is the link at times
+    for (let i = 0; i < 1000 && !lstatSync(zlib).isSymbolicLink(); i++) await new Promise((r) => setTimeout(r, 10))
+    for (let i = 0; i < 20 && readdirSync(outside).length === before.length; i++) {
+      const r = await slaposAsync(['node', 'prune', '--cfg', t.cfg])
+      if (r.code !== 0) failed.push(r.stderr)
+    }
+  } finally {
+    racer.kill('SIGKILL')
+  }
+  assert.equal(readdirSync(outside).sort(), before)
+  for (const h of before) assert.ok(existsSync(join(outside, h, 'lib')), h)
+  assert.equal(failed, [], 'rm never met what the link leads to')
 })
 
 prune('root check: refused (5) as a user when root_check is on', () => {
