@@ -7,7 +7,9 @@
 // `/proc/self/fd/<n>/<name>` (Node has no openat): a link planted before or during the
 // operation is never followed, and a directory moved away meanwhile is still the user's own.
 // Used by promise.ts (the `.slapgrid/promise` files), grid-instance.ts (the partition's log,
-// the cleaning of a free partition) and doctor.ts (the promise results it reads).
+// the cleaning of a free partition), doctor.ts (the promise results it reads), grid-report.ts
+// (usage reports, a destroyed partition's DATA) and prune.ts (the shared parts, below a
+// shared root the software user fills).
 import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeSync } from 'node:fs'
 import { SlapError } from './errors.ts'
 import { readUserFile, type UserFile } from './managers.ts'
