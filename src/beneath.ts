@@ -10,9 +10,10 @@
 // the cleaning of a free partition), doctor.ts (the promise results it reads), grid-report.ts
 // (usage reports, a destroyed partition's DATA) and prune.ts (the shared parts, below a
 // shared root the software user fills).
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs'
 import { SlapError } from './errors.ts'
 import { readUserFile, type UserFile } from './managers.ts'
+import { runSync } from './system.ts'
 
 /** uid and gid given to what is made (unset: kept as made, by this process) */
 export interface Own {
@@ -26,6 +27,8 @@ export interface Make extends Own {
 }
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW
+/** open(2)'s O_PATH (Linux): a descriptor that names a file without opening it (no device is woken) */
+const O_PATH = 0o10000000
 /** directories below the start a removal goes down at most (each holds one descriptor) */
 const MAX_DEPTH = 64
 
@@ -104,8 +107,8 @@ export class OpenDir {
       if (!st.isFile() || st.nlink !== 1) {
         throw new SlapError(`${this.path}/${name} is not a regular file with one link: not written`, { code: 'E_NOT_REGULAR' })
       }
-      if (own.uid !== undefined && (st.uid !== own.uid || (own.gid !== undefined && st.gid !== own.gid))) fchownSync(fd, own.uid, own.gid ?? -1)
       writeSync(fd, text)
+      if (own.uid !== undefined && (st.uid !== own.uid || (own.gid !== undefined && st.gid !== own.gid))) fchownSync(fd, own.uid, own.gid ?? -1)
     } finally {
       closeSync(fd)
     }
@@ -114,6 +117,19 @@ export class OpenDir {
   /** Renames `from` to `to` in this directory (a link under either name is what is renamed). */
   rename(from: string, to: string): void {
     renameSync(this.at(from), this.at(to))
+  }
+
+  /**
+   * Removes `name` and everything in it, however deep. As root this is GNU `rm -rf
+   * --one-file-system` given the name through our descriptor (`/proc/<pid>/fd/<n>/<name>`): rm
+   * walks with openat/unlinkat and never follows a link, the name itself included. Otherwise
+   * (we are the directory's user already) `remove`.
+   */
+  removeTree(name: string): void {
+    this.at(name) // checks the name
+    if (process.getuid?.() !== 0) return this.remove(name)
+    const r = runSync(['rm', '-rf', '--one-file-system', '--', `${procOfChildren()}/fd/${this.fd}/${name}`], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
+    if (r.code !== 0) throw new SlapError(`Could not remove ${this.path}/${name}: ${r.stderr.trim().split('\n').slice(-3).join('; ') || `exit ${r.code}`}`, { code: 'E_REMOVE' })
   }
 
   /**
@@ -154,6 +170,12 @@ export function openBeneath(root: string, parts: readonly string[], make?: Make)
     dir = new OpenDir(openSync(root, constants.O_RDONLY | constants.O_DIRECTORY), root)
   } catch (e) {
     if (!make && ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR')) return undefined
+    throw e
+  }
+  try {
+    checkProc(dir)
+  } catch (e) {
+    dir.close()
     throw e
   }
   for (const part of parts) {
@@ -217,7 +239,7 @@ function openBelow(parent: OpenDir, name: string, make?: Make): OpenDir | undefi
     }
     return dir
   }
-  throw new SlapError(`${shown} keeps being replaced while it is made: left alone`, { code: 'E_RACE', hint: 'a process of the partition replaces it; stop it and run again' })
+  throw new SlapError(`${shown} keeps being replaced while it is made: left alone`, { code: 'E_RACE', hint: 'a process of its owner replaces it; stop that process and run again' })
 }
 
 /** Unlinks a name that is not a directory (a link itself, never its target); absent is fine. */
@@ -229,3 +251,61 @@ function removeFile(path: string): void {
   }
 }
 
+let procChecked = false
+
+/**
+ * Everything here goes through `/proc/self/fd`: without a /proc of this process's own (not
+ * mounted, another PID namespace's), every name below would look absent and promises, results
+ * and reports would be skipped in silence. Checked once, on the first directory opened.
+ */
+function checkProc(dir: OpenDir): void {
+  if (procChecked) return
+  const want = fstatSync(dir.fd)
+  const seen = statSync(dir.proc, { throwIfNoEntry: false })
+  if (!seen || seen.ino !== want.ino || seen.dev !== want.dev) {
+    throw new SlapError(`/proc/self/fd does not show this process's open directories (${dir.path}): /proc is not mounted, or is another PID namespace's`, { code: 'E_NO_PROC', hint: 'mount /proc (mount -t proc proc /proc) where slapos runs' })
+  }
+  procChecked = true
+}
+
+let procSelf: string | undefined
+
+/**
+ * `/proc/<pid>` of this process as /proc knows it, for paths given to the commands it runs
+ * (theirs is a `/proc/self` of their own). Not `process.pid`: in a PID namespace without a
+ * /proc of its own, that number names another process.
+ */
+export function procOfChildren(): string {
+  procSelf ??= `/proc/${readlinkSync('/proc/self')}`
+  return procSelf
+}
+
+/**
+ * Opens a regular file that another user controls, for reading (`O_NONBLOCK | O_NOCTTY`),
+ * following a link at its name only when `follow`. The name is first resolved without opening
+ * anything (O_PATH) and the file opened only when it is a regular file, so that a link to a
+ * device (`/dev/watchdog`, a terminal) or a FIFO never makes root open one; `check` may refuse
+ * it from that descriptor (its stat and its real path): a reason, or undefined. Returns the
+ * descriptor, `absent`, or why it is refused.
+ */
+export function openRegular(path: string, follow: boolean, check?: (st: Stats, real: string) => string | undefined): number | 'absent' | { refused: string } {
+  let pathFd: number
+  try {
+    pathFd = openSync(path, O_PATH | (follow ? 0 : constants.O_NOFOLLOW))
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'absent' : { refused: `cannot be opened (${code ?? String(e)})` }
+  }
+  try {
+    const st = fstatSync(pathFd)
+    if (!st.isFile()) return { refused: st.isSymbolicLink() ? 'is a symbolic link' : 'is not a regular file' }
+    const why = check?.(st, readlinkSync(`/proc/self/fd/${pathFd}`))
+    if (why) return { refused: why }
+    // the same file, opened now through the descriptor that named it
+    return openSync(`/proc/self/fd/${pathFd}`, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY)
+  } catch (e) {
+    return { refused: `cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})` }
+  } finally {
+    closeSync(pathFd)
+  }
+}

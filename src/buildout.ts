@@ -2,8 +2,9 @@
 // (grid-instance.ts): as the directory's owner, clean environment, umask 027, the whole
 // process tree killed on timeout, output streamed line by line and kept for the error report
 // (spec grid.md §3.4 steps 7-9, §4.5). No bootstrap: the configured buildout runs directly.
-import { accessSync, constants, openSync, readSync, closeSync, fstatSync, statSync } from 'node:fs'
+import { accessSync, constants, readSync, closeSync, statSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
+import { openRegular } from './beneath.ts'
 import { SlapError } from './errors.ts'
 import { asUser, cleanEnv, type Owner } from './grid-common.ts'
 import { searchPath, type Runner } from './system.ts'
@@ -117,9 +118,10 @@ export function which(name: string, path: string | undefined): string | undefine
 export function shebang(path: string): string[] {
   let fd: number | undefined
   try {
-    // a file of the software user: a FIFO put there neither blocks nor is read
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
-    if (!fstatSync(fd).isFile()) return []
+    // often a file of the software user: only a regular file is opened (never a device or a FIFO)
+    const opened = openRegular(path, true)
+    if (typeof opened !== 'number') return []
+    fd = opened
     const buf = Buffer.alloc(1024)
     const n = readSync(fd, buf, 0, buf.length, 0)
     const text = buf.subarray(0, n).toString('utf8')

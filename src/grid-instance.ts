@@ -17,12 +17,9 @@
 // (viewPartition, grid-plan.ts decidePartition) and prints them instead of doing them.
 import {
   closeSync,
-  constants,
   existsSync,
-  fstatSync,
   lchownSync,
   lstatSync,
-  openSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -37,7 +34,7 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
-import { inBeneath } from './beneath.ts'
+import { inBeneath, openRegular } from './beneath.ts'
 import { buildoutFailure, runBuildout } from './buildout.ts'
 import type { NodeConfig } from './config.ts'
 import type { Ctx } from './context.ts'
@@ -926,7 +923,7 @@ async function install(env: Env, w: Work): Promise<void> {
     ipv4GlobalNetwork: env.settings.get('ipv4_global_network')?.trim() ?? '',
   })
   const profile = join(w.path, 'buildout.cfg')
-  writePartitionFile(profile, readTemplate(template, cfg.softwareRoot) + '\n\n' + tail, 0o640, { gid: w.owner.gid })
+  writePartitionFile(profile, readTemplate(template, cfg.softwareRoot, cfg.sharedPartList) + '\n\n' + tail, 0o640, { gid: w.owner.gid })
 
   const binary = await chooseBuildout(env, w)
   w.log.info(`Running buildout in ${w.path}${opts.buildoutDebug ? ' (debug)' : ''}`)
@@ -968,34 +965,41 @@ const TEMPLATE_MAX_BYTES = 16 << 20
 /**
  * The release's `instance.cfg` (or `template.cfg`), which becomes the partition's buildout.cfg,
  * readable by the partition's user. The software user makes it, and may make it a link, as the
- * original follows one: only a regular file (never a FIFO) that lies in the software root once
- * opened (the path of the open descriptor, so no link swapped in meanwhile counts), and that
- * is not a second name of a file of another user, at most TEMPLATE_MAX_BYTES.
+ * original follows one: only a regular file (never a device or a FIFO: nothing else is even
+ * opened) that lies in the software root or a shared part root (the real path of the file
+ * named, so no link swapped in meanwhile counts), not another name of a file of another user,
+ * at most TEMPLATE_MAX_BYTES.
  */
-function readTemplate(file: string, softwareRoot: string): string {
+function readTemplate(file: string, softwareRoot: string, sharedRoots: readonly string[]): string {
   const refuse = (why: string) => new SlapError(`${file} ${why}: not used as the instance template`, { code: 'E_TEMPLATE', hint: 'the software release must build it as a file of its own directory; run `slapos node software` again' })
-  let fd: number
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK)
-  } catch (e) {
-    throw refuse(`cannot be opened (${(e as NodeJS.ErrnoException).code ?? String(e)})`)
-  }
-  try {
-    const st = fstatSync(fd)
-    if (!st.isFile()) throw refuse('is not a regular file')
-    const real = readlinkSync(`/proc/self/fd/${fd}`)
-    const root = realpathSync(softwareRoot)
-    if (!real.startsWith(root + '/')) throw refuse(`leads outside the software root (to ${real})`)
-    if (st.nlink > 1 && st.uid !== statSync(root).uid) throw refuse(`is another name of a file of uid ${st.uid}`)
-    if (st.size > TEMPLATE_MAX_BYTES) throw refuse(`is larger than ${TEMPLATE_MAX_BYTES} bytes`)
-    const buf = Buffer.alloc(st.size)
-    let n = 0
-    while (n < buf.length) {
-      const got = readSync(fd, buf, n, buf.length - n, n)
-      if (got === 0) break
-      n += got
+  const roots = [softwareRoot, ...sharedRoots].flatMap((r) => {
+    try {
+      return [realpathSync(r)]
+    } catch {
+      return []
     }
-    return buf.subarray(0, n).toString('utf8')
+  })
+  const softwareUid = statSync(softwareRoot).uid
+  const fd = openRegular(file, true, (st, real) => {
+    if (!roots.some((r) => real.startsWith(r.endsWith('/') ? r : r + '/'))) return `leads outside the software root (to ${real})`
+    if (st.nlink > 1 && st.uid !== softwareUid) return `is another name of a file of uid ${st.uid}`
+    if (st.size > TEMPLATE_MAX_BYTES) return `is larger than ${TEMPLATE_MAX_BYTES} bytes`
+    return undefined
+  })
+  if (fd === 'absent') throw refuse('is missing')
+  if (typeof fd !== 'number') throw refuse(fd.refused)
+  try {
+    const chunks: Buffer[] = []
+    let total = 0
+    for (;;) {
+      const buf = Buffer.alloc(64 << 10)
+      const got = readSync(fd, buf, 0, buf.length, null)
+      if (got === 0) break
+      total += got
+      if (total > TEMPLATE_MAX_BYTES) throw refuse(`is larger than ${TEMPLATE_MAX_BYTES} bytes`)
+      chunks.push(buf.subarray(0, got))
+    }
+    return Buffer.concat(chunks).toString('utf8')
   } finally {
     closeSync(fd)
   }
@@ -1082,7 +1086,7 @@ function readTransaction(file: string, log: Logger): string[] | undefined {
 function cleanFreePartition(path: string, log: Logger): void {
   // the user's tree, removed without following a link (a free partition's user may still run something)
   inBeneath(path, [], undefined, (d) => {
-    for (const f of ['.slapgrid', '.timestamp']) d.remove(f)
+    for (const f of ['.slapgrid', '.timestamp']) d.removeTree(f)
   })
   const rest = safeReaddir(path).filter((f) => f !== '.slapos-resource')
   if (rest.length) log.warning(`free partition ${path} is not empty: ${rest.sort().slice(0, 5).join(', ')}${rest.length > 5 ? ', ...' : ''}`)

@@ -325,14 +325,14 @@ async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
   const owner = ownerOf(cfg.softwareRoot)
   const own = process.getuid?.() === 0 ? { uid: owner.uid, gid: owner.gid } : {}
   // the software user owns the software root and all in it: nothing there is reached through a
-  // link (beneath.ts), nor chowned, written or removed through one
-  const dir = openBeneath(cfg.softwareRoot, [basename(path)], { ...own, mode: 0o755 })
-  if (!dir) throw new SlapError(`Cannot open ${path}`)
+  // link (beneath.ts), nor chowned, written or removed through one (with `make`, always a directory)
+  const dir = openBeneath(cfg.softwareRoot, [basename(path)], { ...own, mode: 0o755 })!
   let builder: Owner
   try {
     // the software user's credentials for private downloads (HEAD), read as that user's file:
-    // never through a link, nor a FIFO, at most 1 MiB
-    const netrc = readUserFile(join(owner.home, '.netrc'), 1 << 20)
+    // never through a link, nor a FIFO, nor another name of someone else's file, at most 1 MiB
+    // (a file with one name: a hard link made there to someone else's file has two)
+    const netrc = readUserFile(join(owner.home, '.netrc'), 1 << 20, (st) => (st.nlink !== 1 ? 'a file with other names' : undefined))
     if (netrc.kind === 'ok') dir.write('.netrc', netrc.bytes, 0o600, own)
     else {
       if (netrc.kind === 'refused') job.log.warning(`${join(owner.home, '.netrc')} is ${netrc.why}: not copied`)
@@ -342,6 +342,8 @@ async function buildSoftware(run: NodeRun, job: InstallJob): Promise<void> {
     if (!lstatSync(dir.at('buildout.cfg'), { throwIfNoEntry: false })) dir.write('buildout.cfg', softwareBuildoutCfg(job.url, cfg.sharedPartList, cfg.buildTimePartList), 0o644, own)
     // buildout runs as the owner of the directory that was opened, not of what the name leads to now
     builder = ownerOf(dir.proc)
+    // an owner without a passwd entry gets the directory as home: its real name, not the descriptor's
+    if (builder.home === dir.proc) builder.home = path
   } finally {
     dir.close()
   }
@@ -444,7 +446,6 @@ function isDirectory(p: string): boolean {
     return false
   }
 }
-
 
 
 /** Python's time.asctime(): `Mon Nov  3 02:44:13 2026` (local time). */

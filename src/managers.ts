@@ -14,7 +14,7 @@
 // not trusted: each manager validates it before it names a path, a command argument or a
 // line of a root-owned file. The files of that user's directory are read with readUserFile
 // (or readPartitionJson) and replaced with replaceFile, here for the managers and firewall.ts.
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync, type Stats } from 'node:fs'
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync, type Stats } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import type { ConfigFile } from './config.ts'
 import { SlapError } from './errors.ts'
@@ -185,22 +185,20 @@ const LINK = 'not a regular file (a symbolic link)'
  * file from its lstat and from its fstat (a reason, or undefined). A refusal reads after "is"
  * or a colon (`not a regular file`, `larger than N bytes`, `unreadable (EIO)`).
  * `tail`: a larger file is not refused, its last `maxBytes` are read (`skipped`: the bytes
- * before them), for logs whose last lines matter. `follow`: a link is followed (stat, open
- * without O_NOFOLLOW), for a file the original reads through links too; `trust` then decides
- * from the file reached (its owner, say), since the link may lead anywhere.
+ * before them), for logs whose last lines matter.
  */
-export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined, opts: { tail?: boolean; follow?: boolean } = {}): UserFile {
+export function readUserFile(file: string, maxBytes: number, trust?: (st: Stats) => string | undefined, opts: { tail?: boolean } = {}): UserFile {
   const refused = (why: string): UserFile => ({ kind: 'refused', why })
   const problem = (st: Stats): string | undefined =>
     st.isSymbolicLink() ? LINK : !st.isFile() ? 'not a regular file' : (trust?.(st) ?? (st.size > maxBytes && !opts.tail ? `larger than ${maxBytes} bytes` : undefined))
   let fd: number | undefined
   try {
     // an absent file (the usual case of most callers) answered without an exception
-    const st = (opts.follow ? statSync : lstatSync)(file, { throwIfNoEntry: false })
+    const st = lstatSync(file, { throwIfNoEntry: false })
     if (!st) return { kind: 'absent' }
     const early = problem(st)
     if (early) return refused(early)
-    fd = openSync(file, constants.O_RDONLY | (opts.follow ? 0 : constants.O_NOFOLLOW) | constants.O_NONBLOCK)
+    fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
     const now = fstatSync(fd)
     if (now.ino !== st.ino || now.dev !== st.dev) return refused('replaced while being read')
     const late = problem(now)

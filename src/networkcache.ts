@@ -23,6 +23,7 @@ import type { X509Certificate } from 'node:crypto'
 import { closeSync, constants, createReadStream, createWriteStream, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
+import { procOfChildren } from './beneath.ts'
 import type { NetworkcacheConfig } from './config.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
@@ -335,16 +336,19 @@ function workDir(softwareRoot: string, prefix: string): WorkDir {
     closeSync(fd)
     throw new Error(`${made} was replaced as it was made`)
   }
-  const path = `/proc/${process.pid}/fd/${fd}`
+  const path = `${procOfChildren()}/fd/${fd}`
   return {
     path,
     done() {
       try {
         // inside a directory only we may enter: nothing there can be swapped
         for (const name of readdirSync(path)) rmSync(join(path, name), { recursive: true, force: true })
-        // the directory itself by its name, only if that name still leads to it
+        // the directory itself by its name, only if that name still leads to it (else the
+        // empty directory stays where its owner moved it)
         const now = lstatSync(made, { throwIfNoEntry: false })
         if (now?.isDirectory() && now.ino === st.ino && now.dev === st.dev) rmdirSync(made)
+      } catch {
+        // a name swapped meanwhile: what the run did stands, the leftover is empty
       } finally {
         closeSync(fd)
       }

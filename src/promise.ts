@@ -10,11 +10,11 @@
 // when the egg the plugins import (the `sys.path[0:0] = [...]` of the first plugin) has one,
 // else our own (promise-runner.ts), which drives that egg's launcher the same way. The runner
 // checks the legacy promises too.
-import { closeSync, constants, existsSync, fchmodSync, fchownSync, fstatSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { SlapError } from './errors.ts'
 import { RUNNER } from './promise-runner.ts'
-import { inBeneath, type Own } from './beneath.ts'
+import { inBeneath, openRegular, type Own } from './beneath.ts'
 import { asUser, cleanEnv } from './grid-common.ts'
 import type { Logger } from './log.ts'
 import type { Runner } from './system.ts'
@@ -170,10 +170,10 @@ export function promiseFailureMessage(r: PromiseResult): string {
 export function softwarePython(softwarePath: string): string | undefined {
   let head: string
   try {
-    // a file of the software user: a FIFO put there neither blocks nor is read
-    const fd = openSync(join(softwarePath, 'bin', 'buildout'), constants.O_RDONLY | constants.O_NONBLOCK)
+    // a file of the software user: only a regular file is opened (never a device or a FIFO)
+    const fd = openRegular(join(softwarePath, 'bin', 'buildout'), true)
+    if (typeof fd !== 'number') return undefined
     try {
-      if (!fstatSync(fd).isFile()) return undefined
       const buf = Buffer.alloc(4096)
       head = buf.subarray(0, readSync(fd, buf, 0, buf.length, 0)).toString('utf8')
     } finally {
@@ -378,7 +378,7 @@ function removeDeprecatedState(p: PromiseRun, titles: string[]): void {
   inBeneath(p.path, STATE_DIR, undefined, (d) => {
     for (const n of names) {
       try {
-        d.remove(n)
+        d.removeTree(n)
       } catch (e) {
         p.log.warning(`Cannot remove ${d.path}/${n}: ${(e as Error).message}`)
       }

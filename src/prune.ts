@@ -9,11 +9,9 @@
 // can free the parts only it used, so passes repeat until one deletes nothing.
 import { chmodSync, lstatSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync } from 'node:fs'
 import { join } from 'node:path'
-import { inBeneath, openBeneath } from './beneath.ts'
+import { inBeneath } from './beneath.ts'
 import { ConfigFile } from './config.ts'
-import { SlapError } from './errors.ts'
 import type { Logger } from './log.ts'
-import { runSync } from './system.ts'
 
 export interface PruneOptions {
   /** the writable shared root: last line of shared_part_list */
@@ -191,23 +189,15 @@ function findFiles(root: string, name: string): string[] {
 }
 
 /**
- * As root, GNU rm: it walks with openat/unlinkat and never follows a link, the part itself
- * included. It is given the part by its name in `<shared_root>/<name>` opened here without
- * following a link, through our descriptor (`/proc/<pid>/fd/<n>/<hash>`): the software user
- * swapping `<name>` for a link meanwhile cannot send it elsewhere. `<name>` no longer a
- * directory: nothing of the shared root to remove. Otherwise (we are the software user)
- * in-process, making read-only directories writable.
+ * As root, GNU rm (beneath.ts `removeTree`: it never follows a link, the part itself included),
+ * given the part by its name in `<shared_root>/<name>` opened here without following a link:
+ * the software user swapping `<name>` for a link meanwhile cannot send it elsewhere. `<name>`
+ * no longer a directory: nothing of the shared root to remove. Otherwise (we are the software
+ * user) in-process, making read-only directories writable.
  */
 function removePart(sharedRoot: string, part: SharedPart): void {
   if (process.getuid?.() !== 0) return removeTree(part.path)
-  const dir = openBeneath(sharedRoot, [part.name])
-  if (!dir) return
-  try {
-    const r = runSync(['rm', '-rf', '--one-file-system', '--', `/proc/${process.pid}/fd/${dir.fd}/${part.hash}`], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C' } })
-    if (r.code !== 0) throw new SlapError(`Could not remove ${part.path}: ${r.stderr.trim()}`, { code: 'E_PRUNE' })
-  } finally {
-    dir.close()
-  }
+  inBeneath(sharedRoot, [part.name], undefined, (d) => d.removeTree(part.hash))
 }
 
 /** Recursive delete that also goes through read-only directories (built parts often are). */

@@ -2,12 +2,14 @@
 // replaced by links before and while root works in them. As root (CI), the made directories
 // are given to nobody, as the node gives them to the partition's user.
 import { existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { inBeneath, openBeneath } from '../src/beneath.ts'
-import { tempDir } from './helpers.ts'
+import { inBeneath, openBeneath, openRegular } from '../src/beneath.ts'
+import { shebang } from '../src/buildout.ts'
+import { softwarePython } from '../src/promise.ts'
+import { skip, tempDir } from './helpers.ts'
 
 const t = suite('beneath: files below a directory of an untrusted user')
 const asRoot = process.getuid?.() === 0
@@ -110,6 +112,60 @@ t('remove: a whole tree goes, links in it are removed and never followed; a tree
   symlinkSync(outside, join(deep, 'l'))
   assert.throws(() => inBeneath(part, [], undefined, (d) => d.remove('deep')), /more than 64 directories deep/)
   assert.equal(readdirSync(outside), ['x.log'])
+})
+
+t('removeTree: a tree deeper than remove goes (as root, by rm given the descriptor), links in it not followed', () => {
+  if (!asRoot) return skip('needs root')
+  const { part, outside } = setup()
+  let deep = join(part, '.slapgrid')
+  for (let i = 0; i < 200; i++) deep = join(deep, 'd')
+  mkdirSync(deep, { recursive: true })
+  symlinkSync(outside, join(deep, 'l'))
+  symlinkSync(outside, join(part, '.timestamp'))
+  inBeneath(part, [], undefined, (d) => {
+    d.removeTree('.slapgrid')
+    d.removeTree('.timestamp')
+  })
+  assert.equal(readdirSync(part), [])
+  assert.equal(readdirSync(outside), ['x.log'])
+})
+
+t('openRegular: a link to a FIFO (or any file but a regular one) is never opened; a regular file through a link is, when asked', async () => {
+  const { part, outside } = setup()
+  const fifo = join(outside, 'fifo')
+  assert.is(spawnSync('mkfifo', [fifo]).status, 0)
+  symlinkSync(fifo, join(part, 'buildout'))
+  mkdirSync(join(part, 'sr', 'bin'), { recursive: true })
+  symlinkSync(fifo, join(part, 'sr', 'bin', 'buildout'))
+  // a writer that goes on only once someone opens the FIFO for reading
+  const marker = join(outside, 'opened')
+  const writer = spawn('sh', ['-c', 'exec 3>"$1"; echo yes > "$2"', 'writer', fifo, marker], { stdio: 'ignore' })
+  try {
+    assert.equal(openRegular(join(part, 'buildout'), true), { refused: 'is not a regular file' })
+    assert.equal(shebang(join(part, 'buildout')), [])
+    assert.is(softwarePython(join(part, 'sr')), undefined)
+    await new Promise((r) => setTimeout(r, 200))
+    assert.not.ok(existsSync(marker), 'the FIFO was opened')
+  } finally {
+    writer.kill('SIGKILL')
+  }
+  writeFileSync(join(outside, 'script'), '#!/usr/bin/python3 -u\n')
+  symlinkSync(join(outside, 'script'), join(part, 'script'))
+  assert.equal(shebang(join(part, 'script')), ['/usr/bin/python3', '-u'])
+  assert.equal(openRegular(join(part, 'script'), false), { refused: 'is a symbolic link' })
+  assert.equal(openRegular(join(part, 'script'), true, (_, real) => (real.startsWith(part) ? undefined : `leads to ${real}`)), { refused: `leads to ${join(outside, 'script')}` })
+  assert.is(openRegular(join(part, 'absent'), true), 'absent')
+})
+
+t('without a /proc of its own, opening a directory fails saying so (nothing read as absent in silence)', () => {
+  if (!asRoot) return skip('needs root (a mount namespace)')
+  const { part } = setup()
+  mkdirSync(join(part, 'etc', 'promise'), { recursive: true })
+  const code = `import('${join(import.meta.dirname, '..', 'src', 'beneath.ts')}').then((m) => { try { console.log(JSON.stringify(m.inBeneath(process.argv[1], ['etc', 'promise'], undefined, (d) => d.list()))) } catch (e) { console.log(e.code, e.message) } })`
+  const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs none /proc && exec "$@"', 'sh', process.execPath, '--import', 'tsx', '-e', code, part], { encoding: 'utf8' })
+  assert.match(r.stdout, /^E_NO_PROC \/proc\/self\/fd does not show this process's open directories/, r.stderr)
+  // with /proc, the same call lists the directory
+  assert.equal(spawnSync(process.execPath, ['--import', 'tsx', '-e', code, part], { encoding: 'utf8' }).stdout.trim(), '[]')
 })
 
 t.run()

@@ -139,22 +139,29 @@ t("the partition's user swapping .slapgrid/promise and its directories for links
   const before = () => JSON.stringify(spawnSync('find', [outside, '-printf', '%P %s %u %m\n']).stdout.toString().split('\n').sort())
   const expected = before()
   mkdirSync(join(dir, '.slapgrid', 'promise'), { recursive: true })
-  // the user: each directory exchanged with a link to the outside (renameat2 RENAME_EXCHANGE,
-  // atomic) over and over, as fast as it can
+  // the user (as the partition's user): each directory exchanged with a link to the outside
+  // (renameat2 RENAME_EXCHANGE, atomic) over and over, as fast as it can; a link root replaced
+  // by a directory is put back
+  spawnSync('chown', ['-R', `${nobody.uid}:${nobody.gid}`, join(dir, '.slapgrid')])
   const racer = spawn('python3', ['-c', `
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 base, outside = sys.argv[1], sys.argv[2]
 names = [os.path.join(base, '.slapgrid', n) for n in ('promise', 'promise/log', 'promise/result', 'promise/cache')]
+i = 0
 while True:
     for n in names:
-        if not os.path.lexists(n + '.lnk'):
-            try: os.symlink(outside, n + '.lnk')
+        link = n + '.lnk'
+        if not os.path.islink(link):
+            i += 1
+            try: os.rename(link, '%s.old%d' % (n, i))
             except OSError: pass
-        for _ in range(2): libc.renameat2(-100, n.encode(), -100, (n + '.lnk').encode(), 2)
-`, dir, outside], { stdio: 'ignore' })
+            try: os.symlink(outside, link)
+            except OSError: pass
+        for _ in range(2): libc.renameat2(-100, n.encode(), -100, link.encode(), 2)
+`, dir, outside], { stdio: 'ignore', uid: nobody.uid, gid: nobody.gid })
   try {
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 80; i++) {
       try {
         await runPromises({ path: dir, id: 'p', owner: nobody, timeoutSec: 5, runner: realRunner, log, rootCheck: true, anomaly: i % 2 === 1 })
       } catch {

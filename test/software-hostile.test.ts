@@ -2,7 +2,7 @@
 // real buildout: the software root and every release in it belong to that user (format makes
 // it so), who may leave links where root reads, writes or chowns (docs/operations.md, Security).
 import { spawnSync } from 'node:child_process'
-import { chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { suite } from 'uvu'
@@ -57,6 +57,16 @@ t("~/.netrc and the release's .netrc as links: the secret is not copied, the fil
   assert.not.ok(lstatSync(join(sr, '.netrc'), { throwIfNoEntry: false }), "the release's link is removed")
 })
 
+t('~/.netrc a hard link to a root file: not copied', async ({ node, secret }) => {
+  if (!isRoot) return
+  linkSync(secret, join(node.softwareRoot, '.netrc'))
+  await node.supply()
+  const r = await node.run(['node', 'software', '--now'])
+  assert.not.ok(existsSync(join(node.softwareRoot, md5hex(node.srUrl), '.netrc')))
+  assert.is(r.code, 0, r.stderr)
+  assert.match(r.stderr, /\.netrc is a file with other names: not copied/)
+})
+
 t('a real ~/.netrc is copied into the release, 0600, owned by the software user', async ({ node }) => {
   if (!isRoot) return
   writeFileSync(join(node.softwareRoot, '.netrc'), 'machine example.org login me password \xe9t\xe9\n')
@@ -105,11 +115,11 @@ t("the release's instance.cfg a link to a root file: refused, the partition fail
   if (!isRoot) return
   releaseWith(node, (sr) => symlinkSync(secret, join(sr, 'instance.cfg')))
   const r = await node.run(['node', 'instance', '--now'])
-  assert.is(r.code, 1, r.stderr)
-  assert.match(r.stderr, /instance\.cfg leads outside the software root/)
   const profile = join(node.instanceRoot, 'slappart0', 'buildout.cfg')
   assert.not.ok(existsSync(profile) && readFileSync(profile, 'utf8').includes('SECRET'))
   assert.not.match(JSON.stringify(node.calls()), 'SECRET')
+  assert.is(r.code, 1, r.stderr)
+  assert.match(r.stderr, /instance\.cfg leads outside the software root/)
 })
 
 t("the release's instance.cfg a link to a file of the release (as the original allows): used", async ({ node }) => {
