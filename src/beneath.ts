@@ -86,13 +86,19 @@ export class OpenDir {
     removeFile(this.at(tmp))
     const fd = openSync(this.at(tmp), constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
     try {
-      if (own.uid !== undefined || own.gid !== undefined) fchownSync(fd, own.uid ?? -1, own.gid ?? -1)
-      fchmodSync(fd, mode)
-      writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text)
-    } finally {
-      closeSync(fd)
+      try {
+        if (own.uid !== undefined || own.gid !== undefined) fchownSync(fd, own.uid ?? -1, own.gid ?? -1)
+        fchmodSync(fd, mode)
+        writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text)
+      } finally {
+        closeSync(fd)
+      }
+      renameSync(this.at(tmp), this.at(name))
+    } catch (e) {
+      // no half-written file left behind (a full disk, a directory under the name)
+      removeFile(this.at(tmp))
+      throw e
     }
-    renameSync(this.at(tmp), this.at(name))
   }
 
   /**

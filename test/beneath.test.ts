@@ -83,6 +83,10 @@ t('append: a hard link to another file, a FIFO or a link is refused, never writt
     assert.throws(() => dir.append('link.log', 'no\n', nobody))
     assert.throws(() => dir.append('../outside/x.log', 'no\n'), /is not a file name/)
     assert.throws(() => dir.at('..'), /is not a file name/)
+    // a directory under the name: an error, and no temporary file left
+    mkdirSync(join(part, 'dir.json'))
+    assert.throws(() => dir.write('dir.json', '{}', 0o644))
+    assert.equal(readdirSync(part).filter((n) => n.endsWith('.tmp')), [])
     // write replaces a hard link under its name (the other name keeps the old content)
     dir.write('hard.log', 'replaced\n', 0o644, nobody)
     assert.is(readFileSync(join(part, 'hard.log'), 'utf8'), 'replaced\n')
