@@ -240,6 +240,7 @@ export async function readHostFacts(cfg: FormatConfig, users: UserDb): Promise<H
     } catch {
       // no IPv6: the sysctl runs (and fails) as in the original
     }
+    facts.optimisticDad = optimisticDad([...interfaces.keys()])
   }
   return facts
 }
@@ -317,6 +318,20 @@ function parseIpAddr(json: unknown): Map<string, HostAddress[]> | undefined {
     m.set(l.ifname, (l.addr_info ?? []).filter((a) => a.local).map((a) => ({ addr: a.local ?? '', prefixlen: a.prefixlen ?? 0 })))
   }
   return m
+}
+
+/** The interfaces whose IPv6 optimistic DAD is on: net.ipv6.conf.all or .<name>.optimistic_dad is 1 (the kernel ORs them). */
+function optimisticDad(names: string[]): Set<string> {
+  const on = (name: string): boolean => {
+    try {
+      return readFileSync(`/proc/sys/net/ipv6/conf/${name}/optimistic_dad`, 'utf8').trim() === '1'
+    } catch {
+      return false // no IPv6 on it, or a kernel without optimistic DAD
+    }
+  }
+  const all = on('all')
+  // names come from the kernel (no '/'); '.' and '..' are not interface names
+  return new Set(names.filter((n) => n !== '.' && n !== '..' && !n.includes('/') && (all || on(n))))
 }
 
 function safeReaddir(d: string): string[] {

@@ -10,6 +10,7 @@ import { networkInterfaces } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { parseIpv6 } from '../src/format-plan.ts'
 import { SlapClient } from '../src/slap-client.ts'
 import { FIXTURES, skip, startProxy, tempDir } from './helpers.ts'
 import { BASE_IPV6, canUseNamespaces, formatInNamespace, replayInNamespace } from './netns.ts'
@@ -299,6 +300,47 @@ netns('a run that fails after adding the addresses takes them back: retries do n
   const after = partitionAddresses(dir, 3)
   assert.is(after.filter((a) => a.startsWith('10.44.')).length, 5, after.join(' '))
   assert.is(after.length, 10)
+})
+
+netns('optimistic DAD on eth0: new addresses are added optimistic and end as without; a duplicate still fails', async () => {
+  if (!canUseNamespaces()) return skip('needs root and unshare --net --mount')
+  // the operator's setting, and a sampler of the kernel's address flags while format runs
+  const setup = (more = '') => `sysctl -qw net.ipv6.conf.eth0.optimistic_dad=1
+${more}
+( while :; do cat /proc/net/if_inet6; sleep 0.02; done ) > "$D/state/inet6.txt" 2>/dev/null &
+SAMPLER=$!`
+  const dir = tempDir()
+  const run = await formatInNamespace(dir, { partitions: 2, runs: 2, setup: setup(), afterRun: '[ "$n" -lt 2 ] || kill $SAMPLER' })
+  assert.is(run.code, 0, run.output)
+  assert.equal(run.formatCodes, [0, 0], readFileSync(join(dir, 'state', 'format.1.log'), 'utf8'))
+  // /proc/net/if_inet6: address, ifindex, prefix length, scope, flags (0x04 optimistic, 0x40 tentative)
+  const samples = readFileSync(join(dir, 'state', 'inet6.txt'), 'utf8').split('\n')
+  const seenOptimistic = (a: string) =>
+    samples.some((l) => l.startsWith(parseIpv6(a).toString(16).padStart(32, '0')) && (Number.parseInt(l.split(/\s+/)[4] ?? '0', 16) & 0x44) === 0x44)
+  const v6 = partitionAddresses(dir, 1).filter((a) => a.includes(':'))
+  assert.is(v6.length, 2, v6.join(' '))
+  for (const a of v6) assert.ok(seenOptimistic(a.split('/')[0] ?? ''), `${a} was never seen optimistic and tentative`)
+  type Info = { local: string; scope: string; tentative?: boolean; optimistic?: boolean; dadfailed?: boolean }
+  for (const n of [1, 2]) {
+    assert.equal(partitionAddresses(dir, n), partitionAddresses(dir, 1), 'the second run changes nothing')
+    const addr = JSON.parse(readFileSync(join(dir, 'state', `addr.${n}.json`), 'utf8')) as { ifname: string; addr_info: Info[] }[]
+    const flagged = (addr.find((l) => l.ifname === 'eth0')?.addr_info ?? []).filter((a) => a.scope === 'global' && (a.tentative || a.optimistic || a.dadfailed))
+    assert.equal(flagged, [], `run ${n}: the addresses end non-tentative, as without the setting`)
+  }
+
+  // another host, behind the other end of the veth, already uses the address slappart0 gets
+  const dup = tempDir()
+  const other = `unshare -n sleep 60 & OTHER=$!
+sleep 0.2
+ip link set eth0p netns $OTHER
+nsenter -t $OTHER -n sh -c 'ip link set eth0p up && ip -6 addr add fd00:5a:0:1::2/64 dev eth0p nodad'`
+  const failed = await formatInNamespace(dup, { partitions: 2, runs: 1, setup: setup(other), afterRun: 'kill $SAMPLER $OTHER' })
+  assert.is(failed.code, 0, failed.output)
+  const log = readFileSync(join(dup, 'state', 'format.1.log'), 'utf8')
+  assert.equal(failed.formatCodes, [1], log)
+  assert.match(log, 'ip addr add fd00:5a:0:1::2/64 dev eth0 optimistic')
+  assert.match(log, 'IPv6 fd00:5a:0:1::2 on eth0 failed duplicate address detection')
+  assert.equal(partitionAddresses(dup, 1), [], 'the run took back the addresses it added')
 })
 
 netns('a failing line of a batch (tuntap add over an existing veth) is named with its partition', async () => {

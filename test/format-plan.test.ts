@@ -140,6 +140,7 @@ class FakeHost implements Runner, UserDb {
   routes: HostRoute[] = []
   owners = new Map<string, number>()
   nonlocalBind = false
+  optimisticDad?: Set<string>
   /** a line that fails like the kernel would refuse it, with its error text */
   refuse: { line: RegExp; error: string } | undefined
   /** a line whose words `ip` refuses while parsing: it exits at once (255) without naming the line */
@@ -248,6 +249,7 @@ class FakeHost implements Runner, UserDb {
       locked: new Set(this.userList.filter((u) => u.password.startsWith('!')).map((u) => u.name)),
       routes: this.routes.map((r) => ({ ...r })),
       nonlocalBind: this.nonlocalBind,
+      ...(this.optimisticDad ? { optimisticDad: new Set(this.optimisticDad) } : {}),
     }
   }
 }
@@ -588,6 +590,29 @@ golden('ipv6_prefixshift too small, no IPv6 on the interface (checklist 52, 55)'
   const cfg = section10Config(T)
   const f: HostFacts = { users: new Set(), groups: new Set(), interfaces: new Map([['eth0', [{ addr: '10.1.1.1', prefixlen: 24 }]]]), tunOwners: new Map(), uidOf: () => undefined, storageDirs: [] }
   assert.throws(() => planFormat(cfg, { stored: null, facts: f, random: () => 0.5, osType: '', pythonVersion: '', slaposVersion: '' }), /eth0 must have at least one IPv6 address assigned/)
+})
+
+golden('optimistic DAD on the interface: its new IPv6 addresses are added `optimistic`, IPv4 and TAP ones are not', async () => {
+  const lines = async (optimistic?: Set<string>) => {
+    const T = tempDir()
+    mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+    const host = new FakeHost()
+    host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+    if (optimistic) host.optimisticDad = optimistic
+    const r = await runFake(host, section10Config(T), [0.25, 0.75])
+    assert.is(r.result.exitCode, 0)
+    return host.recorded.filter((l) => l.startsWith('| addr add'))
+  }
+  const plain = await lines()
+  const on = await lines(new Set(['eth0']))
+  assert.ok(plain.includes('| addr add 2001:db8:1234:5678::2/64 dev eth0'), plain.join('\n'))
+  // the same lines, the partitions' IPv6 addresses on eth0 with one more word
+  assert.equal(on, plain.map((l) => (/^\| addr add [0-9a-f:]+\/64 dev eth0$/.test(l) ? `${l} optimistic` : l)))
+  assert.ok(on.includes('| addr add 2001:db8:1234:5678::3/64 dev eth0 optimistic'), on.join('\n'))
+  assert.ok(on.some((l) => / dev slaptap\d+ noprefixroute$/.test(l)), 'TAP addresses unchanged')
+  assert.ok(on.some((l) => /^\| addr add 10\.[0-9.]+\/32 dev eth0$/.test(l)), 'IPv4 addresses unchanged')
+  // another interface's setting does not count
+  assert.equal(await lines(new Set(['eth1'])), plain)
 })
 
 golden('partition_has_ipv6_range = false, create_tun (checklist 36, 51)', async () => {

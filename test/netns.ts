@@ -38,13 +38,14 @@ export interface NetnsRun {
  * `routes6.<i>.json`, links with details to `links.<i>.json`). The private /etc stays in `<dir>/etc`. `slapos` runs another binary (a
  * benchmark's baseline); `dadFloor` first times, on a veth pair of its own, how long the kernel
  * takes to end duplicate address detection of that many IPv6 addresses added in one batch
- * (milliseconds in NetnsRun.dadFloorMs). `setup` is shell run in the namespaces before the
+ * (milliseconds in NetnsRun.dadFloorMs). `optimisticDad` turns on net.ipv6.conf.eth0.optimistic_dad
+ * (and dad0's, whose addresses are then added `optimistic`, as format does). `setup` is shell run in the namespaces before the
  * first format (e.g. a stale lock in the private /etc, a device in the way), `afterRun` after
  * each run's dumps, with the run's number in `$n`.
  */
 export function formatInNamespace(
   dir: string,
-  opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number; setup?: string; afterRun?: string },
+  opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number; optimisticDad?: boolean; setup?: string; afterRun?: string },
 ): Promise<NetnsRun> {
   mkdirSync(join(dir, 'state'), { recursive: true })
   writeFileSync(
@@ -88,11 +89,13 @@ ip link add eth0 type veth peer name eth0p
 ip link set eth0 up
 ip link set eth0p up
 ip -6 addr add ${BASE_IPV6}/64 dev eth0 nodad
+${opts.optimisticDad ? 'sysctl -qw net.ipv6.conf.eth0.optimistic_dad=1' : ''}
 if [ "$DADFLOOR" -gt 0 ]; then
   ip link add dad0 type veth peer name dad0p
+  ${opts.optimisticDad ? 'sysctl -qw net.ipv6.conf.dad0.optimistic_dad=1' : ''}
   ip link set dad0 up
   ip link set dad0p up
-  i=0; while [ $i -lt "$DADFLOOR" ]; do printf 'addr add fd00:dad::%x/64 dev dad0\\n' $((i + 2)); i=$((i+1)); done > "$D/state/dad.batch"
+  i=0; while [ $i -lt "$DADFLOOR" ]; do printf 'addr add fd00:dad::%x/64 dev dad0${opts.optimisticDad ? ' optimistic' : ''}\\n' $((i + 2)); i=$((i+1)); done > "$D/state/dad.batch"
   start=$(date +%s%N)
   ip -batch "$D/state/dad.batch"
   while [ -n "$(ip -6 addr show dev dad0 scope global tentative)" ]; do sleep 0.01; done
