@@ -5,7 +5,9 @@
 //     runtimes themselves measured in the same rounds (`node -e 0`, `bun -e 0`);
 //   - idle `node instance` with 10 and 100 deployed partitions (wall, CPU, peak RSS);
 //   - the proxy: RSS idle, requests/s of getFullComputerInformation (100 busy partitions,
-//     8 keep-alive connections), proxy CPU per request, RSS under that load;
+//     8 keep-alive connections), proxy CPU per request, RSS under that load; beside the floor
+//     of a proxy on each runtime: the runtime alone, with the proxy's settings, serving the
+//     same load through node:http and node:sqlite, RSS idle and under that load;
 //   - the watchdog under the real supervisord (both listeners in one supervisord, fed the
 //     same events): RSS;
 //   - the first deployment of 20 partitions (wall, CPU of slapos and its buildouts).
@@ -13,7 +15,7 @@
 // requests/s). Usage:
 //   node scripts/bench-runtime.ts [rounds, default 15] [node executable] [bun executable]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -159,10 +161,10 @@ interface Proxy {
   agent: Agent
 }
 
-async function startProxy(exe: string, dir: string): Promise<Proxy> {
+async function startProxy(exe: string, dir: string, argv?: string[]): Promise<Proxy> {
   const cfg = join(dir, 'proxy.cfg')
   writeFileSync(cfg, `[slapos]\ncomputer_id = computer\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${join(dir, 'proxy.db')}\n`)
-  const child = spawn(exe, ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(exe, argv ?? ['proxy', 'start', '--cfg', cfg], { env: ENV, stdio: ['ignore', 'ignore', 'pipe'] })
   let err = ''
   // a proxy that dies under the load ends the benchmark, saying how
   child.on('exit', (code, signal) => {
@@ -268,9 +270,42 @@ async function loadRun(p: Proxy, seconds: number, size: number): Promise<{ rps: 
   return { rps: n / seconds, cpu: (cpuMs(p.pid) - cpu0) / Math.max(1, n), peak }
 }
 
+/**
+ * The floor of a proxy on a runtime: the runtime alone (not an executable of ours), with the
+ * settings the proxy runs with, serving node:http with node:sqlite, the APIs the proxy uses,
+ * and nothing of SLAP. Each answer runs
+ * one query on a table of 100 rows (a file database, as the proxy's) and sends a buffer of the
+ * proxy's answer's size. Run as `<copy of the runtime> floor-server.cjs <database> <size>`, a script in
+ * CommonJS as the executables' bundle; the copy's pages dropped from the page cache first, as
+ * the executables' (the runtime that runs this benchmark keeps its own mapped).
+ */
+const FLOOR_SERVER = `
+const { createServer } = require('node:http')
+const { DatabaseSync } = require('node:sqlite')
+const db = new DatabaseSync(process.argv[2])
+db.exec('CREATE TABLE IF NOT EXISTS p (id TEXT PRIMARY KEY, v TEXT)')
+const add = db.prepare('INSERT OR REPLACE INTO p VALUES (?, ?)')
+for (let i = 0; i < 100; i++) add.run('slappart' + i, 'value ' + i)
+const query = db.prepare('SELECT id, v FROM p')
+const body = Buffer.alloc(Number(process.argv[3]), 120)
+const server = createServer((req, res) => {
+  if (query.all().length !== 100) throw new Error('rows')
+  res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': body.length })
+  res.end(body)
+})
+server.listen(0, '127.0.0.1', () => process.stderr.write('Listening on http://127.0.0.1:' + server.address().port + '/\\n'))
+`
+
+/** the runtime settings the executables give the proxy: Node's V8 flags of `proxy start` and the SEA's execArgv; none for Bun */
+const FLOOR_FLAGS: Record<Side, string[]> = {
+  node: ['--v8-pool-size=1', '--optimize-for-size', '--no-opt', '--no-maglev', '--no-sparkplug', '--semi-space-growth-factor=1', '--max-semi-space-size=1'],
+  bun: [],
+}
+
 async function proxy(): Promise<void> {
   const dirs = { node: mkdtempSync(join(tmpdir(), 'slapos-bench-rt-')), bun: mkdtempSync(join(tmpdir(), 'slapos-bench-rt-')) }
   const proxies: Partial<Record<Side, Proxy>> = {}
+  const floors: Partial<Record<Side, Proxy>> = {}
   try {
     for (const s of SIDES) {
       // start from the executable's pages out of the page cache, as after a reboot (see scripts/bench-proxy.ts)
@@ -296,6 +331,27 @@ async function proxy(): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 1000))
     const after = { node: memory(proxies.node!.pid), bun: memory(proxies.bun!.pid) }
+    // the floors: each runtime alone serving the same load, started the same way
+    const floorIdle: Partial<Record<Side, Memory>> = {}
+    const floorPeak: Record<Side, Memory> = { node: { rss: 0, anon: 0 }, bun: { rss: 0, anon: 0 } }
+    const RUNTIME: Record<Side, string> = { node: NODE_RUNTIME, bun: BUN_RUNTIME }
+    for (const s of SIDES) {
+      const script = join(dirs[s], 'floor-server.cjs')
+      const runtime = join(dirs[s], `${s}-runtime`)
+      writeFileSync(script, FLOOR_SERVER)
+      copyFileSync(RUNTIME[s], runtime)
+      chmodSync(runtime, 0o755)
+      spawnSync('dd', [`if=${runtime}`, 'iflag=nocache', 'count=0', 'status=none'])
+      floors[s] = await startProxy(runtime, dirs[s], [...FLOOR_FLAGS[s], script, join(dirs[s], 'floor.db'), String(size[s])])
+    }
+    await new Promise((r) => setTimeout(r, 1000))
+    for (const s of SIDES) floorIdle[s] = memory(floors[s]!.pid)
+    for (let i = 0; i < rounds; i++) {
+      for (const s of order(i)) {
+        const r = await loadRun(floors[s]!, 3, size[s])
+        floorPeak[s] = { rss: Math.max(floorPeak[s].rss, r.peak.rss), anon: Math.max(floorPeak[s].anon, r.peak.anon) }
+      }
+    }
     rows.push({ figure: 'proxy idle (started, empty database): RSS', node: idle.node.rss, bun: idle.bun.rss, unit: 'MB' })
     rows.push({ figure: 'proxy idle: private memory (RssAnon)', node: idle.node.anon, bun: idle.bun.anon, unit: 'MB' })
     rows.push({ figure: `proxy getFullComputerInformation, 100 partitions, 8 connections: requests/s (median of ${rounds} x 3 s)`, node: median(rps.node), bun: median(rps.bun), unit: 'req/s', higherIsBetter: true })
@@ -304,10 +360,13 @@ async function proxy(): Promise<void> {
     rows.push({ figure: 'proxy under that load: peak private memory', node: peak.node.anon, bun: peak.bun.anon, unit: 'MB' })
     rows.push({ figure: 'proxy 1 s after the load: RSS', node: after.node.rss, bun: after.bun.rss, unit: 'MB' })
     rows.push({ figure: 'proxy 1 s after the load: private memory', node: after.node.anon, bun: after.bun.anon, unit: 'MB' })
+    const bare = 'floor: the runtime alone, the proxy\'s settings, serving node:http + node:sqlite (one 100-row query, same answer size)'
+    rows.push({ figure: `${bare}, idle: RSS`, node: floorIdle.node!.rss, bun: floorIdle.bun!.rss, unit: 'MB', floor: true })
+    rows.push({ figure: `${bare}, under the same load: peak RSS`, node: floorPeak.node.rss, bun: floorPeak.bun.rss, unit: 'MB', floor: true })
+    rows.push({ figure: `${bare}, under the same load: peak private memory`, node: floorPeak.node.anon, bun: floorPeak.bun.anon, unit: 'MB', floor: true })
   } finally {
     stopping = true
-    for (const s of SIDES) {
-      const p = proxies[s]
+    for (const p of [...SIDES.map((s) => proxies[s]), ...SIDES.map((s) => floors[s])]) {
       if (!p) continue
       p.agent.destroy()
       p.child.kill('SIGTERM')
