@@ -1,8 +1,8 @@
 // What the node benchmarks share (scripts/bench-node.ts, scripts/bench-runtime.ts): a test
 // node with n deployed-to-be partitions of a light release, its configuration without the
 // recording tap, its teardown, a command measured by /usr/bin/time, and the median.
-import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { closeSync, fsyncSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 // src and test modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
 const { register } = await import('tsx/esm/api')
@@ -11,6 +11,23 @@ const { makeNode } = (await import('../test/node-helpers.ts')) as typeof import(
 const { Supervisor, supervisorPaths } = (await import('../src/supervisor.ts')) as typeof import('../src/supervisor.ts')
 const { createLogger } = (await import('../src/log.ts')) as typeof import('../src/log.ts')
 export type TestNode = Awaited<ReturnType<typeof makeNode>>
+
+/**
+ * Drops an executable's pages from the page cache, as after a reboot: pages a build or a copy
+ * wrote are cached in large folios, and a process mapping those counts ~20 MB more of RssFile.
+ * Dirty pages cannot be dropped, so the file is written back first; pages another process maps
+ * stay.
+ */
+export function dropFromPageCache(file: string): void {
+  const fd = openSync(file, 'r')
+  try {
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  const r = spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'], { encoding: 'utf8' })
+  if (r.status !== 0) console.error(`warning: ${file} stays in the page cache (dd: ${r.error?.message ?? r.stderr.trim()}): its RSS figures may count large folios`)
+}
 
 /** The environment every measured command gets: nothing of the caller's but PATH and HOME. */
 export const BENCH_ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' }

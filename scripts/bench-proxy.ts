@@ -15,6 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { dropFromPageCache } from './bench-common.ts'
 // src modules use TypeScript syntax that Node's type stripping does not take: load them through tsx
 const { register } = await import('tsx/esm/api')
 register()
@@ -28,9 +29,8 @@ const SR = 'http://sr.example/bench/software.cfg'
 const dir = mkdtempSync(join(tmpdir(), 'slapos-bench-proxy-'))
 const cfg = join(dir, 'proxy.cfg')
 writeFileSync(cfg, `[slapos]\ncomputer_id = computer\n[slapproxy]\nhost = 127.0.0.1\nport = 0\ndatabase_uri = ${join(dir, 'proxy.db')}\n`)
-// Start from the executable's pages out of the page cache, as after a reboot: pages written
-// by the build are cached in large folios, and mapping those inflates RssFile by ~20 MB.
-spawnSync('dd', [`if=${SLAPOS}`, 'iflag=nocache', 'count=0', 'status=none'])
+// start from the executable's pages out of the page cache, as after a reboot
+dropFromPageCache(SLAPOS)
 const child = spawn(SLAPOS, ['proxy', 'start', '--cfg', cfg, '-q'], { stdio: ['ignore', 'ignore', 'pipe'] })
 // -q hides INFO, so find the port from /proc instead of the log line
 const base = await listeningUrl(child.pid ?? 0)

@@ -19,7 +19,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import { Agent, request } from 'node:http'
 import { loadavg, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { BENCH_ENV as ENV, directCfg, median, mustRun, prepare, teardown } from './bench-common.ts'
+import { BENCH_ENV as ENV, directCfg, dropFromPageCache, median, mustRun, prepare, teardown } from './bench-common.ts'
 const { dumps } = (await import('../src/slap-protocol.ts')) as typeof import('../src/slap-protocol.ts')
 
 const ROOT = resolve(import.meta.dirname, '..')
@@ -309,7 +309,7 @@ async function proxy(): Promise<void> {
   try {
     for (const s of SIDES) {
       // start from the executable's pages out of the page cache, as after a reboot (see scripts/bench-proxy.ts)
-      spawnSync('dd', [`if=${EXE[s]}`, 'iflag=nocache', 'count=0', 'status=none'])
+      dropFromPageCache(EXE[s])
       proxies[s] = await startProxy(EXE[s], dirs[s])
     }
     await new Promise((r) => setTimeout(r, 1000))
@@ -341,7 +341,7 @@ async function proxy(): Promise<void> {
       writeFileSync(script, FLOOR_SERVER)
       copyFileSync(RUNTIME[s], runtime)
       chmodSync(runtime, 0o755)
-      spawnSync('dd', [`if=${runtime}`, 'iflag=nocache', 'count=0', 'status=none'])
+      dropFromPageCache(runtime)
       floors[s] = await startProxy(runtime, dirs[s], [...FLOOR_FLAGS[s], script, join(dirs[s], 'floor.db'), String(size[s])])
     }
     await new Promise((r) => setTimeout(r, 1000))

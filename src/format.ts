@@ -240,7 +240,7 @@ export async function readHostFacts(cfg: FormatConfig, users: UserDb): Promise<H
     } catch {
       // no IPv6: the sysctl runs (and fails) as in the original
     }
-    facts.optimisticDad = optimisticDad([...interfaces.keys()])
+    facts.optimisticDad = await optimisticDad(cfg.ipv6Interface ?? cfg.interfaceName)
   }
   return facts
 }
@@ -320,18 +320,38 @@ function parseIpAddr(json: unknown): Map<string, HostAddress[]> | undefined {
   return m
 }
 
-/** The interfaces whose IPv6 optimistic DAD is on: net.ipv6.conf.all or .<name>.optimistic_dad is 1 (the kernel ORs them). */
-function optimisticDad(names: string[]): Set<string> {
+/**
+ * The IPv6 interface, when its optimistic DAD is on (net.ipv6.conf.all or .<name>.optimistic_dad
+ * not 0: the kernel ORs them) and `ip` takes the word `optimistic` (iproute2 5.8 and later;
+ * older ones refuse the whole line); otherwise no interface.
+ */
+async function optimisticDad(iface: string | undefined): Promise<Set<string>> {
   const on = (name: string): boolean => {
     try {
-      return readFileSync(`/proc/sys/net/ipv6/conf/${name}/optimistic_dad`, 'utf8').trim() === '1'
+      return !/^0?$/.test(readFileSync(`/proc/sys/net/ipv6/conf/${name}/optimistic_dad`, 'utf8').trim())
     } catch {
       return false // no IPv6 on it, or a kernel without optimistic DAD
     }
   }
-  const all = on('all')
-  // names come from the kernel (no '/'); '.' and '..' are not interface names
-  return new Set(names.filter((n) => n !== '.' && n !== '..' && !n.includes('/') && (all || on(n))))
+  // an interface name from the configuration: kernel names have no '/' and are not '.' or '..'
+  if (!iface || iface === '.' || iface === '..' || iface.includes('/') || !(on('all') || on(iface))) return new Set()
+  try {
+    const r = await realRunner.run(['ip', '-V'])
+    return ipTakesOptimistic(`${r.stdout} ${r.stderr}`) ? new Set([iface]) : new Set()
+  } catch {
+    return new Set()
+  }
+}
+
+/**
+ * Whether `ip -V` names iproute2 5.8 or later (`iproute2-5.10.0`, `iproute2-v5.8.0-...`);
+ * 5.7 and older print a snapshot date (`iproute2-ss200602`).
+ */
+export function ipTakesOptimistic(version: string): boolean {
+  const m = /iproute2-v?(\d+)\.(\d+)/.exec(version)
+  if (!m) return false
+  const major = Number(m[1])
+  return major > 5 || (major === 5 && Number(m[2]) >= 8)
 }
 
 function safeReaddir(d: string): string[] {

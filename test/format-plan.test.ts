@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ConfigFile, loadFormatConfig, type FormatConfig } from '../src/config.ts'
-import { formatNode, parseIfInet6, parseIpRoutes, type FormatDeps, type Ipv6State, type UserDb } from '../src/format.ts'
+import { formatNode, ipTakesOptimistic, parseIfInet6, parseIpRoutes, type FormatDeps, type Ipv6State, type UserDb } from '../src/format.ts'
 import {
   chooseBaseIpv6,
   FormatError,
@@ -613,6 +613,20 @@ golden('optimistic DAD on the interface: its new IPv6 addresses are added `optim
   assert.ok(on.some((l) => /^\| addr add 10\.[0-9.]+\/32 dev eth0$/.test(l)), 'IPv4 addresses unchanged')
   // another interface's setting does not count
   assert.equal(await lines(new Set(['eth1'])), plain)
+})
+
+golden('the word `optimistic` only for an ip of iproute2 5.8 or later (older ones refuse the line)', () => {
+  const cases: [string, boolean][] = [
+    ['ip utility, iproute2-6.1.0, libbpf 1.1.2', true],
+    ['ip utility, iproute2-5.10.0', true],
+    ['ip utility, iproute2-v5.8.0-12-gabcdef', true],
+    ['ip utility, iproute2-5.7.0', false],
+    ['ip utility, iproute2-ss200602', false], // 5.7 and older print a snapshot date
+    ['ip utility, iproute2-ss190107', false],
+    ['ip utility, iproute2-4.20.0', false],
+    ['', false],
+  ]
+  for (const [text, want] of cases) assert.is(ipTakesOptimistic(text), want, text)
 })
 
 golden('partition_has_ipv6_range = false, create_tun (checklist 36, 51)', async () => {
