@@ -1,9 +1,10 @@
 // Benchmark of `slapos node format`: the built binary formats N partitions (default 100) as
 // root in a private network + mount namespace (veth pair, private /etc), then re-runs with
 // nothing to change. Prints both runs beside what no format can go below, measured in the same
-// run: the start of `node -e 0` (the same node binary) and of `slapos --version`, and the
+// run: the start of `node -e 0` (the same node binary) and of `slapos --version`, the
 // kernel's duplicate address detection of N new IPv6 addresses added at once (a first run waits
-// for it, as the original does). Each round runs twice: with the kernel's defaults, and with
+// for it, as the original does), and the N + 1 `groupadd` + `useradd` pairs alone (a first run
+// makes the users during that wait). Each round runs twice: with the kernel's defaults, and with
 // optimistic duplicate address detection turned on for the interface (the operator's sysctl
 // net.ipv6.conf.<if>.optimistic_dad = 1: format then adds the addresses `optimistic`, and the
 // floor is measured the same way). With --baseline, another build runs in alternate rounds.
@@ -35,6 +36,7 @@ interface Figures {
   first: number[]
   second: number[]
   dad: number[]
+  users: number[]
 }
 const binaries: [string, string][] = [['dist/slapos', SLAPOS], ...(baseline ? [['baseline', baseline] as [string, string]] : [])]
 const settings = [
@@ -42,7 +44,7 @@ const settings = [
   ['optimistic_dad = 1', true],
 ] as const
 const key = (name: string, setting: string) => `${name}\0${setting}`
-const figures = new Map<string, Figures>(binaries.flatMap(([name]) => settings.map(([setting]) => [key(name, setting), { first: [], second: [], dad: [] }] as [string, Figures])))
+const figures = new Map<string, Figures>(binaries.flatMap(([name]) => settings.map(([setting]) => [key(name, setting), { first: [], second: [], dad: [], users: [] }] as [string, Figures])))
 const floors = { node: [] as number[], version: [] as number[] }
 
 for (let round = 0; round < rounds; round++) {
@@ -50,7 +52,7 @@ for (let round = 0; round < rounds; round++) {
     floors.node.push(wallMs(process.execPath, ['-e', '0']))
     floors.version.push(wallMs(binary, ['--version']))
     const dir = tempDir('slapos-bench-format-')
-    const run = await formatInNamespace(dir, { partitions, runs: 2, verbose: false, slapos: binary, dadFloor: partitions, optimisticDad })
+    const run = await formatInNamespace(dir, { partitions, runs: 2, verbose: false, slapos: binary, dadFloor: partitions, userFloor: partitions, optimisticDad })
     if (run.code !== 0 || run.formatCodes.length !== 2 || run.formatCodes.some((c) => c !== 0)) {
       console.error(run.output)
       console.error(readFileSync(join(dir, 'state', 'format.1.log'), 'utf8').split('\n').slice(-20).join('\n'))
@@ -60,6 +62,7 @@ for (let round = 0; round < rounds; round++) {
     f.first.push(run.formatMs[0] ?? NaN)
     f.second.push(run.formatMs[1] ?? NaN)
     if (run.dadFloorMs !== undefined) f.dad.push(run.dadFloorMs)
+    if (run.userFloorMs !== undefined) f.users.push(run.userFloorMs)
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -67,6 +70,8 @@ for (let round = 0; round < rounds; round++) {
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`
 console.log(`node format, ${partitions} partitions (users, IPv4 + IPv6 per partition, IPv6 ranges, real kernel), median of ${rounds} round(s):`)
 console.log(`  floors        node -e 0 ${median(floors.node).toFixed(0)} ms, slapos --version ${median(floors.version).toFixed(0)} ms`)
+const users = [...figures.values()].flatMap((f) => f.users)
+console.log(`  floor         the ${partitions + 1} groupadd + useradd pairs alone, one after the other: ${s(median(users))} (${users.map(s).join(', ')}; a first run makes them while the kernel checks the addresses)`)
 for (const [setting] of settings) {
   const dad = binaries.flatMap(([name]) => figures.get(key(name, setting))?.dad ?? [])
   console.log(`  ${setting}: kernel's duplicate address detection of ${partitions} new IPv6 addresses ${s(median(dad))} (a first run waits for it)`)

@@ -27,6 +27,8 @@ export interface NetnsRun {
   formatCodes: number[]
   /** with opts.dadFloor: milliseconds from adding the addresses to none being tentative */
   dadFloorMs?: number
+  /** with opts.userFloor: milliseconds of the groupadd + useradd pairs alone */
+  userFloorMs?: number
 }
 
 /**
@@ -39,13 +41,15 @@ export interface NetnsRun {
  * benchmark's baseline); `dadFloor` first times, on a veth pair of its own, how long the kernel
  * takes to end duplicate address detection of that many IPv6 addresses added in one batch
  * (milliseconds in NetnsRun.dadFloorMs). `optimisticDad` turns on net.ipv6.conf.eth0.optimistic_dad
- * (and dad0's, whose addresses are then added `optimistic`, as format does). `setup` is shell run in the namespaces before the
+ * (and dad0's, whose addresses are then added `optimistic`, as format does). `userFloor` first
+ * times the `groupadd` + `useradd` pairs format runs for a software user and that many
+ * partitions, one after the other, on a private copy of /etc of their own (NetnsRun.userFloorMs). `setup` is shell run in the namespaces before the
  * first format (e.g. a stale lock in the private /etc, a device in the way), `afterRun` after
  * each run's dumps, with the run's number in `$n`.
  */
 export function formatInNamespace(
   dir: string,
-  opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number; optimisticDad?: boolean; setup?: string; afterRun?: string },
+  opts: { partitions: number; runs: number; extraFormatCfg?: string; verbose?: boolean; slapos?: string; dadFloor?: number; userFloor?: number; optimisticDad?: boolean; setup?: string; afterRun?: string },
 ): Promise<NetnsRun> {
   mkdirSync(join(dir, 'state'), { recursive: true })
   writeFileSync(
@@ -83,6 +87,20 @@ if [ -n "$CPUSET" ]; then
 fi
 mkdir -p "$D/etc"
 cp -a /etc/. "$D/etc/"
+USERFLOOR=${opts.userFloor ?? 0}
+if [ "$USERFLOOR" -gt 0 ]; then
+  # the user commands format runs for that many partitions, alone, on a copy of /etc of their own
+  mkdir -p "$D/etc-floor"
+  cp -a /etc/. "$D/etc-floor/"
+  mount --bind "$D/etc-floor" /etc
+  start=$(date +%s%N)
+  groupadd floorsoft
+  useradd -d "$D/floor/soft" -g floorsoft -s /bin/sh -r floorsoft
+  i=0; while [ $i -lt "$USERFLOOR" ]; do groupadd floor$i; useradd -d "$D/floor/p$i" -g floor$i -s /bin/sh -r -G floorsoft floor$i; i=$((i+1)); done
+  end=$(date +%s%N)
+  echo $(( (end - start) / 1000000 )) > "$D/state/users.ms"
+  umount /etc
+fi
 mount --bind "$D/etc" /etc
 ip link set lo up
 ip link add eth0 type veth peer name eth0p
@@ -153,8 +171,12 @@ done
         formatCodes.push(rc ?? -1)
         formatMs.push(ms ?? -1)
       }
-      const dad = join(dir, 'state', 'dad.ms')
-      resolve({ code, output, formatMs, formatCodes, ...(existsSync(dad) ? { dadFloorMs: Number(readFileSync(dad, 'utf8').trim()) } : {}) })
+      const floor = (name: string) => {
+        const f = join(dir, 'state', name)
+        return existsSync(f) ? Number(readFileSync(f, 'utf8').trim()) : undefined
+      }
+      const [dadFloorMs, userFloorMs] = [floor('dad.ms'), floor('users.ms')]
+      resolve({ code, output, formatMs, formatCodes, ...(dadFloorMs === undefined ? {} : { dadFloorMs }), ...(userFloorMs === undefined ? {} : { userFloorMs }) })
     })
   })
 }
