@@ -16,7 +16,7 @@ import type { Logger } from './log.ts'
 import { runHook, type Manager } from './managers.ts'
 import { dumps, loads, type PyDict } from './slap-protocol.ts'
 import { escapeControls, quote } from './names.ts'
-import { realRunner, type Runner } from './system.ts'
+import { realRunner, type ManyResult, type Runner } from './system.ts'
 
 declare const SLAPOS_VERSION: string
 
@@ -370,6 +370,25 @@ function batchable(args: string[]): boolean {
   return args.every((a) => /^[A-Za-z0-9_.:/@%+=,-]+$/.test(a))
 }
 
+/**
+ * How many steps from `i` one shell can run (Applier.runMany): commands, and the `passwd -l`
+ * checks of users a `useradd` among them creates; 0 when that is fewer than two commands.
+ */
+function commandRun(steps: Step[], i: number): number {
+  const created = new Set<string>()
+  let n = 0
+  let commands = 0
+  for (let k = i; k < steps.length; k++) {
+    const s = steps[k] as Step
+    if (s.kind === 'run') {
+      if (s.argv[0] === 'useradd') created.add(s.argv[s.argv.length - 1] ?? '')
+      commands++
+    } else if (s.kind !== 'lock' || !created.has(s.user)) break
+    n++
+  }
+  return commands > 1 ? n : 0
+}
+
 class Applier {
   commands: string[][] = []
   private pendingDad: Ipv6Check[] = []
@@ -390,14 +409,48 @@ class Applier {
 
   async apply(plan: Plan): Promise<void> {
     const total = plan.computer.partition_list.length
-    for (const step of plan.steps) {
+    const steps = plan.steps
+    for (let i = 0; i < steps.length; ) {
+      const step = steps[i] as Step
+      const n = this.cfg.dryRun || !this.deps.runner.runMany ? 0 : commandRun(steps, i)
+      if (n > 1) {
+        await this.runMany(steps.slice(i, i + n))
+        i += n
+        continue
+      }
       await this.step(step)
+      i++
       if (step.kind === 'partdir' && step.path.startsWith(plan.computer.instance_root + '/')) {
         this.done++
         this.deps.progress?.(`partition ${this.done}/${total} ready: ${basename(step.path)}`)
       }
     }
     await this.waitForDad()
+  }
+
+  /**
+   * Consecutive commands (the users' groupadd, useradd, usermod) through one shell
+   * (Runner.runMany): the same commands in the same order, stopped at the same failure. The
+   * `passwd -l` checks of the users these commands create come after them: `useradd` leaves
+   * the password locked, so they find nothing to do, as they would right after each user.
+   */
+  private async runMany(steps: Step[]): Promise<void> {
+    const commands = steps.flatMap((s) => (s.kind === 'run' ? [s] : []))
+    const locks = steps.flatMap((s) => (s.kind === 'lock' ? [s] : []))
+    let todo = commands
+    while (todo.length) {
+      let r: ManyResult
+      try {
+        r = await (this.deps.runner.runMany as NonNullable<Runner['runMany']>)(todo.map((c) => c.argv))
+      } catch (err) {
+        throw new FormatError(`cannot run the user commands: ${(err as Error).message}`, 'install passwd (groupadd, useradd, usermod) or set alter_user = false')
+      }
+      for (const c of todo.slice(0, r.ran)) this.record(c.argv)
+      const failed = r.code === 0 ? undefined : todo[r.ran - 1]
+      todo = todo.slice(r.ran)
+      if (failed?.check) throw new FormatError(`'${failed.argv.join(' ')}' failed (exit ${r.code}): ${oneLine(r.output)}`)
+    }
+    for (const l of locks) await this.step(l)
   }
 
   /** Logs and records a command; in dry-run that is all. */

@@ -2,7 +2,7 @@
 // examples), and the exact command list of format.md §10 (2 partitions, first run and
 // re-run) recorded through a FAKE runner that simulates ip/useradd. The same code path runs
 // for real in a network namespace in test/format-netns.test.ts.
-import { mkdirSync } from 'node:fs'
+import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -778,6 +778,28 @@ golden('realRunner: a command that exits before reading its input (EPIPE) gives 
   assert.is(r.code, 3)
   const cat = await realRunner.run(['sh', '-c', 'head -c 10; exit 4'], { input: 'x'.repeat(1 << 20) })
   assert.equal([cat.code, cat.stdout], [4, 'xxxxxxxxxx'])
+})
+
+golden('realRunner.runMany: the words as given, stdin empty, stderr with stdout, stops at the first failure', async () => {
+  const T = tempDir()
+  const words = ["it's", 'two words', '$HOME', '`id`', 'a\nb', '*', '\\', '"', '-n', '', '%s']
+  const all = await realRunner.runMany!([['printf', '[%s]', ...words], ['cat'], ['sh', '-c', 'echo out; echo err >&2']])
+  assert.equal(all, { ran: 3, code: 0, output: 'out\nerr\n' })
+  const one = await realRunner.runMany!([['printf', '[%s]', ...words]])
+  assert.is(one.output, words.map((w) => `[${w}]`).join(''))
+  // a line of output that looks like the separator of another run changes nothing
+  const stop = await realRunner.runMany!([['echo', '@x@ 5 0'], ['sh', '-c', 'echo why; exit 7'], ['touch', join(T, 'after')]])
+  assert.equal(stop, { ran: 2, code: 7, output: 'why\n' })
+  assert.not.ok(existsSync(join(T, 'after')), 'nothing after the failing command ran')
+  const missing = await realRunner.runMany!([['true'], ['slapos-no-such-command']])
+  assert.is(missing.ran, 2)
+  assert.is(missing.code, 127)
+  assert.match(missing.output, 'not found')
+  const refused = await realRunner.runMany!([['echo', 'a\0b']]).then(
+    () => 'ran',
+    (err: Error) => err.message,
+  )
+  assert.match(refused, 'cannot pass')
 })
 
 golden.run()
