@@ -370,9 +370,13 @@ function batchable(args: string[]): boolean {
   return args.every((a) => /^[A-Za-z0-9_.:/@%+=,-]+$/.test(a))
 }
 
+/** The commands one shell may run in a row (Applier.runMany): the users'. */
+const USER_COMMANDS = new Set(['groupadd', 'useradd', 'usermod'])
+
 /**
- * How many steps from `i` one shell can run (Applier.runMany): commands, and the `passwd -l`
- * checks of users a `useradd` among them creates; 0 when that is fewer than two commands.
+ * How many steps from `i` one shell can run (Applier.runMany): user commands, and the
+ * `passwd -l` checks of users a `useradd` among them creates; 0 when that is fewer than two
+ * commands.
  */
 function commandRun(steps: Step[], i: number): number {
   const created = new Set<string>()
@@ -380,7 +384,7 @@ function commandRun(steps: Step[], i: number): number {
   let commands = 0
   for (let k = i; k < steps.length; k++) {
     const s = steps[k] as Step
-    if (s.kind === 'run') {
+    if (s.kind === 'run' && USER_COMMANDS.has(s.argv[0] ?? '')) {
       if (s.argv[0] === 'useradd') created.add(s.argv[s.argv.length - 1] ?? '')
       commands++
     } else if (s.kind !== 'lock' || !created.has(s.user)) break
@@ -439,16 +443,23 @@ class Applier {
     const locks = steps.flatMap((s) => (s.kind === 'lock' ? [s] : []))
     let todo = commands
     while (todo.length) {
+      this.log.debug(`/bin/sh - (${todo.length} command${todo.length === 1 ? '' : 's'}):`)
+      for (const c of todo) this.log.debug(`  ${c.argv.join(' ')}`)
       let r: ManyResult
       try {
         r = await (this.deps.runner.runMany as NonNullable<Runner['runMany']>)(todo.map((c) => c.argv))
       } catch (err) {
-        throw new FormatError(`cannot run the user commands: ${(err as Error).message}`, 'install passwd (groupadd, useradd, usermod) or set alter_user = false')
+        throw new FormatError(`cannot run the user commands: ${(err as Error).message}`, 'check that /bin/sh runs, or set alter_user = false')
       }
-      for (const c of todo.slice(0, r.ran)) this.record(c.argv)
-      const failed = r.code === 0 ? undefined : todo[r.ran - 1]
+      const ran = todo.slice(0, r.ran)
+      this.commands.push(...ran.map((c) => c.argv))
+      const failed = r.code === 0 ? undefined : ran[ran.length - 1]
       todo = todo.slice(r.ran)
-      if (failed?.check) throw new FormatError(`'${failed.argv.join(' ')}' failed (exit ${r.code}): ${oneLine(r.output)}`)
+      if (!failed) continue
+      // the shell's answer for a command it could not find or start: as a spawn that failed
+      if (r.code === 126 || r.code === 127) throw new FormatError(`cannot run ${failed.argv[0]}: ${oneLine(r.output)}`, `install ${failed.argv[0]} (passwd) or set alter_user = false`)
+      if (failed.check) throw new FormatError(`'${failed.argv.join(' ')}' failed (exit ${r.code}): ${oneLine(r.output)}`)
+      this.log.debug(`${failed.argv.join(' ')} failed (ignored, exit ${r.code}): ${oneLine(r.output)}`)
     }
     for (const l of locks) await this.step(l)
   }

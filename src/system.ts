@@ -167,8 +167,12 @@ export const realRunner: Runner = {
       if (!argv.length || argv.some((w) => w.includes('\0'))) throw new Error(`cannot pass ${JSON.stringify(argv)} to a command`)
     }
     const nonce = `@${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}@`
-    const script = argvs.map((argv, i) => `${argv.map(shellWord).join(' ')} </dev/null 2>&1; c=$?; printf '\\n%s %s %s\\n' ${nonce} ${i} "$c"; [ "$c" -eq 0 ] || exit 0\n`).join('')
-    const r = await realRunner.run(['/bin/sh', '-s'], { ...opts, input: script })
+    // `command` runs the program even if a function of that name came in the environment
+    // (bash as sh imports BASH_FUNC_*); set +e whatever SHELLOPTS says
+    const script = `set +e\n${argvs.map((argv, i) => `command -- ${argv.map(shellWord).join(' ')} </dev/null 2>&1; c=$?; printf '\\n%s %s %s\\n' ${nonce} ${i} "$c"; [ "$c" -eq 0 ] || exit 0\n`).join('')}`
+    // variables that would change how a shell reads the script (nothing to the commands)
+    const env = Object.fromEntries(Object.entries(opts.env ?? process.env).filter(([k]) => !/^(BASH_FUNC_.*|SHELLOPTS|BASHOPTS|BASH_ENV|ENV)$/.test(k)))
+    const r = await realRunner.run(['/bin/sh', '-s'], { ...opts, env, input: script })
     const marker = new RegExp(`\\n${nonce} (\\d+) (\\d+)\\n`, 'g')
     let last: { index: number; code: number; start: number; end: number } | undefined
     let start = 0

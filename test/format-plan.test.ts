@@ -29,7 +29,7 @@ import {
   type HostRoute,
 } from '../src/format-plan.ts'
 import type { Logger } from '../src/log.ts'
-import { realRunner, type Runner, type RunOptions, type RunResult } from '../src/system.ts'
+import { realRunner, type ManyResult, type Runner, type RunOptions, type RunResult } from '../src/system.ts'
 import { tempDir } from './helpers.ts'
 
 // --- format.md §9 ---
@@ -293,6 +293,23 @@ computer_xml = ${T}/opt/slapos/slapos.xml
   })
   lines.push(...[...set].map(([k, v]) => `${k} = ${v}`))
   return loadFormatConfig(ConfigFile.fromText(lines.join('\n'), join(T, 'slapos.cfg')), { now: true })
+}
+
+/** A FakeHost whose runner also has runMany, as the real one: each batch is recorded, then its commands run in turn. */
+class BatchingHost extends FakeHost {
+  batches: string[][] = []
+  async runMany(argvs: string[][]): Promise<ManyResult> {
+    this.batches.push(argvs.map((a) => a.join(' ')))
+    let last = { code: 0, output: '' }
+    let ran = 0
+    for (const argv of argvs) {
+      const r = await this.run(argv)
+      ran++
+      last = { code: r.code ?? 1, output: r.stdout + r.stderr }
+      if (last.code !== 0) break
+    }
+    return { ran, ...last }
+  }
 }
 
 async function runFake(host: FakeHost, cfg: FormatConfig, randoms: number[], over: Partial<FormatDeps> = {}) {
@@ -778,6 +795,72 @@ golden('realRunner: a command that exits before reading its input (EPIPE) gives 
   assert.is(r.code, 3)
   const cat = await realRunner.run(['sh', '-c', 'head -c 10; exit 4'], { input: 'x'.repeat(1 << 20) })
   assert.equal([cat.code, cat.stdout], [4, 'xxxxxxxxxx'])
+})
+
+golden('the users\' commands through runMany: the same commands, results and messages as one at a time', async () => {
+  const fresh = <H extends FakeHost>(host: H) => {
+    host.ifaces.set('eth0', [{ addr: '2001:db8:1234:5678::1', prefixlen: 64 }])
+    return host
+  }
+  // each host formats its own directory (its slapos.xml is the next run's); paths read <T>
+  const dirs = new Map<FakeHost, string>()
+  const outcome = async (host: FakeHost) => {
+    let T = dirs.get(host)
+    if (!T) {
+      T = tempDir()
+      mkdirSync(join(T, 'opt', 'slapos'), { recursive: true })
+      dirs.set(host, T)
+    }
+    const t = (x: string) => x.replaceAll(T, '<T>')
+    try {
+      const r = await runFake(host, section10Config(T, 'create_tap = false'), [0.25, 0.75])
+      return { exitCode: r.result.exitCode, commands: r.result.commands.map((c) => t(c.join(' '))), recorded: host.recorded.map(t), log: r.fs.map(t) }
+    } catch (err) {
+      return { error: t((err as Error).message), recorded: host.recorded.map(t) }
+    }
+  }
+  const onlyUsers = (b: BatchingHost) => b.batches.every((batch) => batch.every((c) => /^(groupadd|useradd|usermod) /.test(c)))
+  // the log lists a batch's commands under one heading before they run (again for the rest
+  // after an ignored failure, which it names): the command lines are compared through
+  // `commands` and `recorded`, the rest of the log as it is
+  const strip = (o: Awaited<ReturnType<typeof outcome>>) => ({ ...o, log: 'log' in o ? o.log?.filter((l) => !/^(\/bin\/sh - \(| {0,2}(groupadd|useradd|usermod) )/.test(l)) : undefined })
+
+  // a first run: the software user's 2 commands (its directory is given to it next), then the 4 of the 2 partitions
+  const one = fresh(new FakeHost())
+  const many = fresh(new BatchingHost())
+  assert.equal(strip(await outcome(many)), strip(await outcome(one)))
+  assert.equal(many.batches.map((b) => b.length), [2, 4])
+  assert.ok(onlyUsers(many))
+
+  // a re-run where the homes differ (usermod for each) and the sysctl runs again; the
+  // usermod of slapuser0 fails, which the original ignores: the next one still runs
+  for (const h of [one, many]) {
+    for (const u of h.userList) u.home = `${u.home}-moved`
+    h.nonlocalBind = false
+    h.failing = { command: /^usermod .* slapuser0$/, code: 6, error: 'usermod: cannot lock /etc/passwd' }
+    h.recorded = []
+  }
+  many.batches = []
+  const again = strip(await outcome(many))
+  assert.equal(again, strip(await outcome(one)))
+  assert.ok(again.recorded.some((c) => /^usermod .* slapuser1$/.test(c)), again.recorded.join('\n'))
+  assert.ok(again.recorded.includes('sysctl net.ipv6.ip_nonlocal_bind=1'))
+  assert.ok(onlyUsers(many), JSON.stringify(many.batches))
+  // the software user's usermod runs alone (its directory comes next), then the partitions' two
+  assert.equal(many.batches.map((b) => b.length), [2, 1], 'a second batch after the ignored failure')
+
+  // a checked command failing after the first one: the same message, nothing after it
+  const failA = fresh(new FakeHost())
+  const failB = fresh(new BatchingHost())
+  for (const h of [failA, failB]) h.failing = { command: /^useradd .* slapuser0$/, code: 9, error: 'useradd: user slapuser0 exists' }
+  const a = await outcome(failA)
+  assert.equal(await outcome(failB), a)
+  assert.is(a.error, "'useradd -d <T>/srv/slapgrid/slappart0 -g slapuser0 -s /bin/sh -r -G slapsoft slapuser0' failed (exit 9): useradd: user slapuser0 exists")
+
+  // a command the shell cannot find: as a spawn that failed
+  const gone = fresh(new BatchingHost())
+  gone.failing = { command: /^groupadd slapuser1$/, code: 127, error: 'sh: 1: groupadd: not found' }
+  assert.match((await outcome(gone)).error ?? '', 'cannot run groupadd: sh: 1: groupadd: not found')
 })
 
 golden('realRunner.runMany: the words as given, stdin empty, stderr with stdout, stops at the first failure', async () => {
