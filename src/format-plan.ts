@@ -126,9 +126,9 @@ export interface HostFacts {
   /** net.ipv6.ip_nonlocal_bind is already 1 (the `sysctl` would change nothing) */
   nonlocalBind?: boolean
   /**
-   * interfaces where the operator turned on optimistic duplicate address detection
-   * (net.ipv6.conf.all or .<name>.optimistic_dad = 1): their new IPv6 addresses are added
-   * `optimistic` (RFC 4429), which the kernel honours only there
+   * the IPv6 interface, when the operator turned on optimistic duplicate address detection
+   * for it (net.ipv6.conf.all or .<name>.optimistic_dad not 0) and `ip` takes the word: its
+   * partition addresses are added `optimistic` (format.ts `optimisticDad`)
    */
   optimisticDad?: Set<string>
 }
